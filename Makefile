@@ -1,0 +1,81 @@
+# Stages of the pipeline. Every target creates .venv first when it is missing.
+# Variables can be overridden on the command line: make extract MANIFEST=data/manifests/<version>
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+
+DATA      ?= data
+DATASET   ?= ucf101
+VIDEOS    ?= $(DATA)/demo/videos
+ANNOTATIONS ?= $(DATA)/demo/annotations
+MANIFESTS ?= $(DATA)/manifests
+MANIFEST  ?= $(MANIFESTS)/LATEST
+SHARDS    ?= $(DATA)/shards
+SHARD_MANIFEST ?= $(SHARDS)/LATEST
+RUNS      ?= runs
+PRETRAIN_CONFIG ?= jobs/configs/pretrain.yaml
+FINETUNE_CONFIG ?= jobs/configs/finetune.yaml
+CHECKPOINT ?= $(RUNS)/finetune/best.pt
+VIDEO     ?=
+ARGS      ?=
+
+.PHONY: setup test demo demo-data manifest extract pretrain finetune evaluate preview \
+        bench bench-models bench-flow bench-manifest bench-extract bench-train clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+# The main job end to end on the embedded demo dataset (generate -> manifest -> extract -> train -> report)
+demo: $(STAMP)
+	$(PY) -m jobs.demo --data $(DATA)/demo-run --runs $(RUNS)/demo $(ARGS)
+
+demo-data: $(STAMP)
+	$(PY) -m jobs.make_demo_data --out $(DATA)/demo $(ARGS)
+
+manifest: $(STAMP)
+	$(PY) -m jobs.build_manifest --dataset $(DATASET) --videos $(VIDEOS) --annotations $(ANNOTATIONS) --out $(MANIFESTS) $(ARGS)
+
+extract: $(STAMP)
+	$(PY) -m jobs.extract --manifest $(MANIFEST) --out $(SHARDS) $(ARGS)
+
+pretrain: $(STAMP)
+	$(PY) -m jobs.train --config $(PRETRAIN_CONFIG) data.manifest=$(SHARD_MANIFEST) out_dir=$(RUNS)/pretrain $(ARGS)
+
+finetune: $(STAMP)
+	$(PY) -m jobs.train --config $(FINETUNE_CONFIG) data.manifest=$(SHARD_MANIFEST) out_dir=$(RUNS)/finetune init_from=$(RUNS)/pretrain/last.pt $(ARGS)
+
+evaluate: $(STAMP)
+	$(PY) -m jobs.evaluate --checkpoint $(CHECKPOINT) --manifest $(SHARD_MANIFEST) --out $(RUNS)/evaluate $(ARGS)
+
+preview: $(STAMP)
+	$(PY) -m jobs.preview --manifest $(SHARD_MANIFEST) --video "$(VIDEO)" --out $(RUNS)/preview $(ARGS)
+
+bench: bench-models bench-flow bench-manifest bench-extract bench-train
+
+bench-models: $(STAMP)
+	$(PY) -m jobs.bench_models --out docs/benchmarks/models.md $(ARGS)
+
+bench-flow: $(STAMP)
+	$(PY) -m jobs.bench_flow --out docs/benchmarks/flow.md $(ARGS)
+
+bench-manifest: $(STAMP)
+	$(PY) -m jobs.bench_manifest --out docs/benchmarks/manifest.md $(ARGS)
+
+bench-extract: $(STAMP)
+	$(PY) -m jobs.bench_extract --out docs/benchmarks $(ARGS)
+
+bench-train: $(STAMP)
+	$(PY) -m jobs.bench_train --out docs/benchmarks/train.md $(ARGS)
+
+clean:
+	rm -rf $(RUNS) $(DATA)/demo-run .pytest_cache
