@@ -1,0 +1,246 @@
+"""Synthetic action videos whose class is defined by motion alone (the embedded demo dataset).
+
+Every class is a `Motion` (data, one table `CLASSES`); every video is a pure function of
+(class, seed, group, clip, frames, size): the same arguments give the same frames, bit for bit.
+Appearance is nuisance and drawn at random: object shape, texture and colours, a textured background,
+illumination, and camera shake. Like UCF-101, the clips of one group share their appearance (the "same
+actor and scene") and differ in motion parameters and shake, so a split by group tests on unseen scenes.
+
+    render_video("MoveRight", seed=0, group=1, clip=1) -> (T, H, W, 3) uint8 RGB
+
+Two disjoint class sets: `TARGET_CLASSES` (the demo's evaluation task) and `PRETRAIN_CLASSES` (different
+motions used to pretrain before finetuning on the target set). Layout helpers (`video_rel_path`,
+`split_of_group`, `split_file_lines`) give UCF-101 names and split-file lines; jobs.make_demo_data writes
+them to disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+
+SHAPES = ("square", "disc", "triangle", "cross", "star", "bar")
+TEXTURES = ("noise", "stripes", "checker", "blobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Motion:
+    """What moves and how. kind: translate | rotate | zoom | oscillate | orbit | still | pulse.
+
+    direction: unit (dx, dy) for translate/oscillate (image axes, y down); sign: +1 clockwise/growing,
+    -1 counter-clockwise/shrinking for rotate, zoom and orbit.
+    """
+    kind: str
+    direction: tuple[float, float] = (0.0, 0.0)
+    sign: int = 1
+
+
+_D = 1 / math.sqrt(2)
+TARGET_CLASSES: dict[str, Motion] = {
+    "MoveRight": Motion("translate", (1.0, 0.0)),
+    "MoveLeft": Motion("translate", (-1.0, 0.0)),
+    "MoveUp": Motion("translate", (0.0, -1.0)),
+    "MoveDown": Motion("translate", (0.0, 1.0)),
+    "RotateCW": Motion("rotate", sign=1),
+    "RotateCCW": Motion("rotate", sign=-1),
+    "ZoomIn": Motion("zoom", sign=1),
+    "ZoomOut": Motion("zoom", sign=-1),
+    "OscillateHorizontal": Motion("oscillate", (1.0, 0.0)),
+    "OscillateVertical": Motion("oscillate", (0.0, 1.0)),
+}
+PRETRAIN_CLASSES: dict[str, Motion] = {
+    "MoveUpRight": Motion("translate", (_D, -_D)),
+    "MoveUpLeft": Motion("translate", (-_D, -_D)),
+    "MoveDownRight": Motion("translate", (_D, _D)),
+    "MoveDownLeft": Motion("translate", (-_D, _D)),
+    "OrbitCW": Motion("orbit", sign=1),
+    "OrbitCCW": Motion("orbit", sign=-1),
+    "Still": Motion("still"),
+    "Pulse": Motion("pulse"),
+}
+CLASSES: dict[str, Motion] = {**TARGET_CLASSES, **PRETRAIN_CLASSES}
+CLASS_SETS: dict[str, dict[str, Motion]] = {"target": TARGET_CLASSES, "pretrain": PRETRAIN_CLASSES}
+
+
+def class_names(class_set: str = "target", n: int | None = None) -> list[str]:
+    """The first `n` class names of a class set (all when n is None)."""
+    if class_set not in CLASS_SETS:
+        raise ValueError(f"class set {class_set!r}: expected one of {sorted(CLASS_SETS)}")
+    names = list(CLASS_SETS[class_set])
+    if n is not None and not 1 <= n <= len(names):
+        raise ValueError(f"classes={n}: the {class_set!r} set has 1..{len(names)} classes")
+    return names[:n] if n is not None else names
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *key])
+
+
+def _texture(kind: str, rng: np.random.Generator, h: int, w: int, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float32 in [0, 255]: a two-colour texture of `kind`."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "noise":
+        m = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 1.0)
+        m = (m - m.min()) / max(1e-6, float(m.max() - m.min()))
+    elif kind == "stripes":
+        a, period = rng.uniform(0, math.pi), rng.uniform(4, 9)
+        m = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(a) + yy * math.sin(a)) / period)
+    elif kind == "checker":
+        s = int(rng.integers(3, 7))
+        m = ((xx // s + yy // s) % 2).astype(np.float32)
+    elif kind == "blobs":
+        m = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3.0)
+        m = (m > np.median(m)).astype(np.float32)
+    else:
+        raise ValueError(f"texture {kind!r}: expected one of {TEXTURES}")
+    return c0[None, None] * (1 - m[..., None]) + c1[None, None] * m[..., None]
+
+
+def _shape_mask(shape: str, size: int) -> np.ndarray:
+    """(size, size) float32 alpha in [0, 1] of a shape filling the square."""
+    m = np.zeros((size, size), np.uint8)
+    c, r = size // 2, size // 2 - 1
+    if shape == "square":
+        m[1:-1, 1:-1] = 1
+    elif shape == "disc":
+        cv2.circle(m, (c, c), r, 1, -1)
+    elif shape == "triangle":
+        cv2.fillPoly(m, [np.array([[c, 1], [size - 2, size - 2], [1, size - 2]], np.int32)], 1)
+    elif shape == "cross":
+        t = size // 6
+        m[c - t:c + t + 1, 1:-1] = 1
+        m[1:-1, c - t:c + t + 1] = 1
+    elif shape == "star":
+        ang = np.arange(10) * math.pi / 5 - math.pi / 2
+        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        pts = np.stack([c + rad * np.cos(ang), c + rad * np.sin(ang)], 1).round().astype(np.int32)
+        cv2.fillPoly(m, [pts], 1)
+    elif shape == "bar":
+        m[c - size // 5:c + size // 5 + 1, 1:-1] = 1
+    else:
+        raise ValueError(f"shape {shape!r}: expected one of {SHAPES}")
+    return cv2.GaussianBlur(m.astype(np.float32), (3, 3), 0)
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 255, 3).astype(np.float32)
+
+
+def _luma(rgb: np.ndarray) -> float:
+    return float(np.asarray(rgb, np.float32).reshape(-1, 3).mean(0) @ np.float32([0.299, 0.587, 0.114]))
+
+
+def scene(seed: int, group: int, class_index: int, h: int, w: int) -> dict:
+    """The nuisance appearance shared by a group's clips: background, sprite and its alpha, illumination."""
+    rng = _rng(seed, 1, class_index, group)
+    margin = 4
+    bg = _texture(str(rng.choice(TEXTURES)), rng, h + 2 * margin, w + 2 * margin, _colour(rng), _colour(rng))
+    bg = 0.25 * bg + 0.75 * rng.uniform(30, 150)  # low-contrast backgrounds so the object stands out
+    size = 2 * int(round(min(h, w) * rng.uniform(0.18, 0.26)))  # sprite side, even
+    tex, c0, c1 = str(rng.choice(TEXTURES)), _colour(rng), _colour(rng)
+    for _ in range(100):  # the object differs from the background in brightness by at least 50 levels
+        if abs(_luma(0.5 * (c0 + c1)) - _luma(bg)) >= 50:
+            break
+        c0, c1 = _colour(rng), _colour(rng)
+    sprite = _texture(tex, rng, size, size, c0, c1)
+    # asymmetric marker so that rotation of symmetric shapes is visible
+    sprite[: size // 3, : size // 3] = 0.5 * sprite[: size // 3, : size // 3] + 127
+    alpha = _shape_mask(str(rng.choice(SHAPES)), size)
+    return {"bg": bg, "margin": margin, "sprite": sprite, "alpha": alpha, "gain": rng.uniform(0.8, 1.2)}
+
+
+def motion_track(motion: Motion, n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 4) float64 per frame: centre x, centre y (pixels), angle (degrees, clockwise), scale."""
+    t = np.arange(n, dtype=np.float64)
+    cx0, cy0 = w / 2 + rng.uniform(-0.08, 0.08) * w, h / 2 + rng.uniform(-0.08, 0.08) * h
+    cx, cy = np.full(n, cx0), np.full(n, cy0)
+    angle, scale = np.full(n, rng.uniform(0, 360)), np.full(n, rng.uniform(0.9, 1.1))
+    dx, dy = motion.direction
+    if motion.kind == "translate":
+        span = rng.uniform(0.45, 0.6) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))  # total travel
+        s = (t / max(1, n - 1) - 0.5) * span
+        cx, cy = cx0 + dx * s, cy0 + dy * s
+    elif motion.kind == "rotate":
+        angle = angle + motion.sign * rng.uniform(5.0, 9.0) * t
+    elif motion.kind == "zoom":
+        rate = rng.uniform(0.9, 1.2) * np.log(2.0) / max(1, n - 1)  # about 2x over the clip
+        scale = 0.7 * np.exp(rate * t) if motion.sign > 0 else 1.4 * np.exp(-rate * t)
+    elif motion.kind == "oscillate":
+        amp, period, ph = rng.uniform(0.12, 0.18) * min(h, w), rng.uniform(8, 12), rng.uniform(0, 2 * math.pi)
+        s = amp * np.sin(2 * math.pi * t / period + ph)
+        cx, cy = cx0 + dx * s, cy0 + dy * s
+    elif motion.kind == "orbit":
+        r, ph = rng.uniform(0.15, 0.22) * min(h, w), rng.uniform(0, 2 * math.pi)
+        a = ph + motion.sign * t * 2 * math.pi / rng.uniform(14, 20)
+        cx, cy = w / 2 + r * np.cos(a), h / 2 + r * np.sin(a)
+    elif motion.kind == "pulse":
+        scale = 1.0 + 0.3 * np.sin(2 * math.pi * t / rng.uniform(8, 12) + rng.uniform(0, 2 * math.pi))
+    elif motion.kind != "still":
+        raise ValueError(f"motion kind {motion.kind!r} is not known")
+    return np.stack([cx, cy, angle, scale], 1)
+
+
+def compose_frame(sc: dict, track_row: np.ndarray, shake: np.ndarray, h: int, w: int) -> np.ndarray:
+    """One (h, w, 3) uint8 frame: the sprite placed by `track_row` over the background, all shifted by shake."""
+    cx, cy, angle, scale = track_row
+    m, size = sc["margin"], sc["sprite"].shape[0]
+    # camera shake moves the whole view: crop the background at a sub-pixel offset, offset the object too
+    view = np.float32([[1, 0, -(m + shake[0])], [0, 1, -(m + shake[1])]])
+    frame = cv2.warpAffine(sc["bg"], view, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    rot = cv2.getRotationMatrix2D((size / 2, size / 2), -angle, scale)  # cv2 angles are counter-clockwise
+    rot[:, 2] += (cx - shake[0] - size / 2, cy - shake[1] - size / 2)
+    obj = cv2.warpAffine(sc["sprite"], rot, (w, h), flags=cv2.INTER_LINEAR)
+    a = cv2.warpAffine(sc["alpha"], rot, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+    frame = (frame * (1 - a) + obj * a) * sc["gain"]
+    return np.clip(frame, 0, 255).round().astype(np.uint8)
+
+
+def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 1, frames: int = 32,
+                 size: tuple[int, int] = (64, 86), shake_px: float = 0.6) -> np.ndarray:
+    """(frames, H, W, 3) uint8 RGB clip of `class_name`; a pure function of its arguments."""
+    if class_name not in CLASSES:
+        raise ValueError(f"class {class_name!r} is not known; classes: {sorted(CLASSES)}")
+    h, w = size
+    if frames < 2 or h < 16 or w < 16:
+        raise ValueError(f"frames={frames}, size={size}: need at least 2 frames of 16x16")
+    ci = list(CLASSES).index(class_name)
+    sc = scene(seed, group, ci, h, w)
+    rng = _rng(seed, 2, ci, group, clip)
+    track = motion_track(CLASSES[class_name], frames, h, w, rng)
+    # smooth camera shake: a random walk pulled back to the origin, `shake_px` pixels typical size
+    steps = rng.normal(0, shake_px * 0.5, (frames, 2))
+    shake = np.zeros((frames, 2))
+    for i in range(1, frames):
+        shake[i] = 0.8 * shake[i - 1] + steps[i]
+    return np.stack([compose_frame(sc, track[i], shake[i], h, w) for i in range(frames)])
+
+
+def video_rel_path(class_name: str, group: int, clip: int, ext: str = ".mp4") -> str:
+    """UCF-101 relative path: ClassName/v_ClassName_gXX_cYY.ext."""
+    return f"{class_name}/v_{class_name}_g{group:02d}_c{clip:02d}{ext}"
+
+
+def group_clips(videos_per_class: int, clips_per_group: int) -> list[tuple[int, int]]:
+    """(group, clip) pairs, 1-based, filling groups of `clips_per_group` in order."""
+    return [(i // clips_per_group + 1, i % clips_per_group + 1) for i in range(videos_per_class)]
+
+
+def split_of_group(group: int, num_groups: int, split: int, num_splits: int = 3) -> str:
+    """'test' when `group` is in the split's test chunk (contiguous thirds of the groups, like UCF-101's
+    g01-07 / g08-14 / g15-21), else 'train'."""
+    k = split - 1
+    lo, hi = (k * num_groups) // num_splits, ((k + 1) * num_groups) // num_splits
+    return "test" if lo < group <= max(hi, lo + 1) else "train"
+
+
+def split_file_lines(entries: list[tuple[str, str, int, int]], num_groups: int, split: int) -> tuple[list[str], list[str]]:
+    """UCF-101 trainlistNN / testlistNN lines for `entries` (class_name, rel_path, label_1based, group)."""
+    train, test = [], []
+    for _, rel, label, group in entries:
+        if split_of_group(group, num_groups, split) == "test":
+            test.append(rel)
+        else:
+            train.append(f"{rel} {label}")
+    return train, test
