@@ -1,0 +1,219 @@
+"""Decode videos to uint8 RGB frames and probe their container headers.
+
+Backends sit behind one small interface, chosen from the ``BACKENDS`` table (STYLE.md 3):
+``backend(path, size) -> np.ndarray (T, H, W, 3) uint8`` that raises ``BackendFailure`` (with whatever
+frames it decoded before failing) when it cannot finish. ``decode_video`` tries decord first and ffmpeg
+(ffmpeg-python driving the binary shipped by imageio-ffmpeg) when decord fails.
+
+The frame count is what the decoder actually produced, never the header's claim: real files lie (a UCF-101
+AVI claims 444 frames and decodes 68). decord builds its index by reading packets and then decodes in
+batches; if it raises mid-file we fall back to ffmpeg, and when every backend fails part-way we keep the
+longest prefix decoded and record why (bad-input policy, STYLE.md 5): see ``decode_video_ex``.
+
+Probing parses ``ffmpeg -i`` stderr (imageio-ffmpeg ships no ffprobe, which ffmpeg-python's probe needs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_SIZE = (128, 171)  # (H, W) as in C3D / the paper
+DECORD_BATCH = 64  # frames per decord get_batch call
+DECORD_THREADS = 1  # decoder threads per call; parallelism comes from Ray tasks
+
+
+class DecodeError(RuntimeError):
+    """A video could not be probed or decoded. The message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+class BackendFailure(Exception):
+    """Raised by a backend that could not decode the whole file; ``frames`` holds what it got first."""
+
+    def __init__(self, reason: str, frames: np.ndarray | None = None):
+        super().__init__(reason)
+        self.reason, self.frames = reason, frames
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeInfo:
+    """What the container header says (``header_frames`` = round(duration × fps); may be wrong)."""
+
+    duration_s: float | None
+    fps: float | None
+    width: int
+    height: int
+    header_frames: int | None
+    codec: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """Frames (T, H, W, 3) uint8 RGB, the backend that produced them, and why earlier backends failed."""
+
+    frames: np.ndarray
+    backend: str
+    note: str | None = None  # set when a backend failed or the result is a truncated prefix
+
+
+def _ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _empty(size: tuple[int, int]) -> np.ndarray:
+    return np.zeros((0, size[0], size[1], 3), np.uint8)
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise DecodeError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+# ---------------------------------------------------------------- backends
+def decode_decord(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """decord: open (reads the packet index), then decode in batches until the end or an error."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    h, w = size
+    try:
+        vr = decord.VideoReader(str(path), width=w, height=h, num_threads=DECORD_THREADS)
+    except (decord.DECORDError, RuntimeError) as e:  # decord raises either, depending on where it fails
+        raise BackendFailure(f"decord cannot open: {_last_line(str(e))}") from None
+    n = len(vr)
+    chunks: list[np.ndarray] = []
+    for start in range(0, n, DECORD_BATCH):
+        try:
+            chunks.append(vr.get_batch(list(range(start, min(n, start + DECORD_BATCH)))).asnumpy())
+        except decord.DECORDError as e:
+            got = np.concatenate(chunks) if chunks else _empty(size)
+            raise BackendFailure(f"decord failed after {len(got)} of {n} indexed frames: "
+                                 f"{_last_line(str(e))}", got) from None
+    frames = np.concatenate(chunks) if chunks else _empty(size)
+    if len(frames) == 0:
+        raise BackendFailure("decord decoded no frames", frames)
+    return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+def decode_ffmpeg(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """ffmpeg: decode the first video stream to raw RGB at `size`, one output frame per decoded frame."""
+    import ffmpeg
+
+    h, w = size
+    stream = ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                                           map="0:v:0", fps_mode="passthrough", loglevel="error")
+    try:
+        out, err = stream.run(cmd=_ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True)
+        failed = None
+    except ffmpeg.Error as e:
+        out, err, failed = e.stdout or b"", e.stderr or b"", "ffmpeg exited with an error"
+    n = len(out) // (h * w * 3)
+    frames = np.frombuffer(out[: n * h * w * 3], np.uint8).reshape(n, h, w, 3).copy()
+    if failed or n == 0:
+        reason = _last_line(err.decode(errors="replace")) or failed or "no frames"
+        raise BackendFailure(f"ffmpeg decoded {n} frames: {reason}", frames)
+    return frames
+
+
+BACKENDS: dict[str, Callable[[Path, tuple[int, int]], np.ndarray]] = {
+    "decord": decode_decord,
+    "ffmpeg": decode_ffmpeg,
+}
+DEFAULT_ORDER = ("decord", "ffmpeg")
+
+
+# ---------------------------------------------------------------- public API
+def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
+                    backend: str | None = None) -> Decoded:
+    """Decode with `backend` (a BACKENDS key) or, if None, each of DEFAULT_ORDER until one succeeds.
+
+    If every backend fails part-way, the longest decoded prefix is returned with a note saying why;
+    if none decoded a frame, DecodeError names the file and every backend's reason.
+    """
+    path = Path(path)
+    _check_file(path)
+    order = (backend,) if backend else DEFAULT_ORDER
+    failures: list[BackendFailure] = []
+    names: list[str] = []
+    for name in order:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown decode backend {name!r}; known: {sorted(BACKENDS)}")
+        try:
+            frames = BACKENDS[name](path, tuple(size))
+        except BackendFailure as f:
+            failures.append(f)
+            names.append(name)
+            continue
+        note = "; ".join(f.reason for f in failures) or None
+        return Decoded(frames, name, note)
+    best = max(range(len(failures)), key=lambda i: _n(failures[i].frames))
+    if _n(failures[best].frames) == 0:
+        raise DecodeError(path, "; ".join(f.reason for f in failures))
+    note = "truncated: " + "; ".join(f.reason for f in failures)
+    return Decoded(failures[best].frames, names[best], note)
+
+
+def decode_video(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
+                 backend: str | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames resized to `size` (H, W); T counted by decoding. See decode_video_ex."""
+    return decode_video_ex(path, size, backend).frames
+
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<codec>[\w-]+)(?P<rest>.*)")
+_SIZE = re.compile(r"[ ,](\d{1,5})x(\d{1,5})[ ,\]]")
+_RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
+
+
+def parse_ffmpeg_header(stderr: str) -> ProbeInfo | None:
+    """ProbeInfo from the stderr of ``ffmpeg -i FILE`` (first video stream), or None if there is none."""
+    m = _VIDEO.search(stderr)
+    if not m:
+        return None
+    rest = m.group("rest") + " "
+    size = _SIZE.search(rest)
+    rates = {unit: float(v) * (1000 if k else 1) for v, k, unit in _RATE.findall(rest)}
+    fps = rates.get("fps") or rates.get("tbr")
+    d = _DURATION.search(stderr)
+    duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else None
+    header_frames = round(duration * fps) if duration is not None and fps else None
+    return ProbeInfo(duration, fps, int(size.group(1)) if size else 0, int(size.group(2)) if size else 0,
+                     header_frames, m.group("codec"))
+
+
+def probe_video(path: str | Path) -> ProbeInfo:
+    """Container header facts of the first video stream, parsed from ``ffmpeg -i`` stderr."""
+    path = Path(path)
+    _check_file(path)
+    # `ffmpeg -i FILE` with no output prints the header and exits 1 by design; we only read stderr
+    res = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                         capture_output=True, text=True, errors="replace", check=False)
+    info = parse_ffmpeg_header(res.stderr)
+    if info is None:
+        lines = [ln for ln in res.stderr.splitlines()
+                 if ln.strip() and "output file must be specified" not in ln]
+        raise DecodeError(path, f"no video stream ({_last_line(chr(10).join(lines)) or 'ffmpeg found none'})")
+    return info
+
+
+def _n(frames: np.ndarray | None) -> int:
+    return 0 if frames is None else len(frames)
+
+
+def _last_line(text: str) -> str:
+    """Last non-empty line of a tool's message, without decord's "[hh:mm:ss] file.cc:123: " prefixes."""
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
