@@ -1,0 +1,238 @@
+"""Shard dataset versions: the extracted RGB / Flow / RGBF dataset, parsed into typed records.
+
+A version directory (written once through ``manifests.versioning.publish``)::
+
+    <root>/<version_id>/version.json       VersionMeta(kind="shards"), parent = source manifest version
+    <root>/<version_id>/shards.parquet     one row per extracted video (SHARDS_SCHEMA)
+    <root>/<version_id>/failures.parquet   one row per video that was not extracted (FAILURES_SCHEMA)
+    <root>/<version_id>/labels.parquet     label_id -> name (LABELS_SCHEMA)
+    <root>/<version_id>/shards/*.h5        pipeline.storage shard files
+
+``load_shards`` is the one place the tables are parsed (STYLE.md 4); ``publish_shards`` is the writer used
+by jobs.extract, and ``write_shard_dataset`` builds a small version from in-memory frames (tests, demos).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.versioning import VersionMeta, content_id, file_digest, publish, resolve, utc_now
+from pipeline.storage import STREAMS, ShardWriter, codec_spec
+
+KIND = "shards"
+SCHEMA_VERSION = 1
+SHARDS_FILE, FAILURES_FILE, LABELS_FILE, SHARDS_DIR = "shards.parquet", "failures.parquet", "labels.parquet", "shards"
+
+SHARDS_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("shard", pa.string()),  # path relative to the version directory, e.g. shards/00000.h5
+    ("group", pa.string()),  # HDF5 group inside the shard
+    ("n_rgb", pa.int32()),
+    ("n_flow", pa.int32()),  # = n_rgb - 1 (flow and rgbf streams)
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("labels", pa.list_(pa.int32())),
+    ("label_names", pa.list_(pa.string())),
+    ("splits", pa.map_(pa.string(), pa.string())),  # split name -> train | test | unused
+    ("sha256_rgb", pa.string()),  # checksums of the stored stream payloads (pipeline.storage)
+    ("sha256_flow", pa.string()),
+    ("sha256_rgbf", pa.string()),
+    ("shard_sha256", pa.string()),  # sha256 of the whole shard file
+    ("source_rel_path", pa.string()),  # the video in the source manifest
+    ("source_sha256", pa.string()),
+    ("codec", pa.string()),  # JSON {stream: codec name, "opts": {...}}
+    ("flow_params", pa.string()),  # JSON of the Brox / flow-image parameters
+    ("code_version", pa.string()),
+])
+FAILURES_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("source_rel_path", pa.string()),
+    ("stage", pa.string()),  # source | input | decode | length | flow | static | store
+    ("error", pa.string()),  # reason, naming the file
+    ("shard", pa.string()),  # shard the video was assigned to ("" if none)
+])
+LABELS_SCHEMA = pa.schema([("label_id", pa.int32()), ("name", pa.string())])
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRecord:
+    """One extracted video: where its streams live and what it is labelled."""
+    video_id: str
+    shard_path: Path  # absolute
+    group: str
+    n_rgb: int
+    n_flow: int
+    labels: tuple[int, ...]
+    label_names: tuple[str, ...]
+    splits: dict[str, str]
+    height: int
+    width: int
+    checksums: dict[str, str] = dataclasses.field(default_factory=dict)  # stream -> sha256
+    shard_sha256: str = ""
+    source_rel_path: str = ""
+    source_sha256: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    video_id: str
+    stage: str
+    error: str
+    source_rel_path: str = ""
+    shard: str = ""
+
+
+@dataclasses.dataclass
+class ShardDataset:
+    root: Path  # the version directory
+    meta: VersionMeta
+    labels: list[str]  # index = label id
+    records: list[ShardRecord]
+    failures: list[FailureRecord]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def split(self, name: str, subset: str) -> list[ShardRecord]:
+        """Records whose split ``name`` is ``subset`` (train | test | unused)."""
+        return [r for r in self.records if r.splits.get(name) == subset]
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def load_shards(path: str | os.PathLike) -> ShardDataset:
+    """Load a shard dataset version (anything ``manifests.versioning.resolve`` accepts)."""
+    vdir = resolve(path)
+    meta = VersionMeta.from_file(vdir / "version.json")
+    if meta.kind != KIND:
+        raise ValueError(f"{vdir}: a {meta.kind!r} version, not a shard dataset")
+    labels = [r["name"] for r in sorted(pq.read_table(vdir / LABELS_FILE).to_pylist(), key=lambda r: r["label_id"])]
+    records = []
+    for r in pq.read_table(vdir / SHARDS_FILE).to_pylist():
+        records.append(ShardRecord(
+            video_id=r["video_id"], shard_path=(vdir / r["shard"]).resolve(), group=r["group"],
+            n_rgb=r["n_rgb"], n_flow=r["n_flow"], labels=tuple(r["labels"]), label_names=tuple(r["label_names"]),
+            splits=dict(r["splits"]), height=r["height"], width=r["width"],
+            checksums={s: r[f"sha256_{s}"] for s in STREAMS}, shard_sha256=r["shard_sha256"],
+            source_rel_path=r["source_rel_path"], source_sha256=r["source_sha256"]))
+    missing = sorted({str(r.shard_path) for r in records if not r.shard_path.is_file()})
+    if missing:
+        raise FileNotFoundError(f"{vdir}: {len(missing)} shard files missing, e.g. {missing[0]}")
+    failures = [FailureRecord(video_id=r["video_id"], stage=r["stage"], error=r["error"],
+                              source_rel_path=r["source_rel_path"], shard=r["shard"])
+                for r in pq.read_table(vdir / FAILURES_FILE).to_pylist()]
+    return ShardDataset(root=vdir, meta=meta, labels=labels, records=records, failures=failures)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def write_tables(dest: Path, records: Sequence[ShardRecord], failures: Sequence[FailureRecord],
+                 labels: Sequence[str], *, codec: Mapping[str, Any] | None = None,
+                 flow_params: Mapping[str, Any] | None = None, code_version: str = "") -> None:
+    """Write the three Parquet tables into ``dest``; shard paths are stored as ``shards/<file name>``."""
+    codec_s = json.dumps(codec or {}, sort_keys=True)
+    flow_s = json.dumps(flow_params or {}, sort_keys=True)
+    rows = [{
+        "video_id": r.video_id, "shard": f"{SHARDS_DIR}/{Path(r.shard_path).name}", "group": r.group,
+        "n_rgb": r.n_rgb, "n_flow": r.n_flow, "height": r.height, "width": r.width,
+        "labels": list(r.labels), "label_names": list(r.label_names), "splits": sorted(r.splits.items()),
+        **{f"sha256_{s}": r.checksums.get(s, "") for s in STREAMS}, "shard_sha256": r.shard_sha256,
+        "source_rel_path": r.source_rel_path, "source_sha256": r.source_sha256,
+        "codec": codec_s, "flow_params": flow_s, "code_version": code_version,
+    } for r in sorted(records, key=lambda r: r.video_id)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA), dest / SHARDS_FILE)
+    frows = [dataclasses.asdict(f) for f in sorted(failures, key=lambda f: f.video_id)]
+    pq.write_table(pa.Table.from_pylist(frows, schema=FAILURES_SCHEMA), dest / FAILURES_FILE)
+    lrows = [{"label_id": i, "name": n} for i, n in enumerate(labels)]
+    pq.write_table(pa.Table.from_pylist(lrows, schema=LABELS_SCHEMA), dest / LABELS_FILE)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem, or links unsupported
+        shutil.copy2(src, dst)
+
+
+def publish_shards(root: str | os.PathLike, version_id: str, shard_files: Iterable[Path],
+                   records: Sequence[ShardRecord], failures: Sequence[FailureRecord], labels: Sequence[str],
+                   *, source: Mapping[str, Any], parent: str | None, codec: Mapping[str, Any] | None = None,
+                   flow_params: Mapping[str, Any] | None = None, code_version: str = "",
+                   extra: Mapping[str, Any] | None = None, update_latest: bool = True) -> Path:
+    """Publish ``<root>/<version_id>``: shard files are hard-linked (copied across filesystems) into the
+    version's shards/ directory, then the tables and version.json are written, all atomically."""
+    files = sorted({Path(p) for p in shard_files})
+    names = [p.name for p in files]
+    if len(set(names)) != len(names):
+        raise ValueError("shard file names must be unique")
+    known = set(names)
+    stray = [r.video_id for r in records if Path(r.shard_path).name not in known]
+    if stray:
+        raise ValueError(f"{len(stray)} records point at shards not being published, e.g. {stray[0]}")
+    meta = VersionMeta(version_id=version_id, kind=KIND, schema_version=SCHEMA_VERSION, source=dict(source),
+                       parent=parent, created_at=utc_now(),
+                       extra={"codec": dict(codec or {}), "flow_params": dict(flow_params or {}),
+                              "code_version": code_version, "num_videos": len(records),
+                              "num_failures": len(failures), "num_shards": len(files), **dict(extra or {})})
+
+    def write_files(tmp: Path) -> None:
+        (tmp / SHARDS_DIR).mkdir()
+        for p in files:
+            _link_or_copy(p, tmp / SHARDS_DIR / p.name)
+        write_tables(tmp, records, failures, labels, codec=codec, flow_params=flow_params,
+                     code_version=code_version)
+
+    return publish(Path(root), version_id, write_files, meta, update_latest=update_latest)
+
+
+@dataclasses.dataclass
+class VideoStreams:
+    """In-memory input of ``write_shard_dataset``: streams {"rgb": (T,H,W,3), "flow"/"rgbf": (T-1,H,W,3)}."""
+    video_id: str
+    streams: Mapping[str, np.ndarray]
+    labels: tuple[int, ...] = ()
+    splits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    label_names: tuple[str, ...] | None = None  # default: from the label list
+
+
+def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams], labels: Sequence[str], *,
+                        failures: Sequence[FailureRecord] = (), codec: str | Mapping[str, str] | None = None,
+                        shard_size: int = 8, update_latest: bool = True, **codec_opts: Any) -> Path:
+    """Write a small shard dataset version from in-memory frames, without Ray. Returns the version dir."""
+    videos = sorted(videos, key=lambda v: v.video_id)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".write-", dir=root))
+    try:
+        records, files = [], []
+        for k in range(0, len(videos), shard_size):
+            path = work / f"{k // shard_size:05d}.h5"
+            batch = []
+            with ShardWriter(path, codec=codec, **codec_opts) as w:
+                for v in videos[k:k + shard_size]:
+                    sums = w.add(v.video_id, v.streams, {"video_id": v.video_id})
+                    batch.append((v, sums))
+            files.append(path)
+            digest = file_digest(path)
+            for v, sums in batch:
+                t, h, wd, _ = v.streams["rgb"].shape
+                names = v.label_names if v.label_names is not None else tuple(labels[i] for i in v.labels)
+                records.append(ShardRecord(v.video_id, path, v.video_id, t, t - 1, tuple(v.labels), tuple(names),
+                                           dict(v.splits), h, wd, sums, digest))
+        vid = content_id([KIND, json.dumps(list(labels)), json.dumps([codec_spec(codec), codec_opts], sort_keys=True), *[f"{r.video_id}:{Path(r.shard_path).name}:{sorted(r.checksums.items())}:{r.labels}:{sorted(r.splits.items())}"
+                            for r in records],  # content, not file bytes (HDF5 padding is not deterministic)
+                          *[f"{f.video_id}:{f.stage}:{f.error}" for f in failures]])
+        return publish_shards(root, vid, files, records, failures, labels,
+                              source={"builder": "write_shard_dataset"}, parent=None,
+                              codec={"streams": codec_spec(codec), "opts": codec_opts},
+                              update_latest=update_latest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+

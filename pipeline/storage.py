@@ -1,0 +1,379 @@
+"""HDF5 shards holding the RGB / Flow-image / RGBF streams of many videos.
+
+Layout of one shard file (see docs/extract.md)::
+
+    /                      attrs: format, format_version, index (JSON list of groups), extra (JSON)
+    /<group>/rgb           (n_rgb, H, W, 3) uint8, stored by a codec
+    /<group>/flow          (n_rgb - 1, H, W, 3)
+    /<group>/rgbf          (n_rgb - 1, H, W, 3)
+    /<group>               attrs: n_rgb, n_flow, height, width, sha256_<stream>, caller attrs
+
+Each stream dataset records the codec that wrote it (``attrs["codec"]``, ``attrs["codec_opts"]``), so
+a reader needs no configuration and streams of one shard may use different codecs. Codecs sit behind a
+small interface (``write`` / ``read`` / ``digest``) and are chosen by name from ``CODECS`` (STYLE.md 3).
+
+Checksums are sha256 of a stream's stored *payload*: the raw uint8 array bytes for array codecs, the
+length-prefixed JPEG byte strings for JPEG codecs. They are computed while writing and re-checked when
+the shard is closed (re-opened from disk) before the temporary file is renamed into place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import cv2
+import h5py
+import numpy as np
+
+STREAMS = ("rgb", "flow", "rgbf")
+FORMAT = "asym3d-shard"
+FORMAT_VERSION = 1
+
+
+class ShardError(RuntimeError):
+    """A shard file is missing, incomplete or fails verification; the message names the file."""
+
+
+# ----------------------------------------------------------------------------------------------- codecs
+@dataclasses.dataclass(frozen=True)
+class ArrayCodec:
+    """Frames as one chunked uint8 array (T, H, W, 3), optionally compressed by an HDF5 filter.
+
+    One chunk holds ``chunk_frames`` frames, so reading a clip decompresses only the chunks it touches.
+    """
+    name: str
+    compression: str | None = None  # None | "gzip" | "lzf"
+    level: int | None = None  # gzip level 0-9
+    chunk_frames: int = 1
+    shuffle: bool = False
+
+    def write(self, parent: h5py.Group, key: str, frames: np.ndarray) -> h5py.Dataset:
+        t, h, w, c = frames.shape
+        kw: dict[str, Any] = {}
+        if t > 0:
+            kw["chunks"] = (min(self.chunk_frames, t), h, w, c)
+            if self.compression:
+                kw["compression"] = self.compression
+                kw["shuffle"] = self.shuffle
+                if self.compression == "gzip":
+                    kw["compression_opts"] = 4 if self.level is None else self.level
+        return parent.create_dataset(key, data=frames, dtype=np.uint8, **kw)
+
+    def read(self, ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+        return ds[start:stop]  # (stop-start, H, W, 3)
+
+    def digest(self, ds: h5py.Dataset) -> str:
+        return hashlib.sha256(np.ascontiguousarray(ds[()]).tobytes()).hexdigest()
+
+    def encoded_digest(self, frames: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class JpegCodec:
+    """Each frame as JPEG bytes in a variable-length uint8 dataset of T entries.
+
+    ``planar=False``: a colour JPEG (YCbCr, chroma subsampled), for natural images (rgb, rgbf).
+    ``planar=True``: the 3 channels stacked vertically into one (3H, W) grayscale JPEG, so channels are
+    never mixed or subsampled: the layout for flow images (x, y, magnitude), like mmaction2's grayscale
+    flow_x / flow_y frames.
+    """
+    name: str
+    quality: int = 90
+    planar: bool = False
+
+    def _encode(self, frame: np.ndarray) -> np.ndarray:
+        if self.planar:
+            img = np.ascontiguousarray(frame.transpose(2, 0, 1).reshape(-1, frame.shape[1]))  # (3H, W)
+        else:
+            img = np.ascontiguousarray(frame[..., ::-1])  # RGB -> BGR for OpenCV
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)])
+        if not ok:
+            raise ValueError(f"JPEG encoding failed for a frame of shape {frame.shape}")
+        return buf.reshape(-1)
+
+    def write(self, parent: h5py.Group, key: str, frames: np.ndarray) -> h5py.Dataset:
+        t, h, w, c = frames.shape
+        ds = parent.create_dataset(key, shape=(t,), dtype=h5py.vlen_dtype(np.uint8))
+        for i in range(t):
+            ds[i] = self._encode(frames[i])
+        ds.attrs["frame_shape"] = (h, w, c)
+        return ds
+
+    def read(self, ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+        h, w, c = (int(v) for v in ds.attrs["frame_shape"])
+        out = np.empty((stop - start, h, w, c), dtype=np.uint8)
+        for i, buf in enumerate(ds[start:stop]):
+            if self.planar:
+                img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)  # (3H, W)
+                out[i] = img.reshape(c, h, w).transpose(1, 2, 0)
+            else:
+                out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        return out
+
+    def digest(self, ds: h5py.Dataset) -> str:
+        h = hashlib.sha256()
+        for buf in ds[()]:
+            h.update(len(buf).to_bytes(8, "little"))
+            h.update(buf.tobytes())
+        return h.hexdigest()
+
+
+Codec = ArrayCodec | JpegCodec
+
+# name -> factory(**options). Options a codec does not take are rejected by make_codec.
+CODECS: dict[str, Callable[..., Codec]] = {
+    "raw": lambda **o: ArrayCodec("raw", compression=None, **o),
+    "gzip": lambda **o: ArrayCodec("gzip", compression="gzip", **o),
+    "lzf": lambda **o: ArrayCodec("lzf", compression="lzf", **o),
+    "jpeg": lambda **o: JpegCodec("jpeg", planar=False, **o),
+    "jpeg-planar": lambda **o: JpegCodec("jpeg-planar", planar=True, **o),
+}
+# codec per stream used when none is given (chosen from docs/benchmarks/storage.md)
+DEFAULT_CODEC: dict[str, str] = {"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"}
+CODEC_OPTIONS = {"level", "chunk_frames", "shuffle", "quality"}
+
+
+def make_codec(name: str, **opts: Any) -> Codec:
+    """Codec ``name`` from CODECS with the options it accepts taken from ``opts`` (others ignored)."""
+    if name not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; known: {sorted(CODECS)}")
+    unknown = set(opts) - CODEC_OPTIONS
+    if unknown:
+        raise ValueError(f"unknown codec options {sorted(unknown)}; known: {sorted(CODEC_OPTIONS)}")
+    cls = ArrayCodec if name in ("raw", "gzip", "lzf") else JpegCodec
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return CODECS[name](**{k: v for k, v in opts.items() if k in fields and v is not None})
+
+
+def codec_spec(codec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Normalise a codec choice to {stream: codec name}: one name for all streams, or a per-stream map."""
+    if codec is None:
+        return dict(DEFAULT_CODEC)
+    if isinstance(codec, str):
+        return {s: codec for s in STREAMS}
+    spec = dict(DEFAULT_CODEC)
+    spec.update(codec)
+    for s, n in spec.items():
+        if s not in STREAMS or n not in CODECS:
+            raise ValueError(f"bad codec mapping {s}={n}; streams {STREAMS}, codecs {sorted(CODECS)}")
+    return spec
+
+
+def _codec_of(ds: h5py.Dataset) -> Codec:
+    return make_codec(str(ds.attrs["codec"]), **json.loads(ds.attrs["codec_opts"]))
+
+
+# ------------------------------------------------------------------------------------------------ writer
+def _check_streams(group: str, streams: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
+    """Validate {"rgb": (T,H,W,3), "flow": (T-1,H,W,3), "rgbf": (T-1,H,W,3)} uint8; return (T, H, W)."""
+    if set(streams) != set(STREAMS):
+        raise ValueError(f"group {group!r}: streams must be exactly {STREAMS}, got {sorted(streams)}")
+    rgb = streams["rgb"]
+    if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.shape[0] < 1:
+        raise ValueError(f"group {group!r}: rgb must be uint8 (T>=1, H, W, 3), got {rgb.dtype} {rgb.shape}")
+    t, h, w, _ = rgb.shape
+    for s in ("flow", "rgbf"):
+        a = streams[s]
+        if a.dtype != np.uint8 or a.shape != (t - 1, h, w, 3):
+            raise ValueError(f"group {group!r}: {s} must be uint8 {(t - 1, h, w, 3)}, got {a.dtype} {a.shape}")
+    return t, h, w
+
+
+def _valid_group_name(group: str) -> bool:
+    return bool(group) and "/" not in group and not group.startswith(".") and group.isprintable()
+
+
+class ShardWriter:
+    """Write many videos into one shard: ``path`` appears only when the shard is complete and verified.
+
+    Writes a uniquely named temporary sibling file (``<path>.<random>.tmp``); ``close()`` stores the
+    index, re-opens the file and checks every group's checksums, fsyncs and renames it to ``path``.
+    Leaving the ``with`` block by an exception deletes the temporary file, so no partial shard exists.
+
+    >>> with ShardWriter("s.h5", codec="lzf") as w:
+    ...     sums = w.add("vid1", {"rgb": rgb, "flow": flow, "rgbf": rgbf}, {"video_id": "vid1"})
+    """
+
+    def __init__(self, path: str | os.PathLike, codec: str | Mapping[str, str] | None = None, **opts: Any):
+        self.path = Path(path)
+        self.spec = codec_spec(codec)
+        self.codecs = {s: make_codec(n, **opts) for s, n in self.spec.items()}
+        self.opts = {k: v for k, v in opts.items() if v is not None}
+        self.extra: dict[str, Any] = {}  # JSON-able, stored as the root attr "extra" (e.g. failures)
+        self.tmp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: h5py.File | None = h5py.File(self.tmp, "w")
+        self._index: list[str] = []
+        self._sums: dict[str, dict[str, str]] = {}
+
+    def add(self, group: str, streams: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
+            ) -> dict[str, str]:
+        """Store one video's streams under ``group``; returns {stream: sha256 of its stored payload}."""
+        if self._f is None:
+            raise ShardError(f"{self.path}: writer is closed")
+        if not _valid_group_name(group) or group in self._sums:
+            raise ValueError(f"{self.path}: bad or duplicate group name {group!r}")
+        t, h, w = _check_streams(group, streams)
+        g = self._f.create_group(group)
+        sums = {}
+        for s in STREAMS:
+            codec = self.codecs[s]
+            ds = codec.write(g, s, np.ascontiguousarray(streams[s]))
+            ds.attrs["codec"] = codec.name
+            ds.attrs["codec_opts"] = json.dumps({k: v for k, v in dataclasses.asdict(codec).items()
+                                                 if k in CODEC_OPTIONS})
+            sums[s] = codec.encoded_digest(streams[s]) if isinstance(codec, ArrayCodec) else codec.digest(ds)
+            g.attrs[f"sha256_{s}"] = sums[s]
+        g.attrs.update({"n_rgb": t, "n_flow": t - 1, "height": h, "width": w})
+        for k, v in (attrs or {}).items():
+            g.attrs[k] = v if isinstance(v, (str, int, float, bool, np.integer, np.floating)) else json.dumps(v)
+        self._index.append(group)
+        self._sums[group] = sums
+        return sums
+
+    def close(self) -> Path:
+        """Finish the shard: write the index, verify from disk, rename into place. Returns the path."""
+        if self._f is None:
+            return self.path
+        f, self._f = self._f, None
+        try:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["index"] = json.dumps(self._index)
+            f.attrs["extra"] = json.dumps(self.extra)
+            f.close()
+            with ShardReader(self.tmp) as r:
+                r.verify(full=True, expected=self._sums)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the shard being written (deletes the temporary file)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# ------------------------------------------------------------------------------------------------ reader
+class ShardReader:
+    """Random access to one shard. The file is opened lazily on first use and re-opened after a fork, so
+    one reader may be created in a parent process and used by each DataLoader worker. Picklable."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f: h5py.File | None = None
+        self._pid: int | None = None
+
+    @property
+    def file(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            try:
+                self._f = h5py.File(self.path, "r")
+            except (OSError, ValueError) as e:
+                raise ShardError(f"{self.path}: cannot open shard ({e})") from e
+            self._pid = os.getpid()
+        return self._f
+
+    def groups(self) -> list[str]:
+        """Groups in the order they were written."""
+        return json.loads(self.file.attrs["index"])
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return json.loads(self.file.attrs.get("extra", "{}"))
+
+    def attrs(self, group: str) -> dict[str, Any]:
+        out = {}
+        for k, v in self._group(group).attrs.items():
+            out[k] = v.item() if isinstance(v, np.generic) else v
+        return out
+
+    def num_frames(self, group: str, stream: str) -> int:
+        return int(self._dataset(group, stream).shape[0])
+
+    def read(self, group: str, stream: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames [start, stop) of a stream: uint8 (stop - start, H, W, 3)."""
+        ds = self._dataset(group, stream)
+        n = ds.shape[0]
+        stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"{self.path}:{group}/{stream}: frames [{start}, {stop}) out of range 0..{n}")
+        return _codec_of(ds).read(ds, start, stop)
+
+    def verify(self, full: bool = True, expected: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+        """Check format, index, streams and frame counts; with ``full`` also recompute every checksum
+        (against ``expected`` if given, else the stored ones). Returns the groups; raises ShardError."""
+        f = self.file
+        if f.attrs.get("format") != FORMAT or "index" not in f.attrs:
+            raise ShardError(f"{self.path}: not a complete {FORMAT} file (no format/index attributes)")
+        groups = self.groups()
+        if sorted(groups) != sorted(f.keys()):
+            raise ShardError(f"{self.path}: index {len(groups)} groups != file {len(f.keys())} groups")
+        for g in groups:
+            a = f[g].attrs
+            for s in STREAMS:
+                if s not in f[g]:
+                    raise ShardError(f"{self.path}:{g}: stream {s!r} missing")
+                ds = f[g][s]
+                want_n = a["n_rgb"] if s == "rgb" else a["n_flow"]
+                if ds.shape[0] != want_n:
+                    raise ShardError(f"{self.path}:{g}/{s}: {ds.shape[0]} frames, expected {want_n}")
+                if full:
+                    want = expected[g][s] if expected is not None else a[f"sha256_{s}"]
+                    got = _codec_of(ds).digest(ds)
+                    if got != want:
+                        raise ShardError(f"{self.path}:{g}/{s}: checksum mismatch ({got[:12]} != {want[:12]})")
+        return groups
+
+    def _group(self, group: str) -> h5py.Group:
+        try:
+            return self.file[group]
+        except KeyError:
+            raise KeyError(f"{self.path}: no group {group!r}") from None
+
+    def _dataset(self, group: str, stream: str) -> h5py.Dataset:
+        g = self._group(group)
+        if stream not in g:
+            raise KeyError(f"{self.path}:{group}: no stream {stream!r} (streams: {list(g.keys())})")
+        return g[stream]
+
+    def close(self) -> None:
+        if self._f is not None and self._pid == os.getpid():
+            self._f.close()
+        self._f = None
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_f": None, "_pid": None}
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: h5py may already be gone
+            pass
