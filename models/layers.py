@@ -5,6 +5,7 @@ Every kind is a callable ``(in_channels, out_channels, *, norm) -> nn.Module`` t
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from typing import Callable
 
@@ -19,11 +20,12 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, kernel: int | Kernel = 3, *, norm: bool = False):
         k = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
-        layers: list[nn.Module] = [nn.Conv3d(cin, cout, k, padding=tuple(s // 2 for s in k), bias=not norm)]
+        layers: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=nn.Conv3d(cin, cout, k, padding=tuple(s // 2 for s in k), bias=not norm))
         if norm:
-            layers.append(nn.BatchNorm3d(cout))
-        layers.append(nn.ReLU(inplace=True))
-        super().__init__(*layers)
+            layers["bn"] = nn.BatchNorm3d(cout)
+        layers["relu"] = nn.ReLU(inplace=True)
+        super().__init__(layers)
 
 
 class AsymConv3d(nn.Sequential):
@@ -38,11 +40,11 @@ class AsymConv3d(nn.Sequential):
     """
 
     def __init__(self, cin: int, cout: int, k: int = 3, t: int = 3, *, norm: bool = False):
-        super().__init__(
-            ConvBlock(cin, cout, (1, k, 1), norm=norm),   # height, eq. 3
-            ConvBlock(cout, cout, (1, 1, k), norm=norm),  # width, eq. 4
-            ConvBlock(cout, cout, (t, 1, 1), norm=norm),  # time, eq. 5
-        )
+        super().__init__(OrderedDict(
+            height=ConvBlock(cin, cout, (1, k, 1), norm=norm),   # eq. 3
+            width=ConvBlock(cout, cout, (1, 1, k), norm=norm),   # eq. 4
+            time=ConvBlock(cout, cout, (t, 1, 1), norm=norm),    # eq. 5
+        ))
 
 
 class MicroNet(nn.Module):
@@ -65,8 +67,10 @@ class MicroNet(nn.Module):
         e = cout - d - m
         if e < 1:
             raise ValueError(f"MicroNet needs out_channels >= 4, got {cout}")
-        self.left = nn.Sequential(ConvBlock(cin, r1, 1, norm=norm), LAYERS[left](r1, d, norm=norm))
-        self.middle = nn.Sequential(ConvBlock(cin, r2, 1, norm=norm), LAYERS[middle](r2, m, norm=norm))
+        self.left = nn.Sequential(OrderedDict(
+            reduce=ConvBlock(cin, r1, 1, norm=norm), body=make_layer(left, r1, d, norm=norm)))
+        self.middle = nn.Sequential(OrderedDict(
+            reduce=ConvBlock(cin, r2, 1, norm=norm), body=make_layer(middle, r2, m, norm=norm)))
         self.right = ConvBlock(cin, e, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +80,7 @@ class MicroNet(nn.Module):
 
 def _conv3x2(cin: int, cout: int, *, norm: bool = False) -> nn.Module:
     """Two stacked 3x3x3 convs (the group that asym k=5, t=3 replaces)."""
-    return nn.Sequential(ConvBlock(cin, cout, 3, norm=norm), ConvBlock(cout, cout, 3, norm=norm))
+    return nn.Sequential(OrderedDict(a=ConvBlock(cin, cout, 3, norm=norm), b=ConvBlock(cout, cout, 3, norm=norm)))
 
 
 LayerFactory = Callable[..., nn.Module]

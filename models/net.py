@@ -36,14 +36,17 @@ class VideoNet(nn.Module):
         self.spec = spec
         body: OrderedDict[str, nn.Module] = OrderedDict()
         cin, dims = spec.in_channels, [spec.frames, spec.size, spec.size]
+        self.stage_of: dict[str, str] = {}                # body child name -> stage name (summaries)
         for i, stage in enumerate(spec.stages, start=1):
             cout = scaled(stage.out, spec.width)
             many = len(stage.layers) > 1
             for j, kind in enumerate(stage.layers):
                 name = stage.name + (string.ascii_lowercase[j] if many else "")
                 body[name] = make_layer(kind, cin, cout, norm=spec.batch_norm)
+                self.stage_of[name] = stage.name
                 cin = cout
             body[f"pool{i}"], dims = _pool(dims, stage.pool, stage.pool_pad)
+            self.stage_of[f"pool{i}"] = stage.name
         if min(dims) < 1:
             raise ValueError(f"clip {spec.frames}x{spec.size}x{spec.size} is too small for {spec.name}")
         self.body = nn.Sequential(body)
