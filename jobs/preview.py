@@ -1,0 +1,56 @@
+"""Render one extracted video of a shard dataset to a PNG panel (rows RGB / Flow / RGBF / flow colours).
+
+    python -m jobs.preview --manifest data/shards/LATEST --video v_MoveRight_g01_c01 --out runs/preview
+    make preview VIDEO=v_MoveRight_g01_c01
+
+Writes <out>/<video_id>.png (the panel of jobs.report.stream_panel) and prints its path. Without --video,
+or with an unknown id, it lists some video ids of the dataset and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs import report
+from manifests.shards import load_shards
+from pipeline.storage import ShardReader
+
+
+def preview(manifest: str | Path, video_id: str, out: str | Path, frames: int = 6) -> Path:
+    """Write the panel of `video_id` from shard dataset `manifest` to <out>/<video_id>.png."""
+    ds = load_shards(manifest)
+    by_id = {r.video_id: r for r in ds.records}
+    if video_id not in by_id:
+        some = ", ".join(sorted(by_id)[:8])
+        raise KeyError(f"{ds.root}: no video {video_id!r} among {len(by_id)} videos (e.g. {some})")
+    rec = by_id[video_id]
+    with ShardReader(rec.shard_path) as reader:
+        title = f"{video_id} — {', '.join(rec.label_names)}"
+        return report.stream_panel(reader, rec.group, Path(out) / f"{video_id}.png", n=frames, title=title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", required=True, help="shard dataset version (dir, LATEST file or root)")
+    p.add_argument("--video", default="", help="video id, e.g. v_MoveRight_g01_c01")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--frames", type=int, default=6, help="frames (columns) in the panel")
+    a = p.parse_args(argv)
+    if not a.video:
+        ds = load_shards(a.manifest)
+        print(f"--video is required (make preview VIDEO=...); some ids in {ds.root}:", file=sys.stderr)
+        for r in ds.records[:10]:
+            print(f"  {r.video_id}  ({', '.join(r.label_names)})", file=sys.stderr)
+        return 2
+    try:
+        path = preview(a.manifest, a.video, a.out, a.frames)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
