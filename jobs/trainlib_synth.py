@@ -1,0 +1,64 @@
+"""Synthetic shard datasets for the training tests and the training benchmark.
+
+Frames are made so that a network can learn the class (a bright square moving in a class-specific
+direction over noise), or, with ``coords=True``, so that every pixel tells where it came from
+(channel 0 = row, 1 = column, 2 = frame index + 30 * video number; exact for <= 8 videos of <= 30
+frames) for exact crop/flip checks.
+Written with ``manifests.shards.write_shard_dataset`` (the storage codec default unless given).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from manifests.shards import VideoStreams, write_shard_dataset
+
+DIRECTIONS = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)]
+
+
+def coord_frames(n: int, h: int, w: int, video: int = 0) -> np.ndarray:
+    """(n, h, w, 3) uint8 with pixel (t, y, x) = (y, x, t + 30 * video)."""
+    t, y, x = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([y, x, t + 30 * video], axis=-1).astype(np.uint8)
+
+
+def moving_frames(n: int, h: int, w: int, label: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, h, w, 3) uint8: a bright square moving in DIRECTIONS[label % 8] over dark noise."""
+    frames = rng.integers(0, 60, size=(n, h, w, 3), dtype=np.uint8)
+    side = max(2, min(h, w) // 4)
+    dy, dx = DIRECTIONS[label % len(DIRECTIONS)]
+    y0, x0 = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+    colour = np.array([200, 120 + 10 * (label % 8), 60], dtype=np.uint8)
+    for t in range(n):
+        y = (y0 + dy * t * max(1, side // 2)) % (h - side)
+        x = (x0 + dx * t * max(1, side // 2)) % (w - side)
+        frames[t, y:y + side, x:x + side] = colour
+    return frames
+
+
+def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int = 2, frames: int | Sequence[int] = 10,
+                     height: int = 20, width: int = 26, coords: bool = False, multilabel: bool = False,
+                     test_every: int = 4, codec: str | None = None, shard_size: int = 8, seed: int = 0) -> Path:
+    """Write a shard dataset version under ``root``; returns the version directory.
+
+    Video i has label i % num_classes (plus (i + 1) % num_classes when ``multilabel`` and i is even),
+    ``frames`` (or ``frames[i]``) RGB frames, split1 = test for every ``test_every``-th video, else train.
+    The flow and rgbf streams are derived from the RGB frames (frame differences), not real flow.
+    """
+    rng = np.random.default_rng(seed)
+    labels = [f"class{c}" for c in range(num_classes)]
+    videos = []
+    for i in range(num_videos):
+        n = frames[i] if isinstance(frames, Sequence) else frames
+        lab = (i % num_classes,)
+        if multilabel and i % 2 == 0:
+            lab = lab + ((i + 1) % num_classes,)
+        rgb = coord_frames(n, height, width, i) if coords else moving_frames(n, height, width, lab[0], rng)
+        diff = (rgb[1:].astype(np.int16) - rgb[:-1] + 128).clip(0, 255).astype(np.uint8)  # (n-1, H, W, 3)
+        rgbf = rgb[:-1] if coords else ((rgb[:-1].astype(np.uint16) * (diff // 2 + 64)) // 255).astype(np.uint8)
+        split = "test" if i % test_every == test_every - 1 else "train"
+        videos.append(VideoStreams(f"v{i:03d}", {"rgb": rgb, "flow": diff if not coords else rgb[1:], "rgbf": rgbf},
+                                   lab, {"split1": split, "split2": "train" if split == "test" else "test"}))
+    return write_shard_dataset(root, videos, labels, codec=codec, shard_size=shard_size)

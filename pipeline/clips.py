@@ -1,0 +1,92 @@
+"""Clip sampling and spatial crops for training and testing (paper section 4.3), as pure functions.
+
+Temporal sampling
+    * Training: one clip of ``clip_len`` consecutive frames at a uniformly random start.
+    * Testing: ``num_clips`` (25) clips whose starts are evenly spaced over ``[0, n - clip_len]``
+      (``round(linspace(...))``), so the first clip starts at frame 0 and the last one ends at the last frame.
+    * Short videos (``n < clip_len``): the video is *looped* — frame indices are taken modulo ``n``
+      (0, 1, ..., n-1, 0, 1, ...); every clip of such a video starts at 0. Looping keeps the motion
+      statistics of real frames (padding with a repeated last frame would create a frozen tail).
+
+Spatial crops (frames stored at 128x171, crops 112x112)
+    Five positions: ``center`` ((H-s)//2, (W-s)//2) and the four corners ``tl``, ``tr``, ``bl``, ``br``.
+    * Training ("corner cropping", mmaction2 MultiScaleCrop with a single scale 1.0 and fixed offsets):
+      a position chosen uniformly among the five, then a horizontal flip with probability 0.5. The same
+      crop and flip apply to every frame of the clip.
+    * Testing: the ten standard crops — the five positions, then the same five flipped (in that order).
+
+Horizontal flip of a *flow image* (``pipeline.flowimage``: channel 0 encodes the x displacement mapped
+from [-bound, bound] to [0, 255]) also negates the x displacement: channel 0 becomes ``255 - v``. RGB and
+RGBF frames are plain images and are only mirrored.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+POSITIONS = ("center", "tl", "tr", "bl", "br")
+
+
+def clip_indices(n_frames: int, start: int, clip_len: int) -> np.ndarray:
+    """Frame indices (clip_len,) of the clip starting at ``start``; looped modulo n for short videos."""
+    if n_frames < 1:
+        raise ValueError(f"cannot sample a clip from a video with {n_frames} frames")
+    return (start + np.arange(clip_len)) % n_frames
+
+
+def random_start(n_frames: int, clip_len: int, rng: np.random.Generator) -> int:
+    """Uniform clip start in ``[0, n - clip_len]`` (0 when the video is shorter than the clip)."""
+    return int(rng.integers(0, max(n_frames - clip_len, 0) + 1))
+
+
+def evenly_spaced_starts(n_frames: int, clip_len: int, num_clips: int = 25) -> np.ndarray:
+    """Starts (num_clips,) of evenly spaced test clips (all 0 when the video is shorter than the clip)."""
+    last = max(n_frames - clip_len, 0)
+    return np.round(np.linspace(0, last, num_clips)).astype(np.int64)
+
+
+def crop_offset(height: int, width: int, size: int, position: str) -> tuple[int, int]:
+    """(y, x) top-left corner of a ``size``x``size`` crop at ``position`` (one of POSITIONS)."""
+    if size > height or size > width:
+        raise ValueError(f"crop {size} larger than frame {height}x{width}")
+    if position == "center":
+        return (height - size) // 2, (width - size) // 2
+    if position not in POSITIONS:
+        raise ValueError(f"unknown crop position {position!r}; expected one of {POSITIONS}")
+    y = 0 if position[0] == "t" else height - size
+    x = 0 if position[1] == "l" else width - size
+    return y, x
+
+
+def crop(clip: np.ndarray, y: int, x: int, size: int, flip: bool, flow: bool = False) -> np.ndarray:
+    """Crop (T, H, W, C) uint8 to (T, size, size, C); ``flip`` mirrors horizontally (see module doc)."""
+    out = clip[:, y:y + size, x:x + size]
+    if flip:
+        out = out[:, :, ::-1]
+        if flow:
+            out = out.copy()
+            out[..., 0] = 255 - out[..., 0]
+    return np.ascontiguousarray(out)
+
+
+def random_crop_params(height: int, width: int, size: int, rng: np.random.Generator) -> tuple[int, int, bool]:
+    """Training crop: (y, x, flip) with a position uniform over POSITIONS and a flip with p=0.5."""
+    position = POSITIONS[int(rng.integers(len(POSITIONS)))]
+    y, x = crop_offset(height, width, size, position)
+    return y, x, bool(rng.integers(2))
+
+
+def ten_crop_params(height: int, width: int, size: int, num_crops: int = 10) -> list[tuple[int, int, bool]]:
+    """Test crops: the five positions unflipped, then flipped; ``num_crops`` in {1, 5, 10} keeps a prefix
+    (1 = centre only, 5 = unflipped positions)."""
+    if num_crops not in (1, 5, 10):
+        raise ValueError(f"num_crops must be 1, 5 or 10, got {num_crops}")
+    params = [(*crop_offset(height, width, size, p), f) for f in (False, True) for p in POSITIONS]
+    return params[:num_crops]
+
+
+def normalize(clip: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(T, H, W, C) uint8 -> (C, T, H, W) float32: ``(x / 255 - mean) / std`` per channel."""
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1, 1)
+    x = clip.transpose(3, 0, 1, 2).astype(np.float32) * np.float32(1 / 255)  # (C, T, H, W)
+    return (x - m) / s

@@ -1,0 +1,126 @@
+"""PyTorch Dataset of clips read from a shard dataset version (``manifests.shards``).
+
+``ClipDataset(manifest, split="split1", subset="train", stream="rgb")`` keeps the records whose
+``splits[split] == subset``. Two modes (section 4.3, details in ``pipeline.clips`` and docs/training.md):
+
+* ``mode="train"``: item ``i`` is one random ``clip_len``-frame clip of video ``i`` with a random corner /
+  centre crop and a random horizontal flip -> ``(C, T, S, S)`` float32. The randomness comes from
+  ``np.random.default_rng([seed, epoch, i])`` (``set_epoch``), so a clip does not depend on the DataLoader
+  worker that loads it nor on anything drawn before: resumed runs see the same clips.
+* ``mode="test"``: item ``v * num_clips + c`` is clip ``c`` of the ``num_clips`` evenly spaced clips of
+  video ``v``, in ``num_crops`` crops (centre, 4 corners, then the same flipped) -> ``(num_crops, C, T, S, S)``.
+
+Every item is ``(x, target, video_index)``; ``target`` is a multi-hot float32 ``(num_classes,)`` vector
+(one 1 for single-label datasets), usable by both cross-entropy (as class probabilities) and BCE.
+Normalisation: ``(x / 255 - mean) / std`` per channel, default mean = std = 0.5 (values in [-1, 1]; a
+flow image's "no motion" value 128 maps to ~0).
+
+HDF5 files are opened lazily, in the process that reads them (each DataLoader worker opens its own
+handles on first use; nothing is opened in ``__init__`` and handles are dropped when pickled).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from manifests.shards import load_shards
+from pipeline import clips
+from pipeline.storage import ShardReader
+
+STREAMS = ("rgb", "flow", "rgbf")
+
+
+class ClipDataset(Dataset):
+    def __init__(self, manifest, split: str = "split1", subset: str = "train", stream: str = "rgb", *,
+                 mode: str | None = None, clip_len: int = 16, crop: int = 112,
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
+                 num_clips: int = 25, num_crops: int = 10, max_videos: int = 0, seed: int = 0):
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+        self.mode = mode or ("train" if subset == "train" else "test")
+        if self.mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {self.mode!r}")
+        shards = load_shards(manifest)
+        self.manifest = str(manifest)
+        self.labels: list[str] = list(shards.labels)
+        self.num_classes = len(self.labels)
+        known = {s for r in shards.records for s in r.splits}
+        if split not in known:
+            raise ValueError(f"{manifest}: no split {split!r} in the shard records (have {sorted(known)})")
+        records = [r for r in shards.records if r.splits.get(split) == subset]
+        if not records:
+            raise ValueError(f"{manifest}: no videos with {split} == {subset!r}")
+        if max_videos and max_videos < len(records):  # evenly spread subset, deterministic
+            records = [records[i] for i in np.linspace(0, len(records) - 1, max_videos).round().astype(int)]
+        self.records = records
+        # multi-label is a property of the dataset (all its records), so train and test agree on the loss
+        self.multilabel = any(len(r.labels) > 1 for r in shards.records)
+        self.split, self.subset, self.stream = split, subset, stream
+        self.clip_len, self.crop_size = clip_len, crop
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.num_clips, self.num_crops = num_clips, num_crops
+        self.seed, self.epoch = seed, 0
+        self._readers: dict[str, ShardReader] = {}
+        self._pid: int | None = None
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records) * (self.num_clips if self.mode == "test" else 1)
+
+    def __getstate__(self):  # never ship open HDF5 handles to workers / Ray actors
+        state = dict(self.__dict__)
+        state["_readers"], state["_pid"] = {}, None
+        return state
+
+    def _reader(self, path: str) -> ShardReader:
+        if self._pid != os.getpid():  # forked worker: the parent's handles are not ours
+            self._readers, self._pid = {}, os.getpid()
+        if path not in self._readers:
+            self._readers[path] = ShardReader(path)
+        return self._readers[path]
+
+    def num_frames(self, i: int) -> int:
+        r = self.records[i]
+        return r.n_rgb if self.stream == "rgb" else r.n_flow
+
+    def target(self, i: int) -> torch.Tensor:
+        t = torch.zeros(self.num_classes, dtype=torch.float32)
+        t[list(self.records[i].labels)] = 1.0
+        return t
+
+    def _frames(self, i: int, start: int) -> np.ndarray:
+        """(clip_len, H, W, 3) uint8 frames of video i from ``start`` (looped when the video is short)."""
+        r, n = self.records[i], self.num_frames(i)
+        if n < 1:
+            raise ValueError(f"{r.shard_path}:{r.group}: video {r.video_id} has no {self.stream} frames")
+        reader = self._reader(str(r.shard_path))
+        if n >= start + self.clip_len:
+            return reader.read(r.group, self.stream, start, start + self.clip_len)
+        whole = reader.read(r.group, self.stream, 0, n)
+        return whole[clips.clip_indices(n, start, self.clip_len)]
+
+    # -- items -------------------------------------------------------------------------------------
+    def __getitem__(self, index: int):
+        flow = self.stream == "flow"
+        if self.mode == "train":
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            start = clips.random_start(self.num_frames(index), self.clip_len, rng)
+            frames = self._frames(index, start)  # (T, H, W, 3)
+            y, x, flip = clips.random_crop_params(frames.shape[1], frames.shape[2], self.crop_size, rng)
+            clip = clips.crop(frames, y, x, self.crop_size, flip, flow=flow)
+            xt = torch.from_numpy(clips.normalize(clip, self.mean, self.std))  # (C, T, S, S)
+            return xt, self.target(index), index
+        video, c = divmod(index, self.num_clips)
+        start = int(clips.evenly_spaced_starts(self.num_frames(video), self.clip_len, self.num_clips)[c])
+        frames = self._frames(video, start)
+        params = clips.ten_crop_params(frames.shape[1], frames.shape[2], self.crop_size, self.num_crops)
+        crops = [clips.normalize(clips.crop(frames, y, x, self.crop_size, f, flow=flow), self.mean, self.std)
+                 for y, x, f in params]
+        return torch.from_numpy(np.stack(crops)), self.target(video), video  # (K, C, T, S, S)
