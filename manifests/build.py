@@ -1,0 +1,107 @@
+"""Assemble a Plan and per-video facts into records and publish them as an immutable source version.
+
+Status precedence (first that applies): the file's own failure (missing, empty, unreadable), then the
+annotation-level one (unknown_class, duplicate listing, filtered, unlisted), then content duplicates
+(same sha256 as an earlier rel_path, which keeps "ok"). The version id hashes the schema version, the
+source description (dataset, absolute videos root, parameters), the labels, the warnings and every row;
+the creation time and the parent are recorded in version.json but are not part of the id.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+import pyarrow.parquet as pq
+
+from manifests.annotations import Plan
+from manifests.probe import COUNT_SIZE, inspect_video
+from manifests.schema import (KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table,
+                              videos_table)
+from manifests.versioning import (LATEST, VersionMeta, content_id, file_digest, publish, read_meta,
+                                  utc_now)
+
+FILE_FAILURES = ("missing", "empty", "unreadable")
+
+
+def video_ids(rel_paths: list[str]) -> list[str]:
+    """File stem when unique in the dataset, else the path without suffix with '/' replaced by '__'."""
+    stems = Counter(PurePosixPath(r).stem for r in rel_paths)
+    return [PurePosixPath(r).stem if stems[PurePosixPath(r).stem] == 1
+            else PurePosixPath(r).with_suffix("").as_posix().replace("/", "__") for r in rel_paths]
+
+
+def assemble(plan: Plan, facts: dict[str, dict[str, Any]]) -> list[VideoRecord]:
+    """Records sorted by rel_path. `facts[rel_path]` is inspect_video's dict (absent for missing files)."""
+    records, first_with_hash = [], {}
+    ids = video_ids([e.rel_path for e in plan.entries])
+    for vid, e in zip(ids, plan.entries):
+        f = facts.get(e.rel_path) or {"status": "missing", "error": e.error}
+        notes = ([f["note"]] if f.get("note") else []) + e.notes
+        if f["status"] in FILE_FAILURES:
+            status, error = f["status"], f["error"]
+            if e.status not in ("ok", "missing"):
+                notes.append(e.error)
+        else:
+            status, error = e.status, e.error
+        if status == "ok" and f.get("sha256"):
+            first = first_with_hash.setdefault(f["sha256"], e.rel_path)
+            if first != e.rel_path:
+                status, error = "duplicate", f"{e.rel_path}: same content (sha256) as {first}"
+        fields = {k: f.get(k) for k in ("size_bytes", "sha256", "duration_s", "fps", "width", "height",
+                                        "num_frames", "header_frames", "codec")}
+        records.append(VideoRecord(
+            video_id=vid, rel_path=e.rel_path, labels=tuple(e.labels),
+            label_names=tuple(plan.labels[i] for i in e.labels), splits=dict(e.splits),
+            status=status, error=error, note="; ".join(notes) or None, **fields))
+    return records
+
+
+def source_description(plan: Plan, videos: Path, annotations: Path | None) -> dict[str, Any]:
+    return {
+        "dataset": plan.dataset,
+        "videos_root": str(Path(videos).resolve()),
+        "annotations": str(Path(annotations).resolve()) if annotations else None,
+        "annotation_files": {p.name: file_digest(p) for p in plan.annotation_files if p.is_file()},
+        "splits": plan.split_names,
+        "params": {**plan.params, "count_size": list(COUNT_SIZE)},
+    }
+
+
+def version_id(source: dict[str, Any], plan: Plan, records: list[VideoRecord]) -> str:
+    head = json.dumps({"schema_version": SCHEMA_VERSION, "kind": KIND, "source": source,
+                       "labels": plan.labels, "label_source_index": plan.label_source_index,
+                       "warnings": plan.warnings}, sort_keys=True)
+    return content_id([head, *(json.dumps(r.to_row(), sort_keys=True) for r in records)])
+
+
+def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Path,
+                  annotations: Path | None, parent: str | None = None) -> tuple[str, Path]:
+    """Publish records as a new immutable version under `out`; parent defaults to out/LATEST."""
+    out = Path(out)
+    source = source_description(plan, videos, annotations)
+    vid = version_id(source, plan, records)
+    if parent is None and (out / LATEST).is_file():
+        parent = read_meta(out / LATEST).version_id
+    if parent == vid:  # rebuilding the latest version unchanged: it keeps its own parent
+        parent = read_meta(out / vid).parent if (out / vid).is_dir() else None
+    counts = dict(sorted(Counter(r.status for r in records).items()))
+    meta = VersionMeta(vid, KIND, SCHEMA_VERSION, source, parent, utc_now(),
+                       extra={"status_counts": counts, "warnings": plan.warnings,
+                              "num_videos": len(records), "num_labels": len(plan.labels)})
+
+    def write_files(d: Path) -> None:
+        pq.write_table(videos_table(records), d / VIDEOS_FILE)
+        pq.write_table(labels_table(plan.labels, plan.label_source_index), d / LABELS_FILE)
+
+    return vid, publish(out, vid, write_files, meta)
+
+
+def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
+          inspect: Callable[[list[Path]], list[dict[str, Any]]] | None = None) -> tuple[str, Path]:
+    """Inspect every entry's file (in-process by default, or with `inspect(paths) -> facts`) and publish."""
+    todo = [e.rel_path for e in plan.entries if e.status != "missing"]
+    paths = [Path(videos) / r for r in todo]
+    results = inspect(paths) if inspect else [inspect_video(p) for p in paths]
+    return write_version(out, plan, assemble(plan, dict(zip(todo, results))), videos, annotations)

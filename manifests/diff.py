@@ -1,0 +1,45 @@
+"""Differences between two source manifest versions: videos added, removed and changed (by rel_path)."""
+from __future__ import annotations
+
+import dataclasses
+
+from manifests.schema import VideoRecord
+from manifests.source import SourceManifest
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestDiff:
+    base: str  # version ids
+    other: str
+    added: list[str]  # rel paths only in `other`
+    removed: list[str]  # rel paths only in `base`
+    changed: dict[str, list[str]]  # rel path -> names of the fields that differ
+    labels_added: list[str]
+    labels_removed: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.labels_added or self.labels_removed)
+
+    def lines(self) -> list[str]:
+        """Human-readable report: one line per change, then a summary line."""
+        out = [f"+ {p}" for p in self.added] + [f"- {p}" for p in self.removed]
+        out += [f"~ {p}: {', '.join(fields)}" for p, fields in self.changed.items()]
+        out += [f"+ label {n}" for n in self.labels_added] + [f"- label {n}" for n in self.labels_removed]
+        out.append(f"{self.base} -> {self.other}: {len(self.added)} added, {len(self.removed)} removed, "
+                   f"{len(self.changed)} changed")
+        return out
+
+
+def changed_fields(a: VideoRecord, b: VideoRecord) -> list[str]:
+    return [f.name for f in dataclasses.fields(VideoRecord) if getattr(a, f.name) != getattr(b, f.name)]
+
+
+def diff_sources(base: SourceManifest, other: SourceManifest) -> ManifestDiff:
+    a = {r.rel_path: r for r in base.videos}
+    b = {r.rel_path: r for r in other.videos}
+    changed = {p: fields for p in sorted(a.keys() & b.keys()) if (fields := changed_fields(a[p], b[p]))}
+    return ManifestDiff(base.meta.version_id, other.meta.version_id, sorted(b.keys() - a.keys()),
+                        sorted(a.keys() - b.keys()), changed,
+                        [n for n in other.labels if n not in base.labels],
+                        [n for n in base.labels if n not in other.labels])
