@@ -1,0 +1,127 @@
+"""pipeline.decode: frame counts from decoding, resize, RGB order, ffmpeg fallback, truncated/bad files."""
+from __future__ import annotations
+
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from pipeline import decode
+from pipeline.decode import BackendFailure, DecodeError, decode_video, decode_video_ex, probe_video
+from videoutil import moving_square, write_video
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    mp4 = write_video(d / "square.mp4", moving_square(40))
+    avi = write_video(d / "square.avi", moving_square(30, seed=1))
+    # moov atom first, then cut the file in half: the header still claims 60 frames, the data holds fewer
+    full = write_video(d / "long.mp4", moving_square(60, seed=2))
+    fast = d / "fast.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(full), "-c",
+                    "copy", "-movflags", "+faststart", str(fast)], check=True)
+    short = d / "header_lies.mp4"
+    short.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    half = d / "half.mp4"  # moov at the end: cut off, nothing can be decoded
+    half.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
+    text = d / "notes.avi"
+    text.write_text("this is not a video\n" * 20)
+    empty = d / "empty.avi"
+    empty.write_bytes(b"")
+    return {"mp4": mp4, "avi": avi, "short": short, "half": half, "text": text, "empty": empty}
+
+
+@pytest.mark.parametrize("kind,n", [("mp4", 40), ("avi", 30)])
+@pytest.mark.parametrize("backend", [None, "decord", "ffmpeg"])
+def test_count_and_default_size(clips, kind, n, backend):
+    frames = decode_video(clips[kind], backend=backend)
+    assert frames.shape == (n, 128, 171, 3) and frames.dtype == np.uint8
+
+
+def test_resize_is_configurable(clips):
+    assert decode_video(clips["mp4"], size=(48, 60)).shape == (40, 48, 60, 3)
+
+
+def test_backends_agree(clips):
+    a = decode_video(clips["avi"], backend="decord").astype(np.int16)
+    b = decode_video(clips["avi"], backend="ffmpeg").astype(np.int16)
+    assert a.shape == b.shape
+    assert np.abs(a - b).mean() < 6  # same decoder library, scalers may round differently
+
+
+@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
+def test_rgb_channel_order(tmp_path, backend):
+    frames = np.zeros((8, 64, 96, 3), np.uint8)
+    frames[:, :, :32, 0] = 230  # red | green | blue vertical bands
+    frames[:, :, 32:64, 1] = 230
+    frames[:, :, 64:, 2] = 230
+    path = write_video(tmp_path / "rgb.avi", frames)
+    out = decode_video(path, size=(64, 96), backend=backend).astype(int)
+    for band, ch in ((slice(4, 28), 0), (slice(36, 60), 1), (slice(68, 92), 2)):
+        mean = out[:, 8:56, band].mean(axis=(0, 1, 2))
+        assert mean[ch] > 180 and np.delete(mean, ch).max() < 60, (backend, ch, mean)
+
+
+def test_falls_back_to_ffmpeg_when_decord_fails(clips, monkeypatch):
+    def broken(path, size):
+        raise BackendFailure("decord exploded")
+    monkeypatch.setitem(decode.BACKENDS, "decord", broken)
+    d = decode_video_ex(clips["mp4"])
+    assert d.backend == "ffmpeg" and d.frames.shape[0] == 40 and "decord exploded" in d.note
+
+
+def test_frame_count_from_decoding_not_header(clips):
+    """A file whose header claims 60 frames but holds fewer: decord refuses it, ffmpeg decodes the prefix."""
+    info = probe_video(clips["short"])
+    assert info.header_frames == 60
+    d = decode_video_ex(clips["short"])
+    assert d.backend == "ffmpeg" and "decord" in d.note
+    assert 0 < len(d.frames) < 60
+
+
+def test_longest_partial_prefix_is_kept_with_reason(clips, monkeypatch):
+    def partial(n):
+        def backend(path, size):
+            raise BackendFailure(f"stopped at {n}", np.zeros((n, *size, 3), np.uint8))
+        return backend
+    monkeypatch.setitem(decode.BACKENDS, "decord", partial(7))
+    monkeypatch.setitem(decode.BACKENDS, "ffmpeg", partial(3))
+    d = decode_video_ex(clips["mp4"], size=(8, 8))
+    assert len(d.frames) == 7 and d.backend == "decord"
+    assert d.note.startswith("truncated") and "stopped at 7" in d.note and "stopped at 3" in d.note
+
+
+@pytest.mark.parametrize("kind,reason", [("half", "Invalid data"), ("text", "Invalid data"),
+                                         ("empty", "empty file")])
+def test_bad_files_raise_decode_error_naming_file(clips, kind, reason):
+    for fn in (decode_video, probe_video):
+        with pytest.raises(DecodeError) as e:
+            fn(clips[kind])
+        assert str(clips[kind]) in str(e.value) and reason in str(e.value)
+
+
+def test_missing_file_and_unknown_backend(clips, tmp_path):
+    with pytest.raises(DecodeError, match="no such file"):
+        decode_video(tmp_path / "nope.mp4")
+    with pytest.raises(ValueError, match="unknown decode backend"):
+        decode_video(clips["mp4"], backend="pyav")
+
+
+def test_probe(clips):
+    mp4, avi = probe_video(clips["mp4"]), probe_video(clips["avi"])
+    assert (mp4.width, mp4.height, mp4.fps, mp4.codec) == (80, 64, 25.0, "mpeg4")
+    assert mp4.duration_s == pytest.approx(1.6, abs=0.05) and mp4.header_frames == 40
+    assert (avi.codec, avi.header_frames) == ("mjpeg", 30)
+
+
+def test_parse_ffmpeg_header_text():
+    text = ("Input #0, avi, from 'x.avi':\n  Duration: 00:01:02.50, start: 0.000000, bitrate: 1 kb/s\n"
+            "  Stream #0:0: Audio: mp3, 44100 Hz\n"
+            "  Stream #0:1: Video: h264 (High), yuv420p(tv, bt709, progressive), 320x240 [SAR 1:1 DAR 4:3],"
+            " 29.97 fps, 29.97 tbr, 90k tbn\n")
+    info = decode.parse_ffmpeg_header(text)
+    assert (info.codec, info.width, info.height, info.fps) == ("h264", 320, 240, 29.97)
+    assert info.duration_s == pytest.approx(62.5) and info.header_frames == round(62.5 * 29.97)
+    assert decode.parse_ffmpeg_header("Stream #0:0: Audio: mp3") is None
