@@ -9,7 +9,9 @@ actor and scene") and differ in motion parameters and shake, so a split by group
     render_video("MoveRight", seed=0, group=1, clip=1) -> (T, H, W, 3) uint8 RGB
 
 Two disjoint class sets: `TARGET_CLASSES` (the demo's evaluation task) and `PRETRAIN_CLASSES` (different
-motions used to pretrain before finetuning on the target set). Layout helpers (`video_rel_path`,
+motions used to pretrain before finetuning on the target set). `mirror_class` says which class a
+horizontal flip turns a class into: the first 8 target classes and all pretrain classes are flip-invariant,
+so flip augmentation keeps their labels right; MoveRight/MoveLeft and RotateCW/RotateCCW swap. Layout helpers (`video_rel_path`,
 `split_of_group`, `split_file_lines`) give UCF-101 names and split-file lines; jobs.make_demo_data writes
 them to disk.
 """
@@ -27,41 +29,69 @@ TEXTURES = ("noise", "stripes", "checker", "blobs")
 
 @dataclasses.dataclass(frozen=True)
 class Motion:
-    """What moves and how. kind: translate | rotate | zoom | oscillate | orbit | still | pulse.
+    """What moves and how; `kind` names a function of `MOTIONS`.
 
-    direction: unit (dx, dy) for translate/oscillate (image axes, y down); sign: +1 clockwise/growing,
-    -1 counter-clockwise/shrinking for rotate, zoom and orbit.
+    direction: unit (dx, dy) in image axes (y down) for translate / accelerate / oscillate; sign: +1 or -1
+    (clockwise / growing vs counter-clockwise / shrinking for rotate, orbit, zoom; multiplies the
+    direction otherwise), 0 = drawn at random per clip.
     """
     kind: str
     direction: tuple[float, float] = (0.0, 0.0)
     sign: int = 1
 
 
-_D = 1 / math.sqrt(2)
+# Classes a horizontal flip maps onto themselves come first: the trainer flips clips horizontally
+# (paper section 4.3), which turns MoveRight into MoveLeft and RotateCW into RotateCCW (see mirror_class).
 TARGET_CLASSES: dict[str, Motion] = {
-    "MoveRight": Motion("translate", (1.0, 0.0)),
-    "MoveLeft": Motion("translate", (-1.0, 0.0)),
     "MoveUp": Motion("translate", (0.0, -1.0)),
     "MoveDown": Motion("translate", (0.0, 1.0)),
-    "RotateCW": Motion("rotate", sign=1),
-    "RotateCCW": Motion("rotate", sign=-1),
     "ZoomIn": Motion("zoom", sign=1),
     "ZoomOut": Motion("zoom", sign=-1),
-    "OscillateHorizontal": Motion("oscillate", (1.0, 0.0)),
-    "OscillateVertical": Motion("oscillate", (0.0, 1.0)),
+    "OscillateHorizontal": Motion("oscillate", (1.0, 0.0), sign=0),
+    "OscillateVertical": Motion("oscillate", (0.0, 1.0), sign=0),
+    "Pulse": Motion("pulse"),
+    "Still": Motion("still"),
+    "MoveRight": Motion("translate", (1.0, 0.0)),
+    "MoveLeft": Motion("translate", (-1.0, 0.0)),
+    "RotateCW": Motion("rotate", sign=1),
+    "RotateCCW": Motion("rotate", sign=-1),
 }
 PRETRAIN_CLASSES: dict[str, Motion] = {
-    "MoveUpRight": Motion("translate", (_D, -_D)),
-    "MoveUpLeft": Motion("translate", (-_D, -_D)),
-    "MoveDownRight": Motion("translate", (_D, _D)),
-    "MoveDownLeft": Motion("translate", (-_D, _D)),
-    "OrbitCW": Motion("orbit", sign=1),
-    "OrbitCCW": Motion("orbit", sign=-1),
-    "Still": Motion("still"),
-    "Pulse": Motion("pulse"),
+    "Rise": Motion("accelerate", (0.0, -1.0)),
+    "Fall": Motion("accelerate", (0.0, 1.0)),
+    "Bounce": Motion("bounce"),
+    "Jitter": Motion("jitter"),
+    "Spin": Motion("rotate", sign=0),
+    "Sway": Motion("translate", (1.0, 0.0), sign=0),
+    "Orbit": Motion("orbit", sign=0),
+    "Wobble": Motion("wobble"),
 }
 CLASSES: dict[str, Motion] = {**TARGET_CLASSES, **PRETRAIN_CLASSES}
 CLASS_SETS: dict[str, dict[str, Motion]] = {"target": TARGET_CLASSES, "pretrain": PRETRAIN_CLASSES}
+CHIRAL_KINDS = ("rotate", "orbit")  # kinds whose sign flips under a horizontal mirror
+
+
+def _mirror(m: Motion) -> Motion:
+    if m.kind in CHIRAL_KINDS:
+        return dataclasses.replace(m, sign=-m.sign)
+    return dataclasses.replace(m, direction=(-m.direction[0], m.direction[1]))
+
+
+def _same_motion(a: Motion, b: Motion) -> bool:
+    if a == b:
+        return True
+    opposite = (-b.direction[0], -b.direction[1])
+    return a.kind == b.kind and a.sign == b.sign == 0 and a.direction == opposite
+
+
+def mirror_class(name: str) -> str | None:
+    """The class a horizontal flip turns clips of `name` into (itself when flip-invariant), if any."""
+    mirrored = _mirror(CLASSES[name])
+    return next((n for n, m in CLASSES.items() if _same_motion(m, mirrored)), None)
+
+
+def flip_invariant(name: str) -> bool:
+    return mirror_class(name) == name
 
 
 def class_names(class_set: str = "target", n: int | None = None) -> list[str]:
@@ -151,35 +181,84 @@ def scene(seed: int, group: int, class_index: int, h: int, w: int) -> dict:
     return {"bg": bg, "margin": margin, "sprite": sprite, "alpha": alpha, "gain": rng.uniform(0.8, 1.2)}
 
 
+def _translate(m, t, n, h, w, rng, base):
+    dx, dy = m.direction
+    span = rng.uniform(0.45, 0.6) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))  # total travel
+    s = (t / max(1, n - 1) - 0.5) * span
+    return {"cx": base["cx"] + dx * s, "cy": base["cy"] + dy * s}
+
+
+def _accelerate(m, t, n, h, w, rng, base):
+    dx, dy = m.direction
+    span = rng.uniform(0.5, 0.65) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))
+    s = ((t / max(1, n - 1)) ** 2 - 0.5) * span  # from rest, constant acceleration
+    return {"cx": base["cx"] + dx * s, "cy": base["cy"] + dy * s}
+
+
+def _oscillate(m, t, n, h, w, rng, base):
+    dx, dy = m.direction
+    amp, period, ph = rng.uniform(0.12, 0.18) * min(h, w), rng.uniform(8, 12), rng.uniform(0, 2 * math.pi)
+    s = amp * np.sin(2 * math.pi * t / period + ph)
+    return {"cx": base["cx"] + dx * s, "cy": base["cy"] + dy * s}
+
+
+def _rotate(m, t, n, h, w, rng, base):
+    return {"angle": base["angle"] + m.sign * rng.uniform(8.0, 12.0) * t}
+
+
+def _wobble(m, t, n, h, w, rng, base):
+    amp, period = rng.uniform(20, 35), rng.uniform(8, 12)
+    return {"angle": base["angle"] + amp * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))}
+
+
+def _zoom(m, t, n, h, w, rng, base):
+    rate = rng.uniform(1.1, 1.4) * np.log(2.0) / max(1, n - 1)  # 2.1x to 2.6x over the clip
+    return {"scale": 0.6 * np.exp(rate * t) if m.sign > 0 else 1.5 * np.exp(-rate * t)}
+
+
+def _pulse(m, t, n, h, w, rng, base):
+    return {"scale": 1.0 + 0.3 * np.sin(2 * math.pi * t / rng.uniform(8, 12) + rng.uniform(0, 2 * math.pi))}
+
+
+def _orbit(m, t, n, h, w, rng, base):
+    r, ph = rng.uniform(0.15, 0.22) * min(h, w), rng.uniform(0, 2 * math.pi)
+    a = ph + m.sign * t * 2 * math.pi / rng.uniform(14, 20)
+    return {"cx": w / 2 + r * np.cos(a), "cy": h / 2 + r * np.sin(a)}
+
+
+def _bounce(m, t, n, h, w, rng, base):
+    amp, period, ph = rng.uniform(0.25, 0.35) * h, rng.uniform(10, 14), rng.uniform(0, math.pi)
+    return {"cy": base["cy"] + amp * (0.5 - np.abs(np.sin(math.pi * t / period + ph)))}
+
+
+def _jitter(m, t, n, h, w, rng, base):
+    jumps = rng.normal(0, 0.05 * min(h, w), (len(t), 2))
+    return {"cx": base["cx"] + jumps[:, 0], "cy": base["cy"] + jumps[:, 1]}
+
+
+def _still(m, t, n, h, w, rng, base):
+    return {}
+
+
+# kind -> f(motion, t, n, h, w, rng, base) -> {track column: (n,) values} replacing the static base
+MOTIONS = {"translate": _translate, "accelerate": _accelerate, "oscillate": _oscillate, "rotate": _rotate,
+           "wobble": _wobble, "zoom": _zoom, "pulse": _pulse, "orbit": _orbit, "bounce": _bounce,
+           "jitter": _jitter, "still": _still}
+
+
 def motion_track(motion: Motion, n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """(n, 4) float64 per frame: centre x, centre y (pixels), angle (degrees, clockwise), scale."""
-    t = np.arange(n, dtype=np.float64)
-    cx0, cy0 = w / 2 + rng.uniform(-0.08, 0.08) * w, h / 2 + rng.uniform(-0.08, 0.08) * h
-    cx, cy = np.full(n, cx0), np.full(n, cy0)
-    angle, scale = np.full(n, rng.uniform(0, 360)), np.full(n, rng.uniform(0.9, 1.1))
-    dx, dy = motion.direction
-    if motion.kind == "translate":
-        span = rng.uniform(0.45, 0.6) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))  # total travel
-        s = (t / max(1, n - 1) - 0.5) * span
-        cx, cy = cx0 + dx * s, cy0 + dy * s
-    elif motion.kind == "rotate":
-        angle = angle + motion.sign * rng.uniform(5.0, 9.0) * t
-    elif motion.kind == "zoom":
-        rate = rng.uniform(0.9, 1.2) * np.log(2.0) / max(1, n - 1)  # about 2x over the clip
-        scale = 0.7 * np.exp(rate * t) if motion.sign > 0 else 1.4 * np.exp(-rate * t)
-    elif motion.kind == "oscillate":
-        amp, period, ph = rng.uniform(0.12, 0.18) * min(h, w), rng.uniform(8, 12), rng.uniform(0, 2 * math.pi)
-        s = amp * np.sin(2 * math.pi * t / period + ph)
-        cx, cy = cx0 + dx * s, cy0 + dy * s
-    elif motion.kind == "orbit":
-        r, ph = rng.uniform(0.15, 0.22) * min(h, w), rng.uniform(0, 2 * math.pi)
-        a = ph + motion.sign * t * 2 * math.pi / rng.uniform(14, 20)
-        cx, cy = w / 2 + r * np.cos(a), h / 2 + r * np.sin(a)
-    elif motion.kind == "pulse":
-        scale = 1.0 + 0.3 * np.sin(2 * math.pi * t / rng.uniform(8, 12) + rng.uniform(0, 2 * math.pi))
-    elif motion.kind != "still":
-        raise ValueError(f"motion kind {motion.kind!r} is not known")
-    return np.stack([cx, cy, angle, scale], 1)
+    if motion.kind not in MOTIONS:
+        raise ValueError(f"motion kind {motion.kind!r}: expected one of {sorted(MOTIONS)}")
+    base = {"cx": w / 2 + rng.uniform(-0.08, 0.08) * w, "cy": h / 2 + rng.uniform(-0.08, 0.08) * h,
+            "angle": rng.uniform(0, 360), "scale": rng.uniform(0.9, 1.1)}
+    if motion.sign == 0:  # random per clip
+        motion = dataclasses.replace(motion, sign=int(rng.choice([-1, 1])))
+    if motion.kind not in CHIRAL_KINDS + ("zoom",):
+        motion = dataclasses.replace(motion, direction=tuple(motion.sign * d for d in motion.direction), sign=1)
+    cols = MOTIONS[motion.kind](motion, np.arange(n, dtype=np.float64), n, h, w, rng, base)
+    return np.stack([np.broadcast_to(np.asarray(cols.get(k, base[k]), np.float64), (n,))
+                     for k in ("cx", "cy", "angle", "scale")], 1)
 
 
 def compose_frame(sc: dict, track_row: np.ndarray, shake: np.ndarray, h: int, w: int) -> np.ndarray:

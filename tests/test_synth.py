@@ -86,6 +86,29 @@ def test_rotation_and_zoom_classes(name, curl_sign, div_sign):
         assert div_sign * div > 2 * abs(curl), (name, curl, div)
 
 
+def test_mirror_classes():
+    assert synth.mirror_class("MoveRight") == "MoveLeft" and synth.mirror_class("RotateCCW") == "RotateCW"
+    assert all(synth.flip_invariant(n) for n in synth.class_names("target", 8))
+    assert all(synth.flip_invariant(n) for n in synth.PRETRAIN_CLASSES)
+    # a mirrored MoveRight clip moves like MoveLeft
+    flow = _mean_flow(synth.render_video("MoveRight", seed=0, group=2, frames=8, size=SIZE)[:, :, ::-1])
+    assert flow[_moving_mask(flow)][:, 0].mean() < -0.5
+
+
+def _speed(name: str) -> float:
+    """Mean flow magnitude over the moving region, averaged over two groups (scenes)."""
+    speeds = []
+    for group in (1, 2):
+        flow = _mean_flow(synth.render_video(name, seed=0, group=group, frames=12, size=SIZE))
+        speeds.append(np.linalg.norm(flow, axis=-1)[_moving_mask(flow)].mean())
+    return float(np.mean(speeds))
+
+
+@pytest.mark.parametrize("name", [n for n in synth.CLASSES if n != "Still"])
+def test_every_class_moves_more_than_camera_shake(name):
+    assert _speed(name) > 1.3 * _speed("Still"), (name, _speed(name), _speed("Still"))
+
+
 def test_class_sets_are_disjoint_and_bad_names_are_rejected():
     assert not set(synth.TARGET_CLASSES) & set(synth.PRETRAIN_CLASSES)
     with pytest.raises(ValueError, match="Jump"):
@@ -105,7 +128,7 @@ def test_layout_split_files_and_frame_counts(tmp_path):
     assert names == synth.class_names("target", 3) and s["groups"] == 3
     videos = sorted(p.relative_to(tmp_path / "videos").as_posix() for p in (tmp_path / "videos").rglob("*.mp4"))
     assert len(videos) == 18
-    assert "MoveRight/v_MoveRight_g03_c02.mp4" in videos
+    assert "MoveUp/v_MoveUp_g03_c02.mp4" in videos
     ann = tmp_path / "annotations"
     raw = (ann / "classInd.txt").read_bytes()
     assert raw.endswith(b"\r\n") and raw.count(b"\r\n") == 3 and raw.count(b"\n") == 3
@@ -142,9 +165,9 @@ def test_encoded_bytes_are_deterministic(tmp_path):
 
 
 def test_decoded_video_keeps_motion_direction(tmp_path):
-    _dataset(tmp_path, classes=1, videos_per_class=4, frames=10)
-    flow = _mean_flow(_decoded(tmp_path / "videos/MoveRight/v_MoveRight_g01_c01.mp4"))
-    assert flow[_moving_mask(flow)][:, 0].mean() > 0.5
+    _dataset(tmp_path, classes=1, videos_per_class=4, frames=10)  # class 1 is MoveUp
+    flow = _mean_flow(_decoded(tmp_path / "videos/MoveUp/v_MoveUp_g01_c01.mp4"))
+    assert flow[_moving_mask(flow)][:, 1].mean() < -0.5
 
 
 @pytest.mark.parametrize("kw, match", [({"size": (48, 63)}, "even"), ({"videos_per_class": 2}, "2 groups"),
