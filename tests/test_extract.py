@@ -1,0 +1,181 @@
+"""jobs.extract: bad-input policy (no Ray), then the Ray job on one shared multi-node cluster: a node killed
+mid-job, the driver killed with SIGKILL mid-run, reruns; every good video lands exactly once."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.extract_shard import ExtractConfig, ShardPlan, VideoTask, build_shard
+from manifests.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
+from manifests.shards import load_shards
+from manifests.versioning import VersionMeta, content_id, file_digest, publish, utc_now
+from pipeline.storage import ShardReader
+from videoutil import moving_square, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+FLOW = ["--flow-param", "inner=2", "--flow-param", "outer=2", "--flow-param", "solver=2"]  # fast Brox on CPU
+ARGS = ["--size", "32", "40", *FLOW]
+CFG = ExtractConfig(size=(32, 40), flow_params={"inner": 2, "outer": 2, "solver": 2})
+GOOD_FRAMES = {f"good{i:02d}": 6 + i for i in range(8)}  # video id -> frames
+BAD = {"corrupt": "decode", "empty": "decode", "short": "length", "still": "static"}
+
+
+def make_videos(root: Path) -> dict[str, Path]:
+    """Good moving-square videos plus one of each bad kind, all tiny."""
+    paths = {v: write_video(root / f"{v}.avi", moving_square(n, 48, 64, seed=i))
+             for i, (v, n) in enumerate(GOOD_FRAMES.items())}
+    paths["corrupt"] = root / "corrupt.avi"
+    paths["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    paths["empty"] = root / "empty.avi"
+    paths["empty"].write_bytes(b"")
+    paths["short"] = write_video(root / "short.avi", moving_square(1, 48, 64))
+    paths["still"] = write_video(root / "still.avi", np.repeat(moving_square(1, 48, 64), 6, axis=0))
+    return paths
+
+
+def make_source(root: Path, videos: dict[str, Path]) -> Path:
+    """A source manifest version listing every video as status ok (the bad ones fail in extraction)."""
+    recs = [VideoRecord(video_id=v, rel_path=p.name, labels=(i % 2,), label_names=(("a", "b")[i % 2],),
+                        splits={"split1": "train" if i % 3 else "test"}, size_bytes=p.stat().st_size,
+                        sha256=file_digest(p), duration_s=None, fps=None, width=None, height=None,
+                        num_frames=None, status="ok", error=None)
+            for i, (v, p) in enumerate(sorted(videos.items()))]
+    recs.append(VideoRecord("missing", "missing.avi", (0,), ("a",), {}, None, None, None, None, None, None, None,
+                            "missing", "no such file"))
+    vid = content_id([r.video_id + r.sha256 if r.sha256 else r.video_id for r in recs])
+    meta = VersionMeta(vid, KIND, SCHEMA_VERSION, {"videos_root": str(next(iter(videos.values())).parent)},
+                       None, utc_now())
+
+    def write(tmp: Path) -> None:
+        import pyarrow.parquet as pq
+        pq.write_table(videos_table(recs), tmp / VIDEOS_FILE)
+        pq.write_table(labels_table(["a", "b"]), tmp / LABELS_FILE)
+
+    return publish(root, vid, write, meta)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("src")
+    return make_source(d / "manifests", make_videos(d / "videos"))
+
+
+# -------------------------------------------------------------------------------------------- without Ray
+def test_build_shard_bad_input_policy(tmp_path):
+    paths = make_videos(tmp_path / "v")
+    vids = [VideoTask(v, str(p), p.name, None, None) for v, p in paths.items() if v in BAD or v == "good03"]
+    changed = write_video(tmp_path / "v" / "changed.avi", moving_square(5, 48, 64))
+    vids.append(VideoTask("changed", str(changed), "changed.avi", "0" * 64, changed.stat().st_size))
+    plan = ShardPlan(0, "00000.h5", tuple(sorted(vids, key=lambda v: v.video_id)))
+    s = build_shard(plan, CFG, str(tmp_path / "shards"))
+    stages = {f["video_id"]: f["stage"] for f in s["failures"]}
+    assert stages == {**BAD, "changed": "input"}
+    errors = {f["video_id"]: f["error"] for f in s["failures"]}
+    assert "corrupt.avi" in errors["corrupt"] and "static" in errors["still"] and "1 decoded frames" in errors["short"]
+    assert [(v["video_id"], v["n_rgb"], v["n_flow"]) for v in s["videos"]] == [("good03", 9, 8)]
+    with ShardReader(s["path"]) as r:
+        assert r.groups() == ["good03"] and r.read("good03", "rgbf").shape == (8, 32, 40, 3)
+        assert r.read("good03", "flow")[..., 2].max() > 0  # the square moves: non-zero magnitude
+    mtime = os.stat(s["path"]).st_mtime_ns
+    again = build_shard(plan, CFG, str(tmp_path / "shards"))  # a retried task: nothing written twice
+    assert os.stat(s["path"]).st_mtime_ns == mtime and again["videos"] == s["videos"]
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.h5"]
+
+
+# ---------------------------------------------------------------------------------------------- with Ray
+@pytest.fixture(scope="module")
+def cluster():
+    """Head (1 CPU) + one worker node (1 CPU) on this machine, shared by the module's tests."""
+    from ray.cluster_utils import Cluster
+
+    node_args = {"num_cpus": 1, "object_store_memory": 80 * 2**20, "include_dashboard": False}
+    c = Cluster(initialize_head=True, head_node_args=node_args)
+    c.add_node(**{k: v for k, v in node_args.items() if k != "include_dashboard"})
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()
+
+
+def job(source: Path, out: Path, address: str, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "jobs.extract", "--manifest", str(source), "--out", str(out),
+           "--address", address, "--shard-size", "1", *ARGS, *extra]
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(p: subprocess.Popen, timeout: float = 180) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def wait_for_shard(out: Path, p: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until at least one finished shard file exists in the work dir (the job is mid-run)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if list(out.glob(".work-*/shards/*.h5")):
+            return
+        assert p.poll() is None, f"job ended before any shard was seen: {p.communicate()}"
+        time.sleep(0.05)
+    raise AssertionError("no shard finished in time")
+
+
+def check_complete(out: Path, vid: str) -> None:
+    ds = load_shards(out / vid)
+    ids = [r.video_id for r in ds.records]
+    assert sorted(ids) == sorted(GOOD_FRAMES) and len(ids) == len(set(ids))  # each good video exactly once
+    for r in ds.records:
+        assert (r.n_rgb, r.n_flow, r.height, r.width) == (GOOD_FRAMES[r.video_id], GOOD_FRAMES[r.video_id] - 1, 32, 40)
+        with ShardReader(r.shard_path) as rd:
+            assert rd.num_frames(r.group, "rgb") == r.n_rgb and rd.num_frames(r.group, "flow") == r.n_flow
+            assert rd.read(r.group, "rgbf", 0, 2).shape == (2, 32, 40, 3)
+    stages = {f.video_id: f.stage for f in ds.failures}
+    assert stages == {**BAD, "missing": "source"}
+    assert all(f.error for f in ds.failures)
+    assert ds.meta.parent and ds.labels == ["a", "b"]
+    assert not list(out.glob(".work-*")) and not list(out.rglob("*.tmp"))  # work dir gone after publish
+
+
+def test_node_killed_mid_job_then_rerun(cluster, source, tmp_path):
+    out = tmp_path / "shards"
+    p = job(source, out, cluster.address, "--workers", "2")
+    wait_for_shard(out, p)
+    worker = [n for n in cluster.list_all_nodes() if n is not cluster.head_node][0]
+    cluster.remove_node(worker, allow_graceful=False)  # its running task is retried on the head
+    rc, stdout, stderr = finish(p)
+    if rc != 0:  # retries exhausted: nothing published, a rerun finishes the remaining shards
+        assert "nothing published" in stderr and not (out / "LATEST").exists()
+        rc, stdout, stderr = finish(job(source, out, cluster.address))
+    assert rc == 0, stderr
+    vid = stdout.strip().splitlines()[-1]
+    check_complete(out, vid)
+    cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)  # restore for the next test
+    cluster.wait_for_nodes()
+
+
+def test_driver_sigkill_then_rerun_resumes(cluster, source, tmp_path):
+    out = tmp_path / "shards"
+    p = job(source, out, cluster.address, "--workers", "1")
+    wait_for_shard(out, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done_before = {f.name: f.stat().st_mtime_ns for f in out.glob(".work-*/shards/*.h5")}
+    assert done_before and not (out / "LATEST").exists()
+    rc, stdout, stderr = finish(job(source, out, cluster.address))
+    assert rc == 0, stderr
+    vid = stdout.strip().splitlines()[-1]
+    earlier = int(re.search(r"\((\d+) done earlier\)", stderr).group(1))
+    assert earlier >= len(done_before)  # shards finished before the kill are skipped (a running one may finish)
+    check_complete(out, vid)
+    for name, mtime in done_before.items():  # finished shards were kept, not rewritten
+        assert (out / vid / "shards" / name).stat().st_mtime_ns == mtime
+    # a third run finds the published version: same id, nothing redone
+    rc, stdout2, stderr2 = finish(job(source, out, cluster.address))
+    assert rc == 0 and stdout2.strip().splitlines()[-1] == vid and "already published" in stderr2
