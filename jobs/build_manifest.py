@@ -30,29 +30,36 @@ TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live here (job
 
 
 def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int) -> list[dict[str, Any]]:
-    """inspect_many over `paths` as Ray tasks of `chunk` videos, at most 2 tasks per CPU in flight."""
+    """Start (or join) Ray, run inspect_on_ray, shut Ray down."""
     import ray
 
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
-        task = ray.remote(**TASK_OPTIONS)(inspect_many)
-        max_in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", workers)))
-        chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
-        results: dict[int, list[dict[str, Any]]] = {}
-        pending: dict[Any, int] = {}
-        with tqdm(total=len(paths), unit="video", desc="probe+hash", file=sys.stderr) as bar:
-            for i, c in enumerate(chunks):
-                if len(pending) >= max_in_flight:
-                    bar.update(_collect(ray, pending, results))
-                pending[task.remote([str(p) for p in c])] = i
-            while pending:
-                bar.update(_collect(ray, pending, results))
-        return [f for i in range(len(chunks)) for f in results[i]]
+        return inspect_on_ray(paths, chunk)
     finally:
         ray.shutdown()
+
+
+def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True) -> list[dict[str, Any]]:
+    """inspect_many over `paths` as Ray tasks of `chunk` videos, at most 2 tasks per CPU in flight."""
+    import ray
+
+    task = ray.remote(**TASK_OPTIONS)(inspect_many)
+    max_in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    results: dict[int, list[dict[str, Any]]] = {}
+    pending: dict[Any, int] = {}
+    with tqdm(total=len(paths), unit="video", desc="probe+hash", file=sys.stderr, disable=not progress) as bar:
+        for i, c in enumerate(chunks):
+            if len(pending) >= max_in_flight:
+                bar.update(_collect(ray, pending, results))
+            pending[task.remote([str(p) for p in c])] = i
+        while pending:
+            bar.update(_collect(ray, pending, results))
+    return [f for i in range(len(chunks)) for f in results[i]]
 
 
 def _collect(ray, pending: dict, results: dict) -> int:

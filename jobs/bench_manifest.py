@@ -1,0 +1,161 @@
+"""Benchmark source manifest builds: videos/s for N small files at W Ray workers.
+
+    python -m jobs.bench_manifest --out docs/benchmarks/manifest.md [--sizes 1000 10000] [--workers 1 2]
+                                  [--cache data/cache/bench_manifest] [--chunk 8]
+
+Test videos are generated once into the cache: a few tiny clips (16 frames of 64×80, mp4v via OpenCV)
+are encoded, and file i is clip i mod K followed by an ISO-BMFF ``free`` box holding the file number.
+A ``free`` box is a legal top-level MP4 box that players skip, so every file stays a valid video that
+decodes to the same frames, while its bytes, and so its sha256, are distinct (no duplicates).
+Each build is timed in phases: plan (list + annotations), Ray startup, probe+hash tasks, write version.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from jobs.build_manifest import inspect_on_ray
+from manifests.build import assemble, write_version
+from manifests.datasets import build_folder
+
+NUM_BASE = 4
+NUM_CLASSES = 10
+
+
+def base_clip(seed: int, n: int = 16, h: int = 64, w: int = 80) -> np.ndarray:
+    """(n, h, w, 3) uint8 RGB: noise background with a square moving 2 px per frame."""
+    rng = np.random.default_rng(seed)
+    frames = np.repeat(rng.integers(30, 90, (1, h, w, 3), dtype=np.uint8), n, axis=0)
+    for i in range(n):
+        frames[i, 10:26, 4 + 2 * i:20 + 2 * i] = 200
+    return frames
+
+
+def encode_mp4(path: Path, frames: np.ndarray, fps: float = 25.0) -> bytes:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames.shape[2:0:-1])
+    if not vw.isOpened():
+        raise RuntimeError(f"{path}: OpenCV could not open a writer")
+    for f in frames:
+        vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    vw.release()
+    return path.read_bytes()
+
+
+def free_box(i: int) -> bytes:
+    payload = f"asym3d-bench-{i:08d}".encode()
+    return (8 + len(payload)).to_bytes(4, "big") + b"free" + payload
+
+
+def ensure_dataset(cache: Path, n: int) -> Path:
+    """<cache>/n<N>/videos/class<c>/v<i>.mp4, made once (a .done marker records completion)."""
+    root = cache / f"n{n}" / "videos"
+    if (root.parent / ".done").is_file():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        bases = [encode_mp4(Path(tmp) / f"base{k}.mp4", base_clip(k)) for k in range(NUM_BASE)]
+    for i in range(n):
+        p = root / f"class{i % NUM_CLASSES}" / f"v{i:06d}.mp4"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bases[i % NUM_BASE] + free_box(i))
+    (root.parent / ".done").write_text(f"{n}\n")
+    return root
+
+
+def run_one(videos: Path, workers: int, chunk: int) -> dict:
+    import ray
+
+    t0 = time.perf_counter()
+    plan = build_folder(videos, None)
+    t1 = time.perf_counter()
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    t2 = time.perf_counter()
+    try:
+        rels = [e.rel_path for e in plan.entries]
+        facts = inspect_on_ray([videos / r for r in rels], chunk, progress=False)
+    finally:
+        t3 = time.perf_counter()
+        ray.shutdown()
+    t3b = time.perf_counter()
+    records = assemble(plan, dict(zip(rels, facts)))
+    with tempfile.TemporaryDirectory() as out:
+        write_version(Path(out), plan, records, videos, None)
+    t4 = time.perf_counter()
+    statuses = {r.status for r in records}
+    if statuses != {"ok"} or len({r.sha256 for r in records}) != len(records):
+        raise RuntimeError(f"{videos}: benchmark videos not all ok/distinct: {statuses}")
+    n = len(records)
+    return {"n": n, "workers": workers, "kb": sum(r.size_bytes for r in records) / n / 1e3,
+            "plan": t1 - t0, "ray_init": t2 - t1, "probe": t3 - t2, "write": t4 - t3b, "total": (t4 - t0) - (t3b - t3), "vps_probe": n / (t3 - t2),
+            "vps_total": n / ((t4 - t0) - (t3b - t3))}
+
+
+def machine() -> list[str]:
+    import decord
+    import imageio_ffmpeg
+    import pyarrow
+    import ray
+
+    import subprocess
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    ffv = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return [f"- Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+            f"- CPU: {cpu}, {os.cpu_count()} cores visible; load average at start "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (machine shared with other jobs)",
+            f"- Python {platform.python_version()}, Ray {ray.__version__}, decord {decord.__version__}, "
+            f"pyarrow {pyarrow.__version__}, {' '.join(ffv.split()[:3])} "
+            f"(imageio-ffmpeg {imageio_ffmpeg.__version__})"]
+
+
+def report(rows: list[dict], cmd: str, head: list[str], chunk: int) -> str:
+    lines = ["# Source manifest build benchmark", "", *head, "", f"Command: `{cmd}`", "",
+             f"Dataset: `folder` layout, {NUM_CLASSES} classes, tiny mp4 clips (16 frames, 64×80, "
+             f"{rows[0]['kb'] if rows else 0:.1f} KB on average) made distinct by an MP4 `free` box (see "
+             f"jobs/bench_manifest.py). Per video: sha256 of the bytes, `ffmpeg -i` header probe, decode "
+             f"to count frames (decord). Ray tasks of {chunk} videos, at most 2 tasks per CPU in flight.",
+             "", "| videos | workers | plan s | Ray start s | probe+hash s | write s | total s | "
+             "videos/s (probe+hash) | videos/s (total) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['workers']} | {r['plan']:.2f} | {r['ray_init']:.1f} | {r['probe']:.1f} "
+                     f"| {r['write']:.2f} | {r['total']:.1f} | {r['vps_probe']:.1f} | {r['vps_total']:.1f} |")
+    lines += ["", "Total excludes Ray shutdown. Measured numbers from one run each on a noisy shared machine.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cache", type=Path, default=Path("data/cache/bench_manifest"))
+    ap.add_argument("--chunk", type=int, default=8)
+    args = ap.parse_args(argv)
+    head = machine()
+    rows = []
+    for n in args.sizes:
+        videos = ensure_dataset(args.cache, n)
+        for w in args.workers:
+            rows.append(r := run_one(videos, w, args.chunk))
+            print(f"{n} videos, {w} workers: {r['vps_probe']:.1f} videos/s probe+hash, "
+                  f"{r['total']:.1f} s total", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = "python -m jobs.bench_manifest " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.write_text(report(rows, cmd, head, args.chunk))
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
