@@ -1,0 +1,265 @@
+"""Train (pretrain or fine-tune) a model on a shard dataset: ``python -m jobs.train --config FILE [k=v ...]``.
+
+A flat loop (STYLE.md 9): per epoch set the lr from the pure step schedule, train on one random clip per
+training video (or ``data.max_clips_per_epoch`` of them), validate without gradients every
+``eval.every`` epochs, then write ``last.pt`` (and ``best.pt`` when validation top-1 improves) in
+``out_dir`` with the model spec, the resolved config, optimizer, epoch and RNG states.
+
+* Resume: by default a run continues from ``out_dir/last.pt`` when it exists (``--resume CKPT`` picks
+  another checkpoint, ``--no-resume`` starts over). Sample order and augmentation are functions of
+  (seed, epoch, index), and the global RNG states are restored, so an interrupted + resumed run equals
+  an uninterrupted one (bitwise on CPU with ``deterministic: true``).
+* Fine-tune: ``init_from=PRETRAINED.pt`` loads the weights; the classifier is replaced when the class
+  count differs; ``optim.head_lr_mult`` scales the lr of the last FC (10 in finetune.yaml).
+* Distributed: ``--workers N`` (``workers=N``) runs the same loop in N Ray Train workers with DDP (gloo
+  on CPU, NCCL with ``--use-gpu``); each worker trains on every N-th sample of the epoch's order.
+  Rank 0 writes the outputs, so ``out_dir`` must be on storage shared by all nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+import models
+from jobs import trainlib as tl
+from jobs.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config, to_dict
+from jobs.evalmetrics import aggregate, classification_report, plot_curves
+from pipeline.dataset import ClipDataset
+
+
+def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None]:
+    d = cfg.data
+    common = dict(split=d.split, stream=d.stream, clip_len=d.clip_len, crop=d.crop, mean=d.mean, std=d.std)
+    train_ds = ClipDataset(d.manifest, subset="train", mode="train", seed=cfg.seed, **common)
+    val_ds = None
+    if cfg.eval.every:
+        val_ds = ClipDataset(d.manifest, subset="test", mode="test", num_clips=cfg.eval.num_clips,
+                             num_crops=cfg.eval.num_crops, max_videos=cfg.eval.max_videos, **common)
+    return train_ds, val_ds
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but CUDA is not available")
+    return torch.device(name)
+
+
+def resume_path(cfg: TrainConfig, resume: str) -> Path | None:
+    """``resume``: "auto" (out_dir/last.pt if present), "never", or a checkpoint path (must exist)."""
+    last = Path(cfg.out_dir) / "last.pt"
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return last if last.is_file() else None
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"--resume {resume}: checkpoint not found")
+    return Path(resume)
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def _all_reduce(values: list[float], world: int, device: torch.device) -> list[float]:
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: str, rank: int, world: int) -> dict:
+    """Video-level validation (eval.num_clips clips x eval.num_crops crops); items split over ranks."""
+    items = Subset(val_ds, range(rank, len(val_ds), world))
+    loader = DataLoader(items, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+                        generator=torch.Generator().manual_seed(0))
+    scores, videos, _ = tl.predict(model, loader, device, loss_kind)
+    if world > 1:
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, (scores, videos))
+        scores = torch.cat([torch.from_numpy(s) for s, _ in parts]).numpy()
+        videos = torch.cat([torch.from_numpy(v) for _, v in parts]).numpy()
+    video_scores = aggregate(scores, videos, len(val_ds.records))
+    targets = [r.labels for r in val_ds.records]
+    clip_targets = [val_ds.records[v].labels for v in videos]
+    rep = classification_report(video_scores, targets, val_ds.labels, multilabel=val_ds.multilabel)
+    clip_rep = classification_report(scores, clip_targets, val_ds.labels)
+    out = {"val_video_top1": rep["top1"], "val_video_top5": rep["top5"], "val_clip_top1": clip_rep["top1"]}
+    if "mAP" in rep:
+        out["val_video_mAP"] = rep["mAP"]
+    return out
+
+
+def fit(cfg: TrainConfig, resume: str = "auto", rank: int = 0, world: int = 1, log=print) -> dict:
+    """The training loop. Returns the last epoch's record. ``rank``/``world`` > 1 under Ray Train."""
+    out = Path(cfg.out_dir)
+    main = rank == 0
+    say = log if main else (lambda msg: None)
+    tl.seed_everything(cfg.seed + rank, cfg.deterministic)  # rank: distinct dropout masks per worker
+    if world > 1:
+        import ray.train.torch
+        device = ray.train.torch.get_device()
+    else:
+        device = resolve_device(cfg.device)
+    train_ds, val_ds = make_datasets(cfg)
+    loss_kind, loss_fn = tl.make_loss(cfg.loss, train_ds.multilabel)
+    overrides = tl.model_overrides(cfg.model.name, cfg.model.overrides, cfg.data.clip_len, cfg.data.crop)
+    model = models.build_model(cfg.model.name, num_classes=train_ds.num_classes, **overrides)
+    ckpt_path = resume_path(cfg, resume)
+    if cfg.init_from and ckpt_path is None:
+        say(tl.init_from(model, cfg.init_from, cfg.model.name, train_ds.num_classes))
+    model.to(device)
+    optimizer = torch.optim.SGD(tl.param_groups(model, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
+                                lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    start, history, best = 0, [], float("-inf")
+    if ckpt_path is not None:
+        ckpt = tl.load_checkpoint(ckpt_path)
+        diff = _config_diff(ckpt["config"], to_dict(cfg))
+        if diff:
+            say(f"warning: resuming {ckpt_path} with a changed config: {'; '.join(diff)}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_metric"]
+        tl.set_rng_state(ckpt["rng"])
+        say(f"resumed from {ckpt_path} at epoch {start}")
+    if world > 1:
+        import ray.train.torch
+        model = ray.train.torch.prepare_model(model)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    say(f"{cfg.model.name} {tl.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
+        f"{len(train_ds)} train videos, {len(val_ds.records) if val_ds else 0} val videos, device {device}, "
+        f"world {world}")
+    if start >= cfg.optim.epochs:
+        say(f"{ckpt_path}: already trained for {start} epochs (optim.epochs={cfg.optim.epochs}); nothing to do")
+        return history[-1] if history else {}
+
+    for epoch in range(start, cfg.optim.epochs):
+        lr = tl.lr_at(epoch, cfg.optim.lr, cfg.optim.lr_step, cfg.optim.lr_gamma)
+        tl.set_lr(optimizer, lr)
+        train_ds.set_epoch(epoch)
+        order = tl.epoch_indices(len(train_ds), epoch, cfg.seed, cfg.data.max_clips_per_epoch, rank, world)
+        loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=order,
+                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        s = tl.train_one_epoch(model, loader, optimizer, loss_fn, device, epoch, say, cfg.log_every)
+        loss_sum, correct, seen = _all_reduce([s["loss_sum"], s["correct"], s["seen"]], world, device)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
+                  "train_clips": int(seen)}
+        last_epoch = epoch + 1 == cfg.optim.epochs
+        if val_ds is not None and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
+            record.update(validate(model, val_ds, cfg, device, loss_kind, rank, world))
+        history.append(record)
+        say(json.dumps(record))
+        metric = record.get("val_video_top1")
+        improved = metric is not None and metric > best
+        best = metric if improved else best
+        if main:
+            payload = {
+                "model": tl.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1, "rng": tl.rng_state(), "model_name": cfg.model.name,
+                "model_overrides": overrides, "spec": tl.spec_dict(model), "num_classes": train_ds.num_classes,
+                "labels": train_ds.labels, "multilabel": train_ds.multilabel, "loss": loss_kind,
+                "config": to_dict(cfg), "history": history, "best_metric": best,
+            }
+            tl.save_checkpoint(out / "last.pt", payload)
+            if improved or val_ds is None:
+                shutil.copyfile(out / "last.pt", out / "best.pt")
+            (out / "metrics.json").write_text(json.dumps({"history": history, "best_val_video_top1": (
+                None if best == float("-inf") else best)}, indent=2))
+            if last_epoch or (epoch + 1) % 5 == 0:  # matplotlib is slow to start: every 5 epochs
+                plot_curves(history, out / "curves.png")
+        if world > 1:
+            import ray.train
+            ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))})
+    return history[-1]
+
+
+def _ray_worker(config: dict) -> None:
+    import ray.train
+    ctx = ray.train.get_context()
+    fit(config_from_dict(config["cfg"]), config["resume"], ctx.get_world_rank(), ctx.get_world_size())
+
+
+def fit_ray(cfg: TrainConfig, resume: str = "auto") -> None:
+    """Run ``fit`` in ``cfg.workers`` Ray Train workers (DDP). Connects to a running cluster if any."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(cfg.out_dir).resolve()
+    cfg = config_from_dict({**to_dict(cfg), "out_dir": str(out)})
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"cfg": to_dict(cfg), "resume": resume},
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": max(1, cfg.data.num_workers)}),
+        run_config=RunConfig(name="train", storage_path=str(out / "ray")),
+    )
+    trainer.fit()
+
+
+def train(cfg: TrainConfig, resume: str = "auto", log=print) -> None:
+    """Entry point for code (the demo): single process, or Ray Train when ``cfg.workers`` > 0."""
+    if cfg.workers > 0:
+        fit_ray(cfg, resume)
+    else:
+        fit(cfg, resume, log=log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="overrides: dotted keys of jobs/config.py, e.g. data.manifest=data/shards/LATEST "
+                                        "out_dir=runs/x model.name=c3d-b5 model.overrides.width=0.25 optim.epochs=2 "
+                                        "optim.batch_size=4 optim.lr=0.01 data.num_workers=0 data.stream=rgbf "
+                                        "data.split=split1 data.max_clips_per_epoch=64 eval.every=0")
+    ap.add_argument("--config", help="YAML config (jobs/configs/pretrain.yaml, finetune.yaml)")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--resume", metavar="CKPT", help="resume from this checkpoint (default: out_dir/last.pt if present)")
+    g.add_argument("--no-resume", action="store_true", help="start from scratch even if out_dir/last.pt exists")
+    ap.add_argument("--workers", type=int, help="Ray Train workers (DDP); same as workers=N")
+    ap.add_argument("--use-gpu", action="store_true", help="each Ray Train worker takes a GPU")
+    args = ap.parse_args(argv)
+    extra = list(args.overrides)
+    if args.workers is not None:
+        extra.append(f"workers={args.workers}")
+    if args.use_gpu:
+        extra.append("use_gpu=true")
+    try:
+        cfg = load_config(args.config, extra)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not cfg.data.manifest:
+        print("error: data.manifest is not set (data.manifest=PATH to a shard dataset version)", file=sys.stderr)
+        return 2
+    resume = "never" if args.no_resume else (args.resume or "auto")
+    try:
+        train(cfg, resume)
+    except tl.NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
