@@ -24,8 +24,11 @@ def inspect_video(path: str | Path, count_size: tuple[int, int] = COUNT_SIZE) ->
     facts: dict[str, Any] = dict.fromkeys(FACT_KEYS)
     if not path.is_file():
         return {**facts, "status": "missing", "error": f"{path}: no such file"}
-    facts["size_bytes"] = path.stat().st_size
-    facts["sha256"] = file_digest(path)
+    try:
+        facts["size_bytes"] = path.stat().st_size
+        facts["sha256"] = file_digest(path)
+    except OSError as e:  # e.g. permission denied, I/O error on a bad disk sector
+        return {**facts, "status": "unreadable", "error": f"{path}: cannot read: {e.strerror or e}"}
     if facts["size_bytes"] == 0:
         return {**facts, "status": "empty", "error": f"{path}: empty file (0 bytes)"}
     try:

@@ -25,6 +25,7 @@ import numpy as np
 DEFAULT_SIZE = (128, 171)  # (H, W) as in C3D / the paper
 DECORD_BATCH = 64  # frames per decord get_batch call
 DECORD_THREADS = 1  # decoder threads per call; parallelism comes from Ray tasks
+PROBE_TIMEOUT_S = 120  # reading a header takes milliseconds; a hang means a pathological file
 
 
 class DecodeError(RuntimeError):
@@ -198,8 +199,12 @@ def probe_video(path: str | Path) -> ProbeInfo:
     path = Path(path)
     _check_file(path)
     # `ffmpeg -i FILE` with no output prints the header and exits 1 by design; we only read stderr
-    res = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-                         capture_output=True, text=True, errors="replace", check=False)
+    try:
+        res = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                             capture_output=True, text=True, errors="replace", check=False,
+                             timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DecodeError(path, f"ffmpeg -i did not finish within {PROBE_TIMEOUT_S} s") from None
     info = parse_ffmpeg_header(res.stderr)
     if info is None:
         lines = [ln for ln in res.stderr.splitlines()

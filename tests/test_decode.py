@@ -26,11 +26,15 @@ def clips(tmp_path_factory):
     short.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     half = d / "half.mp4"  # moov at the end: cut off, nothing can be decoded
     half.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
+    zeroed = bytearray(fast.read_bytes())  # header intact, a quarter of the data zeroed mid-file
+    n = len(zeroed)
+    zeroed[n // 2: 3 * n // 4] = bytes(3 * n // 4 - n // 2)
+    (d / "zeroed.mp4").write_bytes(bytes(zeroed))
     text = d / "notes.avi"
     text.write_text("this is not a video\n" * 20)
     empty = d / "empty.avi"
     empty.write_bytes(b"")
-    return {"mp4": mp4, "avi": avi, "short": short, "half": half, "text": text, "empty": empty}
+    return {"mp4": mp4, "avi": avi, "short": short, "zeroed": d / "zeroed.mp4", "half": half, "text": text, "empty": empty}
 
 
 @pytest.mark.parametrize("kind,n", [("mp4", 40), ("avi", 30)])
@@ -79,6 +83,18 @@ def test_frame_count_from_decoding_not_header(clips):
     d = decode_video_ex(clips["short"])
     assert d.backend == "ffmpeg" and "decord" in d.note
     assert 0 < len(d.frames) < 60
+
+
+def test_decord_raising_mid_file(clips, monkeypatch):
+    """Real mid-file decord failure on corrupt data: alone it yields a truncated prefix with the reason;
+    by default ffmpeg takes over and decodes past the damage."""
+    monkeypatch.setattr(decode, "DECORD_BATCH", 8)
+    alone = decode_video_ex(clips["zeroed"], size=(32, 32), backend="decord")
+    assert 0 < len(alone.frames) < 60 and len(alone.frames) % 8 == 0
+    assert alone.note.startswith("truncated: decord failed after")
+    d = decode_video_ex(clips["zeroed"], size=(32, 32))
+    assert d.backend == "ffmpeg" and len(d.frames) > len(alone.frames)
+    assert f"decord failed after {len(alone.frames)} of 60" in d.note
 
 
 def test_longest_partial_prefix_is_kept_with_reason(clips, monkeypatch):

@@ -113,12 +113,18 @@ def test_load_source_accepts_dir_file_latest_and_root(built, ucf):
         load_source(ucf[2])
 
 
-def test_inspect_video_is_pure_and_never_raises(ucf, tmp_path):
+def test_inspect_video_is_pure_and_never_raises(ucf, tmp_path, monkeypatch):
     v = ucf[0]
     f = inspect_video(v / A / "v_ApplyEyeMakeup_g01_c01.mp4")
     assert f["status"] == "ok" and f["num_frames"] == 20 and f["header_frames"] == 20
     assert inspect_video(tmp_path / "none.mp4")["status"] == "missing"
     assert inspect_video(v / H / "v_text_g02_c01.avi")["status"] == "unreadable"
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("manifests.probe.file_digest", denied)
+    f = inspect_video(v / A / "v_ApplyEyeMakeup_g01_c01.mp4")
+    assert f["status"] == "unreadable" and "Permission denied" in f["error"]
 
 
 def test_fcvid_multilabel_roundtrip(tmp_path):
