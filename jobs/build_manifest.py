@@ -25,6 +25,7 @@ from manifests.datasets import BUILDERS
 from manifests.diff import diff_sources
 from manifests.probe import inspect_many
 from manifests.source import load_source
+from manifests.versioning import read_meta
 
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live here (jobs/), not in the stages
 
@@ -98,7 +99,7 @@ def build_main(argv: list[str]) -> str:
         def inspect(paths):
             return ray_inspect(paths, args.workers, args.address, args.chunk)
     vid, path = build(plan, args.videos, args.annotations, args.out, inspect)
-    meta = load_source(path).meta
+    meta = read_meta(path)
     print(f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, "
           f"parent {meta.parent}", file=sys.stderr)
     print(vid)

@@ -179,7 +179,7 @@ MULTILABEL_RULE = "keep a video iff >= 1 of its FCVID labels is kept; labels res
 
 def hashed_part(rel_path: str, test_fraction: float) -> str:
     """Deterministic train/test assignment from the path (not the content, so re-encodes keep their split)."""
-    h = int(hashlib.sha256(rel_path.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    h = int(hashlib.sha256(rel_path.encode()).hexdigest()[:8], 16) / 2**32
     return "test" if h < test_fraction else "train"
 
 
