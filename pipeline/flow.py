@@ -165,8 +165,8 @@ def _sor(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tenso
         colours.append((keep, (OMEGA * m) / d11, (OMEGA * m) / d22))
     for _ in range(sweeps):
         for keep, k11, k22 in colours:
-            sig = torch.mul(sw, west)                       # (B, 2, H, W) Σ s_n duv_n + rhs
-            sig.addcmul_(se, east).addcmul_(sn, north).addcmul_(ss, south).add_(rhs)
+            sig = torch.addcmul(rhs, sw, west)              # (B, 2, H, W) rhs + Σ s_n duv_n
+            sig.addcmul_(se, east).addcmul_(sn, north).addcmul_(ss, south)
             su, sv = sig[:, 0], sig[:, 1]
             su.addcmul_(neg_a12, dv)
             du.mul_(keep).addcmul_(k11, su)

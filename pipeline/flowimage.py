@@ -85,9 +85,16 @@ def color_wheel() -> np.ndarray:
     """Baker et al. (Middlebury) colour wheel: (55, 3) float RGB in [0, 255]; segments RY 15, YG 6, GC 4,
     CB 11, BM 13, MR 6."""
     ry, yg, gc, cb, bm, mr = 15, 6, 4, 11, 13, 6
-    ramp = lambda n: np.floor(255 * np.arange(n) / n)       # noqa: E731  0 .. <255 in n steps
-    full = lambda n: np.full(n, 255.0)                       # noqa: E731
-    zero = lambda n: np.zeros(n)                             # noqa: E731
+
+    def ramp(n):                                            # 0 .. <255 in n steps, floored as in the original
+        return np.floor(255 * np.arange(n) / n)
+
+    def full(n):
+        return np.full(n, 255.0)
+
+    def zero(n):
+        return np.zeros(n)
+
     return np.concatenate([
         np.stack([full(ry), ramp(ry), zero(ry)], 1),         # red -> yellow
         np.stack([255 - ramp(yg), full(yg), zero(yg)], 1),   # yellow -> green

