@@ -10,8 +10,8 @@ averaged into a clip score and the 25 clip scores into the video score. Outputs 
   level), mAP for multi-label data, the protocol and the inputs (checkpoint, shard version, stream, split);
 * ``confusion.png``; ``scores.npz`` (video_ids, scores (V, K), labels (V, K) multi-hot);
 * ``--fuse OTHER.pt``: the other model (e.g. the RGBF one, on its own stream) is evaluated the same way and
-  the per-video scores of both are averaged (Table 5's RGB+RGBF) -> ``metrics.json["fused"]``,
-  ``confusion_fused.png``, ``scores_fused.npz``;
+  the per-video scores of both are averaged (Table 5's RGB+RGBF) -> ``metrics.json["other"]`` and
+  ``["fused"]``, ``confusion_fused.png``, ``scores_other.npz``, ``scores_fused.npz``;
 * ``--export-features``: ``features.npz`` with the penultimate-FC activations (``model.features``)
   averaged over all clips and crops of each video -> (V, D), for a linear classifier (section 4.7).
 """
@@ -108,6 +108,8 @@ def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse
         rep = classification_report(scores, targets, ev.labels, ev.multilabel)
         metrics["other"] = {"checkpoint": fuse.checkpoint, "stream": fuse.stream, **report(fuse)}
         metrics["fused"] = {"streams": [ev.stream, fuse.stream], "rule": "mean of per-video scores", **rep}
+        np.savez(out / "scores_other.npz", video_ids=np.array(fuse.video_ids), scores=fuse.scores,
+                 labels=_multi_hot(fuse.targets, len(fuse.labels)), class_names=np.array(fuse.labels))
         np.savez(out / "scores_fused.npz", video_ids=np.array(ids), scores=scores,
                  labels=_multi_hot(targets, len(ev.labels)), class_names=np.array(ev.labels))
         plot_confusion(np.array(rep["confusion_matrix"]), ev.labels, out / "confusion_fused.png",

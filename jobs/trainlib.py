@@ -223,11 +223,15 @@ def predict(model: nn.Module, loader, device: torch.device, loss_kind: str, feat
     for x, _, video in loader:
         b, k = x.shape[:2]
         flat = x.flatten(0, 1).to(device, non_blocking=True)  # (B*K, C, T, H, W)
-        s = scores_from_logits(model(flat), loss_kind).view(b, k, -1).mean(1)  # (B, num_classes)
+        if features:  # one pass: eval-mode forward is classifier(features(x)) (dropout is identity)
+            f = net.features(flat)  # (B*K, D)
+            logits = net.classifier(f)
+            all_feats.append(f.view(b, k, -1).mean(1).double().cpu())  # (B, D)
+        else:
+            logits = model(flat)  # (B*K, num_classes)
+        s = scores_from_logits(logits, loss_kind).view(b, k, -1).mean(1)  # (B, num_classes)
         all_scores.append(s.double().cpu())
         all_videos.append(video.long())
-        if features:
-            all_feats.append(net.features(flat).view(b, k, -1).mean(1).double().cpu())  # (B, D)
     scores = torch.cat(all_scores).numpy()
     videos = torch.cat(all_videos).numpy()
     return scores, videos, (torch.cat(all_feats).numpy() if features else None)
