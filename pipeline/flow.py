@@ -24,6 +24,8 @@ import torch.nn.functional as F
 EPS2 = 1e-6         # ε² of the robust penalty
 OMEGA = 1.99        # SOR over-relaxation
 MIN_LEVEL = 15      # a pyramid level whose width or height would be <= this is not built
+WARP_MODES = ("bilinear", "bicubic")
+BORDER_MODES = ("mirror", "ignore")
 RANGE_TOL = 1e-3    # inputs may exceed [0, 1] by this much (resampling overshoot); they are clamped
 
 
@@ -36,6 +38,8 @@ class BroxParams:
     inner: int = 10        # lagged fixed-point iterations per level
     outer: int = 77        # maximum number of pyramid levels (one warp per level)
     solver: int = 10       # red–black SOR sweeps per fixed-point iteration
+    warp: str = "bilinear"     # interpolation of I1 and its derivatives at x+w: "bilinear" (OpenCV) or "bicubic"
+    border: str = "mirror"     # where x+w leaves the frame: "mirror" addressing (OpenCV) or "ignore" (no data term)
 
     def __post_init__(self):
         for name in ("alpha", "gamma", "scale"):
@@ -48,6 +52,9 @@ class BroxParams:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         if not 0 < self.scale < 1:
             raise ValueError(f"scale must be in (0, 1), got {self.scale}")
+        for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("inner", "outer", "solver"):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
@@ -102,15 +109,17 @@ def _dy(t: torch.Tensor) -> torch.Tensor:
     return ((p[:, 3:-1] - p[:, 1:-3]) * 8 + p[:, :-4] - p[:, 4:]) * (1 / 12)
 
 
-def _warp(stack: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Sample stack (B, C, H, W) bilinearly at (x + u, y + v), mirror addressing outside the frame."""
+def _warp(stack: torch.Tensor, u: torch.Tensor, v: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample stack (B, C, H, W) at (x + u, y + v) with `mode` interpolation, mirror addressing outside the
+    frame. Returns (warped (B, C, H, W), inside (B, H, W) bool: the sample point lies within the frame)."""
     b, _, h, w = stack.shape
     xs = torch.arange(w, device=u.device, dtype=u.dtype)
     ys = torch.arange(h, device=u.device, dtype=u.dtype)
     gx = (u + xs) * (2 / (w - 1)) - 1                       # (B, H, W) in grid_sample's [-1, 1]
     gy = (v + ys[:, None]) * (2 / (h - 1)) - 1
     grid = torch.stack((gx, gy), dim=-1)                    # (B, H, W, 2)
-    return F.grid_sample(stack, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    inside = (gx.abs() <= 1) & (gy.abs() <= 1)
+    return F.grid_sample(stack, grid, mode=mode, padding_mode="reflection", align_corners=True), inside
 
 
 def _smoothness(uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +189,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxPa
     ix0, iy0 = _dx(i0), _dy(i0)
     ix1, iy1 = _dx(i1), _dy(i1)
     stack = torch.stack((i1, ix1, iy1, _dx(ix1), _dy(ix1), _dy(iy1)), dim=1)   # (B, 6, H, W)
-    ws = _warp(stack, uv[:, 0], uv[:, 1])
+    ws, inside = _warp(stack, uv[:, 0], uv[:, 1], p.warp)
     ix, iy, ixx, ixy, iyy = ws[:, 1], ws[:, 2], ws[:, 3], ws[:, 4], ws[:, 5]
     iz, ixz, iyz = ws[:, 0] - i0, ix - ix0, iy - iy0
     g = p.gamma
@@ -190,6 +199,9 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxPa
     a22 = iy * iy + g * (ixy * ixy + iyy * iyy)
     b12 = -torch.stack((ix * iz + g * (ixx * ixz + ixy * iyz),
                         iy * iz + g * (ixy * ixz + iyy * iyz)), dim=1)            # (B, 2, H, W)
+    if p.border == "ignore":        # no data term where x+w left the frame: smoothness fills the flow in
+        m = inside.to(a11.dtype)
+        a11, a12, a22, b12 = a11 * m, a12 * m, a22 * m, b12 * m[:, None]
     duv = uv.new_zeros(b, 2, h + 2, w + 2)
     inc = duv[:, :, 1:-1, 1:-1]                                                   # (B, 2, H, W) view
     red = _checkerboard(h, w, uv.device)
@@ -213,7 +225,8 @@ def brox_flow(prev: torch.Tensor, next: torch.Tensor, **params) -> torch.Tensor:
     """Dense flow (B, 2, H, W) float32 in pixels with prev(x) ≈ next(x + w(x)), on prev's device.
 
     prev, next: float tensors (B, H, W) or (B, 1, H, W), gray values in [0, 1].
-    params: alpha, gamma, scale, inner, outer, solver (see `BroxParams`). B = 0 gives an empty result."""
+    params: alpha, gamma, scale, inner, outer, solver, warp, border (see `BroxParams`).
+    B = 0 gives an empty result."""
     p = BroxParams(**params)
     i0, i1 = _as_batch("prev", prev), _as_batch("next", next)
     if i0.shape != i1.shape:

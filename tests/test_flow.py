@@ -75,6 +75,19 @@ def test_translation_direction_and_magnitude(solved):
     assert abs(u - 6.5) < 0.1 and abs(v + 4.2) < 0.1
 
 
+def test_bicubic_warp_and_ignored_border(solved):
+    """Options beyond OpenCV: bicubic warping removes the bilinear sub-pixel bias; border='ignore' drops the
+    data term where x+w leaves the frame, so the border flow comes from the interior."""
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=1)
+    gts = [flow_field(k, H, W) for k in ("subpixel", "large")]
+    pairs = [warp_pair(src, g) for g in gts]
+    i0 = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    i1 = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    uv = brox_flow(i0, i1, warp="bicubic", border="ignore").permute(0, 2, 3, 1).numpy()
+    assert epe(uv[0], gts[0]) < 0.03 < epe(*solved["subpixel"])
+    assert epe(uv[1], gts[1]) < 0.04 < epe(*solved["large"])
+
+
 def test_batch_equals_single_pairs():
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=2)
     pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "sine")]
@@ -136,7 +149,8 @@ def test_bad_inputs(prev, next, match):
 
 @pytest.mark.parametrize("params, match", [
     (dict(alpha=0), "alpha"), (dict(scale=1.0), "scale"), (dict(inner=0), "inner"),
-    (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"),
+    (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"), (dict(warp="nearest"), "warp"),
+    (dict(border="zeros"), "border"),
 ])
 def test_bad_params(params, match):
     with pytest.raises(ValueError, match=match):
