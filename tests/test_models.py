@@ -165,3 +165,14 @@ def test_summary_cli(capsys):
     assert "78,409,573" in out and "conv3b.conv" in out
     summary_main(["b5-M3", "--width", "0.125", "--frames", "8", "--size", "32", "--batch-norm"])
     assert "BatchNorm3d" in capsys.readouterr().out
+
+
+def test_bench_models_smoke(tmp_path):
+    from jobs.bench_models import main as bench_main, resolve_models
+    assert resolve_models("b5-asyConv3,table4")[:2] == ["c3d-b5", "b5-asyConv3"]
+    assert len(resolve_models("table2")) == 16
+    out = tmp_path / "models.md"
+    bench_main(["--device", "cpu", "--models", "b5-M3", "--width", "0.0625", "--frames", "4", "--size", "16",
+                "--batch", "1", "--iters", "1", "--rounds", "2", "--warmup", "0", "--out", str(out)])
+    text = out.read_text()
+    assert "| c3d-b5 |" in text and "| b5-M3 | c3d-b5 |" in text
