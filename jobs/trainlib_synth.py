@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from manifests.shards import VideoStreams, write_shard_dataset
@@ -25,12 +26,16 @@ def coord_frames(n: int, h: int, w: int, video: int = 0) -> np.ndarray:
 
 
 def moving_frames(n: int, h: int, w: int, label: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, h, w, 3) uint8: a bright square moving in DIRECTIONS[label % 8] over dark noise."""
-    frames = rng.integers(0, 60, size=(n, h, w, 3), dtype=np.uint8)
+    """(n, h, w, 3) uint8: a bright square moving in DIRECTIONS[label % 8] over a smooth random texture
+    with mild per-frame noise (natural-image-like, so JPEG sizes and decode times are realistic)."""
+    bg = cv2.GaussianBlur(rng.integers(0, 256, size=(h, w, 3)).astype(np.float32), (0, 0), 3)
+    bg = cv2.normalize(bg, None, 20, 160, cv2.NORM_MINMAX)  # (h, w, 3) float32
+    noise = rng.integers(-3, 4, size=(n, h, w, 3), dtype=np.int16)
+    frames = np.clip(bg.astype(np.int16)[None] + noise, 0, 255).astype(np.uint8)
     side = max(2, min(h, w) // 4)
     dy, dx = DIRECTIONS[label % len(DIRECTIONS)]
     y0, x0 = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
-    colour = np.array([200, 120 + 10 * (label % 8), 60], dtype=np.uint8)
+    colour = np.array([230, 150 + 10 * (label % 8), 60], dtype=np.uint8)
     for t in range(n):
         y = (y0 + dy * t * max(1, side // 2)) % (h - side)
         x = (x0 + dx * t * max(1, side // 2)) % (w - side)

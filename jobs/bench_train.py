@@ -1,0 +1,158 @@
+"""Training input pipeline and training-step speed: ``python -m jobs.bench_train --out docs/benchmarks/train.md``.
+
+1. Loader: a synthetic shard dataset (128x171 frames, ``pipeline.storage`` default codec, written by
+   ``jobs.trainlib_synth``) read through ``ClipDataset`` (training mode: random 16-frame clip, random
+   corner/centre 112x112 crop and flip, normalised (C, T, H, W) float) and a DataLoader (batch 16) at
+   0/1/2 worker processes. Reported: clips/s over ``--clips`` clips after one warm-up batch, and the
+   latency of that first batch (worker start-up included).
+2. Test items: one item = a clip in 10 crops (section 4.3 protocol), items/s with the most workers.
+3. Training: ``jobs.trainlib.train_one_epoch`` (forward, loss, backward, SGD) on loader batches
+   for a few models at full size (16x112x112); seconds per step after one warm-up step.
+Device: cuda when available (``--device``). The machine description goes into the Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import models
+from jobs import trainlib as tl
+from jobs.train import resolve_device
+from jobs.trainlib_synth import synthetic_shards
+from pipeline.dataset import ClipDataset
+from pipeline.storage import DEFAULT_CODEC
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine(device: torch.device) -> list[str]:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none used"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}",
+        f"- GPU: {gpu}; device {device}",
+        f"- load average at start (1/5/15 min): {load} (the machine is shared with other jobs)",
+        f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"h5py {h5py.__version__}, OpenCV {cv2.__version__}",
+    ]
+
+
+def loader_rate(ds: ClipDataset, workers: int, batch: int, clips: int) -> tuple[float, float]:
+    """(first-batch seconds, clips/s over the next ``clips`` clips) for one DataLoader setting."""
+    order = (tl.epoch_indices(len(ds), 0, seed=0) * (1 + (clips + batch) // len(ds)))[:clips + batch]
+    loader = DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    t1 = time.perf_counter()
+    n = sum(x.shape[0] for x, _, _ in it)
+    return t1 - t0, n / (time.perf_counter() - t1)
+
+
+def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int, steps: int,
+                    workers: int) -> float:
+    """Seconds per training step of ``name`` (data from ``ds``), after one warm-up step."""
+    torch.manual_seed(0)
+    model = models.build_model(name, num_classes=ds.num_classes).to(device)
+    opt = torch.optim.SGD(tl.param_groups(model, 5e-4, 1.0), lr=1e-3, momentum=0.9)
+    tl.set_lr(opt, 1e-3)
+    _, loss_fn = tl.make_loss("ce", False)
+
+    def loader(n_batches: int, epoch: int) -> DataLoader:
+        order = tl.epoch_indices(len(ds), epoch, seed=0)[:n_batches * batch]
+        return DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, pin_memory=device.type == "cuda")
+
+    tl.train_one_epoch(model, loader(1, 0), opt, loss_fn, device, 0, log_every=0)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    tl.train_one_epoch(model, loader(steps, 1), opt, loss_fn, device, 1, log_every=0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="Markdown report path")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--videos", type=int, default=48, help="synthetic videos (40 frames each)")
+    ap.add_argument("--clips", type=int, default=256, help="clips timed per loader setting")
+    ap.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
+    ap.add_argument("--models", default="c3d-b5,asym3dcnn", help="models for the training-step timing")
+    ap.add_argument("--train-batch", type=int, help="training batch (default 16 on cuda, 2 on cpu)")
+    ap.add_argument("--steps", type=int, help="timed training steps (default 10 on cuda, 3 on cpu)")
+    ap.add_argument("--data", help="where to write the synthetic shards (default: a temporary directory)")
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    batch = args.train_batch or (16 if cuda else 2)
+    steps = args.steps or (10 if cuda else 3)
+    workers = [int(w) for w in args.workers.split(",")]
+    lines = ["# Training input pipeline and step speed", "", "Machine:", *machine(device), "",
+             f"Command: `python -m jobs.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
+
+    with tempfile.TemporaryDirectory(dir=args.data) as tmp:
+        t0 = time.perf_counter()
+        shards = synthetic_shards(Path(tmp) / "shards", num_videos=args.videos, num_classes=8, frames=40,
+                                  height=128, width=171, test_every=args.videos + 1, shard_size=16)
+        size = sum(p.stat().st_size for p in (shards / "shards").glob("*.h5"))
+        print(f"wrote {args.videos} videos in {time.perf_counter() - t0:.1f} s", flush=True)
+        ds = ClipDataset(shards, "split1", "train", "rgb", clip_len=16, crop=112)
+        lines += [f"Data: {args.videos} synthetic videos x 40 frames of 128x171 in "
+                  f"{len(list((shards / 'shards').glob('*.h5')))} shards, {size / 2**20:.1f} MiB, codec "
+                  f"{DEFAULT_CODEC} (the `pipeline.storage` default); training clips 16x112x112, batch 16.", "",
+                  "## Loader (training mode, rgb stream)", "",
+                  "| DataLoader workers | first batch (s) | clips/s |", "|---:|---:|---:|"]
+        rates = {}
+        for w in workers:
+            first, rate = loader_rate(ds, w, 16, args.clips)
+            rates[w] = rate
+            print(f"workers {w}: first batch {first:.2f} s, {rate:.1f} clips/s", flush=True)
+            lines.append(f"| {w} | {first:.2f} | {rate:.1f} |")
+
+        test_ds = ClipDataset(shards, "split1", "train", "rgb", mode="test", clip_len=16, crop=112, num_clips=25)
+        w = max(workers)
+        _, rate = loader_rate(test_ds, w, 4, min(args.clips // 4, 64))
+        print(f"test items (10 crops): {rate:.1f} items/s", flush=True)
+        lines += ["", "## Test items (25 clips x 10 crops protocol)", "",
+                  f"{w} DataLoader workers, batch 4: **{rate:.1f} items/s** (one item = one clip in 10 crops, "
+                  f"i.e. {rate * 10:.0f} crops/s).", "",
+                  f"## Training step ({device}, batch {batch}, 16x112x112, {steps} timed steps, data from the "
+                  f"shards with {w} workers)", "",
+                  "| model | s/step | clips/s |", "|---|---:|---:|"]
+        for name in filter(None, args.models.split(",")):
+            sec = train_step_time(name, ds, device, batch, steps, w)
+            print(f"{name}: {sec:.2f} s/step", flush=True)
+            lines.append(f"| {name} | {sec:.3f} | {batch / sec:.2f} |")
+    best = max(rates, key=rates.get)
+    lines += ["", f"Goal >= 100 clips/s from the loader: best {rates[best]:.1f} clips/s at {best} workers "
+              f"({'met' if rates[best] >= 100 else 'not met'}).", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
