@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.flow import BroxParams, brox_flow, pyramid_sizes
+from pipeline.flow import SOR_SOLVERS, BroxParams, brox_flow, pyramid_sizes
 from pipeline.flowmetrics import angular_error, epe, flow_field, smooth_texture, warp_pair
 
 FIELDS = ("affine", "sine", "large", "subpixel")
@@ -128,23 +128,23 @@ def accuracy_table(sizes, frames, device, methods) -> list[str]:
 
 
 def gpu_sweep(frames, device: torch.device, batches: list[int], size: tuple[int, int]) -> list[str]:
-    """pairs/s and peak memory of one batched call per batch size at `size`."""
+    """pairs/s and peak memory of one batched call (default parameters) per SOR layout and batch size."""
     w, h = size
     pairs = make_pairs(frames, h, w)
-    lines = ["| batch | wall s/call | pairs/s | peak memory GiB |", "| ---: | ---: | ---: | ---: |"]
-    for b in batches:
+    lines = ["| SOR layout | batch | wall s/call | pairs/s | peak memory GiB |", "| --- | ---: | ---: | ---: | ---: |"]
+    for sor, b in [(sor, b) for sor in SOR_SOLVERS for b in batches]:
         idx = [k % len(pairs) for k in range(b)]
         i0 = torch.from_numpy(np.stack([pairs[k][0] for k in idx])).to(device).float().div_(255)
         i1 = torch.from_numpy(np.stack([pairs[k][1] for k in idx])).to(device).float().div_(255)
-        brox_flow(i0, i1)                                            # warm-up at this size
+        brox_flow(i0, i1, sor=sor)                                   # warm-up at this size
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         t = time.perf_counter()
-        brox_flow(i0, i1)
+        brox_flow(i0, i1, sor=sor)
         sync(device)
         wall = time.perf_counter() - t
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        lines.append(f"| {b} | {wall:.3f} | {b / wall:.1f} | {peak:.2f} |")
+        lines.append(f"| {sor} | {b} | {wall:.3f} | {b / wall:.1f} | {peak:.2f} |")
         print(lines[-1], flush=True)
         del i0, i1
         torch.cuda.empty_cache()

@@ -40,6 +40,7 @@ class BroxParams:
     solver: int = 10       # red–black SOR sweeps per fixed-point iteration
     warp: str = "bilinear"     # interpolation of I1 and its derivatives at x+w: "bilinear" (OpenCV) or "bicubic"
     border: str = "mirror"     # where x+w leaves the frame: "mirror" addressing (OpenCV) or "ignore" (no data term)
+    sor: str = "checkerboard"  # SOR layout (same iterates): "checkerboard" masks or "polyphase" sub-images
 
     def __post_init__(self):
         for name in ("alpha", "gamma", "scale"):
@@ -52,7 +53,7 @@ class BroxParams:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         if not 0 < self.scale < 1:
             raise ValueError(f"scale must be in (0, 1), got {self.scale}")
-        for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES)):
+        for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES), ("sor", tuple(SOR_SOLVERS))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("inner", "outer", "solver"):
@@ -151,7 +152,7 @@ def _checkerboard(h: int, w: int, device) -> torch.Tensor:
     return (ys + xs) % 2 == 0
 
 
-def _sor(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
+def _sor_checkerboard(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
          a12: torch.Tensor, rhs: torch.Tensor, sweeps: int, red: torch.Tensor) -> None:
     """Red–black SOR on (d11 du + a12 dv − Σ s_n du_n = rhs_u, a12 du + d22 dv − Σ s_n dv_n = rhs_v), in place.
 
@@ -183,6 +184,61 @@ def _sor(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tenso
             dv.mul_(keep).addcmul_(k22, sv)
 
 
+
+# Polyphase layout: the frame split into 4 sub-images by (row parity, column parity), slots ordered
+# [(0,0), (1,1), (0,1), (1,0)]; red = slots 0, 1, black = slots 2, 3. Each neighbour of a slot lies in one
+# other slot at a fixed offset: _NEIGHBOURS[slot] = (source slot, row offset, column offset) for W, E, N, S.
+_NEIGHBOURS = (((2, 0, -1), (2, 0, 0), (3, -1, 0), (3, 0, 0)),
+               ((3, 0, 0), (3, 0, 1), (2, 0, 0), (2, 1, 0)),
+               ((0, 0, 0), (0, 0, 1), (1, -1, 0), (1, 0, 0)),
+               ((1, 0, -1), (1, 0, 0), (0, 0, 0), (0, 1, 0)))
+
+
+def _to_polyphase(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
+    """(..., H, W) -> (..., 4, H2, W2), zero-padded to (2·H2, 2·W2) first."""
+    x = F.pad(x, (0, 2 * w2 - x.shape[-1], 0, 2 * h2 - x.shape[-2]))
+    return torch.stack((x[..., 0::2, 0::2], x[..., 1::2, 1::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2]), dim=-3)
+
+
+def _sor_polyphase(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
+                   a12: torch.Tensor, rhs: torch.Tensor, sweeps: int, red: torch.Tensor) -> None:
+    """Same sweeps as `_sor_checkerboard` (same arguments), computed only at the pixels of each colour: the
+    system is rearranged into the polyphase layout, so every update touches a quarter-size sub-image.
+    Half the arithmetic and memory traffic, twice the kernel launches. Padding pixels get k = 0 and stay 0."""
+    b, _, hp, wp = duv.shape
+    h, w = hp - 2, wp - 2
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    weights = torch.stack((F.pad(hx, (1, 0)), F.pad(hx, (0, 1)), F.pad(vy, (0, 0, 1, 0)), F.pad(vy, (0, 0, 0, 1))), 1)
+    s = _to_polyphase(weights, h2, w2)                                  # (B, 4 dirs, 4 slots, H2, W2)
+    k = _to_polyphase(torch.stack((OMEGA / d11, OMEGA / d22), 1), h2, w2)   # (B, 2, 4, H2, W2)
+    na = _to_polyphase(-a12, h2, w2)                                    # (B, 4, H2, W2)
+    r = _to_polyphase(rhs, h2, w2)                                      # (B, 2, 4, H2, W2)
+    P = duv.new_zeros(b, 2, 4, h2 + 2, w2 + 2)                          # increment with a zero frame
+    P[..., 1:-1, 1:-1] = _to_polyphase(duv[:, :, 1:-1, 1:-1], h2, w2)
+    plan = []
+    for slot, nbrs in enumerate(_NEIGHBOURS):
+        views = [P[:, :, src, 1 + dr:1 + dr + h2, 1 + dc:1 + dc + w2] for src, dr, dc in nbrs]
+        plan.append((P[:, :, slot, 1:-1, 1:-1], views, s[:, :, slot, None], k[:, :, slot], na[:, slot], r[:, :, slot]))
+    for _ in range(sweeps):
+        for slot in (0, 1, 2, 3):                                        # red slots, then black
+            centre, (west, east, north, south), sw, kk, na_s, r_s = plan[slot]
+            sig = torch.addcmul(r_s, sw[:, 0], west)                    # (B, 2, H2, W2)
+            sig.addcmul_(sw[:, 1], east).addcmul_(sw[:, 2], north).addcmul_(sw[:, 3], south)
+            du, dv = centre[:, 0], centre[:, 1]
+            sig[:, 0].addcmul_(na_s, dv)
+            du.mul_(1 - OMEGA).addcmul_(kk[:, 0], sig[:, 0])
+            sig[:, 1].addcmul_(na_s, du)
+            dv.mul_(1 - OMEGA).addcmul_(kk[:, 1], sig[:, 1])
+    out = duv[:, :, 1:-1, 1:-1]
+    q = P[..., 1:-1, 1:-1]
+    out[..., 0::2, 0::2] = q[:, :, 0, :(h + 1) // 2, :(w + 1) // 2]
+    out[..., 1::2, 1::2] = q[:, :, 1, :h // 2, :w // 2]
+    out[..., 0::2, 1::2] = q[:, :, 2, :(h + 1) // 2, :w // 2]
+    out[..., 1::2, 0::2] = q[:, :, 3, :h // 2, :(w + 1) // 2]
+
+
+SOR_SOLVERS = {"checkerboard": _sor_checkerboard, "polyphase": _sor_polyphase}
+
 def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxParams) -> torch.Tensor:
     """One pyramid level: warp once, `inner` fixed-point iterations of `solver` SOR sweeps; returns uv + duv."""
     b, h, w = i0.shape
@@ -205,6 +261,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxPa
     duv = uv.new_zeros(b, 2, h + 2, w + 2)
     inc = duv[:, :, 1:-1, 1:-1]                                                   # (B, 2, H, W) view
     red = _checkerboard(h, w, uv.device)
+    sor = SOR_SOLVERS[p.sor]
     inv_alpha_half = 0.5 / p.alpha
     for _ in range(p.inner):
         du, dv = inc[:, 0], inc[:, 1]
@@ -216,7 +273,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxPa
         hx, vy = _smoothness(tot)
         ssum = F.pad(hx, (1, 0)) + F.pad(hx, (0, 1)) + F.pad(vy, (0, 0, 1, 0)) + F.pad(vy, (0, 0, 0, 1))
         rhs = _divergence(hx, vy, uv).addcmul_(psi[:, None], b12)
-        _sor(duv, hx, vy, torch.addcmul(ssum, psi, a11), torch.addcmul(ssum, psi, a22), psi * a12, rhs,
+        sor(duv, hx, vy, torch.addcmul(ssum, psi, a11), torch.addcmul(ssum, psi, a22), psi * a12, rhs,
              p.solver, red)
     return uv + inc
 
@@ -225,7 +282,7 @@ def brox_flow(prev: torch.Tensor, next: torch.Tensor, **params) -> torch.Tensor:
     """Dense flow (B, 2, H, W) float32 in pixels with prev(x) ≈ next(x + w(x)), on prev's device.
 
     prev, next: float tensors (B, H, W) or (B, 1, H, W), gray values in [0, 1].
-    params: alpha, gamma, scale, inner, outer, solver, warp, border (see `BroxParams`).
+    params: alpha, gamma, scale, inner, outer, solver, warp, border, sor (see `BroxParams`).
     B = 0 gives an empty result."""
     p = BroxParams(**params)
     i0, i1 = _as_batch("prev", prev), _as_batch("next", next)

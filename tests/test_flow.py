@@ -88,6 +88,27 @@ def test_bicubic_warp_and_ignored_border(solved):
     assert epe(uv[1], gts[1]) < 0.04 < epe(*solved["large"])
 
 
+@pytest.mark.parametrize("h, w", [(20, 30), (21, 31), (3, 4)])
+def test_sor_layouts_give_the_same_iterates(h, w):
+    """The polyphase SOR is the checkerboard SOR computed at each colour's pixels only."""
+    from pipeline.flow import SOR_SOLVERS, _checkerboard
+    g = torch.Generator().manual_seed(0)
+    b = 2
+    duv = torch.zeros(b, 2, h + 2, w + 2)
+    duv[:, :, 1:-1, 1:-1] = torch.randn(b, 2, h, w, generator=g)
+    hx, vy = torch.rand(b, h, w - 1, generator=g), torch.rand(b, h - 1, w, generator=g)
+    d11, d22 = torch.rand(b, h, w, generator=g) + 4, torch.rand(b, h, w, generator=g) + 4
+    a12, rhs = torch.randn(b, h, w, generator=g) * 0.3, torch.randn(b, 2, h, w, generator=g)
+    out = {}
+    for name, sor in SOR_SOLVERS.items():
+        x = duv.clone()
+        sor(x, hx, vy, d11, d22, a12, rhs, 3, _checkerboard(h, w, "cpu"))
+        out[name] = x
+    assert torch.allclose(out["checkerboard"], out["polyphase"], atol=1e-5)
+    assert not torch.allclose(out["checkerboard"], duv, atol=1e-2)
+    assert (out["polyphase"][:, :, 0] == 0).all() and (out["polyphase"][..., -1] == 0).all()
+
+
 def test_batch_equals_single_pairs():
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=2)
     pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "sine")]
@@ -97,6 +118,7 @@ def test_batch_equals_single_pairs():
     for b in range(2):
         single = brox_flow(i0[b:b + 1, None], i1[b:b + 1, None], **FAST)     # (1, 1, H, W) input form
         assert torch.allclose(both[b], single[0], atol=1e-4)
+    assert torch.allclose(both, brox_flow(i0, i1, sor="polyphase", **FAST), atol=1e-4)
 
 
 def test_pyramid_sizes():
@@ -150,7 +172,7 @@ def test_bad_inputs(prev, next, match):
 @pytest.mark.parametrize("params, match", [
     (dict(alpha=0), "alpha"), (dict(scale=1.0), "scale"), (dict(inner=0), "inner"),
     (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"), (dict(warp="nearest"), "warp"),
-    (dict(border="zeros"), "border"),
+    (dict(border="zeros"), "border"), (dict(sor="jacobi"), "sor"),
 ])
 def test_bad_params(params, match):
     with pytest.raises(ValueError, match=match):
