@@ -184,7 +184,6 @@ def _sor_checkerboard(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11
             dv.mul_(keep).addcmul_(k22, sv)
 
 
-
 # Polyphase layout: the frame split into 4 sub-images by (row parity, column parity), slots ordered
 # [(0,0), (1,1), (0,1), (1,0)]; red = slots 0, 1, black = slots 2, 3. Each neighbour of a slot lies in one
 # other slot at a fixed offset: _NEIGHBOURS[slot] = (source slot, row offset, column offset) for W, E, N, S.
@@ -238,6 +237,7 @@ def _sor_polyphase(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: t
 
 
 SOR_SOLVERS = {"checkerboard": _sor_checkerboard, "polyphase": _sor_polyphase}
+
 
 def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxParams) -> torch.Tensor:
     """One pyramid level: warp once, `inner` fixed-point iterations of `solver` SOR sweeps; returns uv + duv."""
