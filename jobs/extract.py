@@ -149,6 +149,8 @@ class RunSummary:
     seconds: float  # whole run
     ray_init_s: float = 0.0  # ray.init (local cluster start or connect)
     shards_s: float = 0.0  # first task submitted -> last result
+    task_s: float = 0.0  # sum over this run's shard tasks of their time inside build_shard
+    task_cpu_s: float = 0.0  # and of their process CPU time
 
 
 def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
@@ -227,7 +229,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     shutil.rmtree(work, ignore_errors=True)
     log(f"extract: published {final} ({len(records)} videos, {len(source_failures) + len(failures)} failures)")
     return RunSummary(vid, final, ok, failed, skipped, len(source_failures), secs, t_shards - t_init,
-                      t_done - t_shards)
+                      t_done - t_shards, sum(s["seconds"] for s in new), sum(s["cpu_s"] for s in new))
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -254,7 +256,10 @@ def config_from_args(a: argparse.Namespace) -> ExtractConfig:
         codec.update({s: c for s in STREAMS} if "=" not in c else _kv([c], "--codec"))
     codec = codec_spec(codec)
     flow_params = _kv(a.flow_param or [], "--flow-param")
-    BroxParams(**flow_params)  # fail early on a bad parameter
+    try:
+        BroxParams(**flow_params)  # fail early on a bad parameter
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"--flow-param: {e}") from None
     codec_opts = {k: v for k, v in {"level": a.level, "quality": a.quality, "chunk_frames": a.chunk_frames}.items()
                   if v is not None}
     return ExtractConfig(size=tuple(a.size), codec=codec, codec_opts=codec_opts, shard_size=a.shard_size,

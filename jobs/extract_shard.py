@@ -170,7 +170,7 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
     path = Path(shard_dir) / plan.name
     if path.exists():
         return read_finished(path, plan)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     flow_fn = flow_stage(cfg, device)
     videos, failures = [], []
     # decode the next video while the current one's flow runs (useful when flow runs on a GPU)
@@ -207,7 +207,7 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
                         failures.append({"video_id": v.video_id, "stage": stage,
                                          "error": f"{v.path}: {type(e).__name__}: {e}"})
         w.extra = {"assigned": [v.video_id for v in plan.videos], "videos": videos, "failures": failures,
-                   "seconds": round(time.time() - t0, 3)}
+                   "seconds": round(time.time() - t0, 3), "cpu_s": round(time.process_time() - c0, 3)}
     if pool:
         pool.shutdown()
     return shard_summary(path, w.extra)
@@ -216,7 +216,8 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
 def shard_summary(path: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps per shard (no frames): file, sha256, per-video rows and failures."""
     return {"name": path.name, "path": str(path), "sha256": file_digest(path), "videos": extra["videos"],
-            "failures": extra["failures"], "assigned": extra["assigned"], "seconds": extra.get("seconds", 0.0)}
+            "failures": extra["failures"], "assigned": extra["assigned"], "seconds": extra.get("seconds", 0.0),
+            "cpu_s": extra.get("cpu_s", 0.0)}
 
 
 def read_finished(path: Path, plan: ShardPlan, full: bool = False) -> dict[str, Any]:

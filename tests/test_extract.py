@@ -90,6 +90,37 @@ def test_build_shard_bad_input_policy(tmp_path):
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.h5"]
 
 
+def test_cli_config_version_id_and_gpu_decision(source):
+    from jobs.extract import _resources, build_parser, config_from_args, select_videos, version_id
+    from manifests.source import load_source
+
+    a = build_parser().parse_args(["--manifest", "m", "--out", "o", "--codec", "lzf", "--codec", "flow=jpeg-planar",
+                                   "--flow-param", "inner=2", "--flow-param", "alpha=0.3", "--split", "split1",
+                                   "--size", "32", "40", "--quality", "80"])
+    cfg = config_from_args(a)
+    assert cfg.codec == {"rgb": "lzf", "flow": "jpeg-planar", "rgbf": "lzf"} and cfg.codec_opts == {"quality": 80}
+    assert cfg.flow_params == {"inner": 2, "alpha": 0.3} and cfg.size == (32, 40) and cfg.splits == ("split1",)
+    with pytest.raises(SystemExit, match="levels"):  # unknown Brox parameter: fails before any work
+        config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-param", "levels=3"]))
+    src = load_source(source)
+    tasks, fails, _ = select_videos(src, CFG)
+    assert len(tasks) == len(GOOD_FRAMES) + len(BAD) and [f.video_id for f in fails] == ["missing"]
+    assert version_id(src, CFG, "c1") == version_id(src, ExtractConfig(**vars(CFG)), "c1")
+    assert len({version_id(src, CFG, "c1"), version_id(src, CFG, "c2"),
+                version_id(src, ExtractConfig(size=(32, 40), flow_params={"inner": 3}), "c1")}) == 3
+
+    class FakeRay:  # what the driver reads from the cluster
+        def __init__(self, res):
+            self.res = res
+
+        def cluster_resources(self):
+            return self.res
+
+    assert _resources(FakeRay({"CPU": 4.0}), None) == ({"num_cpus": 1, "num_gpus": 0}, "cpu", 4)
+    assert _resources(FakeRay({"CPU": 16.0, "GPU": 2.0}), None) == ({"num_cpus": 1, "num_gpus": 1}, "cuda", 2)
+    assert _resources(FakeRay({"CPU": 2.0}), 1) == ({"num_cpus": 1, "num_gpus": 0}, "cpu", 1)
+
+
 # ---------------------------------------------------------------------------------------------- with Ray
 @pytest.fixture(scope="module")
 def cluster():
