@@ -127,6 +127,19 @@ def accuracy_table(sizes, frames, device, methods) -> list[str]:
     return lines
 
 
+def cpu_batch_sweep(frames, sizes, batches: list[int]) -> list[str]:
+    """CPU time per pair of one batched Brox call (default parameters) per size and batch size."""
+    lines = ["| size (WxH) | batch | wall s/pair | CPU s/pair |", "| --- | ---: | ---: | ---: |"]
+    for w, h in sizes:
+        pairs = make_pairs(frames, h, w)
+        for b in batches:
+            sub = [pairs[k % len(pairs)] for k in range(b)]
+            _, wall, cpu = run_brox(sub, torch.device("cpu"))
+            lines.append(f"| {w}x{h} | {b} | {wall:.3f} | {cpu:.3f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def gpu_sweep(frames, device: torch.device, batches: list[int], size: tuple[int, int]) -> list[str]:
     """pairs/s and peak memory of one batched call (default parameters) per SOR layout and batch size."""
     w, h = size
@@ -173,6 +186,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pairs", type=int, default=4, help="synthetic pairs per size")
     ap.add_argument("--sizes", default="171x128,320x240", help="WxH list for the accuracy table")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
+    ap.add_argument("--cpu-batches", default="1,4,8", help="Brox batch sizes of the CPU sweep (empty: skip)")
     ap.add_argument("--sweep-size", default="340x256", help="WxH of the GPU batch sweep")
     ap.add_argument("--batches", default="1,8,32,64,128,256", help="GPU batch sizes")
     args = ap.parse_args(argv)
@@ -194,6 +208,10 @@ def main(argv=None) -> None:
               "EPE: mean endpoint error over the whole frame; AE: mean angular error (Barron). Times per pair,",
               "after one warm-up call; Brox solves all pairs of a size in one batched call.", ""]
     report += accuracy_table(sizes, frames, device, opencv_methods())
+    if device.type == "cpu" and args.cpu_batches:
+        report += ["", "## Brox on CPU: batch size", "",
+                   "One batched call per row (after a warm-up call); per-pair times.", ""]
+        report += cpu_batch_sweep(frames, sizes, [int(b) for b in args.cpu_batches.split(",")])
     report += ["", f"## GPU batch sweep at {args.sweep_size}", ""]
     if device.type == "cuda":
         sweep = tuple(int(x) for x in args.sweep_size.split("x"))

@@ -15,6 +15,7 @@ All pairs of a batch are solved together; loops run over levels and iterations o
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ class BroxParams:
     def __post_init__(self):
         for name in ("alpha", "gamma", "scale"):
             val = getattr(self, name)
-            if not isinstance(val, (int, float)) or not math.isfinite(val):
+            if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val):
                 raise ValueError(f"{name} must be a finite number, got {val!r}")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
@@ -321,16 +322,19 @@ def rgb_to_gray(frames: torch.Tensor) -> torch.Tensor:
 class BroxFlow:
     """Flow stage: configured once, applied per video.
 
-    `BroxFlow(device=None, max_batch=32, **params)(frames uint8 (T, H, W, 3) RGB) -> np.float32 (T-1, H, W, 2)`,
-    flow i from frame i to frame i+1 in pixels; pairs are solved `max_batch` at a time on `device`
-    (CUDA when available if None)."""
+    `BroxFlow(device=None, max_batch=None, **params)(frames uint8 (T, H, W, 3) RGB) -> np.float32 (T-1, H, W, 2)`,
+    flow i from frame i to frame i+1 in pixels; pairs are solved `max_batch` at a time on `device` (CUDA when
+    available if None). max_batch None: 8 on CPU (larger batches gain nothing there, docs/benchmarks/flow.md),
+    64 on CUDA."""
 
-    def __init__(self, device: str | torch.device | None = None, max_batch: int = 32, **params):
+    def __init__(self, device: str | torch.device | None = None, max_batch: int | None = None, **params):
         self.params = asdict(BroxParams(**params))
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if max_batch is None:
+            max_batch = 64 if self.device.type == "cuda" else 8
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         self.max_batch = int(max_batch)
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:

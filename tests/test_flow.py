@@ -172,7 +172,7 @@ def test_bad_inputs(prev, next, match):
 @pytest.mark.parametrize("params, match", [
     (dict(alpha=0), "alpha"), (dict(scale=1.0), "scale"), (dict(inner=0), "inner"),
     (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"), (dict(warp="nearest"), "warp"),
-    (dict(border="zeros"), "border"), (dict(sor="jacobi"), "sor"),
+    (dict(border="zeros"), "border"), (dict(sor="jacobi"), "sor"), (dict(alpha="1"), "alpha"),
 ])
 def test_bad_params(params, match):
     with pytest.raises(ValueError, match=match):
@@ -204,6 +204,7 @@ def test_broxflow_bad_input():
         stage(np.zeros((3, 20, 24), np.uint8))
     with pytest.raises(ValueError, match="max_batch"):
         BroxFlow(max_batch=0)
+    assert BroxFlow(device="cpu").max_batch == 8 and np.isclose(BroxFlow(alpha=np.float32(0.2)).params["alpha"], 0.2)
 
 
 def test_metrics():
