@@ -1,7 +1,7 @@
 """Training input pipeline and training-step speed: ``python -m jobs.bench_train --out docs/benchmarks/train.md``.
 
-1. Loader: a synthetic shard dataset (128x171 frames, ``pipeline.storage`` default codec, written by
-   ``jobs.trainlib_synth``) read through ``ClipDataset`` (training mode: random 16-frame clip, random
+1. Loader: synthetic shard datasets (128x171 frames, the ``pipeline.storage`` default codec and lzf for
+   comparison, written by ``jobs.trainlib_synth``) read through ``ClipDataset`` (training mode: random 16-frame clip, random
    corner/centre 112x112 crop and flip, normalised (C, T, H, W) float) and a DataLoader (batch 16) at
    0/1/2 worker processes. Reported: clips/s over ``--clips`` clips after one warm-up batch, and the
    latency of that first batch (worker start-up included).
@@ -16,6 +16,7 @@ import argparse
 import datetime
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -56,17 +57,27 @@ def machine(device: torch.device) -> list[str]:
     ]
 
 
-def loader_rate(ds: ClipDataset, workers: int, batch: int, clips: int) -> tuple[float, float]:
-    """(first-batch seconds, clips/s over the next ``clips`` clips) for one DataLoader setting."""
+def loader_rate(ds: ClipDataset, workers: int, batch: int, clips: int) -> tuple[float, float, float]:
+    """(first-batch seconds, clips/s over the next ``clips`` clips, clips per CPU-second of this process
+    and its workers over the whole run) for one DataLoader setting."""
     order = (tl.epoch_indices(len(ds), 0, seed=0) * (1 + (clips + batch) // len(ds)))[:clips + batch]
     loader = DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     it = iter(loader)
     next(it)
     t1 = time.perf_counter()
     n = sum(x.shape[0] for x, _, _ in it)
-    return t1 - t0, n / (time.perf_counter() - t1)
+    rate = n / (time.perf_counter() - t1)
+    del it  # workers exit and are joined, so their CPU time is counted
+    return t1 - t0, rate, (n + batch) / (_cpu_seconds() - cpu0)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (DataLoader workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int, steps: int,
@@ -92,6 +103,18 @@ def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int
     return (time.perf_counter() - t0) / steps
 
 
+def write_data(root: Path, videos: int, codec: str | None) -> tuple[Path, str]:
+    """Synthetic shards (40 frames of 128x171 per video) with ``codec`` (None = storage default)."""
+    t0 = time.perf_counter()
+    shards = synthetic_shards(root, num_videos=videos, num_classes=8, frames=40, height=128, width=171,
+                              test_every=videos + 1, shard_size=16, codec=codec)
+    files = list((shards / "shards").glob("*.h5"))
+    size = sum(p.stat().st_size for p in files) / 2**20
+    name = f"{codec} (all streams)" if codec else f"default {DEFAULT_CODEC}"
+    print(f"{name}: wrote {videos} videos in {time.perf_counter() - t0:.1f} s, {size:.1f} MiB", flush=True)
+    return shards, f"{name}, {len(files)} shards, {size:.1f} MiB"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="Markdown report path")
@@ -99,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=48, help="synthetic videos (40 frames each)")
     ap.add_argument("--clips", type=int, default=256, help="clips timed per loader setting")
     ap.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
+    ap.add_argument("--codecs", default="default,lzf", help="shard codecs for the loader table (default = storage's)")
     ap.add_argument("--models", default="c3d-b5,asym3dcnn", help="models for the training-step timing")
     ap.add_argument("--train-batch", type=int, help="training batch (default 16 on cuda, 2 on cpu)")
     ap.add_argument("--steps", type=int, help="timed training steps (default 10 on cuda, 3 on cpu)")
@@ -109,45 +133,49 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.train_batch or (16 if cuda else 2)
     steps = args.steps or (10 if cuda else 3)
     workers = [int(w) for w in args.workers.split(",")]
+    codecs = [None if c == "default" else c for c in args.codecs.split(",")]
     lines = ["# Training input pipeline and step speed", "", "Machine:", *machine(device), "",
-             f"Command: `python -m jobs.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
-
+             f"Command: `python -m jobs.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"Data: {args.videos} synthetic videos (`jobs.trainlib_synth`, smooth texture + moving square) x 40 "
+             "frames of 128x171; training clips 16x112x112 (random start, corner/centre crop, flip, normalised "
+             "float), DataLoader batch 16.", "",
+             "## Loader (training mode, rgb stream)", "",
+             "| shards | DataLoader workers | first batch (s) | clips/s (wall) | clips per CPU-second |",
+             "|---|---:|---:|---:|---:|"]
+    rates: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(dir=args.data) as tmp:
-        t0 = time.perf_counter()
-        shards = synthetic_shards(Path(tmp) / "shards", num_videos=args.videos, num_classes=8, frames=40,
-                                  height=128, width=171, test_every=args.videos + 1, shard_size=16)
-        size = sum(p.stat().st_size for p in (shards / "shards").glob("*.h5"))
-        print(f"wrote {args.videos} videos in {time.perf_counter() - t0:.1f} s", flush=True)
-        ds = ClipDataset(shards, "split1", "train", "rgb", clip_len=16, crop=112)
-        lines += [f"Data: {args.videos} synthetic videos x 40 frames of 128x171 in "
-                  f"{len(list((shards / 'shards').glob('*.h5')))} shards, {size / 2**20:.1f} MiB, codec "
-                  f"{DEFAULT_CODEC} (the `pipeline.storage` default); training clips 16x112x112, batch 16.", "",
-                  "## Loader (training mode, rgb stream)", "",
-                  "| DataLoader workers | first batch (s) | clips/s |", "|---:|---:|---:|"]
-        rates = {}
-        for w in workers:
-            first, rate = loader_rate(ds, w, 16, args.clips)
-            rates[w] = rate
-            print(f"workers {w}: first batch {first:.2f} s, {rate:.1f} clips/s", flush=True)
-            lines.append(f"| {w} | {first:.2f} | {rate:.1f} |")
+        datasets = {}
+        for codec in codecs:
+            shards, desc = write_data(Path(tmp) / (codec or "default"), args.videos, codec)
+            ds = datasets.setdefault(codec, ClipDataset(shards, "split1", "train", "rgb", clip_len=16, crop=112))
+            for w in workers:
+                first, rate, per_cpu = loader_rate(ds, w, 16, args.clips)
+                rates[(desc, w)] = rate
+                print(f"{desc} workers {w}: first batch {first:.2f} s, {rate:.1f} clips/s, "
+                      f"{per_cpu:.1f} clips/CPU-s", flush=True)
+                lines.append(f"| {desc} | {w} | {first:.2f} | {rate:.1f} | {per_cpu:.1f} |")
+        lines += ["", "clips/s (wall): measured on the shared machine as it was; clips per CPU-second: "
+                  "throughput per fully available core (CPU time of the process and its workers over the run), "
+                  "i.e. what each idle core adds."]
 
-        test_ds = ClipDataset(shards, "split1", "train", "rgb", mode="test", clip_len=16, crop=112, num_clips=25)
+        ds = datasets[codecs[0]]
+        test_ds = ClipDataset(ds.manifest, "split1", "train", "rgb", mode="test", clip_len=16, crop=112)
         w = max(workers)
-        _, rate = loader_rate(test_ds, w, 4, min(args.clips // 4, 64))
+        _, rate, _ = loader_rate(test_ds, w, 4, min(args.clips // 4, 64))
         print(f"test items (10 crops): {rate:.1f} items/s", flush=True)
-        lines += ["", "## Test items (25 clips x 10 crops protocol)", "",
-                  f"{w} DataLoader workers, batch 4: **{rate:.1f} items/s** (one item = one clip in 10 crops, "
+        lines += ["", f"## Test items (25 clips x 10 crops protocol, {args.codecs.split(',')[0]} shards)", "",
+                  f"{w} DataLoader workers, batch 4: {rate:.1f} items/s (one item = one clip in 10 crops, "
                   f"i.e. {rate * 10:.0f} crops/s).", "",
-                  f"## Training step ({device}, batch {batch}, 16x112x112, {steps} timed steps, data from the "
-                  f"shards with {w} workers)", "",
+                  f"## Training step ({device}, batch {batch}, 16x112x112, {steps} timed steps after 1 warm-up, "
+                  f"data from the {args.codecs.split(',')[0]} shards with {w} workers)", "",
                   "| model | s/step | clips/s |", "|---|---:|---:|"]
         for name in filter(None, args.models.split(",")):
             sec = train_step_time(name, ds, device, batch, steps, w)
             print(f"{name}: {sec:.2f} s/step", flush=True)
             lines.append(f"| {name} | {sec:.3f} | {batch / sec:.2f} |")
-    best = max(rates, key=rates.get)
-    lines += ["", f"Goal >= 100 clips/s from the loader: best {rates[best]:.1f} clips/s at {best} workers "
-              f"({'met' if rates[best] >= 100 else 'not met'}).", ""]
+    (best_desc, best_w), best = max(rates.items(), key=lambda kv: kv[1])
+    lines += ["", f"Goal >= 100 clips/s from the loader: best {best:.1f} clips/s ({best_desc}, {best_w} workers): "
+              f"{'met' if best >= 100 else 'not met'} on this run.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")

@@ -167,3 +167,10 @@ def test_dataset_errors_name_the_problem(coord_shards, tmp_path):
         ClipDataset(coord_shards, "split1", "train", "depth")
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         ClipDataset(tmp_path, "split1", "train")
+
+
+def test_multilabel_targets_are_multi_hot(tmp_path):
+    shards = synthetic_shards(tmp_path, num_videos=4, num_classes=3, frames=5, multilabel=True, codec="lzf")
+    ds = ClipDataset(shards, "split1", "train", "rgb", clip_len=T, crop=S)
+    assert ds.multilabel
+    assert ds.target(0).tolist() == [1.0, 1.0, 0.0] and ds.target(1).tolist() == [0.0, 1.0, 0.0]
