@@ -142,6 +142,14 @@ def test_frames_smaller_than_a_pyramid_level(size):
     assert epe(uv, gt) < 0.15                   # |w| = 0.5: a zero or wrong-signed estimate fails
 
 
+def test_smallest_frames_are_finite():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 3, 3, generator=g), torch.rand(3, 3, 3, generator=g)
+    uv = brox_flow(x, y)
+    assert uv.shape == (3, 2, 3, 3) and torch.isfinite(uv).all()
+    assert torch.isfinite(brox_flow(x, y, border="ignore", sor="polyphase")).all()
+
+
 def test_identical_constant_frames_give_zero_flow():
     x = torch.full((2, 20, 24), 0.5)
     uv = brox_flow(x, x.clone(), **FAST)
