@@ -20,7 +20,7 @@ def test_ray_train_two_cpu_workers(tmp_path):
         f"data.manifest={shards}", f"out_dir={tmp_path / 'run'}", "model.name=c3d-b8",
         "model.overrides={width: 0.0625}", "data.clip_len=4", "data.crop=16", "optim.batch_size=2",
         "optim.epochs=1", "data.num_workers=0", "eval.num_clips=2", "log_every=0", "workers=2"])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never join another
     try:
         train_mod.train(cfg, resume="never")
     finally:
