@@ -18,6 +18,7 @@ import datetime
 import importlib.util
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -113,21 +114,30 @@ def run_opencv(fn, pairs) -> tuple[list[np.ndarray], float, float]:
     return flows, wall / len(pairs), cpu / len(pairs)
 
 
-def accuracy_table(sizes, frames, device, methods) -> list[str]:
-    lines = ["| size (WxH) | method | EPE px | EPE interior px | AE deg | wall s/pair | CPU s/pair | pairs/s (wall) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def accuracy_table(sizes, frames, device, methods, rounds: int) -> list[str]:
+    """EPE/AE per method and size; times are the median and minimum over `rounds` interleaved rounds (the
+    method order reverses every round, so drifting machine load hits every method alike)."""
+    lines = ["| size (WxH) | method | EPE px | EPE interior px | AE deg | wall s/pair median (min) "
+             "| CPU s/pair median (min) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    runners = {f"{name[:-1]}, {device.type})": (lambda ps, kw=params: run_brox(ps, device, **kw))
+               for name, params in BROX_VARIANTS.items()}
+    runners.update({name: (lambda ps, fn=fn: run_opencv(fn, ps)) for name, fn in methods.items()})
     for w, h in sizes:
         pairs = make_pairs(frames, h, w)
-        runs = {f"{name[:-1]}, {device.type})": run_brox(pairs, device, **params)
-                for name, params in BROX_VARIANTS.items()}
-        for name, fn in methods.items():
-            runs[name] = run_opencv(fn, pairs)
-        for name, (flows, wall, cpu) in runs.items():
-            e = np.mean([epe(f, p[2]) for f, p in zip(flows, pairs)])
+        flows, walls, cpus = {}, {n: [] for n in runners}, {n: [] for n in runners}
+        for r in range(rounds):
+            for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+                flows[name], wall, cpu = runners[name](pairs)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        for name in runners:
+            e = np.mean([epe(f, p[2]) for f, p in zip(flows[name], pairs)])
             c = slice(INTERIOR, -INTERIOR)
-            ei = np.mean([epe(f[c, c], p[2][c, c]) for f, p in zip(flows, pairs)])
-            a = np.mean([angular_error(f, p[2]) for f, p in zip(flows, pairs)])
-            lines.append(f"| {w}x{h} | {name} | {e:.3f} | {ei:.3f} | {a:.2f} | {wall:.3f} | {cpu:.3f} | {1 / wall:.2f} |")
+            ei = np.mean([epe(f[c, c], p[2][c, c]) for f, p in zip(flows[name], pairs)])
+            a = np.mean([angular_error(f, p[2]) for f, p in zip(flows[name], pairs)])
+            wl, cl = walls[name], cpus[name]
+            lines.append(f"| {w}x{h} | {name} | {e:.3f} | {ei:.3f} | {a:.2f} | {statistics.median(wl):.3f} "
+                         f"({min(wl):.3f}) | {statistics.median(cl):.3f} ({min(cl):.3f}) |")
             print(lines[-1], flush=True)
     return lines
 
@@ -190,6 +200,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", help="device for the Brox rows: cpu or cuda")
     ap.add_argument("--pairs", type=int, default=4, help="synthetic pairs per size")
     ap.add_argument("--sizes", default="171x128,320x240", help="WxH list for the accuracy table")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per size")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     ap.add_argument("--cpu-batches", default="1,4,8", help="Brox batch sizes of the CPU sweep (empty: skip)")
     ap.add_argument("--sweep-size", default="340x256", help="WxH of the GPU batch sweep")
@@ -209,11 +220,11 @@ def main(argv=None) -> None:
               f"- Brox parameters: alpha {p.alpha}, gamma {p.gamma}, scale {p.scale}, inner {p.inner}, "
               f"outer {p.outer}, solver {p.solver}; levels: "
               + ", ".join(f"{w}x{h}: {len(pyramid_sizes(h, w))}" for w, h in sizes),
-              "", f"## Accuracy and speed ({args.pairs} pairs per size, fields {', '.join(FIELDS)} cycled)", "",
+              "", f"## Accuracy and speed ({args.pairs} pairs per size, {args.rounds} rounds, fields {', '.join(FIELDS)} cycled)", "",
               "EPE: mean endpoint error over the whole frame (interior: without a 10 px border); AE: mean angular",
-              "error (Barron), whole frame. Times per pair,",
-              "after one warm-up call; Brox solves all pairs of a size in one batched call.", ""]
-    report += accuracy_table(sizes, frames, device, opencv_methods())
+              "error (Barron), whole frame. Times per pair: median and minimum over the interleaved rounds, each",
+              "call after its own warm-up call; Brox solves all pairs of a size in one batched call.", ""]
+    report += accuracy_table(sizes, frames, device, opencv_methods(), args.rounds)
     if device.type == "cpu" and args.cpu_batches:
         report += ["", "## Brox on CPU: batch size", "",
                    "One batched call per row (after a warm-up call); per-pair times.", ""]

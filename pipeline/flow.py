@@ -117,10 +117,9 @@ def _warp(stack: torch.Tensor, u: torch.Tensor, v: torch.Tensor, mode: str) -> t
     b, _, h, w = stack.shape
     xs = torch.arange(w, device=u.device, dtype=u.dtype)
     ys = torch.arange(h, device=u.device, dtype=u.dtype)
-    gx = (u + xs) * (2 / (w - 1)) - 1                       # (B, H, W) in grid_sample's [-1, 1]
-    gy = (v + ys[:, None]) * (2 / (h - 1)) - 1
-    grid = torch.stack((gx, gy), dim=-1)                    # (B, H, W, 2)
-    inside = (gx.abs() <= 1) & (gy.abs() <= 1)
+    px, py = u + xs, v + ys[:, None]                        # (B, H, W) sample points in pixels
+    inside = (px >= -1e-3) & (px <= w - 1 + 1e-3) & (py >= -1e-3) & (py <= h - 1 + 1e-3)
+    grid = torch.stack((px * (2 / (w - 1)) - 1, py * (2 / (h - 1)) - 1), dim=-1)   # (B, H, W, 2) in [-1, 1]
     return F.grid_sample(stack, grid, mode=mode, padding_mode="reflection", align_corners=True), inside
 
 
