@@ -21,6 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from manifests.build import build
+from manifests.annotations import BuildError
 from manifests.datasets import BUILDERS
 from manifests.diff import diff_sources
 from manifests.probe import inspect_many
@@ -125,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["diff"]:
         return diff_main(argv[1:])
-    build_main(argv)
+    try:
+        build_main(argv)
+    except BuildError as e:  # the dataset as a whole is unusable (e.g. no classInd.txt): no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,8 @@
 parent recorded, published versions immutable."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +96,21 @@ def test_publish_keeps_existing_version(tmp_path):
     publish(tmp_path, "abc", lambda d: (d / "x.txt").write_text("second"), meta)
     assert (tmp_path / "abc" / "x.txt").read_text() == "first" and len(calls) == 1
     assert content_id(["a", b"b"]) == content_id(["a", "b"]) != content_id(["ab"])
+
+
+def test_load_source_rejects_other_kinds_and_newer_schemas(videos, tmp_path):
+    _, p = make(videos, tmp_path / "m")
+    meta = json.loads((p / "version.json").read_text())
+    for key, value, match in (("kind", "shards", "expected 'source'"), ("schema_version", 99, "newer")):
+        bad = tmp_path / f"bad_{key}"
+        shutil.copytree(p, bad)
+        (bad / "version.json").write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ValueError, match=match):
+            load_source(bad)
+
+
+def test_cli_reports_build_errors_without_traceback(videos, tmp_path):
+    from jobs.build_manifest import main
+
+    assert main(["--dataset", "ucf101", "--videos", str(videos), "--annotations", str(tmp_path),
+                 "--out", str(tmp_path / "m"), "--workers", "0"]) == 2
