@@ -123,8 +123,8 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def _records(summaries: list[dict], rows: dict, cfg: ExtractConfig, source: SourceManifest
-             ) -> tuple[list[ShardRecord], list[FailureRecord]]:
+def _records(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], list[FailureRecord]]:
+    """Manifest rows from shard summaries and the source records (labels, splits, source path and hash)."""
     records, failures = [], []
     for s in summaries:
         for v in s["videos"]:
@@ -212,7 +212,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
             log(f"extract: shard {plan.name} ({len(plan.videos)} videos) failed after {MAX_RETRIES} retries: {err}")
         raise RuntimeError(f"{len(errors)} shards failed; nothing published. Rerun to retry them "
                            f"(finished shards are kept in {work})")
-    records, failures = _records(done + new, rows, cfg, source)
+    records, failures = _records(done + new, rows)
     flow_params = {**dataclasses.asdict(BroxParams(**cfg.flow_params)), "bound": cfg.bound}
     meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir),
                    "config": json.loads(cfg.to_json())}

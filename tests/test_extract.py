@@ -207,6 +207,9 @@ def test_driver_sigkill_then_rerun_resumes(cluster, source, tmp_path):
     check_complete(out, vid)
     for name, mtime in done_before.items():  # finished shards were kept, not rewritten
         assert (out / vid / "shards" / name).stat().st_mtime_ns == mtime
-    # a third run finds the published version: same id, nothing redone
-    rc, stdout2, stderr2 = finish(job(source, out, cluster.address))
-    assert rc == 0 and stdout2.strip().splitlines()[-1] == vid and "already published" in stderr2
+    # a third run finds the published version: same id, nothing redone, Ray not even started
+    from jobs.extract import build_parser, config_from_args, extract
+    cfg = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--shard-size", "1", *ARGS]))
+    msgs = []
+    again = extract(source, out, cfg, address="unused:0", log=msgs.append)
+    assert again.version_id == vid and again.ok == 0 and "already published" in msgs[0]
