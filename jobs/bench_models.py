@@ -154,6 +154,17 @@ def report(names, times, a, device, elapsed) -> str:
             f"| {n} | {base or '—'} | {params / 1e6:.2f} | {macs / 1e9:.2f} | {1e3 * med[n]['wall']:.0f} | "
             f"{1e3 * min(times[n]['wall']):.0f} |{cpu_col} {speed} | {f'{ps:.2f}' if ps else '—'} | "
             f"{f'{pbase / ps:.2f}' if ps and pbase else '—'} |")
+    lines += [
+        "",
+        "Reading it: the paper's claim (Table 2: asymmetric variants 1.17-1.38x the baseline speed) was measured on a "
+        "GPU at batch 16 and 16x112x112. "
+        + ("" if gpu else
+           "This is a CPU run at the clip and batch above, so it does not test that claim: CPU kernels (oneDNN) "
+           "and GPU kernels (cuDNN) trade MACs against per-layer costs differently, and the asymmetric "
+           "cascade triples the number of layers it replaces. The same script runs on CUDA when available (`--device cuda`, batch 16, "
+           "16x112x112 and all models by default). ")
+        + "See docs/models.md for the interpretation of the latest run.",
+    ]
     return "\n".join(lines) + "\n"
 
 

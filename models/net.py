@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import string
 from collections import OrderedDict
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -76,7 +77,6 @@ class VideoNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised classifier for `num_classes` (fine-tuning on another dataset)."""
-        from dataclasses import replace
         p = next(self.classifier.parameters())
         self.classifier = nn.Linear(self.feature_dim, num_classes, device=p.device, dtype=p.dtype)
         _init(self.classifier)

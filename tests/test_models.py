@@ -17,6 +17,15 @@ EXPECT = json.loads((Path(__file__).parent / "expect" / "model_params.json").rea
 TINY = dict(width=0.125, frames=8, size=32)       # a few ms per model on a CPU
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs on a shared 2-core machine: 2 threads under load are ~10x slower than 1 (docs/models.md)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def n_params(name: str, **kw) -> int:
     with torch.device("meta"):                      # no memory, no init cost, even for c3d-b8
         return sum(p.numel() for p in models.build_model(name, **kw).parameters())
