@@ -12,6 +12,7 @@ default: a local cluster with --workers CPUs, or an existing one via --address /
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ from manifests.build import build
 from manifests.annotations import BuildError
 from manifests.datasets import BUILDERS
 from manifests.diff import diff_sources
-from manifests.probe import inspect_many
+from manifests.probe import inspect_many, inspect_video
 from manifests.source import load_source
 from manifests.versioning import read_meta
 
@@ -74,7 +75,8 @@ def _collect(ray, pending: dict, results: dict) -> int:
 
 
 def local_inspect(paths: list[Path]) -> list[dict[str, Any]]:
-    return [inspect_many([p])[0] for p in tqdm(paths, unit="video", desc="probe+hash", file=sys.stderr)]
+    """In-process inspection (--workers 0): no Ray startup cost, one core."""
+    return [inspect_video(p) for p in tqdm(paths, unit="video", desc="probe+hash", file=sys.stderr)]
 
 
 def build_main(argv: list[str]) -> str:
@@ -115,7 +117,6 @@ def diff_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     d = diff_sources(load_source(args.base), load_source(args.other))
     if args.json:
-        import dataclasses
         print(json.dumps(dataclasses.asdict(d), indent=2))
     else:
         print("\n".join(d.lines()))
