@@ -3,8 +3,9 @@
 Status precedence (first that applies): the file's own failure (missing, empty, unreadable), then the
 annotation-level one (unknown_class, duplicate listing, filtered, unlisted), then content duplicates
 (same sha256 as an earlier rel_path, which keeps "ok"). The version id hashes the schema version, the
-source description (dataset, absolute videos root, parameters), the labels, the warnings and every row;
-the creation time and the parent are recorded in version.json but are not part of the id.
+source description (dataset, absolute videos root, parameters), the labels, the warnings and every row
+except its diagnostic ``note``; the creation time and the parent are recorded in version.json but are not
+part of the id.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from manifests.versioning import (LATEST, VersionMeta, content_id, file_digest, 
                                   utc_now)
 
 FILE_FAILURES = ("missing", "empty", "unreadable")
+# Stored but not hashed into the version id: decoder diagnostics can vary between runs on corrupt files
+# (decord's threaded decoder reports a mid-file error after a varying number of frames).
+DIAGNOSTIC = ("note",)
 
 
 def video_ids(rel_paths: list[str]) -> list[str]:
@@ -73,7 +77,8 @@ def version_id(source: dict[str, Any], plan: Plan, records: list[VideoRecord]) -
     head = json.dumps({"schema_version": SCHEMA_VERSION, "kind": KIND, "source": source,
                        "labels": plan.labels, "label_source_index": plan.label_source_index,
                        "warnings": plan.warnings}, sort_keys=True)
-    return content_id([head, *(json.dumps(r.to_row(), sort_keys=True) for r in records)])
+    rows = ({k: v for k, v in r.to_row().items() if k not in DIAGNOSTIC} for r in records)
+    return content_id([head, *(json.dumps(row, sort_keys=True) for row in rows)])
 
 
 def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Path,

@@ -86,15 +86,19 @@ def test_frame_count_from_decoding_not_header(clips):
 
 
 def test_decord_raising_mid_file(clips, monkeypatch):
-    """Real mid-file decord failure on corrupt data: alone it yields a truncated prefix with the reason;
-    by default ffmpeg takes over and decodes past the damage."""
+    """Real decord failure on corrupt data. decord's threaded decoder reports it after a varying number
+    of batches, so: alone it yields a truncated prefix with the reason (or nothing: DecodeError); by
+    default ffmpeg takes over and decodes past the damage."""
     monkeypatch.setattr(decode, "DECORD_BATCH", 8)
-    alone = decode_video_ex(clips["zeroed"], size=(32, 32), backend="decord")
-    assert 0 < len(alone.frames) < 60 and len(alone.frames) % 8 == 0
-    assert alone.note.startswith("truncated: decord failed after")
+    try:
+        alone = decode_video_ex(clips["zeroed"], size=(32, 32), backend="decord")
+        n = len(alone.frames)
+        assert 0 < n < 60 and n % 8 == 0 and alone.note.startswith("truncated: decord failed after")
+    except DecodeError as e:
+        n = 0
+        assert "decord failed after 0 of 60" in str(e)
     d = decode_video_ex(clips["zeroed"], size=(32, 32))
-    assert d.backend == "ffmpeg" and len(d.frames) > len(alone.frames)
-    assert f"decord failed after {len(alone.frames)} of 60" in d.note
+    assert d.backend == "ffmpeg" and len(d.frames) > n and "decord failed after" in d.note
 
 
 def test_longest_partial_prefix_is_kept_with_reason(clips, monkeypatch):

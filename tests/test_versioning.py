@@ -114,3 +114,16 @@ def test_cli_reports_build_errors_without_traceback(videos, tmp_path):
 
     assert main(["--dataset", "ucf101", "--videos", str(videos), "--annotations", str(tmp_path),
                  "--out", str(tmp_path / "m"), "--workers", "0"]) == 2
+
+
+def test_diagnostic_note_is_not_part_of_the_id(videos):
+    import dataclasses
+
+    from manifests.build import assemble, version_id
+    from manifests.probe import inspect_video
+
+    plan = build_folder(videos, None)
+    records = assemble(plan, {e.rel_path: inspect_video(videos / e.rel_path) for e in plan.entries})
+    noted = [dataclasses.replace(r, note="decord failed after 16 of 60 frames") for r in records]
+    changed = [dataclasses.replace(records[0], num_frames=99)] + records[1:]
+    assert version_id({}, plan, records) == version_id({}, plan, noted) != version_id({}, plan, changed)
