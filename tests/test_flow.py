@@ -109,6 +109,75 @@ def test_sor_layouts_give_the_same_iterates(h, w):
     assert (out["polyphase"][:, :, 0] == 0).all() and (out["polyphase"][..., -1] == 0).all()
 
 
+def _reference_sor(du, dv, hx, vy, d11, d22, a12, rhs, sweeps, omega=1.99):
+    """Pixel-by-pixel red-black SOR as written in docs/flow.md (numpy float64, loops)."""
+    h, w = du.shape
+    for _ in range(sweeps):
+        for colour in (0, 1):
+            for y in range(h):
+                for x in range(w):
+                    if (x + y) % 2 != colour:
+                        continue
+                    nbrs = [(y, x - 1, hx[y, x - 1] if x > 0 else 0), (y, x + 1, hx[y, x] if x < w - 1 else 0),
+                            (y - 1, x, vy[y - 1, x] if y > 0 else 0), (y + 1, x, vy[y, x] if y < h - 1 else 0)]
+                    su = sum(s * du[j, i] for j, i, s in nbrs if s) + rhs[0, y, x] - a12[y, x] * dv[y, x]
+                    du[y, x] = (1 - omega) * du[y, x] + omega * su / d11[y, x]
+                    sv = sum(s * dv[j, i] for j, i, s in nbrs if s) + rhs[1, y, x] - a12[y, x] * du[y, x]
+                    dv[y, x] = (1 - omega) * dv[y, x] + omega * sv / d22[y, x]
+    return du, dv
+
+
+def test_sor_matches_pixelwise_reference():
+    from pipeline.flow import SOR_SOLVERS, _checkerboard
+    rng = np.random.default_rng(1)
+    h, w = 5, 6
+    du0, dv0 = rng.normal(size=(h, w)), rng.normal(size=(h, w))
+    hx, vy = rng.uniform(0.1, 1, (h, w - 1)), rng.uniform(0.1, 1, (h - 1, w))
+    d11, d22 = rng.uniform(4, 5, (h, w)), rng.uniform(4, 5, (h, w))
+    a12, rhs = rng.normal(size=(h, w)) * 0.3, rng.normal(size=(2, h, w))
+    ref_u, ref_v = _reference_sor(du0.copy(), dv0.copy(), hx, vy, d11, d22, a12, rhs, 2)
+
+    def t(a):
+        return torch.tensor(a, dtype=torch.float32)[None]
+
+    for sor in SOR_SOLVERS.values():
+        duv = torch.zeros(1, 2, h + 2, w + 2)
+        duv[0, 0, 1:-1, 1:-1], duv[0, 1, 1:-1, 1:-1] = t(du0)[0], t(dv0)[0]
+        sor(duv, t(hx), t(vy), t(d11), t(d22), t(a12), t(rhs), 2, _checkerboard(h, w, "cpu"))
+        assert np.allclose(duv[0, 0, 1:-1, 1:-1].numpy(), ref_u, atol=1e-4)
+        assert np.allclose(duv[0, 1, 1:-1, 1:-1].numpy(), ref_v, atol=1e-4)
+
+
+def test_smoothness_weights_match_reference():
+    """Staggered-grid weights: difference across the link, mean of two central differences along it."""
+    from pipeline.flow import _smoothness
+    rng = np.random.default_rng(2)
+    h, w = 4, 5
+    uv = rng.normal(size=(2, h, w))
+    p = np.pad(uv, ((0, 0), (1, 1), (1, 1)), mode="edge")              # replicated borders
+    hx, vy = _smoothness(torch.tensor(uv, dtype=torch.float32)[None])
+    for y in range(h):
+        for x in range(w - 1):
+            gx = uv[:, y, x + 1] - uv[:, y, x]
+            gy = 0.25 * (p[:, y + 2, x + 1] + p[:, y + 2, x + 2] - p[:, y, x + 1] - p[:, y, x + 2])
+            assert np.isclose(hx[0, y, x].item(), 0.5 / np.sqrt((gx ** 2 + gy ** 2).sum() + 1e-6), rtol=1e-4)
+    for y in range(h - 1):
+        for x in range(w):
+            gy = uv[:, y + 1, x] - uv[:, y, x]
+            gx = 0.25 * (p[:, y + 1, x + 2] + p[:, y + 2, x + 2] - p[:, y + 1, x] - p[:, y + 2, x])
+            assert np.isclose(vy[0, y, x].item(), 0.5 / np.sqrt((gx ** 2 + gy ** 2).sum() + 1e-6), rtol=1e-4)
+
+
+def test_derivative_kernel():
+    from pipeline.flow import _dx, _dy
+    ys, xs = np.mgrid[0:9, 0:11].astype(np.float32)
+    img = torch.from_numpy(0.5 * xs ** 2 + 3 * ys)[None]
+    dx, dy = _dx(img)[0].numpy(), _dy(img)[0].numpy()
+    assert np.allclose(dx[:, 2:-2], xs[:, 2:-2], atol=1e-4)               # the 5-tap kernel is exact on quadratics
+    assert np.allclose(dy[2:-2], 3, atol=1e-4)
+    assert np.allclose(dx[:, 0], 0, atol=1e-4) and np.allclose(dy[0], 0, atol=1e-4)   # mirrored border: symmetric
+
+
 def test_batch_equals_single_pairs():
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=2)
     pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "sine")]
