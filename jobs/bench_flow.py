@@ -204,7 +204,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     ap.add_argument("--cpu-batches", default="1,4,8", help="Brox batch sizes of the CPU sweep (empty: skip)")
     ap.add_argument("--sweep-size", default="340x256", help="WxH of the GPU batch sweep")
-    ap.add_argument("--batches", default="1,8,32,64,128,256", help="GPU batch sizes")
+    ap.add_argument("--batches", default="1,8,32,64,128,256,512", help="GPU batch sizes")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
