@@ -80,6 +80,15 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def item_cpu_ms(ds: ClipDataset, n: int) -> float:
+    """CPU milliseconds per ``ds[i]`` (training clip) in this process, after one warm-up item."""
+    ds[0]
+    t0 = time.process_time()
+    for i in range(n):
+        ds[i % len(ds)]
+    return (time.process_time() - t0) / n * 1000
+
+
 def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int, steps: int,
                     workers: int) -> float:
     """Seconds per training step of ``name`` (data from ``ds``), after one warm-up step."""
@@ -143,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
              "| shards | DataLoader workers | first batch (s) | clips/s (wall) | clips per CPU-second |",
              "|---|---:|---:|---:|---:|"]
     rates: dict[tuple[str, int], float] = {}
+    items: list[str] = []
     with tempfile.TemporaryDirectory(dir=args.data) as tmp:
         datasets = {}
         for codec in codecs:
             shards, desc = write_data(Path(tmp) / (codec or "default"), args.videos, codec)
             ds = datasets.setdefault(codec, ClipDataset(shards, "split1", "train", "rgb", clip_len=16, crop=112))
+            item_ms = item_cpu_ms(ds, 64)
+            print(f"{desc}: ClipDataset item {item_ms:.1f} CPU ms", flush=True)
+            items.append(f"| {desc} | {item_ms:.1f} | {1000 / item_ms:.0f} |")
             for w in workers:
                 first, rate, per_cpu = loader_rate(ds, w, 16, args.clips)
                 rates[(desc, w)] = rate
@@ -155,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{per_cpu:.1f} clips/CPU-s", flush=True)
                 lines.append(f"| {desc} | {w} | {first:.2f} | {rate:.1f} | {per_cpu:.1f} |")
         lines += ["", "clips/s (wall): measured on the shared machine as it was; clips per CPU-second: "
-                  "throughput per fully available core (CPU time of the process and its workers over the run), "
-                  "i.e. what each idle core adds."]
+                  "throughput per fully available core (CPU time of the process and its workers over the run, "
+                  "batch collation included), i.e. what each idle core adds.", "",
+                  "`ClipDataset.__getitem__` alone (read + decode + crop + normalise one training clip, main "
+                  "process, no DataLoader):", "", "| shards | CPU ms per clip | clips per CPU-second |",
+                  "|---|---:|---:|", *items]
 
         ds = datasets[codecs[0]]
         test_ds = ClipDataset(ds.manifest, "split1", "train", "rgb", mode="test", clip_len=16, crop=112)

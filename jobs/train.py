@@ -144,6 +144,9 @@ def fit(cfg: TrainConfig, resume: str = "auto", rank: int = 0, world: int = 1, l
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        other_best = ckpt_path.parent / "best.pt" if ckpt_path is not None else None
+        if other_best is not None and other_best.is_file() and not (out / "best.pt").exists():
+            shutil.copyfile(other_best, out / "best.pt")  # resumed from another directory: keep its best
     say(f"{cfg.model.name} {tl.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
         f"{len(train_ds)} train videos, {len(val_ds.records) if val_ds else 0} val videos, device {device}, "
         f"world {world}")

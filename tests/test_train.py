@@ -1,6 +1,8 @@
 """Training recipes and loop (jobs.config, jobs.trainlib, jobs.train) on tiny synthetic shards."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -77,13 +79,22 @@ def _assert_same_state(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_equals_uninterrupted_run(shards, tmp_path):
+@pytest.fixture(scope="module")
+def first_epoch(shards, tmp_path_factory):
+    """A run interrupted after its first of 2 epochs (also the pretrained model of the fine-tune test)."""
+    out = tmp_path_factory.mktemp("first")
+    train_mod.fit(tiny_cfg(shards, out, "optim.epochs=1", "optim.lr=0.01"), resume="never", log=lambda m: None)
+    return out / "last.pt"
+
+
+def test_resume_equals_uninterrupted_run(shards, first_epoch, tmp_path):
     straight = tiny_cfg(shards, tmp_path / "straight", "optim.epochs=2", "optim.lr=0.01")
     train_mod.fit(straight, resume="never", log=lambda m: None)
     # interrupted after epoch 1, then resumed (auto from out_dir/last.pt) with a DataLoader worker
-    part = tiny_cfg(shards, tmp_path / "part", "optim.epochs=1", "optim.lr=0.01")
-    train_mod.fit(part, resume="never", log=lambda m: None)
-    first = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    (tmp_path / "part").mkdir()
+    for name in ("last.pt", "best.pt"):
+        shutil.copyfile(first_epoch.parent / name, tmp_path / "part" / name)
+    first = torch.load(first_epoch, weights_only=True)
     logs = []
     rest = tiny_cfg(shards, tmp_path / "part", "optim.epochs=2", "optim.lr=0.01", "data.num_workers=1")
     train_mod.fit(rest, resume="auto", log=logs.append)
@@ -102,15 +113,13 @@ def test_resume_equals_uninterrupted_run(shards, tmp_path):
     assert not torch.equal(first["model"]["classifier.weight"], b["model"]["classifier.weight"])
 
 
-def test_finetune_replaces_head_with_10x_lr(shards, tmp_path):
-    pre = tiny_cfg(shards, tmp_path / "pre", "optim.epochs=1", "eval.every=0")
-    train_mod.fit(pre, resume="never", log=lambda m: None)
-    pre_ckpt = torch.load(tmp_path / "pre" / "last.pt", weights_only=True)
+def test_finetune_replaces_head_with_10x_lr(first_epoch, tmp_path):
+    pre_ckpt = torch.load(first_epoch, weights_only=True)
     assert pre_ckpt["num_classes"] == 3
     # target dataset with 2 classes -> classifier replaced, body initialised from the pretrained weights
     target = synthetic_shards(tmp_path / "target", num_videos=6, num_classes=2, frames=6)
     model = models.build_model("c3d-b8", num_classes=2, width=0.0625, frames=4, size=16)
-    msg = tl.init_from(model, tmp_path / "pre" / "last.pt", "c3d-b8", 2)
+    msg = tl.init_from(model, first_epoch, "c3d-b8", 2)
     assert "classifier replaced (3 -> 2" in msg and model.classifier.out_features == 2
     sd = model.state_dict()
     for k, v in pre_ckpt["model"].items():
@@ -123,7 +132,7 @@ def test_finetune_replaces_head_with_10x_lr(shards, tmp_path):
     assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in model.classifier.parameters()}
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
     # the same through the fine-tune recipe
-    ft = tiny_cfg(target, tmp_path / "ft", "optim.epochs=1", f"init_from={tmp_path / 'pre' / 'last.pt'}",
+    ft = tiny_cfg(target, tmp_path / "ft", "optim.epochs=1", f"init_from={first_epoch}",
                   config="jobs/configs/finetune.yaml")
     logs = []
     train_mod.fit(ft, resume="auto", log=logs.append)
@@ -133,7 +142,7 @@ def test_finetune_replaces_head_with_10x_lr(shards, tmp_path):
     assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == [1e-4, pytest.approx(1e-3)]
     with pytest.raises(ValueError, match="holds model 'c3d-b8'"):
         tl.init_from(models.build_model("c3d-b5", 2, width=0.0625, frames=8, size=32),
-                     tmp_path / "pre" / "last.pt", "c3d-b5", 2)
+                     first_epoch, "c3d-b5", 2)
 
 
 def test_nan_loss_stops_with_clear_message(shards, tmp_path, monkeypatch, capsys):
