@@ -3,8 +3,10 @@
 Every class is a `Motion` (data, one table `CLASSES`); every video is a pure function of
 (class, seed, group, clip, frames, size): the same arguments give the same frames, bit for bit.
 Appearance is nuisance and drawn at random: object shape, texture and colours, a textured background,
-illumination, and camera shake. Like UCF-101, the clips of one group share their appearance (the "same
-actor and scene") and differ in motion parameters and shake, so a split by group tests on unseen scenes.
+illumination, and camera shake. Like UCF-101, the clips of one group share their scene (background and
+illumination), so a split by group tests on unseen scenes. Unlike UCF-101, a scene is shared by *all*
+classes (and an object by the same clip index of all classes), so appearance never predicts the class:
+a model has to use motion (with scenes tied to classes, a small model memorises scene -> class instead).
 
     render_video("MoveRight", seed=0, group=1, clip=1) -> (T, H, W, 3) uint8 RGB
 
@@ -162,12 +164,16 @@ def _luma(rgb: np.ndarray) -> float:
     return float(np.asarray(rgb, np.float32).reshape(-1, 3).mean(0) @ np.float32([0.299, 0.587, 0.114]))
 
 
-def scene(seed: int, group: int, class_index: int, h: int, w: int) -> dict:
-    """The nuisance appearance shared by a group's clips: background, sprite and its alpha, illumination."""
-    rng = _rng(seed, 1, class_index, group)
+def scene(seed: int, group: int, clip: int, h: int, w: int) -> dict:
+    """The nuisance appearance: background and illumination of the group (its "location"), object shape,
+    texture and colours of the (group, clip) pair (its "actor"). Neither depends on the class, so every
+    appearance occurs with every motion and appearance carries no information about the class."""
+    rng = _rng(seed, 1, group)
     margin = 4
     bg = _texture(str(rng.choice(TEXTURES)), rng, h + 2 * margin, w + 2 * margin, _colour(rng), _colour(rng))
     bg = 0.25 * bg + 0.75 * rng.uniform(30, 150)  # low-contrast backgrounds so the object stands out
+    gain = rng.uniform(0.8, 1.2)
+    rng = _rng(seed, 3, group, clip)
     size = 2 * int(round(min(h, w) * rng.uniform(0.18, 0.26)))  # sprite side, even
     tex, c0, c1 = str(rng.choice(TEXTURES)), _colour(rng), _colour(rng)
     for _ in range(100):  # the object differs from the background in brightness by at least 50 levels
@@ -178,7 +184,7 @@ def scene(seed: int, group: int, class_index: int, h: int, w: int) -> dict:
     # asymmetric marker so that rotation of symmetric shapes is visible
     sprite[: size // 3, : size // 3] = 0.5 * sprite[: size // 3, : size // 3] + 127
     alpha = _shape_mask(str(rng.choice(SHAPES)), size)
-    return {"bg": bg, "margin": margin, "sprite": sprite, "alpha": alpha, "gain": rng.uniform(0.8, 1.2)}
+    return {"bg": bg, "margin": margin, "sprite": sprite, "alpha": alpha, "gain": gain}
 
 
 def _translate(m, t, n, h, w, rng, base):
@@ -285,7 +291,7 @@ def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 
     if frames < 2 or h < 16 or w < 16:
         raise ValueError(f"frames={frames}, size={size}: need at least 2 frames of 16x16")
     ci = list(CLASSES).index(class_name)
-    sc = scene(seed, group, ci, h, w)
+    sc = scene(seed, group, clip, h, w)
     rng = _rng(seed, 2, ci, group, clip)
     track = motion_track(CLASSES[class_name], frames, h, w, rng)
     # smooth camera shake: a random walk pulled back to the origin, `shake_px` pixels typical size

@@ -95,18 +95,20 @@ def test_mirror_classes():
     assert flow[_moving_mask(flow)][:, 0].mean() < -0.5
 
 
-def _speed(name: str) -> float:
-    """Mean flow magnitude over the moving region, averaged over two groups (scenes)."""
-    speeds = []
-    for group in (1, 2):
-        flow = _mean_flow(synth.render_video(name, seed=0, group=group, frames=12, size=SIZE))
-        speeds.append(np.linalg.norm(flow, axis=-1)[_moving_mask(flow)].mean())
-    return float(np.mean(speeds))
+def _flows(name: str) -> list[np.ndarray]:
+    """Farneback flow of a clip without camera shake, in two scenes."""
+    return [_mean_flow(synth.render_video(name, seed=0, group=g, frames=12, size=SIZE, shake_px=0)) for g in (1, 2)]
 
 
 @pytest.mark.parametrize("name", [n for n in synth.CLASSES if n != "Still"])
-def test_every_class_moves_more_than_camera_shake(name):
-    assert _speed(name) > 1.3 * _speed("Still"), (name, _speed(name), _speed("Still"))
+def test_every_class_moves(name):
+    # the same (group, clip) gives every class the same scene and object: only the motion differs
+    speeds = [np.linalg.norm(f, axis=-1)[_moving_mask(f)].mean() for f in _flows(name)]
+    assert min(speeds) > 0.35, (name, speeds)
+
+
+def test_still_does_not_move_without_camera_shake():
+    assert max(np.linalg.norm(f, axis=-1).max() for f in _flows("Still")) < 0.3
 
 
 def test_class_sets_are_disjoint_and_bad_names_are_rejected():
