@@ -72,7 +72,8 @@ def _init_ray(address: str | None, workers: int | None):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        # "local": always a new cluster of our own, never one another process left running on this machine
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     return ray
 
 
