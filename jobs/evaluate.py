@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     common = dict(split=args.split, num_clips=args.num_clips, num_crops=args.num_crops, batch_size=args.batch_size,
                   num_workers=args.num_workers, max_videos=args.max_videos, device=args.device)
     ev = evaluate_checkpoint(args.checkpoint, args.manifest, stream=args.stream, features=args.export_features,
