@@ -106,6 +106,18 @@ def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: st
     return out
 
 
+def write_epoch(out: Path, payload: dict, is_best: bool, plot: bool) -> None:
+    """last.pt (atomic), best.pt when ``is_best``, metrics.json, and curves.png when ``plot``."""
+    tl.save_checkpoint(out / "last.pt", payload)
+    if is_best:
+        shutil.copyfile(out / "last.pt", out / "best.pt")
+    best = payload["best_metric"]
+    (out / "metrics.json").write_text(json.dumps({"history": payload["history"], "best_val_video_top1": (
+        None if best == float("-inf") else best)}, indent=2))
+    if plot:  # matplotlib is slow to start: every 5 epochs and at the end
+        plot_curves(payload["history"], out / "curves.png")
+
+
 def fit(cfg: TrainConfig, resume: str = "auto", rank: int = 0, world: int = 1, log=print) -> dict:
     """The training loop. Returns the last epoch's record. ``rank``/``world`` > 1 under Ray Train."""
     out = Path(cfg.out_dir)
@@ -175,20 +187,13 @@ def fit(cfg: TrainConfig, resume: str = "auto", rank: int = 0, world: int = 1, l
         improved = metric is not None and metric > best
         best = metric if improved else best
         if main:
-            payload = {
+            write_epoch(out, {
                 "model": tl.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1, "rng": tl.rng_state(), "model_name": cfg.model.name,
                 "model_overrides": overrides, "spec": tl.spec_dict(model), "num_classes": train_ds.num_classes,
                 "labels": train_ds.labels, "multilabel": train_ds.multilabel, "loss": loss_kind,
                 "config": to_dict(cfg), "history": history, "best_metric": best,
-            }
-            tl.save_checkpoint(out / "last.pt", payload)
-            if improved or val_ds is None:
-                shutil.copyfile(out / "last.pt", out / "best.pt")
-            (out / "metrics.json").write_text(json.dumps({"history": history, "best_val_video_top1": (
-                None if best == float("-inf") else best)}, indent=2))
-            if last_epoch or (epoch + 1) % 5 == 0:  # matplotlib is slow to start: every 5 epochs
-                plot_curves(history, out / "curves.png")
+            }, is_best=improved or val_ds is None, plot=last_epoch or (epoch + 1) % 5 == 0)
         if world > 1:
             import ray.train
             ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))})
