@@ -1,10 +1,11 @@
 """Training input pipeline and training-step speed: ``python -m jobs.bench_train --out docs/benchmarks/train.md``.
 
 1. Loader: synthetic shard datasets (128x171 frames, the ``pipeline.storage`` default codec and lzf for
-   comparison, written by ``jobs.trainlib_synth``) read through ``ClipDataset`` (training mode: random 16-frame clip, random
-   corner/centre 112x112 crop and flip, normalised (C, T, H, W) float) and a DataLoader (batch 16) at
-   0/1/2 worker processes. Reported: clips/s over ``--clips`` clips after one warm-up batch, and the
-   latency of that first batch (worker start-up included).
+   comparison, written by ``jobs.trainlib_synth``) read through ``ClipDataset`` (training mode: random
+   16-frame clip, random corner/centre 112x112 crop and flip, normalised (C, T, H, W) float) and a
+   DataLoader (batch 16) at 0/1/2 worker processes. Reported: clips/s over ``--clips`` clips after one
+   warm-up batch, the latency of that first batch (worker start-up included), clips per CPU-second, and
+   the CPU time of one ``ClipDataset`` item without the DataLoader.
 2. Test items: one item = a clip in 10 crops (section 4.3 protocol), items/s with the most workers.
 3. Training: ``jobs.trainlib.train_one_epoch`` (forward, loss, backward, SGD) on loader batches
    for a few models at full size (16x112x112); seconds per step after one warm-up step.
@@ -17,7 +18,6 @@ import datetime
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time

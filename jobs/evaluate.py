@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from jobs import trainlib as tl
@@ -91,7 +90,8 @@ def report(ev: Evaluation) -> dict:
 
 def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse: Evaluation | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"checkpoint": ev.checkpoint, "manifest": str(manifest), "shard_version": load_shards(manifest).meta.version_id,
+    metrics = {"checkpoint": ev.checkpoint, "manifest": str(manifest),
+               "shard_version": load_shards(manifest).meta.version_id,
                "stream": ev.stream, "split": ev.split, "protocol": protocol, **report(ev)}
     np.savez(out / "scores.npz", video_ids=np.array(ev.video_ids), scores=ev.scores,
              labels=_multi_hot(ev.targets, len(ev.labels)), class_names=np.array(ev.labels))

@@ -119,7 +119,17 @@ def write_epoch(out: Path, payload: dict, is_best: bool, plot: bool) -> None:
 
 
 def fit(cfg: TrainConfig, resume: str = "auto", rank: int = 0, world: int = 1, log=print) -> dict:
-    """The training loop. Returns the last epoch's record. ``rank``/``world`` > 1 under Ray Train."""
+    """The training loop. Returns the last epoch's record. ``rank``/``world`` > 1 under Ray Train.
+
+    The process-wide deterministic-algorithms setting is restored on return (in-process callers)."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        return _fit(cfg, resume, rank, world, log)
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
     out = Path(cfg.out_dir)
     main = rank == 0
     say = log if main else (lambda msg: None)
@@ -235,7 +245,8 @@ def train(cfg: TrainConfig, resume: str = "auto", log=print) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="overrides: dotted keys of jobs/config.py, e.g. data.manifest=data/shards/LATEST "
+                                 epilog="overrides: dotted keys of jobs/config.py, e.g. "
+                                        "data.manifest=data/shards/LATEST "
                                         "out_dir=runs/x model.name=c3d-b5 model.overrides.width=0.25 optim.epochs=2 "
                                         "optim.batch_size=4 optim.lr=0.01 data.num_workers=0 data.stream=rgbf "
                                         "data.split=split1 data.max_clips_per_epoch=64 eval.every=0")

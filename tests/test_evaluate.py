@@ -72,7 +72,8 @@ def test_evaluate_protocol_fusion_and_features(trained, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["stream"] == "rgb" and m["other"]["stream"] == "rgbf" and m["protocol"]["num_clips"] == 5
     assert m["protocol"]["num_crops"] == 10 and m["video"]["n"] == 3 and m["clip"]["n"] == 3 * 5
-    for name in ("confusion.png", "confusion_fused.png", "scores.npz", "scores_other.npz", "scores_fused.npz", "features.npz"):
+    for name in ("confusion.png", "confusion_fused.png", "scores.npz", "scores_other.npz", "scores_fused.npz",
+                 "features.npz"):
         assert (out / name).is_file(), name
     a, f = np.load(out / "scores.npz"), np.load(out / "scores_fused.npz")
     assert list(a["video_ids"]) == ["v003", "v007", "v011"]
