@@ -1,7 +1,7 @@
 """Generate the embedded demo dataset laid out like UCF-101.
 
-    python -m jobs.make_demo_data --out data/demo [--seed 0] [--classes 10] [--videos-per-class 12]
-                                  [--frames 32] [--size 64 86] [--class-set target|pretrain]
+    python -m jobs.make_demo_data --out data/demo [--seed 0] [--classes 12] [--videos-per-class 16]
+                                  [--clips-per-group 4] [--frames 20] [--size 48 64] [--class-set target|pretrain]
 
 Writes
     <out>/videos/<ClassName>/v_<ClassName>_gXX_cYY.mp4     (mp4v via OpenCV's FFmpeg backend; --ext .avi: MJPG)
@@ -51,8 +51,8 @@ def _write_crlf(path: Path, lines: list[str]) -> None:
     path.write_bytes("".join(f"{line}\r\n" for line in lines).encode())
 
 
-def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos_per_class: int = 12,
-                 clips_per_group: int = 3, frames: int = 32, size: tuple[int, int] = (64, 86),
+def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos_per_class: int = 16,
+                 clips_per_group: int = 4, frames: int = 20, size: tuple[int, int] = (48, 64),
                  class_set: str = "target", ext: str = ".mp4", fps: float = 25.0) -> dict:
     """Render, encode and lay out the dataset under `out`; returns the summary written to synth.json."""
     if ext not in FOURCC:
@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=None, help="first N classes of the class set (default all)")
     p.add_argument("--class-set", choices=sorted(synth.CLASS_SETS), default="target")
-    p.add_argument("--videos-per-class", type=int, default=12)
-    p.add_argument("--clips-per-group", type=int, default=3)
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--size", type=int, nargs=2, default=(64, 86), metavar=("H", "W"))
+    p.add_argument("--videos-per-class", type=int, default=16)
+    p.add_argument("--clips-per-group", type=int, default=4, help="clips per group (scene); split k tests "
+                   "the k-th third of the groups")
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--size", type=int, nargs=2, default=(48, 64), metavar=("H", "W"), help="even sizes")
     p.add_argument("--ext", choices=sorted(FOURCC), default=".mp4")
     a = p.parse_args(argv)
     s = make_dataset(a.out, seed=a.seed, classes=a.classes, videos_per_class=a.videos_per_class,

@@ -282,8 +282,8 @@ def compose_frame(sc: dict, track_row: np.ndarray, shake: np.ndarray, h: int, w:
     return np.clip(frame, 0, 255).round().astype(np.uint8)
 
 
-def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 1, frames: int = 32,
-                 size: tuple[int, int] = (64, 86), shake_px: float = 0.6) -> np.ndarray:
+def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 1, frames: int = 20,
+                 size: tuple[int, int] = (48, 64), shake_px: float = 0.6) -> np.ndarray:
     """(frames, H, W, 3) uint8 RGB clip of `class_name`; a pure function of its arguments."""
     if class_name not in CLASSES:
         raise ValueError(f"class {class_name!r} is not known; classes: {sorted(CLASSES)}")
