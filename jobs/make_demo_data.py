@@ -19,32 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from pipeline import synth
+from pipeline.encode import FOURCC, write_video
 
-FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 NUM_SPLITS = 3
-
-
-def encode(path: Path, frames: np.ndarray, fps: float = 25.0) -> None:
-    """Encode (T, H, W, 3) uint8 RGB to `path` with OpenCV's VideoWriter; check the frame count read back."""
-    t, h, w, _ = frames.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC[path.suffix]), fps, (w, h))
-    if not vw.isOpened():
-        raise RuntimeError(f"{path}: OpenCV could not open a {FOURCC[path.suffix]} writer")
-    for f in frames:
-        vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    vw.release()
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    if n != t:
-        raise RuntimeError(f"{path}: wrote {t} frames but {n} decode back")
 
 
 def _write_crlf(path: Path, lines: list[str]) -> None:
@@ -71,7 +49,7 @@ def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos
         for group, clip in pairs:
             rel = synth.video_rel_path(name, group, clip, ext)
             video = synth.render_video(name, seed=seed, group=group, clip=clip, frames=frames, size=size)
-            encode(out / "videos" / rel, video, fps)
+            write_video(out / "videos" / rel, video, fps)
             entries.append((name, rel, label, group))
     ann = out / "annotations"
     ann.mkdir(parents=True, exist_ok=True)
