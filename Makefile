@@ -16,7 +16,7 @@ SHARD_MANIFEST ?= $(SHARDS)/LATEST
 RUNS      ?= runs
 PRETRAIN_CONFIG ?= jobs/configs/pretrain.yaml
 FINETUNE_CONFIG ?= jobs/configs/finetune.yaml
-CHECKPOINT ?= $(RUNS)/finetune/best.pt
+CHECKPOINT ?= $(RUNS)/finetune/last.pt
 VIDEO     ?=
 ARGS      ?=
 
