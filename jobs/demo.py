@@ -32,6 +32,7 @@ from pathlib import Path
 
 PY = sys.executable
 STREAMS = ("rgb", "rgbf")
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Preset:
     """Sizes of one demo run (docs/demo.md explains the defaults)."""
     classes: int = 8  # first 8 target classes: those a horizontal flip maps onto themselves
     pretrain_classes: int | None = None  # all 8 pretrain classes
-    target_videos: int = 40  # per class; 8 groups of 5 clips, split1 tests groups 1-2
+    target_videos: int = 60  # per class; 12 groups of 5 clips, split1 tests groups 1-4
     pretrain_videos: int = 24  # per class; 6 groups of 4
     clips_per_group: int = 5
     pretrain_clips_per_group: int = 4
@@ -50,10 +51,10 @@ class Preset:
     width: float = 0.125
     model: str = "asym3dcnn"
     fc: tuple[int, ...] = ()  # no hidden FC layers (see docs/demo.md: the N(0, 0.01) FC init at this width)
-    pretrain_epochs: int = 12
-    finetune_epochs: int = 20
+    pretrain_epochs: int = 30
+    finetune_epochs: int = 50
     batch_size: int = 8
-    pretrain_lr: float = 0.01
+    pretrain_lr: float = 0.003
     finetune_lr: float = 0.005
     lr_step: int = 100  # constant lr over these short runs
     eval_every: int = 5  # monitoring curves on the test split; 0 = none
@@ -147,11 +148,11 @@ def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Pa
               f"optim.lr_step={p.lr_step}", "data.num_workers=0", f"eval.every={p.eval_every}",
               "eval.num_clips=2", "log_every=1000", "device=cpu"]
     for stream in STREAMS:
-        run(f"pretrain-{stream}", ["jobs.train", "--config", "jobs/configs/pretrain.yaml", "--no-resume",
+        run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), "--no-resume",
                                    f"data.manifest={shards['pretrain']}", f"out_dir={runs / f'pretrain-{stream}'}",
                                    f"data.stream={stream}", f"optim.epochs={p.pretrain_epochs}",
                                    f"optim.lr={p.pretrain_lr}", *common])
-        run(f"finetune-{stream}", ["jobs.train", "--config", "jobs/configs/finetune.yaml", "--no-resume",
+        run(f"finetune-{stream}", ["jobs.train", "--config", str(CONFIGS / "finetune.yaml"), "--no-resume",
                                    f"data.manifest={shards['target']}", f"out_dir={runs / f'finetune-{stream}'}",
                                    f"init_from={runs / f'pretrain-{stream}' / 'last.pt'}",
                                    f"data.stream={stream}", f"optim.epochs={p.finetune_epochs}",

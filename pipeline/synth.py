@@ -174,7 +174,7 @@ def scene(seed: int, group: int, clip: int, h: int, w: int) -> dict:
     bg = 0.25 * bg + 0.75 * rng.uniform(30, 150)  # low-contrast backgrounds so the object stands out
     gain = rng.uniform(0.8, 1.2)
     rng = _rng(seed, 3, group, clip)
-    size = 2 * int(round(min(h, w) * rng.uniform(0.18, 0.26)))  # sprite side, even
+    size = 2 * int(round(min(h, w) * rng.uniform(0.2, 0.28)))  # sprite side, even
     tex, c0, c1 = str(rng.choice(TEXTURES)), _colour(rng), _colour(rng)
     for _ in range(100):  # the object differs from the background in brightness by at least 50 levels
         if abs(_luma(0.5 * (c0 + c1)) - _luma(bg)) >= 50:
@@ -189,21 +189,21 @@ def scene(seed: int, group: int, clip: int, h: int, w: int) -> dict:
 
 def _translate(m, t, n, h, w, rng, base):
     dx, dy = m.direction
-    span = rng.uniform(0.45, 0.6) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))  # total travel
+    span = rng.uniform(0.6, 0.75) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))  # total travel
     s = (t / max(1, n - 1) - 0.5) * span
     return {"cx": base["cx"] + dx * s, "cy": base["cy"] + dy * s}
 
 
 def _accelerate(m, t, n, h, w, rng, base):
     dx, dy = m.direction
-    span = rng.uniform(0.5, 0.65) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))
+    span = rng.uniform(0.6, 0.75) * (abs(dx) * w + abs(dy) * h) / (abs(dx) + abs(dy))
     s = ((t / max(1, n - 1)) ** 2 - 0.5) * span  # from rest, constant acceleration
     return {"cx": base["cx"] + dx * s, "cy": base["cy"] + dy * s}
 
 
 def _oscillate(m, t, n, h, w, rng, base):
     dx, dy = m.direction
-    amp, period, ph = rng.uniform(0.12, 0.18) * min(h, w), rng.uniform(8, 12), rng.uniform(0, 2 * math.pi)
+    amp, period, ph = rng.uniform(0.16, 0.22) * min(h, w), rng.uniform(8, 12), rng.uniform(0, 2 * math.pi)
     s = amp * np.sin(2 * math.pi * t / period + ph)
     return {"cx": base["cx"] + dx * s, "cy": base["cy"] + dy * s}
 
@@ -218,12 +218,12 @@ def _wobble(m, t, n, h, w, rng, base):
 
 
 def _zoom(m, t, n, h, w, rng, base):
-    rate = rng.uniform(1.1, 1.4) * np.log(2.0) / max(1, n - 1)  # 2.1x to 2.6x over the clip
-    return {"scale": 0.6 * np.exp(rate * t) if m.sign > 0 else 1.5 * np.exp(-rate * t)}
+    rate = rng.uniform(1.7, 2.0) * np.log(2.0) / max(1, n - 1)  # 3.2x to 4x over the clip
+    return {"scale": 0.5 * np.exp(rate * t) if m.sign > 0 else 1.9 * np.exp(-rate * t)}
 
 
 def _pulse(m, t, n, h, w, rng, base):
-    return {"scale": 1.0 + 0.3 * np.sin(2 * math.pi * t / rng.uniform(8, 12) + rng.uniform(0, 2 * math.pi))}
+    return {"scale": 1.0 + 0.4 * np.sin(2 * math.pi * t / rng.uniform(8, 12) + rng.uniform(0, 2 * math.pi))}
 
 
 def _orbit(m, t, n, h, w, rng, base):
