@@ -185,3 +185,18 @@ def test_cli_writes_dataset(tmp_path):
     assert rc == 0
     assert len(list((tmp_path / "videos").rglob("*.mp4"))) == 8
     assert (tmp_path / "synth.json").is_file()
+
+
+def test_write_video_round_trip_and_errors(tmp_path):
+    from pipeline.decode import decode_video
+    from pipeline.encode import write_video
+
+    frames = synth.render_video("MoveUp", frames=6, size=(32, 48))
+    for ext in (".mp4", ".avi"):
+        path = write_video(tmp_path / f"clip{ext}", frames)
+        back = decode_video(path, size=(32, 48))
+        assert back.shape == frames.shape
+        assert np.abs(back.astype(int) - frames.astype(int)).mean() < 12  # lossy, but the same picture
+    with pytest.raises(ValueError, match=r"clip\.mkv: unsupported container"):
+        write_video(tmp_path / "clip.mkv", frames)
+    assert not (tmp_path / "clip.mkv").exists()
