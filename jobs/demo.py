@@ -1,6 +1,6 @@
 """The whole pipeline end to end on the embedded demo dataset, then a report.
 
-    python -m jobs.demo --data data/demo-run --runs runs/demo [--preset default|tiny] [--workers N]
+    python -m jobs.demo --data data/demo-run --runs runs/demo [--preset default|tiny] [--workers N] [--seed S]
 
 Stages, each run as a subprocess of the same CLI a user runs (so the demo exercises the real entry
 points; every command is logged in the report and its output in <runs>/logs/<stage>.log):
@@ -61,6 +61,7 @@ class Preset:
     test_clips: int = 5
     test_crops: int = 10
     flow_params: tuple[str, ...] = ("inner=5", "solver=5")
+    seed: int = 0  # training seed (weight init, clip and crop sampling); the datasets' seeds are fixed
     bound: float = 8.0
 
 
@@ -146,7 +147,7 @@ def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Pa
               f"model.overrides.fc=[{','.join(map(str, p.fc))}]",
               f"data.clip_len={p.clip_len}", f"data.crop={p.crop}", f"optim.batch_size={p.batch_size}",
               f"optim.lr_step={p.lr_step}", "data.num_workers=0", f"eval.every={p.eval_every}",
-              "eval.num_clips=2", "log_every=1000", "device=cpu"]
+              "eval.num_clips=2", "log_every=1000", "device=cpu", f"seed={p.seed}"]
     for stream in STREAMS:
         run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), "--no-resume",
                                    f"data.manifest={shards['pretrain']}", f"out_dir={runs / f'pretrain-{stream}'}",
@@ -276,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray instance")
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--finetune-epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default 0); the data stay the same")
     a = ap.parse_args(argv)
     p = PRESETS[a.preset]
     p = dataclasses.replace(p, **{k: v for k, v in (("pretrain_epochs", a.pretrain_epochs),
-                                                    ("finetune_epochs", a.finetune_epochs)) if v is not None})
+                                                    ("finetune_epochs", a.finetune_epochs), ("seed", a.seed))
+                                  if v is not None})
     wall = time.perf_counter()
     ray, gcs = start_ray(a.workers)
     env = {**os.environ, "RAY_ADDRESS": gcs, "OMP_NUM_THREADS": str(a.workers)}
