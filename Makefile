@@ -63,19 +63,19 @@ preview: $(STAMP)
 bench: bench-models bench-flow bench-manifest bench-extract bench-train
 
 bench-models: $(STAMP)
-	$(PY) -m jobs.bench_models --out docs/benchmarks/models.md $(ARGS)
+	$(PY) -m jobs.bench.models --out docs/benchmarks/models.md $(ARGS)
 
 bench-flow: $(STAMP)
-	$(PY) -m jobs.bench_flow --out docs/benchmarks/flow.md $(ARGS)
+	$(PY) -m jobs.bench.flow --out docs/benchmarks/flow.md $(ARGS)
 
 bench-manifest: $(STAMP)
-	$(PY) -m jobs.bench_manifest --out docs/benchmarks/manifest.md $(ARGS)
+	$(PY) -m jobs.bench.manifest --out docs/benchmarks/manifest.md $(ARGS)
 
 bench-extract: $(STAMP)
-	$(PY) -m jobs.bench_extract --out docs/benchmarks $(ARGS)
+	$(PY) -m jobs.bench.extract --out docs/benchmarks $(ARGS)
 
 bench-train: $(STAMP)
-	$(PY) -m jobs.bench_train --out docs/benchmarks/train.md $(ARGS)
+	$(PY) -m jobs.bench.train --out docs/benchmarks/train.md $(ARGS)
 
 clean:
 	rm -rf $(RUNS) $(DATA)/demo-run .pytest_cache

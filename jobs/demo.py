@@ -6,7 +6,7 @@ Stages, each run as a subprocess of the same CLI a user runs (so the demo exerci
 points; every command is logged in the report and its output in <runs>/logs/<stage>.log):
 
  1. jobs.make_demo_data  two synthetic datasets laid out like UCF-101: a *pretrain* set and the *target*
-                         set, with disjoint motion classes (pipeline.synth) and different seeds
+                         set, with disjoint motion classes (jobs.demokit.synth) and different seeds
  2. jobs.build_manifest  --dataset ucf101 on each (the real UCF-101 builder and split files)
  3. jobs.extract         decode -> Brox flow -> flow images, RGBF -> HDF5 shards, on Ray
  4. jobs.train           pretrain on the pretrain set, once per input stream (RGB and RGBF)
@@ -201,7 +201,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     """Stage 7: figures + report.md + summary.json under <runs>/report; returns the summary."""
     import numpy as np
 
-    from jobs import report
+    from jobs.report import markdown, plots
     from manifests.shards import load_shards
     from pipeline.storage import ShardReader
 
@@ -217,20 +217,20 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     for label in sorted(shown)[:4]:
         rec = shown[label]
         with ShardReader(rec.shard_path) as reader:
-            report.stream_panel(reader, rec.group, out / f"panel_{rec.video_id}.png",
+            plots.stream_panel(reader, rec.group, out / f"panel_{rec.video_id}.png",
                                 title=f"{rec.video_id} ({target.labels[label]}): RGB, Flow, RGBF")
         figures[f"Streams of {rec.video_id} ({target.labels[label]})"] = f"panel_{rec.video_id}.png"
-    report.save_colour_wheel(out / "flow_colour_key.png")
+    plots.save_colour_wheel(out / "flow_colour_key.png")
     figures["Flow colour key"] = "flow_colour_key.png"
     histories = {name: _read_json(runs / name / "metrics.json")["history"]
                  for name in [f"{stage}-{s}" for s in STREAMS for stage in ("pretrain", "finetune")]}
-    report.plot_curves({k: v for k, v in histories.items() if k.startswith("pretrain")}, out / "curves_pretrain.png")
-    report.plot_curves({k: v for k, v in histories.items() if k.startswith("finetune")}, out / "curves_finetune.png")
+    plots.plot_curves({k: v for k, v in histories.items() if k.startswith("pretrain")}, out / "curves_pretrain.png")
+    plots.plot_curves({k: v for k, v in histories.items() if k.startswith("finetune")}, out / "curves_finetune.png")
     figures["Pretraining curves (pretrain set)"] = "curves_pretrain.png"
     figures["Finetuning curves (target set; test accuracy for monitoring only)"] = "curves_finetune.png"
     m_rgb, m_rgbf = _read_json(evals["rgb"] / "metrics.json"), _read_json(evals["rgbf"] / "metrics.json")
     names = target.labels
-    report.plot_confusions({f"RGB  top-1 {m_rgb['video']['top1']:.3f}": (np.array(m_rgb["video"]["confusion_matrix"]), names),
+    plots.plot_confusion({f"RGB  top-1 {m_rgb['video']['top1']:.3f}": (np.array(m_rgb["video"]["confusion_matrix"]), names),
                             f"RGBF top-1 {m_rgbf['video']['top1']:.3f}": (np.array(m_rgbf["video"]["confusion_matrix"]), names),
                             f"RGB+RGBF top-1 {m_rgbf['fused']['top1']:.3f}": (np.array(m_rgbf["fused"]["confusion_matrix"]), names)},
                            out / "confusion.png")
@@ -256,7 +256,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
         "figures": figures,
         "commands": run.commands,
     }
-    report.write_report(out, summary)
+    markdown.write_report(out, summary)
     return summary
 
 

@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from jobs import trainlib as tl
-from jobs.evalmetrics import aggregate, classification_report, fuse_scores, plot_confusion
-from jobs.train import resolve_device
+from jobs.training import checkpoints, prediction
+from jobs.report.plots import plot_confusion
+from jobs.training.metrics import classification_report
+from jobs.training.prediction import aggregate, fuse_scores
+from jobs.training.recipe import resolve_device
 from manifests.shards import load_shards
-from pipeline.dataset import ClipDataset
+from manifests.dataset import ClipDataset
 
 
 @dataclasses.dataclass
@@ -53,7 +55,7 @@ def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, split: 
                         num_workers: int = 2, max_videos: int = 0, device: str = "auto",
                         features: bool = False) -> Evaluation:
     """Run the test protocol of one checkpoint on the test videos of ``split`` (default: its training split)."""
-    ckpt = tl.load_checkpoint(checkpoint)
+    ckpt = checkpoints.load_checkpoint(checkpoint)
     d = ckpt["config"]["data"]
     split, stream = split or d["split"], stream or d["stream"]
     ds = ClipDataset(manifest, split, "test", stream, mode="test", clip_len=d["clip_len"], crop=d["crop"],
@@ -62,9 +64,9 @@ def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, split: 
         raise ValueError(f"{checkpoint}: trained on {len(ckpt['labels'])} classes that differ from the "
                          f"{len(ds.labels)} classes of {manifest}")
     dev = resolve_device(device)
-    model = tl.model_from_checkpoint(ckpt).to(dev)
+    model = checkpoints.model_from_checkpoint(ckpt).to(dev)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda")
-    clip_scores, clip_video, feats = tl.predict(model, loader, dev, ckpt.get("loss", "ce"), features=features)
+    clip_scores, clip_video, feats = prediction.predict(model, loader, dev, ckpt.get("loss", "ce"), features=features)
     n = len(ds.records)
     return Evaluation(
         checkpoint=str(checkpoint), stream=stream, split=split, labels=ds.labels, multilabel=ds.multilabel,
@@ -95,8 +97,8 @@ def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse
                "stream": ev.stream, "split": ev.split, "protocol": protocol, **report(ev)}
     np.savez(out / "scores.npz", video_ids=np.array(ev.video_ids), scores=ev.scores,
              labels=_multi_hot(ev.targets, len(ev.labels)), class_names=np.array(ev.labels))
-    plot_confusion(np.array(metrics["video"]["confusion_matrix"]), ev.labels, out / "confusion.png",
-                   f"{Path(ev.checkpoint).name} ({ev.stream}) video top-1 {metrics['video']['top1']:.3f}")
+    title = f"{Path(ev.checkpoint).name} ({ev.stream}) video top-1 {metrics['video']['top1']:.3f}"
+    plot_confusion({title: (np.array(metrics["video"]["confusion_matrix"]), ev.labels)}, out / "confusion.png")
     if fuse is not None:
         if fuse.labels != ev.labels:
             raise ValueError(f"--fuse {fuse.checkpoint}: its classes differ from {ev.checkpoint}'s")
@@ -112,8 +114,8 @@ def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse
                  labels=_multi_hot(fuse.targets, len(fuse.labels)), class_names=np.array(fuse.labels))
         np.savez(out / "scores_fused.npz", video_ids=np.array(ids), scores=scores,
                  labels=_multi_hot(targets, len(ev.labels)), class_names=np.array(ev.labels))
-        plot_confusion(np.array(rep["confusion_matrix"]), ev.labels, out / "confusion_fused.png",
-                       f"fused {ev.stream}+{fuse.stream} video top-1 {rep['top1']:.3f}")
+        title = f"fused {ev.stream}+{fuse.stream} video top-1 {rep['top1']:.3f}"
+        plot_confusion({title: (np.array(rep["confusion_matrix"]), ev.labels)}, out / "confusion_fused.png")
     if ev.features is not None:
         np.savez(out / "features.npz", video_ids=np.array(ev.video_ids), features=ev.features.astype(np.float32),
                  labels=_multi_hot(ev.targets, len(ev.labels)), class_names=np.array(ev.labels))

@@ -29,11 +29,11 @@ from manifests.source import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
 from pipeline.flow import BroxParams
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
-from jobs.extract_shard import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
+from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
 
 CODE_VERSION = "extract-1"  # bump when the output changes in a way the source files below do not show
 CODE_FILES = ("pipeline/decode.py", "pipeline/flow.py", "pipeline/flowimage.py", "pipeline/rgbf.py",
-              "pipeline/storage.py", "jobs/extract_shard.py")
+              "pipeline/storage.py", "manifests/extraction.py")
 REPO = Path(__file__).resolve().parents[1]
 MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash or a transient I/O error
 

@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import synth
-from pipeline.encode import FOURCC, write_video
+from jobs.demokit import synth
+from jobs.demokit.encode import FOURCC, write_video
 
 NUM_SPLITS = 3
 

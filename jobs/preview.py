@@ -3,7 +3,7 @@
     python -m jobs.preview --manifest data/shards/LATEST --video v_MoveRight_g01_c01 --out runs/preview
     make preview VIDEO=v_MoveRight_g01_c01
 
-Writes <out>/<video_id>.png (the panel of jobs.report.stream_panel) and prints its path. Without --video,
+Writes <out>/<video_id>.png (the panel of jobs.plots.stream_panel) and prints its path. Without --video,
 or with an unknown id, it lists some video ids of the dataset and exits with status 2.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs import report
+from jobs.report import plots
 from manifests.shards import load_shards
 from pipeline.storage import ShardReader
 
@@ -27,7 +27,7 @@ def preview(manifest: str | Path, video_id: str, out: str | Path, frames: int = 
     rec = by_id[video_id]
     with ShardReader(rec.shard_path) as reader:
         title = f"{video_id} — {', '.join(rec.label_names)}"
-        return report.stream_panel(reader, rec.group, Path(out) / f"{video_id}.png", n=frames, title=title)
+        return plots.stream_panel(reader, rec.group, Path(out) / f"{video_id}.png", n=frames, title=title)
 
 
 def main(argv: list[str] | None = None) -> int:

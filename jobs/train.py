@@ -27,10 +27,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import models
-from jobs import trainlib as tl
-from jobs.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config, to_dict
-from jobs.evalmetrics import aggregate, classification_report, plot_curves
-from pipeline.dataset import ClipDataset
+from jobs.training import checkpoints, prediction, recipe
+from jobs.training.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config, to_dict
+from jobs.report.plots import plot_curves
+from jobs.training.metrics import classification_report
+from jobs.training.prediction import aggregate
+from manifests.dataset import ClipDataset
 
 
 def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None]:
@@ -89,7 +91,7 @@ def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: st
     items = Subset(val_ds, range(rank, len(val_ds), world))
     loader = DataLoader(items, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                         generator=torch.Generator().manual_seed(0))
-    scores, videos, _ = tl.predict(model, loader, device, loss_kind)
+    scores, videos, _ = prediction.predict(model, loader, device, loss_kind)
     if world > 1:
         parts = [None] * world
         torch.distributed.all_gather_object(parts, (scores, videos))
@@ -108,7 +110,7 @@ def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: st
 
 def write_epoch(out: Path, payload: dict, is_best: bool, plot: bool) -> None:
     """last.pt (atomic), best.pt when ``is_best``, metrics.json, and curves.png when ``plot``."""
-    tl.save_checkpoint(out / "last.pt", payload)
+    checkpoints.save_checkpoint(out / "last.pt", payload)
     if is_best:
         shutil.copyfile(out / "last.pt", out / "best.pt")
     best = payload["best_metric"]
@@ -133,32 +135,32 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
     out = Path(cfg.out_dir)
     main = rank == 0
     say = log if main else (lambda msg: None)
-    tl.seed_everything(cfg.seed + rank, cfg.deterministic)  # rank: distinct dropout masks per worker
+    recipe.seed_everything(cfg.seed + rank, cfg.deterministic)  # rank: distinct dropout masks per worker
     if world > 1:
         import ray.train.torch
         device = ray.train.torch.get_device()
     else:
         device = resolve_device(cfg.device)
     train_ds, val_ds = make_datasets(cfg)
-    loss_kind, loss_fn = tl.make_loss(cfg.loss, train_ds.multilabel)
-    overrides = tl.model_overrides(cfg.model.name, cfg.model.overrides, cfg.data.clip_len, cfg.data.crop)
+    loss_kind, loss_fn = recipe.make_loss(cfg.loss, train_ds.multilabel)
+    overrides = checkpoints.model_overrides(cfg.model.name, cfg.model.overrides, cfg.data.clip_len, cfg.data.crop)
     model = models.build_model(cfg.model.name, num_classes=train_ds.num_classes, **overrides)
     ckpt_path = resume_path(cfg, resume)
     if cfg.init_from and ckpt_path is None:
-        say(tl.init_from(model, cfg.init_from, cfg.model.name, train_ds.num_classes))
+        say(checkpoints.init_from(model, cfg.init_from, cfg.model.name, train_ds.num_classes))
     model.to(device)
-    optimizer = torch.optim.SGD(tl.param_groups(model, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
+    optimizer = torch.optim.SGD(recipe.param_groups(model, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
                                 lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     start, history, best = 0, [], float("-inf")
     if ckpt_path is not None:
-        ckpt = tl.load_checkpoint(ckpt_path)
+        ckpt = checkpoints.load_checkpoint(ckpt_path)
         diff = _config_diff(ckpt["config"], to_dict(cfg))
         if diff:
             say(f"warning: resuming {ckpt_path} with a changed config: {'; '.join(diff)}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_metric"]
-        tl.set_rng_state(ckpt["rng"])
+        recipe.set_rng_state(ckpt["rng"])
         say(f"resumed from {ckpt_path} at epoch {start}")
     if world > 1:
         import ray.train.torch
@@ -169,7 +171,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         other_best = ckpt_path.parent / "best.pt" if ckpt_path is not None else None
         if other_best is not None and other_best.is_file() and not (out / "best.pt").exists():
             shutil.copyfile(other_best, out / "best.pt")  # resumed from another directory: keep its best
-    say(f"{cfg.model.name} {tl.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
+    say(f"{cfg.model.name} {checkpoints.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
         f"{len(train_ds)} train videos, {len(val_ds.records) if val_ds else 0} val videos, device {device}, "
         f"world {world}")
     if start >= cfg.optim.epochs:
@@ -177,14 +179,14 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         return history[-1] if history else {}
 
     for epoch in range(start, cfg.optim.epochs):
-        lr = tl.lr_at(epoch, cfg.optim.lr, cfg.optim.lr_step, cfg.optim.lr_gamma)
-        tl.set_lr(optimizer, lr)
+        lr = recipe.lr_at(epoch, cfg.optim.lr, cfg.optim.lr_step, cfg.optim.lr_gamma)
+        recipe.set_lr(optimizer, lr)
         train_ds.set_epoch(epoch)
-        order = tl.epoch_indices(len(train_ds), epoch, cfg.seed, cfg.data.max_clips_per_epoch, rank, world)
+        order = recipe.epoch_indices(len(train_ds), epoch, cfg.seed, cfg.data.max_clips_per_epoch, rank, world)
         loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=order,
                             num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-        s = tl.train_one_epoch(model, loader, optimizer, loss_fn, device, epoch, say, cfg.log_every)
+        s = recipe.train_one_epoch(model, loader, optimizer, loss_fn, device, epoch, say, cfg.log_every)
         loss_sum, correct, seen = _all_reduce([s["loss_sum"], s["correct"], s["seen"]], world, device)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
                   "train_clips": int(seen)}
@@ -198,9 +200,9 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         best = metric if improved else best
         if main:
             write_epoch(out, {
-                "model": tl.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1, "rng": tl.rng_state(), "model_name": cfg.model.name,
-                "model_overrides": overrides, "spec": tl.spec_dict(model), "num_classes": train_ds.num_classes,
+                "model": checkpoints.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1, "rng": recipe.rng_state(), "model_name": cfg.model.name,
+                "model_overrides": overrides, "spec": checkpoints.spec_dict(model), "num_classes": train_ds.num_classes,
                 "labels": train_ds.labels, "multilabel": train_ds.multilabel, "loss": loss_kind,
                 "config": to_dict(cfg), "history": history, "best_metric": best,
             }, is_best=improved or val_ds is None, plot=last_epoch or (epoch + 1) % 5 == 0)
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     resume = "never" if args.no_resume else (args.resume or "auto")
     try:
         train(cfg, resume)
-    except tl.NonFiniteLoss as e:
+    except recipe.NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     return 0

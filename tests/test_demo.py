@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import report
-from pipeline import flowimage, rgbf, synth
+from jobs.report import markdown, plots
+from jobs.demokit import synth
+from pipeline import flowimage, rgbf
 from pipeline.storage import ShardReader, ShardWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,9 +77,9 @@ def test_stream_panel_reads_a_shard(tmp_path):
     with ShardWriter(tmp_path / "s.h5") as w:
         w.add("v", {"rgb": rgb, "flow": flowimage.flow_to_image(flow), "rgbf": rgbf.make_rgbf(rgb[:-1], flow)})
     with ShardReader(tmp_path / "s.h5") as r:
-        rows = report.panel_frames(r, "v", n=3)
-        assert [rows[k].shape for k in report.ROWS] == [(3, 32, 40, 3)] * 4
-        path = report.stream_panel(r, "v", tmp_path / "panel.png", n=3)
+        rows = plots.panel_frames(r, "v", n=3)
+        assert [rows[k].shape for k in plots.ROWS] == [(3, 32, 40, 3)] * 4
+        path = plots.stream_panel(r, "v", tmp_path / "panel.png", n=3)
     assert path.stat().st_size > 0
     # the colour row encodes the downward flow inside the square and none outside it
     col = rows["Flow (colour)"][0]
@@ -88,7 +89,7 @@ def test_stream_panel_reads_a_shard(tmp_path):
 
 
 def test_colour_wheel_matches_flow_to_color():
-    wheel = report.colour_wheel(41)
+    wheel = plots.colour_wheel(41)
     right = flowimage.flow_to_color(np.array([[[20.0, 0.0]]], np.float32), max_flow=20.0)[0, 0]
     assert np.abs(wheel[20, 40].astype(int) - right).max() <= 1
     assert (wheel[0, 0] == 255).all() and (wheel[20, 20] == 255).all()  # outside the disc / zero flow
@@ -99,5 +100,5 @@ def test_markdown_lists_results_and_figures():
                                                        "mean_class_accuracy": 0.9, "n": 20}],
          "timings": {"extract": 1.5}, "settings": {"a": 1}, "figures": {"Curves": "curves.png"},
          "commands": [["python", "-m", "jobs.extract"]]}
-    md = report.markdown(s)
+    md = markdown.markdown(s)
     assert "| m | RGBF | 95.0% | 90.0% | 20 |" in md and "![Curves](curves.png)" in md

@@ -1,4 +1,4 @@
-"""Evaluation metrics on known scores (jobs.evalmetrics) and the jobs.evaluate protocol on tiny shards."""
+"""Evaluation metrics on known scores (jobs.training.metrics) and the jobs.evaluate protocol on tiny shards."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from jobs import evaluate as ev_mod
-from jobs import evalmetrics as em
+from jobs.training import metrics as em, prediction
 from jobs import train as train_mod
-from jobs.config import load_config
-from jobs.trainlib_synth import synthetic_shards
+from jobs.training.config import load_config
+from fixtures import synthetic_shards
 
 
 def test_topk_confusion_and_per_class_on_known_scores():
@@ -32,18 +32,18 @@ def test_topk_confusion_and_per_class_on_known_scores():
 
 def test_aggregate_map_and_fusion():
     clip = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8], [0.4, 0.6]])
-    np.testing.assert_allclose(em.aggregate(clip, np.array([0, 0, 1, 1]), 2), [[0.5, 0.5], [0.3, 0.7]])
+    np.testing.assert_allclose(prediction.aggregate(clip, np.array([0, 0, 1, 1]), 2), [[0.5, 0.5], [0.3, 0.7]])
     with pytest.raises(ValueError, match="groups without scores"):
-        em.aggregate(clip, np.array([0, 0, 2, 2]), 3)
+        prediction.aggregate(clip, np.array([0, 0, 2, 2]), 3)
     # AP: positives ranked 1st and 3rd -> (1/1 + 2/3) / 2
     assert em.average_precision(np.array([0.9, 0.8, 0.7, 0.1]), np.array([1, 0, 1, 0], bool)) == pytest.approx(5 / 6)
     assert em.mean_average_precision(np.array([[0.9, 0.1], [0.2, 0.8]]), [(0,), (1,)]) == 1.0
-    fused = em.fuse_scores({"a": np.array([0.9, 0.1]), "b": np.array([0.2, 0.8]), "x": np.array([1.0, 0.0])},
+    fused = prediction.fuse_scores({"a": np.array([0.9, 0.1]), "b": np.array([0.2, 0.8]), "x": np.array([1.0, 0.0])},
                            {"a": np.array([0.3, 0.7]), "b": np.array([0.4, 0.6])})
     assert sorted(fused) == ["a", "b"]
     np.testing.assert_allclose(fused["a"], [0.6, 0.4])
     with pytest.raises(ValueError, match="share no video"):
-        em.fuse_scores({"a": np.zeros(2)}, {"b": np.zeros(2)})
+        prediction.fuse_scores({"a": np.zeros(2)}, {"b": np.zeros(2)})
 
 
 @pytest.fixture(scope="module")

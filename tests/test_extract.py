@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.extract_shard import ExtractConfig, ShardPlan, VideoTask, build_shard
+from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from manifests.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
 from manifests.shards import load_shards
 from manifests.versioning import VersionMeta, content_id, file_digest, publish, utc_now

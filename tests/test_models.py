@@ -177,7 +177,7 @@ def test_summary_cli(capsys):
 
 
 def test_bench_models_smoke(tmp_path):
-    from jobs.bench_models import main as bench_main, resolve_models
+    from jobs.bench.models import main as bench_main, resolve_models
     assert resolve_models("b5-asyConv3,table4")[:2] == ["c3d-b5", "b5-asyConv3"]
     assert len(resolve_models("table2")) == 16
     out = tmp_path / "models.md"

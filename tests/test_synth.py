@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jobs import make_demo_data
-from pipeline import synth
+from jobs.demokit import synth
 
 SIZE = (48, 64)
 
@@ -189,7 +189,7 @@ def test_cli_writes_dataset(tmp_path):
 
 def test_write_video_round_trip_and_errors(tmp_path):
     from pipeline.decode import decode_video
-    from pipeline.encode import write_video
+    from jobs.demokit.encode import write_video
 
     frames = synth.render_video("MoveUp", frames=6, size=(32, 48))
     for ext in (".mp4", ".avi"):

@@ -1,4 +1,4 @@
-"""Training recipes and loop (jobs.config, jobs.trainlib, jobs.train) on tiny synthetic shards."""
+"""Training recipes and loop (jobs.training, jobs.train) on tiny synthetic shards."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +8,9 @@ import torch
 
 import models
 from jobs import train as train_mod
-from jobs import trainlib as tl
-from jobs.config import ConfigError, load_config, save_config
-from jobs.trainlib_synth import synthetic_shards
+from jobs.training import checkpoints, recipe
+from jobs.training.config import ConfigError, load_config, save_config
+from fixtures import synthetic_shards
 
 TINY = ["model.name=c3d-b8", "model.overrides={width: 0.0625}", "data.clip_len=4", "data.crop=16",
         "optim.batch_size=3", "data.num_workers=0", "eval.num_clips=2", "eval.batch_size=4", "eval.every=1",
@@ -29,12 +29,12 @@ def tiny_cfg(shards, out, *extra, config="jobs/configs/pretrain.yaml"):
 
 def test_step_schedules_of_the_paper():
     pre = load_config("jobs/configs/pretrain.yaml").optim
-    lrs = [tl.lr_at(e, pre.lr, pre.lr_step, pre.lr_gamma) for e in range(pre.epochs)]
+    lrs = [recipe.lr_at(e, pre.lr, pre.lr_step, pre.lr_gamma) for e in range(pre.epochs)]
     assert pre.epochs == 50 and pre.batch_size == 16 and pre.momentum == 0.9 and pre.weight_decay == 5e-4
     assert lrs[0] == lrs[14] == 1e-3
     assert lrs[15] == pytest.approx(2e-4) and lrs[30] == pytest.approx(4e-5) and lrs[49] == pytest.approx(8e-6)
     ft = load_config("jobs/configs/finetune.yaml").optim
-    lrs = [tl.lr_at(e, ft.lr, ft.lr_step, ft.lr_gamma) for e in range(ft.epochs)]
+    lrs = [recipe.lr_at(e, ft.lr, ft.lr_step, ft.lr_gamma) for e in range(ft.epochs)]
     assert ft.epochs == 20 and ft.head_lr_mult == 10
     assert lrs[7] == 1e-4 and lrs[8] == pytest.approx(1e-5) and lrs[19] == pytest.approx(1e-6)
 
@@ -58,18 +58,18 @@ def test_config_overrides_types_and_errors(tmp_path):
 
 
 def test_epoch_indices_permute_cut_and_shard():
-    a = tl.epoch_indices(10, 0, seed=1)
-    assert sorted(a) == list(range(10)) and a == tl.epoch_indices(10, 0, seed=1) != tl.epoch_indices(10, 1, seed=1)
-    assert tl.epoch_indices(10, 0, seed=1, max_items=4) == a[:4]
-    parts = [tl.epoch_indices(9, 3, seed=0, rank=r, world=2) for r in range(2)]
+    a = recipe.epoch_indices(10, 0, seed=1)
+    assert sorted(a) == list(range(10)) and a == recipe.epoch_indices(10, 0, seed=1) != recipe.epoch_indices(10, 1, seed=1)
+    assert recipe.epoch_indices(10, 0, seed=1, max_items=4) == a[:4]
+    parts = [recipe.epoch_indices(9, 3, seed=0, rank=r, world=2) for r in range(2)]
     assert len(parts[0]) == len(parts[1]) == 5 and set(parts[0]) | set(parts[1]) == set(range(9))
 
 
 def test_loss_choice():
     logits, target = torch.zeros(2, 3), torch.tensor([[1.0, 0, 0], [0, 1, 1]])
-    kind, loss = tl.make_loss("auto", multilabel=True)
+    kind, loss = recipe.make_loss("auto", multilabel=True)
     assert kind == "bce" and loss(logits, target).item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
-    kind, loss = tl.make_loss("auto", multilabel=False)
+    kind, loss = recipe.make_loss("auto", multilabel=False)
     assert kind == "ce" and loss(logits[:1], target[:1]).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
 
 
@@ -119,15 +119,15 @@ def test_finetune_replaces_head_with_10x_lr(first_epoch, tmp_path):
     # target dataset with 2 classes -> classifier replaced, body initialised from the pretrained weights
     target = synthetic_shards(tmp_path / "target", num_videos=6, num_classes=2, frames=6)
     model = models.build_model("c3d-b8", num_classes=2, width=0.0625, frames=4, size=16)
-    msg = tl.init_from(model, first_epoch, "c3d-b8", 2)
+    msg = checkpoints.init_from(model, first_epoch, "c3d-b8", 2)
     assert "classifier replaced (3 -> 2" in msg and model.classifier.out_features == 2
     sd = model.state_dict()
     for k, v in pre_ckpt["model"].items():
         if not k.startswith("classifier."):
             assert torch.equal(sd[k], v), k
-    groups = tl.param_groups(model, 5e-4, 10.0)
+    groups = recipe.param_groups(model, 5e-4, 10.0)
     opt = torch.optim.SGD(groups, lr=1e-4, momentum=0.9)
-    tl.set_lr(opt, 1e-4)
+    recipe.set_lr(opt, 1e-4)
     assert [g["lr"] for g in opt.param_groups] == [1e-4, pytest.approx(1e-3)]
     assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in model.classifier.parameters()}
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
@@ -141,14 +141,14 @@ def test_finetune_replaces_head_with_10x_lr(first_epoch, tmp_path):
     assert ck["num_classes"] == 2 and ck["model"]["classifier.weight"].shape[0] == 2
     assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == [1e-4, pytest.approx(1e-3)]
     with pytest.raises(ValueError, match="holds model 'c3d-b8'"):
-        tl.init_from(models.build_model("c3d-b5", 2, width=0.0625, frames=8, size=32),
+        checkpoints.init_from(models.build_model("c3d-b5", 2, width=0.0625, frames=8, size=32),
                      first_epoch, "c3d-b5", 2)
 
 
 def test_nan_loss_stops_with_clear_message(shards, tmp_path, monkeypatch, capsys):
     def nan_loss(kind, multilabel):
         return "ce", lambda logits, target: logits.sum() * float("nan")
-    monkeypatch.setattr(tl, "make_loss", nan_loss)
+    monkeypatch.setattr(recipe, "make_loss", nan_loss)
     rc = train_mod.main(["--config", "jobs/configs/pretrain.yaml", f"data.manifest={shards}",
                          f"out_dir={tmp_path / 'nan'}", *TINY])
     assert rc == 3

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from jobs import train as train_mod
-from jobs.config import load_config
-from jobs.trainlib_synth import synthetic_shards
+from jobs.training.config import load_config
+from fixtures import synthetic_shards
 
 ray = pytest.importorskip("ray")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.encode import write_video  # noqa: F401  (re-exported for the tests)
+from jobs.demokit.encode import write_video  # noqa: F401  (re-exported for the tests)
 
 
 def moving_square(n: int, h: int = 64, w: int = 80, *, step: tuple[int, int] = (2, 1), size: int = 16,

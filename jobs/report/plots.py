@@ -1,16 +1,14 @@
-"""Report figures and the Markdown report of a demo run (PNG files + report.md + summary.json).
+"""Every figure the project draws (PNG files), in one place.
 
-    stream_panel(reader, group)        -> uint8 image: rows RGB / Flow / RGBF (paper Figure 5) + flow colours
-    colour_wheel(size)                 -> uint8 image: the flow colour key (pipeline.flowimage.flow_to_color)
-    plot_curves({run: history}, path)  training loss and accuracy of several runs on shared axes
-    plot_confusions({name: (cm, names)}, path)
-    write_report(out_dir, summary)     report.md that links the PNGs written beside it
+    stream_panel(reader, group, path)   rows RGB / Flow / RGBF (paper Figure 5) + flow colours, one column per frame
+    colour_wheel(size)                  -> uint8 image: the flow colour key (pipeline.flowimage.flow_to_color)
+    plot_curves(histories, path)        training loss, accuracies and learning rate of one or several runs
+    plot_confusion(matrices, path)      row-normalised confusion matrices side by side
 
 Panels read the extracted shards through `pipeline.storage.ShardReader`, so they show what training sees.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -100,82 +98,72 @@ def save_colour_wheel(path: str | Path, size: int = 151) -> Path:
     return Path(path)
 
 
-def plot_curves(histories: Mapping[str, Sequence[Mapping]], path: str | Path) -> Path:
-    """Train loss and accuracies per epoch for several runs ({run name: per-epoch records})."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+def plot_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], path: str | Path) -> Path:
+    """Per-epoch training loss, accuracies and learning rate of one run (a list of per-epoch records) or of
+    several runs ({run name: records}) on shared axes. Validation accuracy (``val_video_top1``) is drawn
+    dashed; test accuracy (``test_video_top1``, monitoring only) dotted, when the records hold it."""
+    if not isinstance(histories, Mapping):
+        histories = {"": histories}
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, hist in histories.items():
+        prefix = f"{name} " if name else ""
         ep = [h["epoch"] for h in hist]
-        line, = ax_loss.plot(ep, [h["train_loss"] for h in hist], marker=".", label=name)
-        ax_acc.plot(ep, [h["train_top1"] for h in hist], marker=".", color=line.get_color(),
-                    label=f"{name} train clip top-1")
-        val = [(h["epoch"], h["val_video_top1"]) for h in hist if h.get("val_video_top1") is not None]
-        if val:
-            ax_acc.plot(*zip(*val), ls="--", marker="s", ms=3, color=line.get_color(),
-                        label=f"{name} test video top-1")
+        line, = ax_loss.plot(ep, [h["train_loss"] for h in hist], marker=".", label=name or "train")
+        colour = line.get_color()
+        ax_acc.plot(ep, [h["train_top1"] for h in hist], marker=".", color=colour, label=f"{prefix}train clip top-1")
+        for key, style, label in (("val_video_top1", "--", "val video top-1"),
+                                  ("test_video_top1", ":", "test video top-1 (monitoring)")):
+            pts = [(h["epoch"], h[key]) for h in hist if h.get(key) is not None]
+            if pts:
+                ax_acc.plot(*zip(*pts), ls=style, marker="s", ms=3, color=colour, label=prefix + label)
+        if all("lr" in h for h in hist):
+            ax_lr.plot(ep, [h["lr"] for h in hist], marker=".", color=colour, label=name or "lr")
     ax_loss.set_title("training loss")
+    ax_loss.set_ylabel("loss")
     ax_acc.set_title("accuracy")
+    ax_acc.set_ylabel("top-1")
     ax_acc.set_ylim(0, 1.02)
-    for ax in (ax_loss, ax_acc):
+    ax_lr.set_title("learning rate")
+    ax_lr.set_yscale("log")
+    for ax in (ax_loss, ax_acc, ax_lr):
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
 
 
-def plot_confusions(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], path: str | Path) -> Path:
-    """Row-normalised confusion matrices side by side ({title: (cm (K, K), class names)})."""
-    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 5), squeeze=False)
+def plot_confusion(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], path: str | Path) -> Path:
+    """Row-normalised confusion matrices side by side ({title: (cm (K, K) counts, class names)}).
+
+    Class names are shown up to 60 classes, counts inside the cells up to 30."""
+    n = len(matrices)
+    k_max = max(len(names) for _, names in matrices.values())
+    side = min(5.0 + 0.12 * k_max, 24.0)
+    fig, axes = plt.subplots(1, n, figsize=(side * n + 0.8, side), squeeze=False)
     for ax, (title, (cm, names)) in zip(axes[0], matrices.items()):
         cm = np.asarray(cm, dtype=np.float64)
         rows = cm.sum(1, keepdims=True)
         norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         k = len(names)
-        ax.set_xticks(range(k), labels=names, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), labels=names, fontsize=7)
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title, fontsize=9)
+        if k <= 60:
+            fs = 7 if k <= 30 else 5
+            ax.set_xticks(range(k), labels=names, rotation=90, fontsize=fs)
+            ax.set_yticks(range(k), labels=names, fontsize=fs)
+        if k <= 30:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                                color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title or "confusion matrix (row-normalised)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def markdown(summary: Mapping) -> str:
-    """report.md text from the demo summary (see jobs.demo.summarize for its keys)."""
-    s = summary
-    lines = [f"# Demo report — {s['title']}", "", s["description"], ""]
-    lines += ["## Results (test split, video level)", "",
-              "| model | input | top-1 | mean class acc. | test videos |", "|---|---|---|---|---|"]
-    for row in s["results"]:
-        lines.append(f"| {row['model']} | {row['stream']} | {_pct(row['top1'])} | "
-                     f"{_pct(row.get('mean_class_accuracy'))} | {row['n']} |")
-    lines += ["", "## Timings", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in s["timings"].items()]
-    lines += ["", "## Settings", "", "```json", json.dumps(s["settings"], indent=2), "```", ""]
-    for title, rel in s["figures"].items():
-        lines += [f"## {title}", "", f"![{title}]({rel})", ""]
-    lines += ["## Commands run", "", "```"] + [" ".join(c) for c in s["commands"]] + ["```", ""]
-    return "\n".join(lines)
-
-
-def write_report(out_dir: str | Path, summary: Mapping) -> Path:
-    """Write report.md and summary.json into out_dir (figures are expected there already)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    path = out_dir / "report.md"
-    path.write_text(markdown(summary))
-    return path

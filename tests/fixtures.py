@@ -1,4 +1,4 @@
-"""Synthetic shard datasets for the training tests and the training benchmark.
+"""Synthetic shard datasets for the tests (the moving-square frames come from jobs.demokit.shards).
 
 Frames are made so that a network can learn the class (a bright square moving in a class-specific
 direction over noise), or, with ``coords=True``, so that every pixel tells where it came from
@@ -11,36 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
+from jobs.demokit.shards import moving_frames
 from manifests.shards import VideoStreams, write_shard_dataset
-
-DIRECTIONS = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)]
 
 
 def coord_frames(n: int, h: int, w: int, video: int = 0) -> np.ndarray:
     """(n, h, w, 3) uint8 with pixel (t, y, x) = (y, x, t + 30 * video)."""
     t, y, x = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
     return np.stack([y, x, t + 30 * video], axis=-1).astype(np.uint8)
-
-
-def moving_frames(n: int, h: int, w: int, label: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, h, w, 3) uint8: a bright square moving in DIRECTIONS[label % 8] over a smooth random texture
-    with mild per-frame noise (natural-image-like, so JPEG sizes and decode times are realistic)."""
-    bg = cv2.GaussianBlur(rng.integers(0, 256, size=(h, w, 3)).astype(np.float32), (0, 0), 3)
-    bg = cv2.normalize(bg, None, 20, 160, cv2.NORM_MINMAX)  # (h, w, 3) float32
-    noise = rng.integers(-3, 4, size=(n, h, w, 3), dtype=np.int16)
-    frames = np.clip(bg.astype(np.int16)[None] + noise, 0, 255).astype(np.uint8)
-    side = max(2, min(h, w) // 4)
-    dy, dx = DIRECTIONS[label % len(DIRECTIONS)]
-    y0, x0 = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
-    colour = np.array([230, 150 + 10 * (label % 8), 60], dtype=np.uint8)
-    for t in range(n):
-        y = (y0 + dy * t * max(1, side // 2)) % (h - side)
-        x = (x0 + dx * t * max(1, side // 2)) % (w - side)
-        frames[t, y:y + side, x:x + side] = colour
-    return frames
 
 
 def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int = 2, frames: int | Sequence[int] = 10,

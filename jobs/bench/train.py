@@ -1,13 +1,13 @@
-"""Training input pipeline and training-step speed: ``python -m jobs.bench_train --out docs/benchmarks/train.md``.
+"""Training input pipeline and training-step speed: ``python -m jobs.bench.train --out docs/benchmarks/train.md``.
 
 1. Loader: synthetic shard datasets (128x171 frames, the ``pipeline.storage`` default codec and lzf for
-   comparison, written by ``jobs.trainlib_synth``) read through ``ClipDataset`` (training mode: random
+   comparison, written by ``jobs.demokit.shards``) read through ``ClipDataset`` (training mode: random
    16-frame clip, random corner/centre 112x112 crop and flip, normalised (C, T, H, W) float) and a
    DataLoader (batch 16) at 0/1/2 worker processes. Reported: clips/s over ``--clips`` clips after one
    warm-up batch, the latency of that first batch (worker start-up included), clips per CPU-second, and
    the CPU time of one ``ClipDataset`` item without the DataLoader.
 2. Test items: one item = a clip in 10 crops (section 4.3 protocol), items/s with the most workers.
-3. Training: ``jobs.trainlib.train_one_epoch`` (forward, loss, backward, SGD) on loader batches
+3. Training: ``jobs.training.recipe.train_one_epoch`` (forward, loss, backward, SGD) on loader batches
    for a few models at full size (16x112x112); seconds per step after one warm-up step.
 Device: cuda when available (``--device``). The machine description goes into the Markdown.
 """
@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import models
-from jobs import trainlib as tl
-from jobs.train import resolve_device
-from jobs.trainlib_synth import synthetic_shards
-from pipeline.dataset import ClipDataset
+from jobs.training import recipe
+from jobs.training.recipe import resolve_device
+from jobs.demokit.shards import moving_square_shards
+from manifests.dataset import ClipDataset
 from pipeline.storage import DEFAULT_CODEC
 
 
@@ -60,7 +60,7 @@ def machine(device: torch.device) -> list[str]:
 def loader_rate(ds: ClipDataset, workers: int, batch: int, clips: int) -> tuple[float, float, float]:
     """(first-batch seconds, clips/s over the next ``clips`` clips, clips per CPU-second of this process
     and its workers over the whole run) for one DataLoader setting."""
-    order = (tl.epoch_indices(len(ds), 0, seed=0) * (1 + (clips + batch) // len(ds)))[:clips + batch]
+    order = (recipe.epoch_indices(len(ds), 0, seed=0) * (1 + (clips + batch) // len(ds)))[:clips + batch]
     loader = DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
     cpu0 = _cpu_seconds()
@@ -94,19 +94,19 @@ def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int
     """Seconds per training step of ``name`` (data from ``ds``), after one warm-up step."""
     torch.manual_seed(0)
     model = models.build_model(name, num_classes=ds.num_classes).to(device)
-    opt = torch.optim.SGD(tl.param_groups(model, 5e-4, 1.0), lr=1e-3, momentum=0.9)
-    tl.set_lr(opt, 1e-3)
-    _, loss_fn = tl.make_loss("ce", False)
+    opt = torch.optim.SGD(recipe.param_groups(model, 5e-4, 1.0), lr=1e-3, momentum=0.9)
+    recipe.set_lr(opt, 1e-3)
+    _, loss_fn = recipe.make_loss("ce", False)
 
     def loader(n_batches: int, epoch: int) -> DataLoader:
-        order = tl.epoch_indices(len(ds), epoch, seed=0)[:n_batches * batch]
+        order = recipe.epoch_indices(len(ds), epoch, seed=0)[:n_batches * batch]
         return DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, pin_memory=device.type == "cuda")
 
-    tl.train_one_epoch(model, loader(1, 0), opt, loss_fn, device, 0, log_every=0)  # warm-up
+    recipe.train_one_epoch(model, loader(1, 0), opt, loss_fn, device, 0, log_every=0)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    tl.train_one_epoch(model, loader(steps, 1), opt, loss_fn, device, 1, log_every=0)
+    recipe.train_one_epoch(model, loader(steps, 1), opt, loss_fn, device, 1, log_every=0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - t0) / steps
@@ -115,8 +115,8 @@ def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int
 def write_data(root: Path, videos: int, codec: str | None) -> tuple[Path, str]:
     """Synthetic shards (40 frames of 128x171 per video) with ``codec`` (None = storage default)."""
     t0 = time.perf_counter()
-    shards = synthetic_shards(root, num_videos=videos, num_classes=8, frames=40, height=128, width=171,
-                              test_every=videos + 1, shard_size=16, codec=codec)
+    shards = moving_square_shards(root, num_videos=videos, num_classes=8, frames=40, height=128, width=171,
+                                  shard_size=16, codec=codec)
     files = list((shards / "shards").glob("*.h5"))
     size = sum(p.stat().st_size for p in files) / 2**20
     name = f"{codec} (all streams)" if codec else f"default {DEFAULT_CODEC}"
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.workers.split(",")]
     codecs = [None if c == "default" else c for c in args.codecs.split(",")]
     lines = ["# Training input pipeline and step speed", "", "Machine:", *machine(device), "",
-             f"Command: `python -m jobs.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-             f"Data: {args.videos} synthetic videos (`jobs.trainlib_synth`, smooth texture + moving square) x 40 "
+             f"Command: `python -m jobs.bench.train {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"Data: {args.videos} synthetic videos (`jobs.demokit.shards`, smooth texture + moving square) x 40 "
              "frames of 128x171; training clips 16x112x112 (random start, corner/centre crop, flip, normalised "
              "float), DataLoader batch 16.", "",
              "## Loader (training mode, rgb stream)", "",

@@ -1,6 +1,6 @@
 """Training-step speed of the asymmetric variants against their baselines (the paper's Table 2 "s/iter").
 
-    python -m jobs.bench_models --out docs/benchmarks/models.md [--device cuda] [--models table2,table3]
+    python -m jobs.bench.models --out docs/benchmarks/models.md [--device cuda] [--models table2,table3]
 
 One step = forward + cross-entropy + backward + SGD (momentum 0.9, weight decay 5e-4, section 4.3) on a
 random clip batch (B, 3, T, S, S). All selected models (and their baselines) are built once, warmed up,
@@ -122,7 +122,7 @@ def report(names, times, a, device, elapsed) -> str:
     lines = [
         "# Model training-step benchmark",
         "",
-        f"Written by `python -m jobs.bench_models {' '.join(sys.argv[1:])}` on "
+        f"Written by `python -m jobs.bench.models {' '.join(sys.argv[1:])}` on "
         f"{datetime.datetime.now().isoformat(timespec='seconds')} ({elapsed:.0f} s).",
         "",
         f"- device: **{device.type}** — {machine(device)}",
