@@ -46,14 +46,6 @@ def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None]:
     return train_ds, val_ds
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but CUDA is not available")
-    return torch.device(name)
-
-
 def resume_path(cfg: TrainConfig, resume: str) -> Path | None:
     """``resume``: "auto" (out_dir/last.pt if present), "never", or a checkpoint path (must exist)."""
     last = Path(cfg.out_dir) / "last.pt"
@@ -140,7 +132,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         import ray.train.torch
         device = ray.train.torch.get_device()
     else:
-        device = resolve_device(cfg.device)
+        device = recipe.resolve_device(cfg.device)
     train_ds, val_ds = make_datasets(cfg)
     loss_kind, loss_fn = recipe.make_loss(cfg.loss, train_ds.multilabel)
     overrides = checkpoints.model_overrides(cfg.model.name, cfg.model.overrides, cfg.data.clip_len, cfg.data.crop)
