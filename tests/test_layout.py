@@ -23,7 +23,8 @@ ALLOWED = {
     "jobs": {"jobs", "manifests", "models", "pipeline"},
 }
 # jobs/ top level: one module per command-line stage; libraries live in subpackages
-CLI_STAGES = {"build_manifest", "extract", "train", "evaluate", "preview", "make_demo_data", "demo"}
+CLI_STAGES = {"build_manifest", "extract", "train", "evaluate", "preview", "make_demo_data", "demo", "export", "card",
+              "versions"}
 CLI_IMPORTERS = {"bench"}  # benchmarks may call a stage's functions; stages never import each other
 
 

@@ -1,0 +1,152 @@
+"""Export a shard dataset version to mmaction2's rawframes layout (frame folders + rawframe file lists).
+
+    python -m jobs.export --manifest SHARDS --format rawframes --out DIR [--split NAME] [--streams rgb,flow]
+        [--jpeg-quality Q] [--workers N] [--chunk K] [--address ADDR]
+
+Layout and list format: manifests/export.py and docs/export.md. Videos are exported by Ray tasks of
+``--chunk`` videos (grouped by shard file), at most ``workers + 1`` in flight; ``--workers 0`` or ``1``
+runs in-process without Ray. Each video folder appears atomically, so a rerun into the same DIR (same
+version and options) skips finished folders. Videos that failed extraction (failures.parquet) are not
+exported and are counted in the summary. Exit status: 0, 1 if some video could not be exported (rerun to
+retry), 2 on bad input (one line on stderr, nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from manifests.export import (ExportError, ExportOptions, check_options, export_chunk, prepare_dir, select,
+                              write_lists)
+from manifests.shards import load_shards
+
+TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live in jobs/
+
+
+def _chunks(records: list, size: int) -> list[list]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar) -> list[dict]:
+    results = []
+    for c in chunks:
+        res = export_chunk(c, str(out), opts.streams, opts.jpeg_quality)
+        results += res
+        bar.update(len(res))
+    return results
+
+
+def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, workers: int, address: str | None) -> list[dict]:
+    """One task per chunk, at most ``concurrency + 1`` in flight (ray.wait), results are small dicts."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:  # always a new local cluster of our own, never one another process left running
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        concurrency = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(**TASK_OPTIONS)(export_chunk)
+        pending: dict[Any, list] = {}
+        results: list[dict] = []
+        todo = iter(chunks)
+        more = True
+        while more or pending:
+            while more and len(pending) < concurrency + 1:
+                c = next(todo, None)
+                if c is None:
+                    more = False
+                    break
+                pending[task.remote(c, str(out), opts.streams, opts.jpeg_quality)] = c
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                c = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except ray.exceptions.RayError as e:  # worker lost after retries: count its videos as failed
+                    msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    res = [{"video_id": r.video_id, "files": 0, "error": msg} for r in c]
+                results += res
+                bar.update(len(res))
+        return results
+    finally:
+        ray.shutdown()
+
+
+def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int = 0, chunk: int = 16,
+           address: str | None = None, log=print) -> dict:
+    """Run the export; returns the summary dict. Raises ExportError on bad input (before any work)."""
+    t0 = time.time()
+    ds = load_shards(manifest)
+    opts = ExportOptions(version_id=ds.meta.version_id, **opts_kw)
+    check_options(ds, opts)
+    out = Path(out)
+    prepare_dir(out, opts)
+    for stale in out.glob(".tmp-*"):  # left by a killed run; never renamed into place
+        shutil.rmtree(stale, ignore_errors=True)
+    records = select(ds, opts.split)
+    todo = [r for r in records if not (out / r.video_id).is_dir()]
+    skipped = len(records) - len(todo)
+    bar = tqdm(total=len(records), initial=skipped, unit="video", desc="export", file=sys.stderr,
+               mininterval=1.0, dynamic_ncols=True)
+    chunks = _chunks(todo, max(1, chunk))
+    use_ray = bool(todo) and (address or workers > 1)
+    results = run_ray(chunks, out, opts, bar, workers, address) if use_ray else run_local(chunks, out, opts, bar)
+    bar.close()
+    errors = [r for r in results if r["error"]]
+    lists = write_lists(out, records, opts)
+    summary = {"version_id": ds.meta.version_id, "out": str(out), "exported": len(results) - len(errors),
+               "skipped_done": skipped, "errors": len(errors), "extraction_failures": len(ds.failures),
+               "files": sum(r["files"] for r in results), "lists": [p.name for p in lists],
+               "seconds": round(time.time() - t0, 2)}
+    for e in errors[:20]:
+        log(f"export: {e['video_id']}: {e['error']}")
+    log(f"export: {summary['exported']} videos exported, {skipped} done earlier, {len(errors)} failed, "
+        f"{len(ds.failures)} not extracted (failures.parquet, skipped), {summary['files']} files, "
+        f"{len(lists)} file lists, {summary['seconds']} s")
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--manifest", required=True, help="shard dataset version (dir, LATEST file or root)")
+    p.add_argument("--format", default="rawframes", help="output format (rawframes)")
+    p.add_argument("--out", required=True, type=Path, help="export directory (empty, or an earlier export)")
+    p.add_argument("--split", default=None, help="only videos in train/test of this split (default: all)")
+    p.add_argument("--streams", default="rgb,flow", help="comma-separated: rgb, flow")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95, as OpenCV)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="Ray tasks at a time (and CPUs of a local Ray); 0 or 1: in-process, no Ray")
+    p.add_argument("--chunk", type=int, default=16, help="videos per Ray task")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    streams = tuple(s.strip() for s in a.streams.split(",") if s.strip())
+    try:
+        summary = export(a.manifest, a.out, {"format": a.format, "streams": streams,
+                                             "jpeg_quality": a.jpeg_quality, "split": a.split},
+                         workers=a.workers, chunk=a.chunk, address=a.address, log=log)
+    except ExportError as e:
+        log(f"export: error: {e}")
+        return 2
+    except (FileNotFoundError, ValueError) as e:  # no such version, or not a shard version
+        log(f"export: error: --manifest: {e}")
+        return 2
+    print(summary["out"])
+    return 1 if summary["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

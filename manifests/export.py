@@ -1,0 +1,183 @@
+"""Export a shard dataset version to mmaction2's rawframes layout (no Ray here; jobs.export drives it).
+
+Layout written under ``out`` (the ``data_prefix`` of an mmaction2 ``RawframeDataset``)::
+
+    <out>/<video_id>/img_00001.jpg ...      RGB frames 1..n_rgb          (filename_tmpl "img_{:05}.jpg")
+    <out>/<video_id>/flow_x_00001.jpg ...   flow image channel 0 (x), frames 1..n_flow = n_rgb - 1
+    <out>/<video_id>/flow_y_00001.jpg ...   flow image channel 1 (y)     (filename_tmpl "{}_{:05d}.jpg")
+    <out>/<split>_<subset>_rawframes.txt    RGB file list:  "<video_id> <n_rgb> <label> [<label> ...]"
+    <out>/<split>_<subset>_rawframes_flow.txt  flow file list: "<video_id> <n_flow> <label> ..."
+    <out>/.asym3d-export.json               marker: shard version id and export options
+
+Numbering starts at 1 (mmaction2's ``start_index=1`` default, denseflow's names); flow_x/flow_y_k is the
+flow from RGB frame k to k+1. Flow planes are the shards' flow-image channels unchanged (x, y mapped from
+[-bound, bound] px to [0, 255], ``pipeline.flowimage``), as grayscale JPEGs like denseflow writes.
+Labels are the 0-based label ids of the version (``labels.parquet``); a multi-label video lists all its
+ids separated by spaces, as mmaction2's ``build_file_list.py`` writes them (``multi_class=True``).
+
+A video directory is written to ``<out>/.tmp-<video_id>-<random>/`` and renamed into place when complete,
+so an existing ``<out>/<video_id>/`` is always complete and a rerun skips it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from manifests.shards import ShardDataset, ShardRecord
+from pipeline.storage import ShardReader
+
+MARKER = ".asym3d-export.json"
+FORMATS = ("rawframes",)
+STREAMS = ("rgb", "flow")
+RGB_TMPL, FLOW_TMPL = "img_{:05d}.jpg", "{}_{:05d}.jpg"  # mmaction2 filename_tmpl for RGB / Flow
+SUBSETS = ("train", "test")
+
+
+class ExportError(ValueError):
+    """Bad export request (non-empty foreign directory, unknown split/stream/format); one-line message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    version_id: str
+    format: str = "rawframes"
+    streams: tuple[str, ...] = STREAMS
+    jpeg_quality: int = 95  # OpenCV's default, as in mmaction2 / denseflow frame folders
+    split: str | None = None  # only videos in train/test of this split (None: every extracted video)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
+
+
+def check_options(ds: ShardDataset, opts: ExportOptions) -> None:
+    """Raise ExportError naming the bad argument (before any work)."""
+    if opts.format not in FORMATS:
+        raise ExportError(f"--format: unknown format {opts.format!r} (known: {', '.join(FORMATS)})")
+    bad = [s for s in opts.streams if s not in STREAMS]
+    if bad or not opts.streams:
+        raise ExportError(f"--streams: unknown stream(s) {bad or opts.streams} (known: {', '.join(STREAMS)})")
+    if not 1 <= opts.jpeg_quality <= 100:
+        raise ExportError(f"--jpeg-quality: must be in 1..100, got {opts.jpeg_quality}")
+    known = sorted({s for r in ds.records for s in r.splits})
+    if opts.split is not None and opts.split not in known:
+        raise ExportError(f"--split: no split {opts.split!r} in {ds.root} (have {', '.join(known) or 'none'})")
+
+
+def prepare_dir(out: Path, opts: ExportOptions) -> None:
+    """Refuse a non-empty ``out`` that is not an export with the same options; write the marker."""
+    marker = out / MARKER
+    if marker.is_file():
+        try:
+            prev = json.loads(marker.read_text())
+        except (OSError, ValueError) as e:
+            raise ExportError(f"--out: {marker} is unreadable ({e})") from None
+        mine = json.loads(opts.to_json())
+        if prev != mine:
+            diff = ", ".join(f"{k}={prev.get(k)!r} (now {v!r})" for k, v in mine.items() if prev.get(k) != v)
+            raise ExportError(f"--out: {out} holds another export ({diff}); choose an empty directory")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"--out: {out} is not empty and not an export of version {opts.version_id}")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{MARKER}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(opts.to_json())
+    os.replace(tmp, marker)
+
+
+def select(ds: ShardDataset, split: str | None) -> list[ShardRecord]:
+    """Records to export, grouped by shard file (one open file per task), then by video id."""
+    recs = [r for r in ds.records if split is None or r.splits.get(split) in SUBSETS]
+    return sorted(recs, key=lambda r: (str(r.shard_path), r.video_id))
+
+
+def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
+    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+        raise OSError(f"{path}: OpenCV could not write the JPEG")
+
+
+def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequence[str], quality: int) -> int:
+    """Write one video's frame folder atomically; returns the number of files written (0 if it existed)."""
+    final = out / rec.video_id
+    if final.is_dir():
+        return 0
+    tmp = out / f".tmp-{rec.video_id}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        n = 0
+        if "rgb" in streams:
+            for k, frame in enumerate(reader.read(rec.group, "rgb"), start=1):  # (H, W, 3) RGB
+                _write_jpeg(tmp / RGB_TMPL.format(k), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), quality)
+                n += 1
+        if "flow" in streams:
+            for k, frame in enumerate(reader.read(rec.group, "flow"), start=1):  # (H, W, 3): x, y, |w|
+                _write_jpeg(tmp / FLOW_TMPL.format("flow_x", k), np.ascontiguousarray(frame[..., 0]), quality)
+                _write_jpeg(tmp / FLOW_TMPL.format("flow_y", k), np.ascontiguousarray(frame[..., 1]), quality)
+                n += 2
+        os.rename(tmp, final)
+        return n
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str], quality: int) -> list[dict]:
+    """Export videos (one Ray task's work); per-video errors are returned, not raised (bad-input policy:
+    an unreadable video is counted and left out of the file lists, the others go on)."""
+    out_p, results, readers = Path(out), [], {}
+    try:
+        for rec in records:
+            try:
+                reader = readers.setdefault(str(rec.shard_path), ShardReader(rec.shard_path))
+                files = export_video(reader, rec, out_p, streams, quality)
+                results.append({"video_id": rec.video_id, "files": files, "error": None})
+            except (OSError, KeyError, ValueError, IndexError) as e:
+                results.append({"video_id": rec.video_id, "files": 0, "error": f"{type(e).__name__}: {e}"})
+    finally:
+        for r in readers.values():
+            r.close()
+    return results
+
+
+def list_lines(records: Iterable[ShardRecord], stream: str) -> list[str]:
+    """mmaction2 rawframe annotation lines "<frame_dir> <total_frames> <label> [<label> ...]"."""
+    return [f"{r.video_id} {r.n_rgb if stream == 'rgb' else r.n_flow} {' '.join(str(i) for i in r.labels)}"
+            for r in sorted(records, key=lambda r: r.video_id)]
+
+
+def list_name(split: str, subset: str, stream: str) -> str:
+    return f"{split}_{subset}_rawframes{'' if stream == 'rgb' else '_flow'}.txt"
+
+
+def write_lists(out: Path, records: Sequence[ShardRecord], opts: ExportOptions) -> list[Path]:
+    """One file list per split, subset and exported stream, holding the videos whose folder exists."""
+    done = [r for r in records if (out / r.video_id).is_dir()]
+    splits = [opts.split] if opts.split else sorted({s for r in done for s in r.splits})
+    written = []
+    for split in splits:
+        for subset in SUBSETS:
+            part = [r for r in done if r.splits.get(split) == subset]
+            for stream in opts.streams:
+                path = out / list_name(split, subset, stream)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text("".join(line + "\n" for line in list_lines(part, stream)))
+                os.replace(tmp, path)
+                written.append(path)
+    return written
+
+
+def parse_list(path: str | os.PathLike) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Read an mmaction2 rawframe list back: [(frame_dir, total_frames, labels)]."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            parts = line.split()
+            out.append((parts[0], int(parts[1]), tuple(int(x) for x in parts[2:])))
+    return out

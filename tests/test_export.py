@@ -1,0 +1,116 @@
+"""jobs.export: mmaction2 rawframes folders and file lists, read back and checked against the shards."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fixtures import synthetic_shards
+from jobs import export as export_job
+from manifests.export import MARKER, list_name, parse_list
+from manifests.shards import load_shards
+from pipeline.storage import ShardReader
+
+
+def _read(path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    return synthetic_shards(root, num_videos=6, num_classes=3, frames=[5, 6, 7, 5, 6, 7], multilabel=True,
+                            height=24, width=32, test_every=3)
+
+
+def test_rawframes_round_trip(shards, tmp_path, capsys):
+    out = tmp_path / "rawframes"
+    rc = export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", "--jpeg-quality", "100"])
+    assert rc == 0
+    ds = load_shards(shards)
+    worst, rgb_err = {"rgb": 0, "flow": 0}, []
+    for rec in ds.records:
+        d = out / rec.video_id
+        imgs = sorted(d.glob("img_*.jpg"))
+        fx, fy = sorted(d.glob("flow_x_*.jpg")), sorted(d.glob("flow_y_*.jpg"))
+        assert [p.name for p in imgs] == [f"img_{k:05d}.jpg" for k in range(1, rec.n_rgb + 1)]  # from 1
+        assert len(fx) == len(fy) == rec.n_flow == rec.n_rgb - 1
+        with ShardReader(rec.shard_path) as r:
+            rgb, flow = r.read(rec.group, "rgb"), r.read(rec.group, "flow")
+        for k, p in enumerate(imgs):
+            got = cv2.cvtColor(_read(p), cv2.COLOR_BGR2RGB)
+            rgb_err.append(np.abs(got.astype(int) - rgb[k]))
+        for k, (px, py) in enumerate(zip(fx, fy)):
+            x, y = _read(px), _read(py)
+            assert x.ndim == 2 and x.shape == flow.shape[1:3]  # grayscale planes
+            err = max(np.abs(x.astype(int) - flow[k, ..., 0]).max(), np.abs(y.astype(int) - flow[k, ..., 1]).max())
+            worst["flow"] = max(worst["flow"], int(err))
+    # quality 100, measured on these noisy synthetic frames: flow planes (grayscale) max |error| 1-2 grey
+    # levels; RGB mean 1.1, 99th percentile 7, max ~30 (OpenCV's 4:2:0 chroma subsampling at sharp edges)
+    rgb_err = np.stack(rgb_err)
+    assert worst["flow"] <= 2 and rgb_err.mean() < 2 and np.percentile(rgb_err, 99) <= 10, worst
+    # file lists: one per split, subset and stream, mmaction2 rawframe format, multi-label ids
+    by_id = {r.video_id: r for r in ds.records}
+    for split in ("split1", "split2"):
+        for subset in ("train", "test"):
+            for stream in ("rgb", "flow"):
+                rows = parse_list(out / list_name(split, subset, stream))
+                want = sorted(v for v, r in by_id.items() if r.splits[split] == subset)
+                assert [v for v, _, _ in rows] == want
+                for v, n, labels in rows:
+                    assert n == (by_id[v].n_rgb if stream == "rgb" else by_id[v].n_flow)
+                    assert labels == by_id[v].labels
+    assert any(len(r.labels) > 1 for r in ds.records)  # multi-label lines were exercised
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["version_id"] == ds.meta.version_id
+    assert "6 videos exported" in capsys.readouterr().err
+
+
+def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
+    out = tmp_path / "rf"
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0",
+                            "--split", "split1", "--streams", "flow"]) == 0
+    victim = sorted(p for p in out.iterdir() if p.is_dir())[0]
+    for p in victim.iterdir():
+        p.unlink()
+    victim.rmdir()
+    (out / ".tmp-junk-1234").mkdir()  # a killed run's partial folder
+    capsys.readouterr()
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0",
+                            "--split", "split1", "--streams", "flow"]) == 0
+    err = capsys.readouterr().err
+    assert "1 videos exported, 5 done earlier" in err and not (out / ".tmp-junk-1234").exists()
+    assert sorted((out / victim.name).glob("flow_x_*"))  and not list((out / victim.name).glob("img_*"))
+    # same dir, other options: refused; a non-empty foreign dir: refused; bad split / stream / format
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("x")
+    cases = [(["--out", str(out), "--split", "split1"], "--out"),
+             (["--out", str(foreign)], "--out"),
+             (["--out", str(tmp_path / "a"), "--split", "nope"], "--split"),
+             (["--out", str(tmp_path / "b"), "--streams", "rgb,depth"], "--streams"),
+             (["--out", str(tmp_path / "c"), "--format", "videos"], "--format")]
+    for args, name in cases:
+        capsys.readouterr()
+        assert export_job.main(["--manifest", str(shards), "--workers", "0", *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], lines
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert export_job.main(["--manifest", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
+
+
+@pytest.mark.slow
+def test_export_on_ray(shards, tmp_path):
+    ray = pytest.importorskip("ray")  # noqa: F841
+    out = tmp_path / "ray"
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "2", "--chunk", "2"]) == 0
+    local = tmp_path / "local"
+    assert export_job.main(["--manifest", str(shards), "--out", str(local), "--workers", "0"]) == 0
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    for p in out.rglob("*.jpg"):
+        assert np.array_equal(_read(p), _read(local / p.relative_to(out)))
