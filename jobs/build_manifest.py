@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from jobs.report.card import write_card_safely
 from manifests.build import build
 from manifests.annotations import BuildError
 from manifests.datasets import BUILDERS
@@ -102,6 +103,7 @@ def build_main(argv: list[str]) -> str:
         def inspect(paths):
             return ray_inspect(paths, args.workers, args.address, args.chunk)
     vid, path = build(plan, args.videos, args.annotations, args.out, inspect)
+    write_card_safely(path)  # card.md + figures next to the version; a failure only warns
     meta = read_meta(path)
     print(f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, "
           f"parent {meta.parent}", file=sys.stderr)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.report.card import write_card_safely
 from manifests.shards import FailureRecord, ShardRecord, publish_shards
 from manifests.source import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
@@ -229,6 +230,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         shutil.rmtree(aside, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     log(f"extract: published {final} ({len(records)} videos, {len(source_failures) + len(failures)} failures)")
+    write_card_safely(final, log)  # card.md + figures next to the version; a failure only warns
     return RunSummary(vid, final, ok, failed, skipped, len(source_failures), secs, t_shards - t_init,
                       t_done - t_shards, sum(s["seconds"] for s in new), sum(s["cpu_s"] for s in new))
 

@@ -1,4 +1,5 @@
-"""Differences between two source manifest versions: videos added, removed and changed (by rel_path)."""
+"""Differences between two dataset versions: videos added, removed and changed (source manifests by
+rel_path, shard datasets by video id)."""
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,31 @@ def diff_sources(base: SourceManifest, other: SourceManifest) -> ManifestDiff:
     a = {r.rel_path: r for r in base.videos}
     b = {r.rel_path: r for r in other.videos}
     changed = {p: fields for p in sorted(a.keys() & b.keys()) if (fields := changed_fields(a[p], b[p]))}
+    return ManifestDiff(base.meta.version_id, other.meta.version_id, sorted(b.keys() - a.keys()),
+                        sorted(a.keys() - b.keys()), changed,
+                        [n for n in other.labels if n not in base.labels],
+                        [n for n in base.labels if n not in other.labels])
+
+
+SHARD_FIELDS = ("labels", "label_names", "splits", "n_rgb", "n_flow", "height", "width", "checksums",
+                "source_rel_path", "source_sha256")
+
+
+def diff_shards(base, other) -> ManifestDiff:
+    """Differences between two shard dataset versions (``manifests.shards.ShardDataset``), by video id.
+
+    ``changed`` names the record fields that differ (``checksums``: some stream's stored payload changed);
+    a video that failed in one version and was extracted in the other shows as added or removed, and its
+    failure appears as a ``failed`` change when both versions list it with different stages."""
+    a = {r.video_id: r for r in base.records}
+    b = {r.video_id: r for r in other.records}
+    changed = {v: fields for v in sorted(a.keys() & b.keys())
+               if (fields := [f for f in SHARD_FIELDS if getattr(a[v], f) != getattr(b[v], f)])}
+    fa = {f.video_id: f.stage for f in base.failures}
+    fb = {f.video_id: f.stage for f in other.failures}
+    for v in sorted(fa.keys() & fb.keys()):
+        if fa[v] != fb[v]:
+            changed[v] = [f"failed ({fa[v]} -> {fb[v]})"]
     return ManifestDiff(base.meta.version_id, other.meta.version_id, sorted(b.keys() - a.keys()),
                         sorted(a.keys() - b.keys()), changed,
                         [n for n in other.labels if n not in base.labels],

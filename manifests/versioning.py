@@ -135,3 +135,30 @@ def resolve(path: str | os.PathLike) -> Path:
 
 def read_meta(path: str | os.PathLike) -> VersionMeta:
     return VersionMeta.from_file(resolve(path) / META_FILE)
+
+
+def find_versions(root: str | os.PathLike, max_depth: int = 3) -> list[Path]:
+    """Every version directory at or below ``root`` (``root`` itself, ``root/<id>``, ``root/<sub>/<id>`` ...),
+    hidden (temporary / work) directories skipped, sorted by path."""
+    root = Path(root)
+    found, frontier = [], [(root, 0)]
+    while frontier:
+        d, depth = frontier.pop()
+        if (d / META_FILE).is_file():
+            found.append(d)
+            continue
+        if depth < max_depth:
+            frontier += [(c, depth + 1) for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    return sorted(found)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (a hard-linked file counted once)."""
+    seen, total = set(), 0
+    for p in Path(path).rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total

@@ -4,6 +4,7 @@
     colour_wheel(size)                  -> uint8 image: the flow colour key (pipeline.flowimage.flow_to_color)
     plot_curves(histories, path)        training loss, accuracies and learning rate of one or several runs
     plot_confusion(matrices, path)      row-normalised confusion matrices side by side
+    plot_class_counts / plot_histograms / plot_bars / plot_flow_magnitude   dataset card figures (jobs.report.card)
 
 Panels read the extracted shards through `pipeline.storage.ShardReader`, so they show what training sees.
 """
@@ -16,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401  (MaxNLocator for count axes)
 import numpy as np  # noqa: E402
 
 from pipeline import flowimage  # noqa: E402
@@ -167,3 +169,112 @@ def plot_confusion(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------ dataset card figures
+SUBSET_COLOURS = {"train": "#4C72B0", "test": "#DD8452", "unused": "#BBBBBB"}
+
+
+def _save(fig, path: str | Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_class_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]], classes: Sequence[str],
+                      path: str | Path, title: str = "videos per class and split") -> Path:
+    """Horizontal stacked bars, one panel per split: {split: {class: {subset: videos}}}; class names shown
+    up to 120 classes."""
+    splits = list(counts) or ["(no split)"]
+    k = len(classes)
+    height = min(2.0 + 0.16 * k, 40.0)
+    fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits) + 1.6, height), sharey=True, squeeze=False)
+    y = np.arange(k)
+    for ax, split in zip(axes[0], splits):
+        left = np.zeros(k)
+        for subset, colour in SUBSET_COLOURS.items():
+            vals = np.array([counts.get(split, {}).get(c, {}).get(subset, 0) for c in classes], dtype=float)
+            if vals.any():
+                ax.barh(y, vals, left=left, color=colour, label=subset, height=0.8)
+                left += vals
+        ax.set_title(split, fontsize=10)
+        ax.set_xlabel("videos")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(axis="x", alpha=0.3)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    if handles:  # one legend for all panels, above them (never over a bar)
+        fig.legend(handles, names, loc="upper right", ncol=len(handles), fontsize=8, frameon=False)
+    ax0 = axes[0, 0]
+    ax0.set_yticks(y, labels=classes if k <= 120 else [""] * k, fontsize=8 if k <= 30 else 5)
+    ax0.set_ylim(k - 0.5, -0.5)
+    ax0.set_ylabel("class")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_histograms(panels: Mapping[str, tuple[Sequence[float], str]], path: str | Path, bins: int = 30,
+                    title: str = "") -> Path:
+    """Side-by-side histograms {panel title: (values, x-axis label with unit)}, the y axis in videos; the
+    median is marked. An empty value list draws a 'no data' note."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (name, (values, xlabel)) in zip(axes[0], panels.items()):
+        v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+        if v.size:
+            ax.hist(v, bins=min(bins, max(1, len(np.unique(v)))), color="#4C72B0", edgecolor="white")
+            med = float(np.median(v))
+            ax.axvline(med, color="black", ls="--", lw=1, label=f"median {med:.3g}")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{name} (n={v.size})", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("videos")
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_bars(values: Mapping[str, float], path: str | Path, title: str, xlabel: str,
+              annotate: Sequence[str] | None = None) -> Path:
+    """Horizontal bars {name: value} (e.g. failures per reason, bytes per stream), value written at the bar
+    end (or ``annotate[i]``)."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * max(1, len(names))))
+    if names:
+        vals = [float(values[n]) for n in names]
+        ax.barh(range(len(names)), vals, color="#C44E52" if "fail" in title.lower() else "#55A868")
+        ax.set_yticks(range(len(names)), labels=names, fontsize=9)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {annotate[i] if annotate else f'{v:g}'}", va="center", fontsize=8)
+        ax.set_xlim(0, max(vals) * 1.3 or 1)
+    else:
+        ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_flow_magnitude(magnitudes: np.ndarray, bound: float, path: str | Path, title: str) -> Path:
+    """Distribution of per-pixel flow magnitude |w| in pixels per frame (log-scaled counts, as most
+    pixels barely move); the flow image saturates at ``bound``, marked by a line."""
+    m = np.asarray(magnitudes, dtype=np.float64).ravel()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    if m.size:
+        ax.hist(m, bins=np.linspace(0, bound, 61), color="#8172B2", weights=np.full(m.size, 100.0 / m.size))
+        ax.set_yscale("log")
+        title += (f"\nmean {m.mean():.2f} px, median {np.median(m):.2f} px, p99 {np.percentile(m, 99):.2f} px, "
+                  f"{100 * np.mean(m >= bound - 1e-6):.2f}% at the bound (dotted)")
+        ax.axvline(bound, color="black", ls=":", lw=1)
+    ax.set_xlabel("flow magnitude |w| (pixels per frame, as stored in the flow image)")
+    ax.set_ylabel("% of pixels (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
