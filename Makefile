@@ -18,9 +18,11 @@ PRETRAIN_CONFIG ?= jobs/configs/pretrain.yaml
 FINETUNE_CONFIG ?= jobs/configs/finetune.yaml
 CHECKPOINT ?= $(RUNS)/finetune/last.pt
 VIDEO     ?=
+EXPORT    ?= $(DATA)/rawframes
+VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
-.PHONY: setup test demo demo-data manifest extract pretrain finetune evaluate preview \
+.PHONY: setup test demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
         bench bench-models bench-flow bench-manifest bench-extract bench-train clean
 
 $(STAMP): pyproject.toml
@@ -59,6 +61,15 @@ evaluate: $(STAMP)
 
 preview: $(STAMP)
 	$(PY) -m jobs.preview --manifest $(SHARD_MANIFEST) --video "$(VIDEO)" --out $(RUNS)/preview $(ARGS)
+
+export: $(STAMP)
+	$(PY) -m jobs.export --manifest $(SHARD_MANIFEST) --format rawframes --out $(EXPORT) $(ARGS)
+
+card: $(STAMP)
+	$(PY) -m jobs.card $(VERSION)
+
+versions: $(STAMP)
+	$(PY) -m jobs.versions ls $(DATA) $(ARGS)
 
 bench: bench-models bench-flow bench-manifest bench-extract bench-train
 
