@@ -21,7 +21,7 @@ from pathlib import Path
 from manifests.diff import diff_shards, diff_sources
 from manifests.shards import load_shards
 from manifests.source import load_source
-from manifests.versioning import LATEST, VersionMeta, dir_size, find_versions, read_meta
+from manifests.versioning import LATEST, VersionMeta, dir_size, find_versions, format_bytes, read_meta
 
 
 def _counts(meta: VersionMeta) -> str:
@@ -30,14 +30,6 @@ def _counts(meta: VersionMeta) -> str:
         return f"{x.get('num_videos', '?')} videos, {x.get('num_failures', '?')} failed, {x.get('num_shards', '?')} shards"
     bad = sum(n for s, n in x.get("status_counts", {}).items() if s != "ok")
     return f"{x.get('num_videos', '?')} videos, {bad} not ok, {x.get('num_labels', '?')} labels"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def list_rows(root: Path) -> list[dict]:
@@ -69,11 +61,11 @@ def ls_main(argv: list[str]) -> int:
         return 0
     head = ["", "id", "kind", "parent", "created (UTC)", "counts", "size", "path"]
     table = [["*" if r["latest"] else "", r["id"], r["kind"], r["parent"], r["created"], r["counts"],
-              _size(r["bytes"]), str(Path(r["path"]).parent)] for r in rows]
+              format_bytes(r["bytes"]), str(Path(r["path"]).parent)] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
     for line in [head, *table]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
-    print("* = LATEST of its root", file=sys.stderr)
+    print("(* = the version LATEST of its root points at)")
     return 0
 
 

@@ -162,3 +162,12 @@ def dir_size(path: Path) -> int:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_size
     return total
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable size: 512 B, 84.0 KiB, 4.1 MiB, 2.3 GiB, 1.2 TiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -108,7 +108,8 @@ def test_versions_ls_and_diff(tmp_path, capsys):
     b = shards_with_failures(tmp_path / "shards")
     assert versions.main(["ls", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in out[1:]}
+    assert out[-1].startswith("(* = ")
+    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in out[1:-1]}
     assert set(rows) == {"src0000000000001", a.name, b.name}
     assert rows[b.name].startswith("*") and not rows[a.name].startswith("*")  # LATEST of shards/ is b
     assert rows["src0000000000001"].startswith("*")  # LATEST of manifests/

@@ -25,7 +25,7 @@ import numpy as np
 from jobs.report import plots
 from manifests.shards import ShardDataset, load_shards
 from manifests.source import SourceManifest, load_source
-from manifests.versioning import VersionMeta, dir_size, read_meta, resolve
+from manifests.versioning import VersionMeta, dir_size, format_bytes, read_meta, resolve
 from pipeline.storage import STREAMS, ShardReader
 
 CARD, CARD_DIR = "card.md", "card"
@@ -101,7 +101,7 @@ def _header(meta: VersionMeta, vdir: Path, title: str) -> list[str]:
     return [f"# Dataset card: {title} `{meta.version_id}`", "",
             f"- kind: `{meta.kind}`, schema version {meta.schema_version}",
             f"- parent: `{meta.parent or '-'}`", f"- created: {meta.created_at} (UTC)",
-            f"- size on disk: {_content_size(vdir) / 2**20:.1f} MiB (without this card)", ""]
+            f"- size on disk: {format_bytes(_content_size(vdir))} (without this card)", ""]
 
 
 def _content_size(vdir: Path) -> int:

@@ -223,7 +223,16 @@ def plot_histograms(panels: Mapping[str, tuple[Sequence[float], str]], path: str
     for ax, (name, (values, xlabel)) in zip(axes[0], panels.items()):
         v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
         if v.size:
-            ax.hist(v, bins=min(bins, max(1, len(np.unique(v)))), color="#4C72B0", edgecolor="white")
+            if np.all(v == np.round(v)) and v.max() - v.min() < bins:  # few integer values: one bar each
+                edges = np.arange(v.min(), v.max() + 2) - 0.5
+                ticks = np.unique(v)
+                if len(ticks) <= 12:
+                    ax.set_xticks(ticks)
+                else:
+                    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            else:
+                edges = min(bins, max(1, len(np.unique(v))))
+            ax.hist(v, bins=edges, color="#4C72B0", edgecolor="white")
             med = float(np.median(v))
             ax.axvline(med, color="black", ls="--", lw=1, label=f"median {med:.3g}")
             ax.legend(fontsize=8)
@@ -253,6 +262,8 @@ def plot_bars(values: Mapping[str, float], path: str | Path, title: str, xlabel:
         for i, v in enumerate(vals):
             ax.text(v, i, f" {annotate[i] if annotate else f'{v:g}'}", va="center", fontsize=8)
         ax.set_xlim(0, max(vals) * 1.3 or 1)
+        if all(float(v).is_integer() for v in vals):  # counts
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     else:
         ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
