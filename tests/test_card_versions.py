@@ -135,3 +135,27 @@ def test_shard_diff_names_changed_fields(tmp_path, capsys):
     assert versions.main(["diff", str(a), str(b)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("~ v002: n_rgb, n_flow, checksums") for line in lines), lines
+
+
+@pytest.mark.slow
+def test_extract_publishes_a_card_without_changing_the_id(tmp_path, monkeypatch, capsys):
+    """jobs.extract on 3 tiny videos (local Ray, 1 CPU): the card appears next to the version; with the card
+    writer broken the same version id is published and only a warning is printed."""
+    from jobs import extract
+
+    videos = tmp_path / "videos"
+    for i, cls in enumerate(("Jump", "Run", "Run")):
+        write_video(videos / cls / f"v_{cls}_{i}.avi", moving_square(5, 32, 40, seed=i))
+    assert build_manifest.main(["--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "m"),
+                                "--workers", "0"]) == 0
+    args = ["--manifest", str(tmp_path / "m"), "--size", "24", "32", "--workers", "1", "--flow-param", "inner=2",
+            "--flow-param", "outer=2", "--flow-param", "solver=2"]
+    assert extract.main([*args, "--out", str(tmp_path / "s")]) == 0
+    vid = capsys.readouterr().out.strip().splitlines()[-1]
+    text = (tmp_path / "s" / vid / "card.md").read_text()
+    assert "3 videos extracted" in text and (tmp_path / "s" / vid / "card" / "sample_0.png").is_file()
+    monkeypatch.setattr(card, "write_card", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    assert extract.main([*args, "--out", str(tmp_path / "s2")]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip().splitlines()[-1] == vid and "warning: dataset card" in out.err
+    assert load_shards(tmp_path / "s2" / vid).meta.version_id == vid
