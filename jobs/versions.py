@@ -27,7 +27,8 @@ from manifests.versioning import LATEST, VersionMeta, dir_size, find_versions, f
 def _counts(meta: VersionMeta) -> str:
     x = meta.extra
     if meta.kind == "shards":
-        return f"{x.get('num_videos', '?')} videos, {x.get('num_failures', '?')} failed, {x.get('num_shards', '?')} shards"
+        return (f"{x.get('num_videos', '?')} videos, {x.get('num_failures', '?')} failed, "
+                f"{x.get('num_shards', '?')} shards")
     bad = sum(n for s, n in x.get("status_counts", {}).items() if s != "ok")
     return f"{x.get('num_videos', '?')} videos, {bad} not ok, {x.get('num_labels', '?')} labels"
 

@@ -14,7 +14,8 @@ trainer (``mode="test"`` gives the evenly spaced clips x crops of evaluation ins
 
 Columns: ``clip`` float32 (C, T, S, S) (train) or (K, C, T, S, S) (test), ``target`` float32
 (num_classes,) multi-hot, ``label`` int64 (the first label id), ``video_index`` int64 (into the dataset's
-records), ``epoch`` and ``index`` int64 (the item of ``ClipDataset``; Ray Data may reorder blocks). ``epochs=N`` makes one pass over the dataset cover N epochs (epoch, epoch+1,
+records), ``epoch`` and ``index`` int64 (the item of ``ClipDataset``; Ray Data may reorder blocks).
+``epochs=N`` makes one pass over the dataset cover N epochs (epoch, epoch+1,
 ...), each in its own deterministic shuffled order (``shuffle=True``), which suits a Ray Train loop that
 iterates its dataset shard once; or build one dataset per epoch with ``epoch=e``.
 

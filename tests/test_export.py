@@ -105,7 +105,7 @@ def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_on_ray(shards, tmp_path):
-    ray = pytest.importorskip("ray")  # noqa: F841
+    pytest.importorskip("ray")
     out = tmp_path / "ray"
     assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "2", "--chunk", "2"]) == 0
     local = tmp_path / "local"

@@ -73,14 +73,15 @@ def stored_bytes(reader: ShardReader, group: str, stream: str) -> int:
 def _md_failures(groups: dict[str, list[tuple[str, str]]], what: str) -> list[str]:
     if not groups:
         return [f"No {what}.", ""]
-    lines = [f"| reason | videos | examples |", "|---|---:|---|"]
+    lines = ["| reason | videos | examples |", "|---|---:|---|"]
     for reason, items in groups.items():
         ex = "<br>".join(f"`{v}`: {(e or '').replace('|', '/')[:160]}" for v, e in items[:EXAMPLES])
         lines.append(f"| {reason} | {len(items)} | {ex} |")
     return lines + [""]
 
 
-def _md_split_table(counts: dict[str, dict[str, dict[str, int]]], videos_by_split: dict[str, dict[str, int]]) -> list[str]:
+def _md_split_table(counts: dict[str, dict[str, dict[str, int]]],
+                    videos_by_split: dict[str, dict[str, int]]) -> list[str]:
     lines = ["| split | train | test | unused | classes |", "|---|---:|---:|---:|---:|"]
     for split, subsets in videos_by_split.items():
         lines.append(f"| {split} | {subsets.get('train', 0)} | {subsets.get('test', 0)} | "
@@ -116,7 +117,8 @@ def source_card(m: SourceManifest, out: Path) -> list[str]:
     ok = m.ok()
     items = [(r.label_names, r.splits) for r in ok]
     counts = class_split_counts(items)
-    plots.plot_class_counts(counts, m.labels, out / "classes.png", title=f"ok videos per class and split ({len(ok)} videos)")
+    plots.plot_class_counts(counts, m.labels, out / "classes.png",
+                            title=f"ok videos per class and split ({len(ok)} videos)")
     plots.plot_histograms({"duration": ([r.duration_s for r in ok], "duration (s, from the header)"),
                            "frames": ([r.num_frames for r in ok], "frames (decoded)")},
                           out / "lengths.png", title="video lengths (status ok)")
@@ -148,7 +150,8 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
     recs = ds.records
     items = [(r.label_names, r.splits) for r in recs]
     counts = class_split_counts(items)
-    plots.plot_class_counts(counts, ds.labels, out / "classes.png", title=f"extracted videos per class and split ({len(recs)} videos)")
+    plots.plot_class_counts(counts, ds.labels, out / "classes.png",
+                            title=f"extracted videos per class and split ({len(recs)} videos)")
     durations = _source_durations(ds)
     panels = {"frames": ([r.n_rgb for r in recs], "RGB frames per video")}
     if durations is not None:
