@@ -175,10 +175,11 @@ def plot_confusion(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], pat
 SUBSET_COLOURS = {"train": "#4C72B0", "test": "#DD8452", "unused": "#BBBBBB"}
 
 
-def _save(fig, path: str | Path, dpi: int = 100) -> Path:
+def _save(fig, path: str | Path, dpi: int = 100, top_in: float = 0.0) -> Path:
+    """tight_layout leaving ``top_in`` inches free at the top (for a suptitle / figure legend), save, close."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - top_in / fig.get_figheight()))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -206,12 +207,13 @@ def plot_class_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]], cla
         ax.grid(axis="x", alpha=0.3)
     handles, names = axes[0, 0].get_legend_handles_labels()
     if handles:  # one legend for all panels, above them (never over a bar)
-        fig.legend(handles, names, loc="upper right", ncol=len(handles), fontsize=8, frameon=False)
+        fig.legend(handles, names, loc="upper right", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(1, 1 - 0.02 / height))
     ax0 = axes[0, 0]
-    ax0.set_yticks(y, labels=classes if k <= 120 else [""] * k, fontsize=8 if k <= 30 else 5)
+    ax0.set_yticks(y, labels=classes if k <= 120 else [""] * k, fontsize=8 if k <= 30 else 6)
     ax0.set_ylim(k - 0.5, -0.5)
     ax0.set_ylabel("class")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, x=0.02, ha="left", y=1 - 0.06 / height, va="top")
     return _save(fig, path)
 
 
