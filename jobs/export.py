@@ -22,8 +22,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from manifests.export import (ExportError, ExportOptions, check_options, export_chunk, prepare_dir, select,
-                              write_lists)
+from manifests.export import (ExportError, ExportOptions, check_options, export_chunk, frame_dirs, prepare_dir,
+                              select, write_lists)
 from manifests.shards import load_shards
 
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live in jobs/
@@ -33,16 +33,17 @@ def _chunks(records: list, size: int) -> list[list]:
     return [records[i:i + size] for i in range(0, len(records), size)]
 
 
-def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar) -> list[dict]:
+def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str]) -> list[dict]:
     results = []
     for c in chunks:
-        res = export_chunk(c, str(out), opts.streams, opts.jpeg_quality)
+        res = export_chunk(c, str(out), opts.streams, opts.jpeg_quality, {r.video_id: names[r.video_id] for r in c})
         results += res
         bar.update(len(res))
     return results
 
 
-def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, workers: int, address: str | None) -> list[dict]:
+def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str], workers: int,
+            address: str | None) -> list[dict]:
     """One task per chunk, at most ``concurrency + 1`` in flight (ray.wait), results are small dicts."""
     import ray
 
@@ -63,7 +64,8 @@ def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, workers: in
                 if c is None:
                     more = False
                     break
-                pending[task.remote(c, str(out), opts.streams, opts.jpeg_quality)] = c
+                chunk_names = {r.video_id: names[r.video_id] for r in c}
+                pending[task.remote(c, str(out), opts.streams, opts.jpeg_quality, chunk_names)] = c
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -93,13 +95,17 @@ def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int
     for stale in out.glob(".tmp-*"):  # left by a killed run; never renamed into place
         shutil.rmtree(stale, ignore_errors=True)
     records = select(ds, opts.split)
-    todo = [r for r in records if not (out / r.video_id).is_dir()]
+    names = frame_dirs(records)  # video id -> folder name (= the id unless it holds whitespace)
+    todo = [r for r in records if not (out / names[r.video_id]).is_dir()]
     skipped = len(records) - len(todo)
     bar = tqdm(total=len(records), initial=skipped, unit="video", desc="export", file=sys.stderr,
                mininterval=1.0, dynamic_ncols=True)
     chunks = _chunks(todo, max(1, chunk))
     use_ray = bool(todo) and (address or workers > 1)
-    results = run_ray(chunks, out, opts, bar, workers, address) if use_ray else run_local(chunks, out, opts, bar)
+    if use_ray:
+        results = run_ray(chunks, out, opts, bar, names, workers, address)
+    else:
+        results = run_local(chunks, out, opts, bar, names)
     bar.close()
     errors = [r for r in results if r["error"]]
     lists = write_lists(out, records, opts)

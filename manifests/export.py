@@ -12,6 +12,8 @@ Layout written under ``out`` (the ``data_prefix`` of an mmaction2 ``RawframeData
 Numbering starts at 1 (mmaction2's ``start_index=1`` default, denseflow's names); flow_x/flow_y_k is the
 flow from RGB frame k to k+1. Flow planes are the shards' flow-image channels unchanged (x, y mapped from
 [-bound, bound] px to [0, 255], ``pipeline.flowimage``), as grayscale JPEGs like denseflow writes.
+A video id holding whitespace (mmaction2 splits list lines on it) gets a folder name with ``_`` instead,
+plus ``-<sha256(id)[:8]>`` if that name is taken (``frame_dir``); the lists use the folder name.
 Labels are the 0-based label ids of the version (``labels.parquet``); a multi-label video lists all its
 ids separated by spaces, as mmaction2's ``build_file_list.py`` writes them (``multi_class=True``).
 
@@ -21,8 +23,10 @@ so an existing ``<out>/<video_id>/`` is always complete and a rerun skips it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -92,6 +96,26 @@ def prepare_dir(out: Path, opts: ExportOptions) -> None:
     os.replace(tmp, marker)
 
 
+def frame_dir(video_id: str, taken: set[str] = frozenset()) -> str:
+    """Folder name of a video: its id, whitespace replaced by ``_`` (suffixed with a hash if ``taken``)."""
+    name = re.sub(r"\s", "_", video_id)
+    if name != video_id and name in taken:
+        name += "-" + hashlib.sha256(video_id.encode()).hexdigest()[:8]
+    return name
+
+
+def frame_dirs(records: Iterable[ShardRecord]) -> dict[str, str]:
+    """video id -> folder name for a version's records (deterministic: ids without whitespace first)."""
+    ids = sorted(r.video_id for r in records)
+    taken = {v for v in ids if not re.search(r"\s", v)}
+    out = {v: v for v in taken}
+    for v in ids:
+        if v not in out:
+            out[v] = frame_dir(v, taken)
+            taken.add(out[v])
+    return out
+
+
 def select(ds: ShardDataset, split: str | None) -> list[ShardRecord]:
     """Records to export, grouped by shard file (one open file per task), then by video id."""
     recs = [r for r in ds.records if split is None or r.splits.get(split) in SUBSETS]
@@ -103,12 +127,15 @@ def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
         raise OSError(f"{path}: OpenCV could not write the JPEG")
 
 
-def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequence[str], quality: int) -> int:
-    """Write one video's frame folder atomically; returns the number of files written (0 if it existed)."""
-    final = out / rec.video_id
+def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequence[str], quality: int,
+                 name: str | None = None) -> int:
+    """Write one video's frame folder ``out/name`` (default: the id) atomically; returns the number of files
+    written (0 if the folder existed)."""
+    name = name or rec.video_id
+    final = out / name
     if final.is_dir():
         return 0
-    tmp = out / f".tmp-{rec.video_id}-{uuid.uuid4().hex[:8]}"
+    tmp = out / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         n = 0
@@ -128,7 +155,8 @@ def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequ
         raise
 
 
-def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str], quality: int) -> list[dict]:
+def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str], quality: int,
+                 names: dict[str, str] | None = None) -> list[dict]:
     """Export videos (one Ray task's work); per-video errors are returned, not raised (bad-input policy:
     an unreadable video is counted and left out of the file lists, the others go on)."""
     out_p, results, readers = Path(out), [], {}
@@ -136,7 +164,7 @@ def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str
         for rec in records:
             try:
                 reader = readers.setdefault(str(rec.shard_path), ShardReader(rec.shard_path))
-                files = export_video(reader, rec, out_p, streams, quality)
+                files = export_video(reader, rec, out_p, streams, quality, (names or {}).get(rec.video_id))
                 results.append({"video_id": rec.video_id, "files": files, "error": None})
             except (OSError, KeyError, ValueError, IndexError) as e:
                 results.append({"video_id": rec.video_id, "files": 0, "error": f"{type(e).__name__}: {e}"})
@@ -146,10 +174,11 @@ def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str
     return results
 
 
-def list_lines(records: Iterable[ShardRecord], stream: str) -> list[str]:
+def list_lines(records: Iterable[ShardRecord], stream: str, names: dict[str, str] | None = None) -> list[str]:
     """mmaction2 rawframe annotation lines "<frame_dir> <total_frames> <label> [<label> ...]"."""
-    return [f"{r.video_id} {r.n_rgb if stream == 'rgb' else r.n_flow} {' '.join(str(i) for i in r.labels)}"
-            for r in sorted(records, key=lambda r: r.video_id)]
+    names = names or {}
+    return [f"{names.get(r.video_id, r.video_id)} {r.n_rgb if stream == 'rgb' else r.n_flow} "
+            f"{' '.join(str(i) for i in r.labels)}" for r in sorted(records, key=lambda r: r.video_id)]
 
 
 def list_name(split: str, subset: str, stream: str) -> str:
@@ -158,7 +187,8 @@ def list_name(split: str, subset: str, stream: str) -> str:
 
 def write_lists(out: Path, records: Sequence[ShardRecord], opts: ExportOptions) -> list[Path]:
     """One file list per split, subset and exported stream, holding the videos whose folder exists."""
-    done = [r for r in records if (out / r.video_id).is_dir()]
+    names = frame_dirs(records)
+    done = [r for r in records if (out / names[r.video_id]).is_dir()]
     splits = [opts.split] if opts.split else sorted({s for r in done for s in r.splits})
     written = []
     for split in splits:
@@ -167,7 +197,7 @@ def write_lists(out: Path, records: Sequence[ShardRecord], opts: ExportOptions) 
             for stream in opts.streams:
                 path = out / list_name(split, subset, stream)
                 tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_text("".join(line + "\n" for line in list_lines(part, stream)))
+                tmp.write_text("".join(line + "\n" for line in list_lines(part, stream, names)))
                 os.replace(tmp, path)
                 written.append(path)
     return written

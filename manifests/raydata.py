@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from manifests.dataset import ClipDataset
+from manifests.versioning import resolve
 
 _CACHE: dict[tuple, ClipDataset] = {}  # one ClipDataset per worker process and spec (its HDF5 handles stay open)
 
@@ -80,7 +81,8 @@ def clip_dataset(version, split: str = "split1", subset: str = "train", stream: 
                  num_clips: int = 25, num_crops: int = 10, map_kwargs: dict[str, Any] | None = None):
     """A lazy ``ray.data.Dataset`` of clips of one split / subset / stream of a shard version.
 
-    ``version``: anything ``manifests.versioning.resolve`` accepts, on storage every node can read.
+    ``version``: anything ``manifests.versioning.resolve`` accepts, on storage every node can read; it is
+    resolved once, here, so a ``LATEST`` that moves while the dataset streams does not change its content.
     ``shuffle`` defaults to True for ``mode="train"``. Bad arguments (unknown split or stream, empty
     subset) raise ValueError here, on the driver, before any task runs. Needs an initialised Ray (or
     lets Ray Data start a local one, as every Ray Data call does).
@@ -91,7 +93,7 @@ def clip_dataset(version, split: str = "split1", subset: str = "train", stream: 
                         std=std, num_clips=num_clips, num_crops=num_crops, seed=seed)  # tables only, no HDF5
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    spec = _spec(os.path.abspath(version), split, subset, stream, probe.mode, clip_len, crop, mean, std,
+    spec = _spec(resolve(version).resolve(), split, subset, stream, probe.mode, clip_len, crop, mean, std,
                  num_clips, num_crops, seed)
     shuffle = probe.mode == "train" if shuffle is None else shuffle
     rows = index_rows(len(probe), epoch, epochs, shuffle, seed)

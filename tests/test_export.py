@@ -114,3 +114,20 @@ def test_export_on_ray(shards, tmp_path):
     assert names == sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     for p in out.rglob("*.jpg"):
         assert np.array_equal(_read(p), _read(local / p.relative_to(out)))
+
+
+def test_ids_with_whitespace_get_mmaction2_safe_folders(tmp_path):
+    from manifests.shards import VideoStreams, write_shard_dataset
+
+    rgb = np.random.default_rng(0).integers(0, 255, (4, 16, 20, 3), dtype=np.uint8)
+    vids = [VideoStreams(v, {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[:-1]}, (i,), {"split1": "train"})
+            for i, v in enumerate(["v odd name", "v_odd_name", "plain"])]
+    shards = write_shard_dataset(tmp_path / "s", vids, ["a", "b", "c"])
+    out = tmp_path / "rf"
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0"]) == 0
+    rows = parse_list(out / list_name("split1", "train", "rgb"))
+    dirs = {d: labels for d, _, labels in rows}
+    assert set(dirs) == {p.name for p in out.iterdir() if p.is_dir()} and len(dirs) == 3
+    assert dirs["v_odd_name"] == (1,) and dirs["plain"] == (2,)  # the ids without whitespace keep their name
+    (odd,) = set(dirs) - {"v_odd_name", "plain"}
+    assert odd.startswith("v_odd_name-") and dirs[odd] == (0,) and len(list((out / odd).glob("img_*.jpg"))) == 4
