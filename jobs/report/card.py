@@ -161,30 +161,10 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
     plots.plot_bars({k: len(v) for k, v in groups.items()}, out / "failures.png",
                     title=f"failures by stage ({len(ds.failures)} videos not extracted)", xlabel="videos")
     bound = float(ds.meta.extra.get("flow_params", {}).get("bound", plots.FLOW_BOUND))
-    mags, per_stream, frames_measured = [], dict.fromkeys(STREAMS, 0), dict.fromkeys(STREAMS, 0)
-    readers: dict[str, ShardReader] = {}
-    try:
-        def reader(r) -> ShardReader:
-            return readers.setdefault(str(r.shard_path), ShardReader(r.shard_path))
-        for r in _sample(recs, FLOW_SAMPLE_VIDEOS):
-            if r.n_flow:
-                mags.append(reader(r).read(r.group, "flow")[..., 2].ravel()[::4].astype(np.float32) * (bound / 255))
-        sample = _sample(recs, BYTES_SAMPLE_VIDEOS)
-        for r in sample:
-            for s in STREAMS:
-                per_stream[s] += stored_bytes(reader(r), r.group, s)
-                frames_measured[s] += r.n_rgb if s == "rgb" else r.n_flow
-        panel_recs = _panel_records(recs)
-        for i, r in enumerate(panel_recs):
-            plots.stream_panel(reader(r), r.group, out / f"sample_{i}.png", n=6,
-                               title=f"{r.video_id} ({', '.join(r.label_names)})")
-    finally:
-        for rd in readers.values():
-            rd.close()
+    mags, per_frame, sample, panel_recs = _read_samples(recs, bound, out)
     plots.plot_flow_magnitude(np.concatenate(mags) if mags else np.zeros(0), bound, out / "flow_magnitude.png",
                               title=f"flow magnitude, every 4th pixel of {len(mags)} videos (bound {bound:g} px)")
     total = {s: sum(r.n_rgb if s == "rgb" else r.n_flow for r in recs) for s in STREAMS}
-    per_frame = {s: per_stream[s] / max(frames_measured[s], 1) for s in STREAMS}
     est = {s: per_frame[s] * total[s] / 2**20 for s in STREAMS}
     plots.plot_bars(est, out / "bytes.png", xlabel="MiB (estimated for the whole version)",
                     title=f"bytes per stream (measured on {len(sample)} of {len(recs)} videos)",
@@ -209,6 +189,34 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
               "Rows: RGB, Flow image (x, y, magnitude as R, G, B), RGBF, flow in the Middlebury colour code.", ""]
     lines += [f"![sample {i}](card/sample_{i}.png)" for i in range(len(panel_recs))] + [""]
     return lines
+
+
+def _read_samples(recs: list, bound: float, out: Path) -> tuple[list[np.ndarray], dict[str, float], list, list]:
+    """Read the sampled videos once: flow magnitudes in px (every 4th pixel of up to FLOW_SAMPLE_VIDEOS
+    videos), stored bytes per frame of each stream (up to BYTES_SAMPLE_VIDEOS videos), and the sample
+    panels written into ``out``. Returns (magnitudes, bytes per frame, bytes sample, panel records)."""
+    mags, stored, frames = [], dict.fromkeys(STREAMS, 0), dict.fromkeys(STREAMS, 0)
+    readers: dict[str, ShardReader] = {}
+
+    def reader(r) -> ShardReader:
+        return readers.setdefault(str(r.shard_path), ShardReader(r.shard_path))
+    try:
+        for r in _sample(recs, FLOW_SAMPLE_VIDEOS):
+            if r.n_flow:  # channel 2 of the flow image: 255 * min(|w| / bound, 1)
+                mags.append(reader(r).read(r.group, "flow")[..., 2].ravel()[::4].astype(np.float32) * (bound / 255))
+        sample = _sample(recs, BYTES_SAMPLE_VIDEOS)
+        for r in sample:
+            for s in STREAMS:
+                stored[s] += stored_bytes(reader(r), r.group, s)
+                frames[s] += r.n_rgb if s == "rgb" else r.n_flow
+        panel_recs = _panel_records(recs)
+        for i, r in enumerate(panel_recs):
+            plots.stream_panel(reader(r), r.group, out / f"sample_{i}.png", n=6,
+                               title=f"{r.video_id} ({', '.join(r.label_names)})")
+    finally:
+        for rd in readers.values():
+            rd.close()
+    return mags, {s: stored[s] / max(frames[s], 1) for s in STREAMS}, sample, panel_recs
 
 
 def _sizes(recs) -> str:
