@@ -42,7 +42,7 @@ def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar, names: di
     return results
 
 
-def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str], workers: int,
+def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str], workers: int | None,
             address: str | None) -> list[dict]:
     """One task per chunk, at most ``concurrency + 1`` in flight (ray.wait), results are small dicts."""
     import ray
@@ -83,7 +83,7 @@ def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict
         ray.shutdown()
 
 
-def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int = 0, chunk: int = 16,
+def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int | None = 0, chunk: int = 16,
            address: str | None = None, log=print) -> dict:
     """Run the export; returns the summary dict. Raises ExportError on bad input (before any work)."""
     t0 = time.time()
@@ -101,7 +101,7 @@ def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int
     bar = tqdm(total=len(records), initial=skipped, unit="video", desc="export", file=sys.stderr,
                mininterval=1.0, dynamic_ncols=True)
     chunks = _chunks(todo, max(1, chunk))
-    use_ray = bool(todo) and (address or workers > 1)
+    use_ray = bool(todo) and workers not in (0, 1)  # None: Ray with every CPU of the machine or cluster
     if use_ray:
         results = run_ray(chunks, out, opts, bar, names, workers, address)
     else:
@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="only videos in train/test of this split (default: all)")
     p.add_argument("--streams", default="rgb,flow", help="comma-separated: rgb, flow")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95, as OpenCV)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="Ray tasks at a time (and CPUs of a local Ray); 0 or 1: in-process, no Ray")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray tasks at a time (and CPUs of a local Ray; default: all CPUs of the machine or "
+                        "cluster); 0 or 1: in-process, no Ray")
     p.add_argument("--chunk", type=int, default=16, help="videos per Ray task")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster")
     return p
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     streams = tuple(s.strip() for s in a.streams.split(",") if s.strip())
+    for name, value in (("--workers", a.workers), ("--chunk", a.chunk)):
+        if value is not None and value < (0 if name == "--workers" else 1):
+            log(f"export: error: {name}: must be {'>= 0' if name == '--workers' else '>= 1'}, got {value}")
+            return 2
     try:
         summary = export(a.manifest, a.out, {"format": a.format, "streams": streams,
                                              "jpeg_quality": a.jpeg_quality, "split": a.split},
