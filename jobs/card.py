@@ -4,7 +4,7 @@
 
 Cards are written automatically when jobs.build_manifest and jobs.extract publish a version; this stage
 rewrites one (e.g. after a card failure warning, or with newer card code). Prints the card's path.
-Exit status 2 with one line on stderr when VERSION is not a dataset version.
+Exit status 2 with one line on stderr when VERSION is not a readable dataset version.
 """
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("version", help="dataset version (dir, file in it, LATEST file or root with LATEST)")
     a = p.parse_args(argv)
     try:
-        vdir = resolve(a.version)
-    except FileNotFoundError as e:
+        print(write_card(resolve(a.version)))
+    except (FileNotFoundError, ValueError) as e:  # not a version, unknown kind, shard files missing
         print(f"card: error: VERSION {e}", file=sys.stderr)
         return 2
-    print(write_card(vdir))
     return 0
 
 
