@@ -16,11 +16,13 @@ import dataclasses
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from jobs.cli import checks
 from jobs.report.card import write_card_safely
 from manifests.build import build
 from manifests.annotations import BuildError
@@ -38,7 +40,12 @@ def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int
     import ray
 
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+            raise checks.UsageError(f"--address {address}: the cluster refused the connection "
+                                    f"({checks.one_line(e)}); with token authentication set RAY_AUTH_MODE=token "
+                                    f"and give the cluster's token (see README, On a Ray cluster)") from None
     else:
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
@@ -80,8 +87,30 @@ def local_inspect(paths: list[Path]) -> list[dict[str, Any]]:
     return [inspect_video(p) for p in tqdm(paths, unit="video", desc="probe+hash", file=sys.stderr)]
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Values, paths and the cluster address, before any listing, probing or Ray (UsageError)."""
+    checks.positive_int("--workers", args.workers, minimum=0)
+    checks.positive_int("--chunk", args.chunk)
+    checks.number_in("--test-fraction", args.test_fraction, 0.0, 1.0)
+    checks.existing_dir("--videos", args.videos)
+    if args.annotations is not None:
+        checks.existing_dir("--annotations", args.annotations)
+    checks.out_dir("--out", args.out)
+    checks.ray_address("--address", args.address)
+
+
+def check_plan(plan, videos: Path) -> None:
+    """UsageError when the builder matched no video (empty dir, or annotations of another dataset)."""
+    if not plan.entries:
+        raise checks.UsageError(f"--videos {videos}: no video files found (extensions: .avi, .mp4, ...)")
+    if not any(e.status == "ok" for e in plan.entries):
+        counts = dict(sorted(Counter(e.status for e in plan.entries).items()))
+        raise checks.UsageError(f"--dataset {plan.dataset}: none of the {len(plan.entries)} videos matches the "
+                                f"annotations (statuses {counts}); wrong --dataset or --annotations?")
+
+
 def build_main(argv: list[str]) -> str:
-    ap = argparse.ArgumentParser(prog="python -m jobs.build_manifest", description=__doc__,
+    ap = checks.parser(prog="python -m jobs.build_manifest", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, choices=sorted(BUILDERS))
     ap.add_argument("--videos", required=True, type=Path)
@@ -94,15 +123,17 @@ def build_main(argv: list[str]) -> str:
     ap.add_argument("--chunk", type=int, default=8, help="videos per Ray task")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="folder: hashed test share")
     args = ap.parse_args(argv)
+    check_args(args)
     plan = BUILDERS[args.dataset](args.videos, args.annotations, test_fraction=args.test_fraction)
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    check_plan(plan, args.videos)
     if args.no_ray or (args.workers == 0 and not args.address):
         inspect = local_inspect
     else:
         def inspect(paths):
             return ray_inspect(paths, args.workers, args.address, args.chunk)
-    vid, path = build(plan, args.videos, args.annotations, args.out, inspect)
+    vid, path = build(plan, args.videos, args.annotations, args.out, inspect, require_ok=True)
     write_card_safely(path)  # card.md + figures next to the version; a failure only warns
     meta = read_meta(path)
     print(f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, "
@@ -112,11 +143,13 @@ def build_main(argv: list[str]) -> str:
 
 
 def diff_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.build_manifest diff")
+    ap = checks.parser(prog="python -m jobs.build_manifest diff")
     ap.add_argument("base")
     ap.add_argument("other")
     ap.add_argument("--json", action="store_true", help="print the diff as JSON")
     args = ap.parse_args(argv)
+    checks.version("base", args.base, "source")
+    checks.version("other", args.other, "source")
     d = diff_sources(load_source(args.base), load_source(args.other))
     if args.json:
         print(json.dumps(dataclasses.asdict(d), indent=2))
@@ -125,6 +158,7 @@ def diff_main(argv: list[str]) -> int:
     return 0 if d.empty else 1
 
 
+@checks.cli("build_manifest")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["diff"]:
@@ -132,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build_main(argv)
     except BuildError as e:  # the dataset as a whole is unusable (e.g. no classInd.txt): no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise checks.UsageError(str(e)) from None
+    except ValueError as e:  # manifests.build.write_version: no video probed ok, nothing published
+        if isinstance(e, checks.UsageError):
+            raise
+        print(f"build_manifest: error: {checks.one_line(e)}", file=sys.stderr)
+        return 1
     return 0
 
 

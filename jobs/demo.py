@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.cli import checks
+
 PY = sys.executable
 STREAMS = ("rgb", "rgbf")
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -269,8 +271,9 @@ def print_summary(summary: dict, report_dir: Path) -> None:
     print(f"  report: {report_dir / 'report.md'}")
 
 
+@checks.cli("demo")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = checks.parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/demo-run"), help="generated videos, manifests, shards")
     ap.add_argument("--runs", type=Path, default=Path("runs/demo"), help="checkpoints, evaluations, logs, report")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
@@ -279,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None, help="training seed (default 0); the data stay the same")
     a = ap.parse_args(argv)
+    checks.positive_int("--workers", a.workers)
+    checks.positive_int("--pretrain-epochs", a.pretrain_epochs, allow_none=True)
+    checks.positive_int("--finetune-epochs", a.finetune_epochs, allow_none=True)
+    checks.out_dir("--data", a.data)
+    checks.out_dir("--runs", a.runs)
     p = PRESETS[a.preset]
     p = dataclasses.replace(p, **{k: v for k, v in (("pretrain_epochs", a.pretrain_epochs),
                                                     ("finetune_epochs", a.finetune_epochs), ("seed", a.seed))

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from jobs.cli import checks
 from jobs.training import checkpoints, prediction
 from jobs.report.plots import plot_confusion
 from jobs.training.metrics import classification_report
@@ -123,8 +124,30 @@ def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse
     return metrics
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Values and paths before any model or data loader is built (UsageError naming the argument)."""
+    checks.positive_int("--num-clips", args.num_clips)
+    checks.positive_int("--batch-size", args.batch_size)
+    checks.positive_int("--max-videos", args.max_videos, minimum=0)
+    checks.positive_int("--num-workers", args.num_workers, minimum=0)
+    if args.stream is not None:
+        checks.choice("--stream", args.stream, ("rgb", "flow", "rgbf"))
+    for arg, path in (("--checkpoint", args.checkpoint), ("--fuse", args.fuse)):
+        if arg == "--checkpoint" or path:
+            checks.existing_file(arg, path)
+            try:
+                checkpoints.load_checkpoint(path)
+            except Exception as e:  # torch.load of a non-checkpoint raises pickle/zip errors of many types
+                raise checks.UsageError(f"{arg} {path}: not a jobs.train checkpoint ({checks.one_line(e)})") from None
+    vdir = checks.version("--manifest", args.manifest, "shards")
+    checks.out_dir("--out", args.out)
+    if args.split:
+        checks.shard_split("--split", args.split, vdir)
+
+
+@checks.cli("evaluate")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = checks.parser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a jobs.train checkpoint (best.pt / last.pt)")
     ap.add_argument("--manifest", required=True, help="shard dataset version (dir, file in it or LATEST)")
     ap.add_argument("--out", required=True, help="output directory")
@@ -139,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = ap.parse_args(argv)
+    check_args(args)
     common = dict(split=args.split, num_clips=args.num_clips, num_crops=args.num_crops, batch_size=args.batch_size,
                   num_workers=args.num_workers, max_videos=args.max_videos, device=args.device)
     ev = evaluate_checkpoint(args.checkpoint, args.manifest, stream=args.stream, features=args.export_features,

@@ -3,12 +3,18 @@
     python -m jobs.extract --manifest DIR_OR_FILE --out DIR [--address ADDR] [--force] [--verify] [--codec NAME |
         --codec rgb=jpeg --codec flow=jpeg-planar ...] [--size H W] [--shard-size N] [--workers N]
         [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N] [--static-threshold PX]
+        [--resize {stretch,short-side-crop}] [--max-failure-rate F]
 
 The last line on stdout is the output version id. Design (docs/extract.md): videos are assigned to shards
 deterministically (sorted ids chunked by --shard-size); one Ray task per shard decodes, computes flow and
 writes its own shard file atomically into ``<out>/.work-<id>/shards/``. The id is derived from the source
 version, the parameters and the code version, so a rerun finds the same work directory, skips the shards
 already there and only then publishes ``<out>/<id>/`` (manifests.shards.publish_shards).
+
+Publishing guards: nothing is published when no video was extracted, or when more than
+``--max-failure-rate`` of the videos this version attempted failed (exit 1, the work directory is kept so a
+rerun, e.g. with a higher rate after reading the reasons, redoes nothing); a shard task that fails for good
+(an unexpected exception, retried by Ray) fails the job. Bad arguments exit 2 before Ray starts (jobs.cli).
 """
 from __future__ import annotations
 
@@ -24,10 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.cli import checks
 from jobs.report.card import write_card_safely
 from manifests.shards import FailureRecord, ShardRecord, publish_shards
 from manifests.source import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
+from pipeline.decode import RESIZE_MODES
 from pipeline.flow import BroxParams
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
@@ -36,7 +44,15 @@ CODE_VERSION = "extract-1"  # bump when the output changes in a way the source f
 CODE_FILES = ("pipeline/decode.py", "pipeline/flow.py", "pipeline/flowimage.py", "pipeline/rgbf.py",
               "pipeline/storage.py", "manifests/extraction.py")
 REPO = Path(__file__).resolve().parents[1]
-MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash or a transient I/O error
+MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash, an I/O error or an unexpected one
+# Publishing guard: more than half of the attempted videos failing is a systemic problem (a missing codec, a
+# wrong mount, --min-frames above the dataset's lengths), not a dataset's normal share of broken files; the
+# tests' fixture (4 bad of 12) and real datasets (a few % at most) stay under it. Lower it for a strict run.
+MAX_FAILURE_RATE = 0.5
+
+
+class PublishRefused(RuntimeError):
+    """The run finished but the version must not be published (no ok video, too many failures)."""
 
 
 def code_version() -> str:
@@ -71,11 +87,23 @@ def _init_ray(address: str | None, workers: int | None):
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        connect(ray, address)
     else:
         # "local": always a new cluster of our own, never one another process left running on this machine
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     return ray
+
+
+def connect(ray, address: str, **kwargs: Any) -> None:
+    """``ray.init(address)`` where a refusal becomes one line that says how to fix it (token auth)."""
+    try:
+        ray.init(address=address, log_to_driver=False, **kwargs)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        raise checks.UsageError(
+            f"--address {address}: the cluster refused the connection ({checks.one_line(e)}); clusters started "
+            f"by `ray start --head` use token authentication: set RAY_AUTH_MODE=token (now {mode}) and give the "
+            f"cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), see README") from None
 
 
 def _resources(ray, workers: int | None) -> tuple[dict[str, Any], str, int]:
@@ -93,8 +121,8 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
                concurrency: int, bar) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
     """One task per shard with at most ``concurrency + 1`` in flight (ray.wait), so the driver holds few
     ObjectRefs and no frames. Returns (summaries, [(plan, error)] of shards that failed for good)."""
-    remote = ray.remote(build_shard).options(**opts, max_retries=MAX_RETRIES,
-                                             retry_exceptions=[OSError, ShardError])
+    # retry_exceptions=True: an unexpected exception in shard code is retried like a crash, then fails the job
+    remote = ray.remote(build_shard).options(**opts, max_retries=MAX_RETRIES, retry_exceptions=True)
     cfg_ref = ray.put(cfg)
     pending: dict[Any, ShardPlan] = {}
     plans = iter(todo)
@@ -118,9 +146,9 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
                 errors.append((plan, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
                 continue
             results.append(summary)
-            bar.update(len(plan.videos))
             bar.set_postfix(ok=sum(len(s["videos"]) for s in results),
                             failed=sum(len(s["failures"]) for s in results), refresh=False)
+            bar.update(len(plan.videos))  # renders the postfix just set
     return results, errors
 
 
@@ -155,9 +183,36 @@ class RunSummary:
     task_cpu_s: float = 0.0  # and of their process CPU time
 
 
+def failure_report(failures: list[dict], top: int = 5) -> list[str]:
+    """The most common failure reasons as lines ``N x stage: reason`` (file names stripped to group them)."""
+    from collections import Counter
+
+    def reason(f: dict) -> str:
+        err = f["error"].split(": ", 1)[1] if ": " in f["error"] else f["error"]  # drop the leading path
+        return f"{f['stage']}: {err[:160]}"
+    return [f"{n} x {r}" for r, n in Counter(reason(f) for f in failures).most_common(top)]
+
+
+def check_publishable(summaries: list[dict], max_failure_rate: float, work: Path) -> None:
+    """PublishRefused when no video was extracted or the failure rate over attempted videos is too high."""
+    ok = sum(len(s["videos"]) for s in summaries)
+    fails = [f for s in summaries for f in s["failures"]]
+    attempted = ok + len(fails)
+    rate = len(fails) / attempted if attempted else 1.0
+    if ok and rate <= max_failure_rate:
+        return
+    why = ("no video was extracted" if not ok else
+           f"{len(fails)} of {attempted} videos failed ({rate:.0%} > --max-failure-rate {max_failure_rate:g})")
+    top = "; ".join(failure_report(fails)) or "no videos selected (check --split and the source manifest)"
+    raise PublishRefused(f"{why}; nothing published, finished shards kept in {work} (a rerun redoes none of "
+                         f"them). Top reasons: {top}")
+
+
 def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
-            force: bool = False, workers: int | None = None, verify: bool = False, log=print) -> RunSummary:
-    """Run the job; returns its summary. Raises RuntimeError if some shards failed for good."""
+            force: bool = False, workers: int | None = None, verify: bool = False, log=print,
+            max_failure_rate: float = MAX_FAILURE_RATE) -> RunSummary:
+    """Run the job; returns its summary. Raises RuntimeError if some shards failed for good, PublishRefused
+    (a RuntimeError) when the result must not be published (``check_publishable``)."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -170,31 +225,17 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         log(f"extract: version {vid} already published at {final} (--force redoes it)")
         return RunSummary(vid, final, 0, 0, 0, 0, time.time() - t0)
     tasks, source_failures, rows = select_videos(source, cfg)
+    if not tasks:
+        where = f" in splits {','.join(cfg.splits)}" if cfg.splits else ""
+        raise PublishRefused(f"{source.dir}: no video with status ok{where} to extract; nothing published")
     plans = list(plan_shards(tasks, cfg.shard_size))
     shard_dir = work / "shards"
-    if force and work.exists():
-        shutil.rmtree(work)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps({"source": source.meta.version_id, "code_version": code,
-                                                  "config": json.loads(cfg.to_json())}, indent=2))
-    for stale in shard_dir.glob("*.tmp"):  # left by a killed worker; never renamed, never in a manifest
-        stale.unlink(missing_ok=True)
-    done, todo = [], []
-    for plan in plans:
-        path = shard_dir / plan.name
-        if path.exists():
-            try:
-                done.append(read_finished(path, plan, full=verify))
-                continue
-            except (ShardError, ValueError, OSError, KeyError) as e:
-                log(f"extract: redoing {path}: {e}")
-                path.unlink()
-        todo.append(plan)
-    skipped = sum(len(s["assigned"]) for s in done)
     t_init = time.time()
-    ray = _init_ray(address, workers)
-    t_shards = time.time()
+    ray = _init_ray(address, workers)  # before the work dir exists: a cluster that refuses us leaves nothing
     try:
+        done, todo = _prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log)
+        skipped = sum(len(s["assigned"]) for s in done)
+        t_shards = time.time()
         opts, device, concurrency = _resources(ray, workers)
         log(f"extract: {len(tasks)} videos in {len(plans)} shards ({len(done)} done earlier), "
             f"{concurrency} tasks at a time, flow on {device}, task resources {opts}")
@@ -214,6 +255,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
             log(f"extract: shard {plan.name} ({len(plan.videos)} videos) failed after {MAX_RETRIES} retries: {err}")
         raise RuntimeError(f"{len(errors)} shards failed; nothing published. Rerun to retry them "
                            f"(finished shards are kept in {work})")
+    check_publishable(done + new, max_failure_rate, work)
     records, failures = _records(done + new, rows)
     flow_params = {**dataclasses.asdict(BroxParams(**cfg.flow_params)), "bound": cfg.bound}
     meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir),
@@ -235,6 +277,30 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
                       t_done - t_shards, sum(s["seconds"] for s in new), sum(s["cpu_s"] for s in new))
 
 
+def _prepare_work(work: Path, shard_dir: Path, plans: list[ShardPlan], source: SourceManifest, cfg: ExtractConfig,
+                  code: str, force: bool, verify: bool, log) -> tuple[list[dict], list[ShardPlan]]:
+    """Create (or reuse) the work dir; returns (summaries of shards finished earlier, plans still to do)."""
+    if force and work.exists():
+        shutil.rmtree(work)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps({"source": source.meta.version_id, "code_version": code,
+                                                  "config": json.loads(cfg.to_json())}, indent=2))
+    for stale in shard_dir.glob("*.tmp"):  # left by a killed worker; never renamed, never in a manifest
+        stale.unlink(missing_ok=True)
+    done, todo = [], []
+    for plan in plans:
+        path = shard_dir / plan.name
+        if path.exists():
+            try:
+                done.append(read_finished(path, plan, full=verify))
+                continue
+            except (ShardError, ValueError, OSError, KeyError) as e:
+                log(f"extract: redoing {path}: {e}")
+                path.unlink()
+        todo.append(plan)
+    return done, todo
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 def _value(text: str) -> Any:
     try:
@@ -247,32 +313,62 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
     out = {}
     for it in items:
         if "=" not in it:
-            raise SystemExit(f"{what}: expected key=value, got {it!r}")
+            raise checks.UsageError(f"{what} {it}: expected key=value")
         k, v = it.split("=", 1)
         out[k.strip()] = _value(v.strip())
     return out
 
 
 def config_from_args(a: argparse.Namespace) -> ExtractConfig:
+    """The ExtractConfig of parsed arguments; UsageError (naming the argument) for any bad value."""
     codec = dict(DEFAULT_CODEC)
     for c in a.codec or []:
-        codec.update({s: c for s in STREAMS} if "=" not in c else _kv([c], "--codec"))
+        spec = {s: c for s in STREAMS} if "=" not in c else _kv([c], "--codec")
+        for stream, name in spec.items():
+            checks.choice(f"--codec {c}: stream", stream, STREAMS)
+            checks.choice("--codec", name, CODECS)
+        codec.update(spec)
     codec = codec_spec(codec)
     flow_params = _kv(a.flow_param or [], "--flow-param")
     try:
         BroxParams(**flow_params)  # fail early on a bad parameter
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"--flow-param: {e}") from None
+        raise checks.UsageError(f"--flow-param: {e}") from None
+    checks.number_in("--level", a.level, 0, 9, allow_none=True)
+    checks.number_in("--quality", a.quality, 1, 100, allow_none=True)
+    checks.positive_int("--chunk-frames", a.chunk_frames, allow_none=True)
+    checks.positive_int("--shard-size", a.shard_size)
+    checks.positive_int("--min-frames", a.min_frames)
+    if not a.bound > 0:
+        raise checks.UsageError(f"--bound {a.bound}: must be > 0 px")
+    if not a.static_threshold >= 0:
+        raise checks.UsageError(f"--static-threshold {a.static_threshold}: must be >= 0 px")
     codec_opts = {k: v for k, v in {"level": a.level, "quality": a.quality, "chunk_frames": a.chunk_frames}.items()
                   if v is not None}
-    return ExtractConfig(size=tuple(a.size), codec=codec, codec_opts=codec_opts, shard_size=a.shard_size,
-                         flow_params=flow_params, bound=a.bound, min_frames=a.min_frames,
+    return ExtractConfig(size=checks.size("--size", a.size), resize=a.resize, codec=codec, codec_opts=codec_opts,
+                         shard_size=a.shard_size, flow_params=flow_params, bound=a.bound, min_frames=a.min_frames,
                          static_threshold=a.static_threshold, splits=tuple(sorted(set(a.split or []))))
+
+
+def check_args(a: argparse.Namespace, cfg: ExtractConfig) -> None:
+    """Everything checkable before Ray starts: the manifest, --out, --workers, --split, --address."""
+    from manifests.schema import KIND as SOURCE_KIND
+
+    checks.positive_int("--workers", a.workers, allow_none=True)
+    checks.number_in("--max-failure-rate", a.max_failure_rate, 0.0, 1.0)
+    checks.version("--manifest", a.manifest, SOURCE_KIND)
+    checks.out_dir("--out", a.out)
+    if cfg.splits:
+        source = load_source(a.manifest)
+        known = sorted(set(source.meta.source.get("splits") or []) | {k for r in source.videos for k in r.splits})
+        for s in cfg.splits:
+            checks.split_in("--split", s, known, source.dir)
+    checks.ray_address("--address", a.address or os.environ.get("RAY_ADDRESS") or None)
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = ExtractConfig()
-    p = argparse.ArgumentParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
+    p = checks.parser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", required=True, help="source manifest (anything versioning.resolve accepts)")
     p.add_argument("--out", required=True, help="root directory of shard dataset versions")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
@@ -284,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=None, help="JPEG quality")
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per HDF5 chunk (array codecs)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=list(d.size))
+    p.add_argument("--resize", choices=RESIZE_MODES, default=d.resize,
+                   help="stretch: each axis to --size (the paper's 128x171); short-side-crop: keep the aspect "
+                        "ratio, scale to cover --size, crop the centre")
     p.add_argument("--shard-size", type=int, default=d.shard_size, help="videos per shard")
     p.add_argument("--workers", type=int, default=None, help="shard tasks at a time (and CPUs of a local Ray)")
     p.add_argument("--flow-param", action="append", metavar="K=V", help="Brox parameter (pipeline.flow.BroxParams)")
@@ -292,18 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-frames", type=int, default=d.min_frames)
     p.add_argument("--static-threshold", type=float, default=d.static_threshold,
                    help="max |flow| in px below which a video counts as static (failure)")
+    p.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
+                   help="do not publish when more than this share of the attempted videos failed "
+                        f"(default {MAX_FAILURE_RATE}); the work dir is kept for a rerun")
     return p
 
 
+@checks.cli("extract")
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = config_from_args(a)
+    check_args(a, cfg)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout carries only the id
     try:
         vid = extract(a.manifest, a.out, cfg, address=a.address, force=a.force, workers=a.workers,
-                      verify=a.verify, log=log).version_id
+                      verify=a.verify, log=log, max_failure_rate=a.max_failure_rate).version_id
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        log(f"extract: error: {e}")
+        if isinstance(e, checks.UsageError):
+            raise
+        log(f"extract: error: {checks.one_line(e)}")
         return 1
     print(vid, flush=True)
     return 0

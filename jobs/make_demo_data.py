@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from jobs.cli import checks
 from jobs.demokit import synth
 from jobs.demokit.encode import FOURCC, write_video
 
@@ -65,8 +66,24 @@ def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos
     return summary
 
 
+def check_args(a: argparse.Namespace) -> None:
+    """Every argument, before a single video is rendered (UsageError naming it)."""
+    checks.out_dir("--out", a.out)
+    n = len(synth.class_names(a.class_set, None))
+    if a.classes is not None and not 1 <= a.classes <= n:
+        raise checks.UsageError(f"--classes {a.classes}: the {a.class_set!r} class set has 1..{n} classes")
+    checks.positive_int("--videos-per-class", a.videos_per_class)
+    checks.positive_int("--clips-per-group", a.clips_per_group)
+    if -(-a.videos_per_class // a.clips_per_group) < 2:
+        raise checks.UsageError(f"--videos-per-class {a.videos_per_class}: with --clips-per-group "
+                                f"{a.clips_per_group} that is < 2 groups (train and test need one each)")
+    checks.positive_int("--frames", a.frames, minimum=2)
+    checks.size("--size", a.size, minimum=16, even=True)
+
+
+@checks.cli("make_demo_data")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = checks.parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="dataset root (videos/ and annotations/ go here)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=None, help="first N classes of the class set (default all)")
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, nargs=2, default=(48, 64), metavar=("H", "W"), help="even sizes")
     p.add_argument("--ext", choices=sorted(FOURCC), default=".mp4")
     a = p.parse_args(argv)
+    check_args(a)
     s = make_dataset(a.out, seed=a.seed, classes=a.classes, videos_per_class=a.videos_per_class,
                      clips_per_group=a.clips_per_group, frames=a.frames, size=tuple(a.size),
                      class_set=a.class_set, ext=a.ext)

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from jobs.cli import checks
 from jobs.report import plots
 from manifests.shards import load_shards
 from pipeline.storage import ShardReader
@@ -21,6 +22,7 @@ def preview(manifest: str | Path, video_id: str, out: str | Path, frames: int = 
     """Write the panel of `video_id` from shard dataset `manifest` to <out>/<video_id>.png."""
     ds = load_shards(manifest)
     by_id = {r.video_id: r for r in ds.records}
+    video_id = checks.nfc(video_id)  # ids are NFC (manifests.build.video_ids); accept an NFD query too
     if video_id not in by_id:
         some = ", ".join(sorted(by_id)[:8])
         raise KeyError(f"{ds.root}: no video {video_id!r} among {len(by_id)} videos (e.g. {some})")
@@ -30,13 +32,17 @@ def preview(manifest: str | Path, video_id: str, out: str | Path, frames: int = 
         return plots.stream_panel(reader, rec.group, Path(out) / f"{video_id}.png", n=frames, title=title)
 
 
+@checks.cli("preview")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = checks.parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True, help="shard dataset version (dir, LATEST file or root)")
     p.add_argument("--video", default="", help="video id, e.g. v_MoveRight_g01_c01")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--frames", type=int, default=6, help="frames (columns) in the panel")
     a = p.parse_args(argv)
+    checks.positive_int("--frames", a.frames)
+    checks.version("--manifest", a.manifest, "shards")
+    checks.out_dir("--out", a.out)
     if not a.video:
         ds = load_shards(a.manifest)
         print(f"--video is required (make preview VIDEO=...); some ids in {ds.root}:", file=sys.stderr)
@@ -46,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = preview(a.manifest, a.video, a.out, a.frames)
     except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
+        raise checks.UsageError(f"--video {a.video}: {e.args[0]}") from None
     print(path)
     return 0
 

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import models
+from jobs.cli import checks
 from jobs.training import checkpoints, prediction, recipe
 from jobs.training.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config, to_dict
 from jobs.report.plots import plot_curves
@@ -236,8 +237,22 @@ def train(cfg: TrainConfig, resume: str = "auto", log=print) -> None:
         fit(cfg, resume, log=log)
 
 
+def check_config(cfg: TrainConfig, resume: str | None) -> None:
+    """Paths and data choices of a config, before any model, data loader or Ray starts (UsageError)."""
+    if not cfg.data.manifest:
+        raise checks.UsageError("data.manifest is not set (data.manifest=PATH to a shard dataset version)")
+    vdir = checks.version("data.manifest", cfg.data.manifest, "shards")
+    checks.out_dir("out_dir", cfg.out_dir)
+    if cfg.init_from:
+        checks.existing_file("init_from", cfg.init_from)
+    if resume:
+        checks.existing_file("--resume", resume)
+    checks.shard_split("data.split", cfg.data.split, vdir)
+
+
+@checks.cli("train")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    ap = checks.parser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="overrides: dotted keys of jobs/config.py, e.g. "
                                         "data.manifest=data/shards/LATEST "
@@ -260,11 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, extra)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not cfg.data.manifest:
-        print("error: data.manifest is not set (data.manifest=PATH to a shard dataset version)", file=sys.stderr)
-        return 2
+        raise checks.UsageError(str(e)) from None
+    check_config(cfg, args.resume)
     resume = "never" if args.no_resume else (args.resume or "auto")
     try:
         train(cfg, resume)

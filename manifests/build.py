@@ -10,6 +10,7 @@ part of the id.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -30,10 +31,15 @@ DIAGNOSTIC = ("note",)
 
 
 def video_ids(rel_paths: list[str]) -> list[str]:
-    """File stem when unique in the dataset, else the path without suffix with '/' replaced by '__'."""
-    stems = Counter(PurePosixPath(r).stem for r in rel_paths)
+    """File stem when unique in the dataset, else the path without suffix with '/' replaced by '__'.
+
+    Ids are Unicode NFC (a file named in NFD on disk, as macOS writes them, gets the id its name has in
+    the annotation lists); ``rel_path`` keeps the name as on disk, for opening the file.
+    """
+    nfc = [unicodedata.normalize("NFC", r) for r in rel_paths]
+    stems = Counter(PurePosixPath(r).stem for r in nfc)
     return [PurePosixPath(r).stem if stems[PurePosixPath(r).stem] == 1
-            else PurePosixPath(r).with_suffix("").as_posix().replace("/", "__") for r in rel_paths]
+            else PurePosixPath(r).with_suffix("").as_posix().replace("/", "__") for r in nfc]
 
 
 def assemble(plan: Plan, facts: dict[str, dict[str, Any]]) -> list[VideoRecord]:
@@ -104,9 +110,18 @@ def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Pat
 
 
 def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
-          inspect: Callable[[list[Path]], list[dict[str, Any]]] | None = None) -> tuple[str, Path]:
-    """Inspect every entry's file (in-process by default, or with `inspect(paths) -> facts`) and publish."""
+          inspect: Callable[[list[Path]], list[dict[str, Any]]] | None = None,
+          require_ok: bool = False) -> tuple[str, Path]:
+    """Inspect every entry's file (in-process by default, or with `inspect(paths) -> facts`) and publish.
+
+    With ``require_ok``, a build in which no video ends with status ok raises ValueError (with the status
+    counts) and publishes nothing: such a version could only mislead the next stage.
+    """
     todo = [e.rel_path for e in plan.entries if e.status != "missing"]
     paths = [Path(videos) / r for r in todo]
     results = inspect(paths) if inspect else [inspect_video(p) for p in paths]
-    return write_version(out, plan, assemble(plan, dict(zip(todo, results))), videos, annotations)
+    records = assemble(plan, dict(zip(todo, results)))
+    if require_ok and not any(r.status == "ok" for r in records):
+        counts = dict(sorted(Counter(r.status for r in records).items()))
+        raise ValueError(f"{videos}: no video is usable (statuses {counts}); nothing published")
+    return write_version(out, plan, records, videos, annotations)

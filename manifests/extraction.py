@@ -17,9 +17,13 @@ static     max |flow| over the whole video < ``static_threshold`` px: a still sh
            frames would be black by the rule in ``pipeline.rgbf`` (constant magnitude -> confidence 0)
 =========  =================================================================================================
 
-Any other exception while processing one video is retried ``video_retries`` times in the task and then
-recorded with the stage it happened in and ``<ExceptionType>: message``, so one bad video never costs the
-shard. Errors writing the shard file itself propagate: Ray retries the whole shard (jobs.extract).
+Only these expected, per-video failures (``Rejected``) are recorded. Any other exception (a programming
+error, an I/O error) is retried ``video_retries`` times in the task and then fails the task: Ray retries the
+shard and, when its retries are spent, the job fails without publishing (jobs.extract). A regression must
+never turn into a dataset of per-video "failures".
+
+The shard file holds no run facts (timings, host): the summary carries them to the driver, so the same
+inputs give a byte-identical file.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from pipeline.storage import DEFAULT_CODEC, ShardReader, ShardWriter
 class ExtractConfig:
     """Everything that determines the extracted content (part of the output version id)."""
     size: tuple[int, int] = (128, 171)  # (H, W) of every stream
+    resize: str = "stretch"  # pipeline.decode.RESIZE_MODES: stretch (paper) | short-side-crop (keeps aspect)
     codec: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CODEC))  # stream -> codec
     codec_opts: dict[str, Any] = dataclasses.field(default_factory=dict)  # level, quality, chunk_frames
     shard_size: int = 64  # videos per shard
@@ -123,7 +128,7 @@ def check_input(v: VideoTask) -> None:
 def decode(v: VideoTask, cfg: ExtractConfig) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB, or Rejected(decode | length)."""
     try:
-        rgb = decode_video(v.path, size=cfg.size)
+        rgb = decode_video(v.path, size=cfg.size, resize=cfg.resize)
     except DecodeError as e:
         raise Rejected("decode", str(e)) from None
     need = max(2, cfg.min_frames)
@@ -202,15 +207,14 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
                     break
                 except OSError:  # I/O trouble is not the video's fault: Ray retries the whole shard
                     raise
-                except Exception as e:  # unexpected: retry this video, then record it (policy above)
+                except Exception as e:  # unexpected: retry this video, then fail the task (policy above)
                     if attempt == video_retries:
-                        failures.append({"video_id": v.video_id, "stage": stage,
-                                         "error": f"{v.path}: {type(e).__name__}: {e}"})
-        w.extra = {"assigned": [v.video_id for v in plan.videos], "videos": videos, "failures": failures,
-                   "seconds": round(time.time() - t0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+                        raise RuntimeError(f"{v.path}: unexpected {type(e).__name__} in stage {stage}: {e}") from e
+        w.extra = {"assigned": [v.video_id for v in plan.videos], "videos": videos, "failures": failures}
     if pool:
         pool.shutdown()
-    return shard_summary(path, w.extra)
+    return {**shard_summary(path, w.extra), "seconds": round(time.time() - t0, 3),
+            "cpu_s": round(time.process_time() - c0, 3)}
 
 
 def shard_summary(path: Path, extra: dict[str, Any]) -> dict[str, Any]:

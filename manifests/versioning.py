@@ -73,6 +73,13 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: os has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def publish(
     root: Path,
     version_id: str,
@@ -84,7 +91,9 @@ def publish(
     """Write a version atomically. ``write_files(tmpdir)`` fills a temporary directory.
 
     If ``<root>/<version_id>`` already exists the content is identical by construction and nothing is
-    rewritten (versions are immutable); LATEST is still pointed at it.
+    rewritten (versions are immutable); LATEST is still pointed at it. The version directory gets the mode
+    a plain ``mkdir`` would (0777 minus the process umask), not ``mkdtemp``'s private 0700, so other users
+    of shared storage can read a dataset when the umask allows it.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +101,7 @@ def publish(
     if not (final / META_FILE).exists():
         tmp = Path(tempfile.mkdtemp(prefix=f".{version_id}.", dir=root))
         try:
+            os.chmod(tmp, 0o777 & ~current_umask())
             write_files(tmp)
             (tmp / META_FILE).write_text(meta.to_json())
             try:

@@ -167,9 +167,35 @@ def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
 
 
 def decode_video(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
-                 backend: str | None = None) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB frames resized to `size` (H, W); T counted by decoding. See decode_video_ex."""
-    return decode_video_ex(path, size, backend).frames
+                 backend: str | None = None, resize: str = "stretch") -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames at `size` (H, W); T counted by decoding. See decode_video_ex.
+
+    ``resize`` (RESIZE_MODES): "stretch" scales each axis to `size` independently (the paper's 128x171,
+    any aspect ratio squashed to it); "short-side-crop" scales by one factor so the frame covers `size`,
+    keeping the aspect ratio, then crops the centre (the native size comes from ``probe_video``: the coded
+    size; container rotation metadata is not applied).
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r}; known: {list(RESIZE_MODES)}")
+    if resize == "stretch":
+        return decode_video_ex(path, size, backend).frames
+    info = probe_video(path)
+    if info.width <= 0 or info.height <= 0:
+        raise DecodeError(path, "the header gives no frame size (needed by resize=short-side-crop)")
+    (h, w), (sh, sw) = size, cover_size(size, (info.height, info.width))
+    frames = decode_video_ex(path, (sh, sw), backend).frames  # (T, sh, sw, 3), sh >= h, sw >= w
+    y, x = (sh - h) // 2, (sw - w) // 2
+    return np.ascontiguousarray(frames[:, y:y + h, x:x + w])
+
+
+RESIZE_MODES = ("stretch", "short-side-crop")
+
+
+def cover_size(size: tuple[int, int], native: tuple[int, int]) -> tuple[int, int]:
+    """Smallest (H', W') with the native aspect ratio that covers `size` (H, W): H' >= H and W' >= W."""
+    (h, w), (nh, nw) = size, native
+    scale = max(h / nh, w / nw)
+    return max(h, round(nh * scale)), max(w, round(nw * scale))
 
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")

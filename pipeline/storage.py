@@ -12,6 +12,10 @@ Each stream dataset records the codec that wrote it (``attrs["codec"]``, ``attrs
 a reader needs no configuration and streams of one shard may use different codecs. Codecs sit behind a
 small interface (``write`` / ``reader`` / ``digest``) and are chosen by name from ``CODECS`` (STYLE.md 3).
 
+Shard files are a pure function of their content: no timestamps (``track_times=False`` on every dataset and
+group), a pinned file-format range (``LIBVER``) and no run facts (timings, hosts) in ``extra``, so the same
+videos and parameters give byte-identical files (``shard_sha256``) on a rerun.
+
 Checksums are sha256 of a stream's stored *payload*: the raw uint8 array bytes for array codecs, the
 length-prefixed JPEG byte strings for JPEG codecs. They are computed while writing and re-checked when
 the shard is closed (re-opened from disk) before the temporary file is renamed into place.
@@ -34,6 +38,7 @@ STREAMS = ("rgb", "flow", "rgbf")
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 FORMAT = "asym3d-shard"
 FORMAT_VERSION = 1
+LIBVER = ("earliest", "v110")  # HDF5 object formats: pinned so a library upgrade cannot change the bytes
 
 
 class ShardError(RuntimeError):
@@ -63,7 +68,7 @@ class ArrayCodec:
                 kw["shuffle"] = self.shuffle
                 if self.compression == "gzip":
                     kw["compression_opts"] = 4 if self.level is None else self.level
-        return parent.create_dataset(key, data=frames, dtype=np.uint8, **kw)
+        return parent.create_dataset(key, data=frames, dtype=np.uint8, track_times=False, **kw)
 
     def reader(self, ds: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
         """read(start, stop) -> (stop-start, H, W, 3) uint8 for dataset ``ds``."""
@@ -101,7 +106,7 @@ class JpegCodec:
 
     def write(self, parent: h5py.Group, key: str, frames: np.ndarray) -> h5py.Dataset:
         t, h, w, c = frames.shape
-        ds = parent.create_dataset(key, shape=(t,), dtype=h5py.vlen_dtype(np.uint8))
+        ds = parent.create_dataset(key, shape=(t,), dtype=h5py.vlen_dtype(np.uint8), track_times=False)
         for i in range(t):
             ds[i] = self._encode(frames[i])
         ds.attrs["frame_shape"] = (h, w, c)
@@ -196,6 +201,15 @@ def _check_streams(group: str, streams: Mapping[str, np.ndarray]) -> tuple[int, 
     return t, h, w
 
 
+def _create_group(parent: h5py.Group, name: str) -> h5py.Group:
+    """``parent.create_group(name)`` without object timestamps (h5py's create_group has no track_times)."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
+    lcpl.set_char_encoding(h5py.h5t.CSET_UTF8)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), lcpl=lcpl, gcpl=gcpl))
+
+
 def _valid_group_name(group: str) -> bool:
     return bool(group) and "/" not in group and not group.startswith(".") and group.isprintable()
 
@@ -219,7 +233,7 @@ class ShardWriter:
         self.extra: dict[str, Any] = {}  # JSON-able, stored as the root attr "extra" (e.g. failures)
         self.tmp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: h5py.File | None = h5py.File(self.tmp, "w")
+        self._f: h5py.File | None = h5py.File(self.tmp, "w", libver=LIBVER, track_times=False)
         self._index: list[str] = []
         self._sums: dict[str, dict[str, str]] = {}
 
@@ -231,7 +245,7 @@ class ShardWriter:
         if not _valid_group_name(group) or group in self._sums:
             raise ValueError(f"{self.path}: bad or duplicate group name {group!r}")
         t, h, w = _check_streams(group, streams)
-        g = self._f.create_group(group)
+        g = _create_group(self._f, group)
         sums = {}
         for s in STREAMS:
             codec = self.codecs[s]

@@ -100,7 +100,7 @@ def test_cli_config_version_id_and_gpu_decision(source):
     cfg = config_from_args(a)
     assert cfg.codec == {"rgb": "lzf", "flow": "jpeg-planar", "rgbf": "lzf"} and cfg.codec_opts == {"quality": 80}
     assert cfg.flow_params == {"inner": 2, "alpha": 0.3} and cfg.size == (32, 40) and cfg.splits == ("split1",)
-    with pytest.raises(SystemExit, match="levels"):  # unknown Brox parameter: fails before any work
+    with pytest.raises(ValueError, match="levels"):  # unknown Brox parameter: a UsageError before any work
         config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-param", "levels=3"]))
     src = load_source(source)
     tasks, fails, _ = select_videos(src, CFG)

@@ -1,0 +1,1 @@
+"""Shared pieces of the command-line stages (argument checks, the one-line error wrapper)."""
