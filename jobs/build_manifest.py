@@ -105,8 +105,9 @@ def check_plan(plan, videos: Path) -> None:
         raise checks.UsageError(f"--videos {videos}: no video files found (extensions: .avi, .mp4, ...)")
     if not any(e.status == "ok" for e in plan.entries):
         counts = dict(sorted(Counter(e.status for e in plan.entries).items()))
+        first = f"; {len(plan.warnings)} warnings, first: {plan.warnings[0]}" if plan.warnings else ""
         raise checks.UsageError(f"--dataset {plan.dataset}: none of the {len(plan.entries)} videos matches the "
-                                f"annotations (statuses {counts}); wrong --dataset or --annotations?")
+                                f"annotations (statuses {counts}); wrong --dataset or --annotations?{first}")
 
 
 def build_main(argv: list[str]) -> str:
@@ -125,9 +126,9 @@ def build_main(argv: list[str]) -> str:
     args = ap.parse_args(argv)
     check_args(args)
     plan = BUILDERS[args.dataset](args.videos, args.annotations, test_fraction=args.test_fraction)
+    check_plan(plan, args.videos)
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    check_plan(plan, args.videos)
     if args.no_ray or (args.workers == 0 and not args.address):
         inspect = local_inspect
     else:
