@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jobs.cli import checks
+from jobs.cli import checks, reaper
 from jobs.report.card import write_card_safely
 from manifests.build import build
 from manifests.annotations import BuildError
@@ -48,6 +48,7 @@ def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int
                                     f"and give the cluster's token (see README, On a Ray cluster)") from None
     else:
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        reaper.watch()  # the cluster goes when this driver goes, even after kill -9
     try:
         return inspect_on_ray(paths, chunk)
     finally:

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.cli import checks
+from jobs.cli import checks, reaper
 
 PY = sys.executable
 STREAMS = ("rgb", "rgbf")
@@ -183,6 +183,7 @@ def start_ray(workers: int, attempts: int = 3):
     for attempt in range(1, attempts + 1):
         try:
             ctx = ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            reaper.watch()  # the cluster goes when this driver goes, even after kill -9
             return ray, ctx.address_info["gcs_address"]
         except Exception as e:  # ray raises a plain Exception for this one
             if "timed out during startup" not in str(e) or attempt == attempts:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import checks
+from jobs.cli import checks, reaper
 from jobs.report.card import write_card_safely
 from manifests.shards import FailureRecord, ShardRecord, publish_shards
 from manifests.source import SourceManifest, load_source
@@ -91,6 +91,7 @@ def _init_ray(address: str | None, workers: int | None):
     else:
         # "local": always a new cluster of our own, never one another process left running on this machine
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        reaper.watch()  # the cluster goes when this driver goes, even after kill -9
     return ray
 
 
