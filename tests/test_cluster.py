@@ -144,13 +144,23 @@ class TokenCluster:
                 env = Path(f"/proc/{name}/environ").read_bytes()
             except OSError:
                 continue
-            if str(self.tmp) in cmd or f"ASYM3D_TEST_RAY={self.mark}".encode() in env:
+            if str(self.tmp) in cmd or f"ASYM3D_TEST_RAY={self.mark}".encode() in env or self._holds_tmp(name):
                 found.append((int(name), cmd))
         return found
+
+    def _holds_tmp(self, pid: str) -> bool:
+        """An open file under the private temp dir: Ray's agents retitle themselves (cmdline and environ
+        overwritten) and outlive a killed raylet as orphans, but keep their session logs open."""
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(self.tmp)) for fd in fds)
+        except OSError:
+            return False
 
     def kill_all(self) -> None:
         for _ in range(5):
             procs = self.processes()
+            procs += [(q, "") for pid, _ in procs for q in descendants(pid)]
             if not procs:
                 break
             for pid, _ in procs:

@@ -89,7 +89,8 @@ def test_published_files_follow_the_umask(tmp_path, umask, dir_mode, file_mode):
         vdir = synthetic_shards(tmp_path / "shards", num_videos=2)
     finally:
         os.umask(old)
-    modes = {p.relative_to(tmp_path): p.stat().st_mode & 0o777 for p in [vdir, *vdir.rglob("*"), vdir.parent / "LATEST"]}
+    paths = [vdir, *vdir.rglob("*"), vdir.parent / "LATEST"]
+    modes = {p.relative_to(tmp_path): p.stat().st_mode & 0o777 for p in paths}
     assert modes[vdir.relative_to(tmp_path)] == dir_mode and modes[(vdir / "shards").relative_to(tmp_path)] == dir_mode
     files = {k: m for k, m in modes.items() if (tmp_path / k).is_file()}
     assert len(files) >= 5 and set(files.values()) == {file_mode}, files
@@ -125,7 +126,8 @@ def test_short_side_crop_keeps_the_aspect_ratio(tmp_path):
     wide = np.zeros((4, 48, 96, 3), np.uint8)
     wide[:, :, 40:56] = 255  # a vertical bar in the middle: 16 px wide of 96
     p = write_video(tmp_path / "wide.avi", wide)
-    assert cover_size((32, 32), (48, 96)) == (32, 64) and cover_size((128, 171), (320, 180)) == (304, 171) and cover_size((128, 171), (240, 320)) == (128, 171)
+    assert cover_size((32, 32), (48, 96)) == (32, 64) and cover_size((128, 171), (240, 320)) == (128, 171)
+    assert cover_size((128, 171), (320, 180)) == (304, 171)  # portrait: full width, centre of the height
     crop = decode_video(p, (32, 32), resize="short-side-crop")
     stretch = decode_video(p, (32, 32))
     assert crop.shape == stretch.shape == (4, 32, 32, 3)
