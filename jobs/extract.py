@@ -364,7 +364,10 @@ def check_args(a: argparse.Namespace, cfg: ExtractConfig) -> None:
         known = sorted(set(source.meta.source.get("splits") or []) | {k for r in source.videos for k in r.splits})
         for s in cfg.splits:
             checks.split_in("--split", s, known, source.dir)
-    checks.ray_address("--address", a.address or os.environ.get("RAY_ADDRESS") or None)
+    if a.address:
+        checks.ray_address("--address", a.address)
+    else:
+        checks.ray_address("RAY_ADDRESS", os.environ.get("RAY_ADDRESS") or None)
 
 
 def build_parser() -> argparse.ArgumentParser:

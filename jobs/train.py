@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -248,6 +249,8 @@ def check_config(cfg: TrainConfig, resume: str | None) -> None:
     if resume:
         checks.existing_file("--resume", resume)
     checks.shard_split("data.split", cfg.data.split, vdir)
+    if cfg.workers > 0:
+        checks.ray_address("RAY_ADDRESS", os.environ.get("RAY_ADDRESS") or None)
 
 
 @checks.cli("train")

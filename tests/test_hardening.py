@@ -145,3 +145,51 @@ def test_resize_mode_is_part_of_the_version_id():
     b = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--resize", "short-side-crop"]))
     assert a.resize == "stretch" and a.size == (128, 171) and b.resize == "short-side-crop"
     assert a.to_json() != b.to_json() and ExtractConfig.from_json(b.to_json()) == b
+
+
+def test_progress_postfix_matches_the_summary_counts():
+    """The bar's ok/failed postfix is set before each advance, so its last render shows the final counts."""
+    from jobs.extract import run_shards
+
+    class Ref:
+        def __init__(self, plan):
+            self.plan = plan
+
+    class FakeRay:  # runs "tasks" synchronously: shard i has i ok videos and 1 failure
+        exceptions = type("E", (), {"RayError": RuntimeError})
+
+        def remote(self, fn):
+
+            class R:
+                def options(self, **_):
+                    return self
+
+                def remote(self, plan, *_):
+                    return Ref(plan)
+            return R()
+
+        def put(self, x):
+            return x
+
+        def wait(self, refs, num_returns):
+            return refs[:1], refs[1:]
+
+        def get(self, ref):
+            i = ref.plan.index
+            return {"videos": [{}] * i, "failures": [{}], "assigned": []}
+
+    class Bar:
+        def __init__(self):
+            self.renders, self.postfix, self.n = [], {}, 0
+
+        def set_postfix(self, refresh=True, **kw):
+            self.postfix = kw
+
+        def update(self, n):
+            self.n += n
+            self.renders.append((self.n, dict(self.postfix)))
+
+    plans = [ShardPlan(i, f"{i:05d}.h5", (None,) * (i + 1)) for i in range(4)]
+    bar = Bar()
+    results, errors = run_shards(plans, CFG, Path("."), FakeRay(), {}, "cpu", 2, bar)
+    assert not errors and bar.renders[-1] == (10, {"ok": 0 + 1 + 2 + 3, "failed": 4})
