@@ -14,7 +14,6 @@ import pytest
 from fixtures import synthetic_shards
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from pipeline.decode import cover_size, decode_video
-from pipeline.storage import ShardWriter
 from videoutil import moving_square, write_video
 
 CFG = ExtractConfig(size=(32, 40), flow_params={"inner": 2, "outer": 2, "solver": 2})
