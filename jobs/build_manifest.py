@@ -1,7 +1,7 @@
 """Build a versioned source manifest; probing and hashing run as Ray tasks.
 
     python -m jobs.build_manifest --dataset {ucf101,hmdb51,fcvid,folder} --videos DIR [--annotations DIR]
-                                  --out DIR [--workers N] [--address ADDR] [--chunk K]
+                                  --out DIR [--workers N] [--address ADDR] [--chunk K] [--max-failure-rate F]
     python -m jobs.build_manifest diff A B [--json]
 
 The build prints the new version id as the last line of stdout (progress goes to stderr). Ray is the
@@ -32,6 +32,7 @@ from manifests.probe import inspect_many, inspect_video
 from manifests.source import load_source
 from manifests.versioning import read_meta
 
+MAX_FAILURE_RATE = 0.5  # as jobs.extract: above it the cause is systemic (wrong mount, missing codec)
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live here (jobs/), not in the stages
 
 
@@ -93,6 +94,7 @@ def check_args(args: argparse.Namespace) -> None:
     checks.positive_int("--workers", args.workers, minimum=0)
     checks.positive_int("--chunk", args.chunk)
     checks.number_in("--test-fraction", args.test_fraction, 0.0, 1.0)
+    checks.number_in("--max-failure-rate", args.max_failure_rate, 0.0, 1.0)
     checks.existing_dir("--videos", args.videos)
     if args.annotations is not None:
         checks.existing_dir("--annotations", args.annotations)
@@ -124,6 +126,9 @@ def build_main(argv: list[str]) -> str:
     ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster")
     ap.add_argument("--chunk", type=int, default=8, help="videos per Ray task")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="folder: hashed test share")
+    ap.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
+                    help="publish nothing when more than this share of the files is missing, empty or "
+                         f"unreadable (default {MAX_FAILURE_RATE}; same rule as jobs.extract)")
     args = ap.parse_args(argv)
     check_args(args)
     plan = BUILDERS[args.dataset](args.videos, args.annotations, test_fraction=args.test_fraction)
@@ -135,7 +140,8 @@ def build_main(argv: list[str]) -> str:
     else:
         def inspect(paths):
             return ray_inspect(paths, args.workers, args.address, args.chunk)
-    vid, path = build(plan, args.videos, args.annotations, args.out, inspect, require_ok=True)
+    vid, path = build(plan, args.videos, args.annotations, args.out, inspect, require_ok=True,
+                      max_failure_rate=args.max_failure_rate)
     write_card_safely(path)  # card.md + figures next to the version; a failure only warns
     meta = read_meta(path)
     print(f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, "

@@ -111,17 +111,25 @@ def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Pat
 
 def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
           inspect: Callable[[list[Path]], list[dict[str, Any]]] | None = None,
-          require_ok: bool = False) -> tuple[str, Path]:
+          require_ok: bool = False, max_failure_rate: float | None = None) -> tuple[str, Path]:
     """Inspect every entry's file (in-process by default, or with `inspect(paths) -> facts`) and publish.
 
     With ``require_ok``, a build in which no video ends with status ok raises ValueError (with the status
-    counts) and publishes nothing: such a version could only mislead the next stage.
+    counts) and publishes nothing: such a version could only mislead the next stage. With
+    ``max_failure_rate``, so does a build in which more than that share of the listed files is missing,
+    empty or unreadable (FILE_FAILURES; annotation-level statuses such as unlisted are not file failures).
     """
     todo = [e.rel_path for e in plan.entries if e.status != "missing"]
     paths = [Path(videos) / r for r in todo]
     results = inspect(paths) if inspect else [inspect_video(p) for p in paths]
     records = assemble(plan, dict(zip(todo, results)))
+    counts = dict(sorted(Counter(r.status for r in records).items()))
     if require_ok and not any(r.status == "ok" for r in records):
-        counts = dict(sorted(Counter(r.status for r in records).items()))
         raise ValueError(f"{videos}: no video is usable (statuses {counts}); nothing published")
+    bad = [r for r in records if r.status in FILE_FAILURES]
+    if max_failure_rate is not None and records and len(bad) / len(records) > max_failure_rate:
+        top = Counter(f"{r.status}: {(r.error or '').split(': ', 1)[-1][:120]}" for r in bad).most_common(5)
+        raise ValueError(f"{videos}: {len(bad)} of {len(records)} files failed ({len(bad) / len(records):.0%} > "
+                         f"--max-failure-rate {max_failure_rate:g}); nothing published. Top reasons: "
+                         + "; ".join(f"{n} x {reason}" for reason, n in top))
     return write_version(out, plan, records, videos, annotations)

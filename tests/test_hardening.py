@@ -192,3 +192,20 @@ def test_progress_postfix_matches_the_summary_counts():
     bar = Bar()
     results, errors = run_shards(plans, CFG, Path("."), FakeRay(), {}, "cpu", 2, bar)
     assert not errors and bar.renders[-1] == (10, {"ok": 0 + 1 + 2 + 3, "failed": 4})
+
+
+def test_build_manifest_failure_rate_guard(tmp_path, capsys):
+    from jobs import build_manifest
+
+    v = tmp_path / "v" / "a"
+    v.mkdir(parents=True)
+    write_video(v / "good.avi", moving_square(4, 32, 32))
+    for name in ("bad1.avi", "bad2.avi"):
+        (v / name).write_bytes(b"\1" * 200)  # unreadable: 2 of 3 files
+    args = ["--dataset", "folder", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "m"), "--workers", "0"]
+    assert build_manifest.main(args) == 1
+    err = capsys.readouterr().err
+    assert "2 of 3 files failed (67% > --max-failure-rate 0.5); nothing published. Top reasons: 2 x unreadable" in err
+    assert not (tmp_path / "m" / "LATEST").exists()
+    assert build_manifest.main(args + ["--max-failure-rate", "0.9"]) == 0  # the operator accepts the rate
+    assert (tmp_path / "m" / "LATEST").exists()
