@@ -73,6 +73,8 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --test-fraction 1.5", "--test-fraction"),
     ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --address 127.0.0.1:1", "--address"),
     ("build_manifest", "--dataset folder --videos {videos}", "--out"),
+    ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --max-failure-rate -0.1",
+     "--max-failure-rate"),
     ("build_manifest", "diff {root}/nope {source}", "base"),
     # extract
     ("extract", "--manifest {source} --out {root}/s1 --workers -1", "--workers -1"),
