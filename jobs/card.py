@@ -8,15 +8,16 @@ Exit status 2 with one line on stderr when VERSION is not a readable dataset ver
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from jobs.cli import checks
 from jobs.report.card import write_card
 from manifests.versioning import resolve
 
 
+@checks.cli("card")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.card", description=__doc__.split("\n\n")[0])
+    p = checks.parser(prog="python -m jobs.card", description=__doc__.split("\n\n")[0])
     p.add_argument("version", help="dataset version (dir, file in it, LATEST file or root with LATEST)")
     a = p.parse_args(argv)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from jobs.cli import checks, reaper
 from manifests.export import (ExportError, ExportOptions, check_options, export_chunk, frame_dirs, prepare_dir,
                               select, write_lists)
 from manifests.shards import load_shards
@@ -51,6 +52,7 @@ def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict
         ray.init(address=address, log_to_driver=False)
     else:  # always a new local cluster of our own, never one another process left running
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        reaper.watch()  # the cluster goes when this driver goes, even after kill -9
     try:
         concurrency = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(**TASK_OPTIONS)(export_chunk)
@@ -122,7 +124,7 @@ def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.export", description=__doc__.split("\n\n")[0])
+    p = checks.parser(prog="python -m jobs.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", required=True, help="shard dataset version (dir, LATEST file or root)")
     p.add_argument("--format", default="rawframes", help="output format (rawframes)")
     p.add_argument("--out", required=True, type=Path, help="export directory (empty, or an earlier export)")
@@ -137,8 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@checks.cli("export")
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    checks.out_dir("--out", a.out)
+    if a.workers is None or a.workers > 1:
+        checks.ray_address("--address", a.address)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     streams = tuple(s.strip() for s in a.streams.split(",") if s.strip())
     for name, value in (("--workers", a.workers), ("--chunk", a.chunk)):

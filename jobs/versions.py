@@ -12,12 +12,12 @@ equal, 1 when they differ, 2 on bad input (unknown version, different kinds).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from jobs.cli import checks
 from manifests.diff import diff_shards, diff_sources
 from manifests.shards import load_shards
 from manifests.source import load_source
@@ -46,7 +46,7 @@ def list_rows(root: Path) -> list[dict]:
 
 
 def ls_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.versions ls")
+    ap = checks.parser(prog="python -m jobs.versions ls")
     ap.add_argument("root", type=Path)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     a = ap.parse_args(argv)
@@ -71,7 +71,7 @@ def ls_main(argv: list[str]) -> int:
 
 
 def diff_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.versions diff")
+    ap = checks.parser(prog="python -m jobs.versions diff")
     ap.add_argument("base")
     ap.add_argument("other")
     ap.add_argument("--json", action="store_true", help="print the diff as JSON")
@@ -92,12 +92,14 @@ def diff_main(argv: list[str]) -> int:
     return 0 if d.empty else 1
 
 
+@checks.cli("versions")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"ls": ls_main, "diff": diff_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m jobs.versions {ls ROOT | diff A B} [--json]", file=sys.stderr)
-        return 2
+        got = repr(argv[0]) if argv else "nothing"
+        raise checks.UsageError(f"expected a command, got {got}; usage: python -m jobs.versions "
+                                f"{{ls ROOT | diff A B}} [--json]")
     return commands[argv[0]](argv[1:])
 
 

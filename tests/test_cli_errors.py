@@ -126,6 +126,18 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("make_demo_data", "--out {root}/d1 --videos-per-class 2 --clips-per-group 4", "--videos-per-class"),
     ("make_demo_data", "--out {file}", "--out"),
     ("make_demo_data", "--out {root}/d1 --frames 1", "--frames 1"),
+    # export, card, versions
+    ("export", "--manifest {shards} --out {root}/x1 --jpeg-quality 0", "--jpeg-quality"),
+    ("export", "--manifest {shards} --out {file}", "--out"),
+    ("export", "--manifest {shards} --out {root}/x1 --address 127.0.0.1:1", "--address 127.0.0.1:1"),
+    ("export", "--manifest {shards} --out {root}/x1 --chunk 0", "--chunk"),
+    ("export", "--manifest {source} --out {root}/x1 --workers 0", "--manifest"),
+    ("export", "--manifest {shards} --out {root}/x1 --split split9 --workers 0", "--split"),
+    ("card", "{root}/nope", "nope"),
+    ("card", "", "version"),
+    ("versions", "ls {root}/nope", "nope"),
+    ("versions", "list {root}", "expected a command, got 'list'"),
+    ("versions", "diff {root}/nope {source}", "nope"),
     # demo
     ("demo", "--data {root}/dd --runs {root}/dr --workers 0", "--workers 0"),
     ("demo", "--data {root}/dd --runs {file}", "--runs"),
