@@ -85,3 +85,34 @@ def flow_field(kind: str, h: int, w: int) -> np.ndarray:
     if kind not in fields:
         raise ValueError(f"unknown flow kind {kind!r}; choose from {sorted(fields)}")
     return np.stack(fields[kind], -1).astype(np.float32)
+
+
+def moving_object_pair(background: np.ndarray, obj: np.ndarray, bg_flow: np.ndarray, box: tuple[int, int, int, int],
+                       shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A textured rectangle moving over a background that moves differently, with occlusions.
+
+    background (H + 2m, W + 2m) float32, obj (h, w) float32 texture, bg_flow (H, W, 2) with |w| < m − 1,
+    box (y, x, h, w): the object's place in I1, shift (dx, dy): its motion, so in I0 it sits at box − shift
+    (integer-rounded shift keeps its texture exact). I1 = background crop with the object pasted at box;
+    I0(x) = object texture inside the shifted box, background(x + bg_flow(x)) elsewhere.
+    Returns (i0, i1, gt (H, W, 2), valid (H, W) bool): valid is False where the background point x + w lies
+    under the object in I1 (occluded) or outside the frame."""
+    h, w, _ = bg_flow.shape
+    i0, i1 = warp_pair(background, bg_flow)
+    y, x, oh, ow = box
+    dx, dy = int(round(shift[0])), int(round(shift[1]))
+    i1 = i1.copy()
+    i1[y:y + oh, x:x + ow] = obj
+    y0, x0 = y - dy, x - dx
+    if not (0 <= y0 and y0 + oh <= h and 0 <= x0 and x0 + ow <= w and 0 <= y and y + oh <= h and 0 <= x and x + ow <= w):
+        raise ValueError(f"object box {box} shifted by {shift} leaves the {h}x{w} frame")
+    i0[y0:y0 + oh, x0:x0 + ow] = obj
+    gt = bg_flow.copy()
+    gt[y0:y0 + oh, x0:x0 + ow] = (dx, dy)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    px, py = xs + gt[..., 0], ys + gt[..., 1]
+    in_obj0 = np.zeros((h, w), bool)
+    in_obj0[y0:y0 + oh, x0:x0 + ow] = True
+    under = (px >= x - 0.5) & (px <= x + ow - 0.5) & (py >= y - 0.5) & (py <= y + oh - 0.5)
+    inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+    return i0, i1, gt, inside & (in_obj0 | ~under)

