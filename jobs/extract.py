@@ -2,8 +2,8 @@
 
     python -m jobs.extract --manifest DIR_OR_FILE --out DIR [--address ADDR] [--force] [--verify] [--codec NAME |
         --codec rgb=jpeg --codec flow=jpeg-planar ...] [--size H W] [--shard-size N] [--workers N]
-        [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N] [--static-threshold PX]
-        [--resize {stretch,short-side-crop}] [--max-failure-rate F]
+        [--flow-preset NAME] [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N]
+        [--static-threshold PX] [--resize {stretch,short-side-crop}] [--max-failure-rate F]
 
 The last line on stdout is the output version id. Design (docs/extract.md): videos are assigned to shards
 deterministically (sorted ids chunked by --shard-size); one Ray task per shard decodes, computes flow and
@@ -36,7 +36,7 @@ from manifests.shards import FailureRecord, ShardRecord, publish_shards
 from manifests.source import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
 from pipeline.decode import RESIZE_MODES
-from pipeline.flow import BroxParams
+from pipeline.flow import DEFAULT_PRESET, PRESETS, brox_params
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
 
@@ -258,7 +258,8 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
                            f"(finished shards are kept in {work})")
     check_publishable(done + new, max_failure_rate, work)
     records, failures = _records(done + new, rows)
-    flow_params = {**dataclasses.asdict(BroxParams(**cfg.flow_params)), "bound": cfg.bound}
+    flow_params = {"preset": cfg.flow_params.get("preset", DEFAULT_PRESET),
+                   **dataclasses.asdict(brox_params(**cfg.flow_params)), "bound": cfg.bound}
     meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir),
                    "config": json.loads(cfg.to_json())}
     aside = None
@@ -330,11 +331,14 @@ def config_from_args(a: argparse.Namespace) -> ExtractConfig:
             checks.choice("--codec", name, CODECS)
         codec.update(spec)
     codec = codec_spec(codec)
-    flow_params = _kv(a.flow_param or [], "--flow-param")
-    try:
-        BroxParams(**flow_params)  # fail early on a bad parameter
+    overrides = _kv(a.flow_param or [], "--flow-param")
+    try:  # fail early (exit 2, before Ray) on a bad preset or parameter; record the resolved parameters
+        if "preset" in overrides:
+            raise ValueError("use --flow-preset to choose a preset")
+        resolved = brox_params(a.flow_preset, **overrides)
     except (TypeError, ValueError) as e:
-        raise checks.UsageError(f"--flow-param: {e}") from None
+        raise checks.UsageError(f"{'--flow-preset' if 'preset must' in str(e) else '--flow-param'}: {e}") from None
+    flow_params = {"preset": a.flow_preset, **dataclasses.asdict(resolved)}
     checks.number_in("--level", a.level, 0, 9, allow_none=True)
     checks.number_in("--quality", a.quality, 1, 100, allow_none=True)
     checks.positive_int("--chunk-frames", a.chunk_frames, allow_none=True)
@@ -389,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "ratio, scale to cover --size, crop the centre")
     p.add_argument("--shard-size", type=int, default=d.shard_size, help="videos per shard")
     p.add_argument("--workers", type=int, default=None, help="shard tasks at a time (and CPUs of a local Ray)")
-    p.add_argument("--flow-param", action="append", metavar="K=V", help="Brox parameter (pipeline.flow.BroxParams)")
+    p.add_argument("--flow-preset", default=DEFAULT_PRESET, metavar="NAME",
+                   help=f"Brox preset {tuple(PRESETS)} (pipeline.flow.PRESETS); default {DEFAULT_PRESET}")
+    p.add_argument("--flow-param", action="append", metavar="K=V",
+                   help="Brox parameter overriding the preset (pipeline.flow.BroxParams)")
     p.add_argument("--bound", type=float, default=d.bound, help="flow image bound in px")
     p.add_argument("--split", action="append", metavar="NAME", help="only videos in train/test of this split")
     p.add_argument("--min-frames", type=int, default=d.min_frames)

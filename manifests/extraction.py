@@ -53,7 +53,7 @@ class ExtractConfig:
     codec: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CODEC))  # stream -> codec
     codec_opts: dict[str, Any] = dataclasses.field(default_factory=dict)  # level, quality, chunk_frames
     shard_size: int = 64  # videos per shard
-    flow_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # pipeline.flow.BroxParams fields
+    flow_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # pipeline.flow.brox_params kwargs
     bound: float = 20.0  # flow image bound in px (pipeline.flowimage.flow_to_image)
     min_frames: int = 2
     static_threshold: float = 0.05  # px

@@ -90,7 +90,7 @@ def test_build_shard_bad_input_policy(tmp_path):
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.h5"]
 
 
-def test_cli_config_version_id_and_gpu_decision(source):
+def test_cli_config_version_id_and_gpu_decision(source, capsys):
     from jobs.extract import _resources, build_parser, config_from_args, select_videos, version_id
     from manifests.source import load_source
 
@@ -99,9 +99,16 @@ def test_cli_config_version_id_and_gpu_decision(source):
                                    "--size", "32", "40", "--quality", "80"])
     cfg = config_from_args(a)
     assert cfg.codec == {"rgb": "lzf", "flow": "jpeg-planar", "rgbf": "lzf"} and cfg.codec_opts == {"quality": 80}
-    assert cfg.flow_params == {"inner": 2, "alpha": 0.3} and cfg.size == (32, 40) and cfg.splits == ("split1",)
-    with pytest.raises(ValueError, match="levels"):  # unknown Brox parameter: a UsageError before any work
-        config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-param", "levels=3"]))
+    # the preset and every resolved Brox parameter are part of the config (and so of the version id)
+    assert cfg.flow_params["preset"] == "accurate" and cfg.flow_params["warp"] == "bicubic"
+    assert cfg.flow_params["inner"] == 2 and cfg.flow_params["alpha"] == 0.3
+    assert cfg.size == (32, 40) and cfg.splits == ("split1",)
+    opencv = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-preset", "opencv"]))
+    assert opencv.flow_params["preset"] == "opencv" and opencv.flow_params["warp"] == "bilinear"
+    for bad, name in ((["--flow-param", "levels=3"], "levels"), (["--flow-param", "alpha=-1"], "alpha"),
+                      (["--flow-preset", "fastest"], "--flow-preset")):
+        with pytest.raises(ValueError, match=name):  # bad Brox preset / parameter: a UsageError before any work
+            config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", *bad]))
     src = load_source(source)
     tasks, fails, _ = select_videos(src, CFG)
     assert len(tasks) == len(GOOD_FRAMES) + len(BAD) and [f.video_id for f in fails] == ["missing"]
