@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline import flow, sornative
 from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes
 from pipeline.flowmetrics import (angular_error_map, epe_map, moving_object_pair, smooth_texture, warp_pair)
 
@@ -47,13 +48,15 @@ ABLATION = {
     "opencv + border=ignore": ("opencv", dict(border="ignore")),
     "opencv + bicubic + ignore": ("opencv", dict(warp="bicubic", border="ignore")),
     "opencv + bicubic + ignore + texture=0.5": ("opencv", dict(warp="bicubic", border="ignore", texture=0.5)),
+    "accurate, inner=10 solver=10 omega=1.99": ("accurate", dict(inner=10, solver=10, omega=1.99)),
+    "accurate, omega=1.99": ("accurate", dict(omega=1.99)),
+    "accurate, solver=10": ("accurate", dict(solver=10)),
     "accurate, texture=0": ("accurate", dict(texture=0.0)),
     "accurate + texture=0.8": ("accurate", dict(texture=0.8)),
     "accurate + warps=2": ("accurate", dict(warps=2)),
     "accurate + median=3": ("accurate", dict(median=3)),
     "accurate + median=5": ("accurate", dict(median=5)),
     "accurate + edge=3": ("accurate", dict(edge=3.0)),
-    "accurate + omega=1.8": ("accurate", dict(omega=1.8)),
     "accurate, scale=0.5, warps=3": ("accurate", dict(scale=0.5, warps=3)),
 }
 
@@ -128,17 +131,20 @@ def make_suite(frames, h: int, w: int) -> list[dict]:
             for t, f in enumerate(frames) for k, c in enumerate(CASES)]
 
 
-def brox_runner(device: torch.device, params: dict):
-    """callable(pairs) -> flows, solving BATCH pairs per call on `device` (params fully resolved)."""
+def brox_runner(device: torch.device, params: dict, native: bool = True):
+    """callable(pairs) -> flows, solving BATCH pairs per call on `device` (params fully resolved); native:
+    whether the CPU SOR sweeps may use the native loop (pipeline.sornative) or stay in PyTorch."""
     stage_params = dict(params)
 
     def run(pairs):
+        flow.NATIVE_SOR = native
         out = []
         for s in range(0, len(pairs), BATCH):
             chunk = pairs[s:s + BATCH]
             i0 = torch.from_numpy(np.stack([p["i0"] for p in chunk])).to(device).float().div_(255)
             i1 = torch.from_numpy(np.stack([p["i1"] for p in chunk])).to(device).float().div_(255)
             out += list(brox_flow(i0, i1, preset="opencv", **stage_params).permute(0, 2, 3, 1).cpu().numpy())
+        flow.NATIVE_SOR = True
         return out
     return run
 
@@ -281,11 +287,14 @@ def main(argv=None) -> None:
                                                    args.preset)
     else:
         sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-        variants = {f"Brox {n}": brox_params(n) for n in PRESETS}
+        variants = {f"Brox {n}": brox_params(n) for n in PRESETS}   # native SOR where it compiles
         if args.ablation:
             variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
-        runners = {n: brox_runner(device, asdict(p))
-                   for n, p in variants.items()}
+        runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
+        if device.type == "cpu" and sornative.available():   # the PyTorch sweeps (today's code path), side by side
+            runners = {"Brox opencv, PyTorch SOR": brox_runner(device, asdict(brox_params("opencv")), native=False),
+                       "Brox accurate, PyTorch SOR": brox_runner(device, asdict(brox_params("accurate")), native=False),
+                       **runners}
         runners.update(opencv_runners())
         for n, p in variants.items():
             report.append(f"- {n}: " + ", ".join(f"{k}={v}" for k, v in asdict(p).items()))

@@ -1,0 +1,74 @@
+"""The red-black SOR sweeps of pipeline.flow as one native loop (pipeline/_sor.c), for CPU tensors.
+
+The C source is compiled on first use with the system C compiler (`$CC`, else `cc`) into
+`$ASYM3D_CACHE` (default ~/.cache/asym3d) under a name derived from its hash, written atomically so
+concurrent workers can race safely, and loaded with ctypes: no Python dependency. Where no compiler works,
+`available()` is False and pipeline.flow keeps its PyTorch sweeps (same iterates up to float rounding).
+`ASYM3D_NATIVE_SOR=0` disables it.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SRC = Path(__file__).with_name("_sor.c")
+FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno")
+_LIB: ctypes.CDLL | None = None
+_TRIED = False
+
+
+def _compile() -> ctypes.CDLL | None:
+    src = SRC.read_bytes()
+    cc = os.environ.get("CC", "cc")
+    tag = hashlib.sha256(src + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("ASYM3D_CACHE", Path.home() / ".cache" / "asym3d"))
+    so = cache / f"sor-{tag}.so"
+    if not so.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+        os.close(fd)
+        try:
+            subprocess.run([cc, *FLAGS, "-o", tmp, str(SRC)], check=True, capture_output=True, timeout=120)
+            os.replace(tmp, so)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(so))
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    lib.sor_rb.argtypes = [i, i, i, p, p, p, p, p, p, p, i, f]
+    lib.sor_rb.restype = None
+    return lib
+
+
+def available() -> bool:
+    """True when the kernel is compiled and loaded (compiles on the first call)."""
+    global _LIB, _TRIED
+    if os.environ.get("ASYM3D_NATIVE_SOR", "1") == "0":
+        return False
+    if not _TRIED:
+        _TRIED = True
+        try:
+            _LIB = _compile()
+        except (OSError, subprocess.SubprocessError) as e:
+            warnings.warn(f"native SOR kernel unavailable ({e}); using the PyTorch sweeps", RuntimeWarning)
+            _LIB = None
+    return _LIB is not None
+
+
+def sor_native(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
+               a12: torch.Tensor, rhs: torch.Tensor, sweeps: int, red: torch.Tensor, omega: float) -> None:
+    """Same contract as pipeline.flow._sor_checkerboard (`red` unused), CPU float32 tensors, duv contiguous."""
+    if not available():
+        raise RuntimeError("native SOR kernel unavailable")
+    if duv.device.type != "cpu" or duv.dtype != torch.float32 or not duv.is_contiguous():
+        raise ValueError("sor_native needs a contiguous float32 CPU duv")
+    b, _, hp, wp = duv.shape
+    args = [t.contiguous() for t in (hx, vy, d11, d22, a12, rhs)]    # keep references alive during the call
+    _LIB.sor_rb(b, hp - 2, wp - 2, duv.data_ptr(), *(t.data_ptr() for t in args), int(sweeps), float(omega))
