@@ -389,7 +389,8 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
         else:
             ch, cw = uv.shape[-2:]
             uv = F.interpolate(uv, size=(lh, lw), mode="bicubic", align_corners=False)
-            uv = uv * torch.tensor([lw / cw, lh / ch], device=uv.device, dtype=uv.dtype).view(1, 2, 1, 1)
+            uv[:, 0] *= lw / cw                     # Python scalars: no host-to-device copy (CUDA-graph safe)
+            uv[:, 1] *= lh / ch
         uv = _solve_level(pyr[k][:, 0].contiguous(), pyr[k][:, 1].contiguous(), uv, p)
     return torch.nan_to_num_(uv, nan=0.0, posinf=0.0, neginf=0.0)           # guard; never triggered in tests
 

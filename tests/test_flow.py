@@ -436,3 +436,35 @@ def test_real_video_frames():
     grid = torch.stack(((xs + uv[0, 0]) / 127 * 2 - 1, (ys + uv[0, 1]) / 95 * 2 - 1), -1)[None]
     warped = torch.nn.functional.grid_sample(b[None], grid, align_corners=True, padding_mode="border")[0]
     assert (warped - a).abs().mean() < 0.7 * (b - a).abs().mean()
+
+
+def test_native_sor_matches_pytorch_sweeps():
+    """The native loop (pipeline/_sor.c) gives the PyTorch checkerboard iterates, and a whole solve at the
+    default preset (ω = 1.95, a stable iteration) agrees with the PyTorch path to float rounding."""
+    from pipeline import flow, sornative
+    from pipeline.flow import _checkerboard, _sor_checkerboard
+    if not sornative.available():
+        pytest.skip("no working C compiler: the native SOR kernel is not built")
+    g = torch.Generator().manual_seed(1)
+    for b, h, w in ((2, 20, 30), (1, 21, 31), (1, 3, 4)):
+        duv = torch.zeros(b, 2, h + 2, w + 2)
+        duv[:, :, 1:-1, 1:-1] = torch.randn(b, 2, h, w, generator=g)
+        hx, vy = torch.rand(b, h, w - 1, generator=g), torch.rand(b, h - 1, w, generator=g)
+        d11, d22 = torch.rand(b, h, w, generator=g) + 4, torch.rand(b, h, w, generator=g) + 4
+        a12, rhs = torch.randn(b, h, w, generator=g) * 0.3, torch.randn(b, 2, h, w, generator=g)
+        ref, got = duv.clone(), duv.clone()
+        _sor_checkerboard(ref, hx, vy, d11, d22, a12, rhs, 3, _checkerboard(h, w, "cpu"), 1.9)
+        sornative.sor_native(got, hx, vy, d11, d22, a12, rhs, 3, None, 1.9)
+        assert torch.allclose(ref, got, atol=1e-5) and not torch.allclose(ref, duv, atol=1e-2)
+        assert (got[:, :, 0] == 0).all() and (got[..., -1] == 0).all()
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=7)
+    pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "large")]
+    i0 = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    i1 = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    native = brox_flow(i0, i1)
+    flow.NATIVE_SOR = False
+    try:
+        reference = brox_flow(i0, i1)
+    finally:
+        flow.NATIVE_SOR = True
+    assert (native - reference).norm(dim=1).mean() < 1e-4
