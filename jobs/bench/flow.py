@@ -268,6 +268,8 @@ def main(argv=None) -> None:
     ap.add_argument("--textures", type=int, default=4, help="textures (x 6 cases = pairs per size)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds per size")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
+    ap.add_argument("--pytorch-sor", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the presets with the PyTorch SOR sweeps (the pre-native code path)")
     ap.add_argument("--batches", default="1,8,64,256,1024", help="GPU batch sizes")
     ap.add_argument("--preset", default="accurate", choices=tuple(PRESETS), help="preset of the GPU sweep")
     args = ap.parse_args(argv)
@@ -291,7 +293,7 @@ def main(argv=None) -> None:
         if args.ablation:
             variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
-        if device.type == "cpu" and sornative.available():   # the PyTorch sweeps (today's code path), side by side
+        if args.pytorch_sor and device.type == "cpu" and sornative.available():   # the PyTorch sweeps, side by side
             runners = {"Brox opencv, PyTorch SOR": brox_runner(device, asdict(brox_params("opencv")), native=False),
                        "Brox accurate, PyTorch SOR": brox_runner(device, asdict(brox_params("accurate")), native=False),
                        **runners}
@@ -302,6 +304,9 @@ def main(argv=None) -> None:
         for size in sizes:
             results[size] = run_suite(size, frames, runners, args.rounds)
             print(f"{size} done, load {os.getloadavg()[0]:.2f}", flush=True)
+            partial = args.out.with_name(args.out.stem + ".partial" + args.out.suffix)
+            partial.write_text("\n".join(report + [""] + table(results, list(results))) + "\n")
+        partial.unlink()
         report += ["", f"## Masked EPE (px) per case, {len(frames)} textures x {len(CASES)} cases per size, "
                    f"{args.rounds} interleaved rounds", "",
                    "Mean over valid pixels (x + w inside the frame, not occluded); 'all' is the mean over all pairs;",
