@@ -162,7 +162,8 @@ def errors(flow: np.ndarray, p: dict) -> tuple[float, float]:
 
 
 def run_suite(size, frames, runners: dict, rounds: int) -> dict:
-    """{method: {"epe": {case: mean}, "ae": {...}, "cpu": [s/pair per round], "finite": bool}} for one size."""
+    """{method: {"epe": {case: mean}, "ae": {...}, "cpu": [s/pair per round], "nonfinite": count of NaN/inf
+    flow values over all rounds}} for one size."""
     w, h = size
     pairs = make_suite(frames, h, w)
     res = {n: {"cpu": []} for n in runners}
@@ -174,9 +175,9 @@ def run_suite(size, frames, runners: dict, rounds: int) -> dict:
             flows = runners[name](pairs)
             res[name]["cpu"].append((time.process_time() - c) / len(pairs))
             res[name]["flows"] = flows
+            res[name]["nonfinite"] = res[name].get("nonfinite", 0) + sum(int((~np.isfinite(f)).sum()) for f in flows)
     for name, d in res.items():
         errs = [errors(f, p) for f, p in zip(d.pop("flows"), pairs)]
-        d["finite"] = True
         for key, idx in (("epe", 0), ("ae", 1)):
             d[key] = {c: float(np.mean([e[idx] for e, p in zip(errs, pairs) if p["case"] == c])) for c in CASES}
             d[key]["all"] = float(np.mean([e[idx] for e in errs]))
@@ -186,13 +187,14 @@ def run_suite(size, frames, runners: dict, rounds: int) -> dict:
 def table(results: dict, sizes) -> list[str]:
     """One row per method: mean EPE per case and size, overall EPE and AE, CPU s/pair (median over rounds)."""
     cols = [f"{c} {w}x{h}" for c in (*CASES, "all") for w, h in sizes]
-    lines = ["| method | " + " | ".join(f"EPE {c}" for c in cols) + " | AE all deg | CPU s/pair |",
-             "| --- |" + " ---: |" * (len(cols) + 2)]
+    lines = ["| method | " + " | ".join(f"EPE {c}" for c in cols) + " | AE all deg | CPU s/pair | NaN/inf values |",
+             "| --- |" + " ---: |" * (len(cols) + 3)]
     for name in results[sizes[0]]:
         epes = [results[s][name]["epe"][c] for c in (*CASES, "all") for s in sizes]
         ae = " / ".join(f"{results[s][name]['ae']['all']:.2f}" for s in sizes)
         cpu = " / ".join(f"{statistics.median(results[s][name]['cpu']):.3f}" for s in sizes)
-        lines.append(f"| {name} | " + " | ".join(f"{e:.3f}" for e in epes) + f" | {ae} | {cpu} |")
+        bad = " / ".join(str(results[s][name]["nonfinite"]) for s in sizes)
+        lines.append(f"| {name} | " + " | ".join(f"{e:.3f}" for e in epes) + f" | {ae} | {cpu} | {bad} |")
     return lines
 
 
