@@ -41,8 +41,8 @@ from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_s
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
 
 CODE_VERSION = "extract-1"  # bump when the output changes in a way the source files below do not show
-CODE_FILES = ("pipeline/decode.py", "pipeline/flow.py", "pipeline/flowimage.py", "pipeline/rgbf.py",
-              "pipeline/storage.py", "manifests/extraction.py")
+CODE_FILES = ("pipeline/decode.py", "pipeline/flow.py", "pipeline/sornative.py", "pipeline/_sor.c",
+              "pipeline/flowimage.py", "pipeline/rgbf.py", "pipeline/storage.py", "manifests/extraction.py")
 REPO = Path(__file__).resolve().parents[1]
 MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash, an I/O error or an unexpected one
 # Publishing guard: more than half of the attempted videos failing is a systemic problem (a missing codec, a
