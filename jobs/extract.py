@@ -40,7 +40,7 @@ from pipeline.flow import DEFAULT_PRESET, PRESETS, brox_params
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
 
-CODE_VERSION = "extract-1"  # bump when the output changes in a way the source files below do not show
+CODE_VERSION = "extract-2"  # bump when the output changes; extract-2: flow images with an exact zero (255 levels)
 CODE_FILES = ("pipeline/decode.py", "pipeline/flow.py", "pipeline/sornative.py", "pipeline/_sor.c",
               "pipeline/flowimage.py", "pipeline/rgbf.py", "pipeline/storage.py", "manifests/extraction.py")
 REPO = Path(__file__).resolve().parents[1]

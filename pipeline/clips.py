@@ -15,8 +15,9 @@ Spatial crops (frames stored at 128x171, crops 112x112)
       crop and flip apply to every frame of the clip.
     * Testing: the ten standard crops — the five positions, then the same five flipped (in that order).
 
-Horizontal flip of a *flow image* (``pipeline.flowimage``: channel 0 encodes the x displacement mapped
-from [-bound, bound] to [0, 255]) also negates the x displacement: channel 0 becomes ``255 - v``. RGB and
+Horizontal flip of a *flow image* (``pipeline.flowimage``: channel 0 encodes the x displacement u as
+``q = round(127 * clip(u / bound, -1, 1)) + 128``, odd around 128) also negates the x displacement:
+channel 0 becomes ``256 - q``, exactly the encoding of ``-u`` (a 0, never written, becomes 255). RGB and
 RGBF frames are plain images and are only mirrored.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ def crop(clip: np.ndarray, y: int, x: int, size: int, flip: bool, flow: bool = F
         out = out[:, :, ::-1]
         if flow:
             out = out.copy()
-            out[..., 0] = 255 - out[..., 0]
+            out[..., 0] = np.minimum(256 - out[..., 0].astype(np.int16), 255)  # -u; 0 (unused) -> 255
     return out
 
 

@@ -1,10 +1,15 @@
 """Flow images (paper section 3.4), Middlebury .flo files and the Middlebury colour-wheel visualisation.
 
-Flow image mapping (`flow_to_image`), per pixel with bound b (default 20 px):
-  channel 0 = round(255 · (clip(u, −b, b) + b) / 2b), channel 1 likewise for v   (0 px -> 127.5 -> 128),
+Flow image mapping (`flow_to_image`), per pixel with bound b (default 20 px): 255 levels centred on 128,
+  channel 0 = round(127 · clip(u / b, −1, 1)) + 128, channel 1 likewise for v   (values 1..255),
   channel 2 = round(255 · min(|w| / b, 1)) with |w| = sqrt(u² + v²) of the unclipped flow (saturates at b).
-`image_to_flow` inverts channels 0 and 1: u = c · 2b/255 − b; for |u| <= b the error is <= b/255 (half a
-quantisation step b/127.5). Channel 2 is redundant for decoding.
+Zero flow is exactly 128 and the mapping is odd around it: −u encodes to 256 − q when u encodes to q
+(``np.rint`` rounds half to even, which is symmetric), so a horizontal flip of a flow image is exact:
+mirror the columns and replace channel 0 by 256 − q (``pipeline.clips.crop``). Value 0 is never written.
+Inverse (`image_to_flow`, channels 0 and 1): u = (q − 128) · b / 127, clipped to [−b, b] (so a stray 0
+reads as −b); one step is b / 127 px and for |u| <= b the round-trip error is <= b / 254 (half a step).
+Channel 2 is redundant for decoding. (Before extraction code version extract-2 the mapping was
+round(255 · (u + b) / 2b): 256 levels, zero flow decoded to +b/255 px and flipped to −b/255 px.)
 """
 from __future__ import annotations
 
@@ -38,8 +43,8 @@ def flow_to_image(flow: np.ndarray, bound: float = 20.0) -> np.ndarray:
     """flow (N, H, W, 2) or (H, W, 2) float in pixels -> uint8 (..., H, W, 3) flow image (module docstring)."""
     flow, bound = _check_flow(flow), _check_bound(bound)
     out = np.empty(flow.shape[:-1] + (3,), dtype=np.uint8)
-    xy = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
-    out[..., :2] = np.rint(xy)
+    xy = np.rint(np.clip(flow / np.float32(bound), -1.0, 1.0) * 127.0)  # (..., 2) in -127..127, odd in flow
+    out[..., :2] = xy + 128
     mag = np.sqrt(np.square(flow).sum(-1))
     out[..., 2] = np.rint(np.minimum(mag / bound, 1.0) * 255.0)
     return out
@@ -50,7 +55,8 @@ def image_to_flow(image: np.ndarray, bound: float = 20.0) -> np.ndarray:
     image, bound = np.asarray(image), _check_bound(bound)
     if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] != 3:
         raise ValueError(f"image must be uint8 (H, W, 3) or (N, H, W, 3), got {image.dtype} {image.shape}")
-    return (image[..., :2].astype(np.float32) * np.float32(2 * bound / 255.0) - np.float32(bound))
+    q = image[..., :2].astype(np.float32) - np.float32(128)  # (..., 2) in -128..127
+    return np.clip(q * np.float32(bound / 127.0), -np.float32(bound), np.float32(bound))
 
 
 def write_flo(path: str | Path, flow: np.ndarray) -> Path:

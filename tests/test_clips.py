@@ -37,7 +37,7 @@ def test_crop_and_flip_exact_pixels():
     assert (flipped[0, 0, 0] == [4, 25, 0]).all()  # mirrored: left column = crop's right column
     assert (flipped[0, 3, S - 1] == [7, 10, 0]).all()
     flow = clips.crop(frames, 4, 10, S, flip=True, flow=True)
-    assert (flow[0, 0, 0] == [255 - 4, 25, 0]).all()  # x displacement negated
+    assert (flow[0, 0, 0] == [256 - 4, 25, 0]).all()  # x displacement negated (256 - q)
     assert (frames[0, 4, 10] == [4, 10, 0]).all()  # input untouched
 
 
@@ -140,7 +140,7 @@ def test_test_items_25_clips_10_crops(coord_shards):
             rows = raw[k, 0, 0, :, 0]
             if flip:
                 np.testing.assert_array_equal(col, np.arange(x0 + S - 1, x0 - 1, -1))
-                np.testing.assert_array_equal(rows, 255 - np.arange(y, y + S))  # flow x negated
+                np.testing.assert_array_equal(rows, np.minimum(256 - np.arange(y, y + S), 255))  # flow x negated
             else:
                 np.testing.assert_array_equal(col, np.arange(x0, x0 + S))
                 np.testing.assert_array_equal(rows, np.arange(y, y + S))

@@ -3,6 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline import clips
+
 from pipeline.flowimage import (color_wheel, flow_to_color, flow_to_image, image_to_flow, read_flo,
                                 write_color_png, write_flo)
 
@@ -14,15 +16,37 @@ def test_flow_image_mapping_and_round_trip():
     assert img.shape == (3, 6, 7, 3) and img.dtype == np.uint8
     back = image_to_flow(img, bound=20)
     assert back.shape == flow.shape and back.dtype == np.float32
-    assert np.abs(back - np.clip(flow, -20, 20)).max() <= 20 / 127.5 / 2 + 1e-5
-    # fixed points of the mapping: -bound -> 0, +bound -> 255, 0 -> 128; beyond bound clips
+    step = 20 / 127
+    assert np.abs(back - np.clip(flow, -20, 20)).max() <= step / 2 + 1e-5  # half a quantisation step
+    # fixed points of the mapping: -bound -> 1, +bound -> 255, 0 -> 128; beyond bound clips
     f = np.array([[[-20.0, 20.0], [0.0, 0.0], [-100.0, 100.0], [3.0, 4.0]]], np.float32)   # (1, 4, 2)
     im = flow_to_image(f, bound=20)
-    assert im[0, 0].tolist() == [0, 255, 255]
+    assert im[0, 0].tolist() == [1, 255, 255]
     assert im[0, 1].tolist() == [128, 128, 0]
-    assert im[0, 2].tolist() == [0, 255, 255]
+    assert im[0, 2].tolist() == [1, 255, 255]
     assert im[0, 3, 2] == round(5 / 20 * 255)          # magnitude channel: |w| / bound, saturating
     assert flow_to_image(f[None]).shape == (1, 1, 4, 3)
+    assert image_to_flow(np.zeros((1, 1, 3), np.uint8), bound=20).tolist() == [[[-20.0, -20.0]]]  # 0 clips
+
+
+def test_flow_image_exact_zero_and_flip_symmetry():
+    zero = flow_to_image(np.zeros((2, 3, 2), np.float32), bound=8)
+    assert (zero[..., :2] == 128).all()
+    assert (image_to_flow(zero, bound=8) == 0).all()  # no half-step bias
+    # every level and the half-way points between levels (where rounding ties are)
+    u = np.concatenate([np.linspace(-9, 9, 2001), (np.arange(-127, 127) + 0.5) * 8 / 127]).astype(np.float32)
+    f = np.stack([u, u[::-1]], -1)[None]  # (1, N, 2)
+    q = flow_to_image(f, bound=8)[..., :2].astype(int)
+    q_neg = flow_to_image(-f, bound=8)[..., :2].astype(int)
+    assert ((q + q_neg) == 256).all() and q.min() >= 1 and q.max() <= 255
+    # the clip-level flip (columns mirrored, channel 0 -> 256 - q) equals encoding the mirrored flow
+    rng = np.random.default_rng(1)
+    field = rng.uniform(-10, 10, (4, 6, 6, 2)).astype(np.float32)  # (T, H, W, 2)
+    mirrored = field[:, :, ::-1] * np.array([-1, 1], np.float32)
+    flipped = clips.crop(flow_to_image(field, bound=8), 0, 0, 6, flip=True, flow=True)
+    np.testing.assert_array_equal(flipped[..., :2], flow_to_image(mirrored, bound=8)[..., :2])
+    np.testing.assert_array_equal(image_to_flow(np.ascontiguousarray(flipped), bound=8)[..., 0],
+                                  -image_to_flow(flow_to_image(field, bound=8), bound=8)[:, :, ::-1, 0])
 
 
 def test_flow_image_bad_input():
