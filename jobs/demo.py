@@ -1,6 +1,7 @@
 """The whole pipeline end to end on the embedded demo dataset, then a report.
 
     python -m jobs.demo --data data/demo-run --runs runs/demo [--preset default|tiny] [--workers N] [--seed S]
+                        [--validation-only]
 
 Stages, each run as a subprocess of the same CLI a user runs (so the demo exercises the real entry
 points; every command is logged in the report and its output in <runs>/logs/<stage>.log):
@@ -9,15 +10,21 @@ points; every command is logged in the report and its output in <runs>/logs/<sta
                          set, with disjoint motion classes (jobs.demokit.synth) and different seeds
  2. jobs.build_manifest  --dataset ucf101 on each (the real UCF-101 builder and split files)
  3. jobs.extract         decode -> Brox flow -> flow images, RGBF -> HDF5 shards, on Ray
- 4. jobs.train           pretrain on the pretrain set, once per input stream (RGB and RGBF)
- 5. jobs.train           finetune each on the target set's split1 train videos (init_from=pretrain)
- 6. jobs.evaluate        the finetuned *last* checkpoints on split1 test videos, RGBF fused with RGB
+ 4. jobs.train           pretrain on the pretrain set, once per input stream (RGB and RGBF); no
+                         evaluation, last.pt is used
+ 5. jobs.train           finetune each on the target set's split1 train videos (init_from=pretrain),
+                         minus one held-out group (data.val_fraction, UCF-101 group rule) that validates
+                         every few epochs and selects best.pt
+ 6. jobs.evaluate        the finetuned best.pt (selected on validation) on split1's test videos, once,
+                         RGBF fused with RGB
  7. jobs.report          report.md + PNGs (stream panels, flow colour key, curves, confusion matrices)
 
+``--validation-only`` stops after stage 5 and prints the validation numbers: the way to compare demo
+settings without looking at the test videos (docs/demo.md).
+
 One local Ray instance is started here and shared by stages 2-3 through RAY_ADDRESS (no repeated
-start-up), and shut down at the end. Model selection never looks at the test split: the final numbers
-come from last.pt (jobs.train's best.pt is chosen on split1's test videos, which are shown in the curves
-for monitoring only). See docs/demo.md for the sizes chosen and why.
+start-up), and shut down at the end. Model selection never looks at the test split: the test videos are
+scored once, by stage 6. See docs/demo.md for the sizes chosen and why.
 """
 from __future__ import annotations
 
@@ -59,7 +66,8 @@ class Preset:
     pretrain_lr: float = 0.003
     finetune_lr: float = 0.005
     lr_step: int = 100  # constant lr over these short runs
-    eval_every: int = 5  # monitoring curves on the test split; 0 = none
+    eval_every: int = 5  # finetuning: epochs between validations (they select best.pt)
+    val_fraction: float = 0.1  # of the target split1 training videos: 1 of its 8 groups (40 videos)
     test_clips: int = 5
     test_crops: int = 10
     flow_params: tuple[str, ...] = ("inner=5", "solver=5")
@@ -70,7 +78,7 @@ class Preset:
 PRESETS = {
     "default": Preset(),
     # CI: the same path end to end at the smallest sizes that run every stage (tests/test_demo.py)
-    "tiny": Preset(classes=3, pretrain_classes=3, target_videos=4, pretrain_videos=4, clips_per_group=2,
+    "tiny": Preset(classes=3, pretrain_classes=3, target_videos=6, pretrain_videos=4, clips_per_group=2,
                    pretrain_clips_per_group=2, frames=10, size=(32, 44), clip_len=8, crop=28, pretrain_epochs=1,
                    finetune_epochs=1, batch_size=4, eval_every=1, test_clips=2, test_crops=1,
                    flow_params=("inner=2", "solver=2")),
@@ -88,6 +96,7 @@ class Runner:
         self.log_dir, self.env = log_dir, env
         self.commands: list[list[str]] = []
         self.timings: dict[str, float] = {}
+        self.load_start = list(os.getloadavg())  # (1, 5, 15 min): the machine may be shared
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, stage: str, args: list[str]) -> str:
@@ -143,32 +152,37 @@ def prepare_data(run: Runner, p: Preset, data: Path, workers: int) -> dict[str, 
     return shards
 
 
-def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Path) -> dict[str, Path]:
-    """Stages 4-6; returns {stream or "fused": evaluation dir}."""
+def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Path,
+                       validation_only: bool = False) -> dict[str, Path]:
+    """Stages 4-6 (4-5 with ``validation_only``); returns {stream or "fused": evaluation dir}."""
     common = [f"model.name={p.model}", f"model.overrides.width={p.width}", "model.overrides.batch_norm=true",
               f"model.overrides.fc=[{','.join(map(str, p.fc))}]",
               f"data.clip_len={p.clip_len}", f"data.crop={p.crop}", f"optim.batch_size={p.batch_size}",
-              f"optim.lr_step={p.lr_step}", "data.num_workers=0", f"eval.every={p.eval_every}",
-              "eval.num_clips=2", "log_every=1000", "device=cpu", f"seed={p.seed}"]
+              f"optim.lr_step={p.lr_step}", "data.num_workers=0", "eval.num_clips=2", "log_every=1000",
+              "device=cpu", f"seed={p.seed}"]
     for stream in STREAMS:
         run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), "--no-resume",
                                    f"data.manifest={shards['pretrain']}", f"out_dir={runs / f'pretrain-{stream}'}",
                                    f"data.stream={stream}", f"optim.epochs={p.pretrain_epochs}",
-                                   f"optim.lr={p.pretrain_lr}", *common])
+                                   f"optim.lr={p.pretrain_lr}", "data.val_fraction=0", "eval.every=0", *common])
         run(f"finetune-{stream}", ["jobs.train", "--config", str(CONFIGS / "finetune.yaml"), "--no-resume",
                                    f"data.manifest={shards['target']}", f"out_dir={runs / f'finetune-{stream}'}",
                                    f"init_from={runs / f'pretrain-{stream}' / 'last.pt'}",
                                    f"data.stream={stream}", f"optim.epochs={p.finetune_epochs}",
-                                   f"optim.lr={p.finetune_lr}", "optim.head_lr_mult=1.0", *common])
+                                   f"optim.lr={p.finetune_lr}", "optim.head_lr_mult=1.0",
+                                   f"data.val_fraction={p.val_fraction}", "data.val_group_rule=ucf101",
+                                   f"eval.every={p.eval_every}", *common])
+    if validation_only:
+        return {}
     evals = {}
     proto = ["--num-clips", str(p.test_clips), "--num-crops", str(p.test_crops), "--num-workers", "0",
              "--device", "cpu"]
-    run("evaluate-rgb", ["jobs.evaluate", "--checkpoint", str(runs / "finetune-rgb" / "last.pt"),
+    run("evaluate-rgb", ["jobs.evaluate", "--checkpoint", str(runs / "finetune-rgb" / "best.pt"),
                          "--manifest", str(shards["target"]), "--out", str(runs / "evaluate-rgb"), *proto])
     evals["rgb"] = runs / "evaluate-rgb"
-    run("evaluate-rgbf", ["jobs.evaluate", "--checkpoint", str(runs / "finetune-rgbf" / "last.pt"),
+    run("evaluate-rgbf", ["jobs.evaluate", "--checkpoint", str(runs / "finetune-rgbf" / "best.pt"),
                           "--manifest", str(shards["target"]), "--out", str(runs / "evaluate-rgbf"),
-                          "--fuse", str(runs / "finetune-rgb" / "last.pt"), *proto])
+                          "--fuse", str(runs / "finetune-rgb" / "best.pt"), *proto])
     evals["rgbf"] = runs / "evaluate-rgbf"
     return evals
 
@@ -230,7 +244,8 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     plots.plot_curves({k: v for k, v in histories.items() if k.startswith("pretrain")}, out / "curves_pretrain.png")
     plots.plot_curves({k: v for k, v in histories.items() if k.startswith("finetune")}, out / "curves_finetune.png")
     figures["Pretraining curves (pretrain set)"] = "curves_pretrain.png"
-    figures["Finetuning curves (target set; test accuracy for monitoring only)"] = "curves_finetune.png"
+    figures["Finetuning curves (target set; validation = one held-out training group, selects best.pt)"] = \
+        "curves_finetune.png"
     m_rgb, m_rgbf = _read_json(evals["rgb"] / "metrics.json"), _read_json(evals["rgbf"] / "metrics.json")
     names = target.labels
     plots.plot_confusion({f"RGB  top-1 {m_rgb['video']['top1']:.3f}": (np.array(m_rgb["video"]["confusion_matrix"]), names),
@@ -242,6 +257,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
                 "n": m["n"]} for label, m in (("RGB", m_rgb["video"]), ("RGBF", m_rgbf["video"]),
                                               ("RGB+RGBF (mean of scores)", m_rgbf["fused"]))]
     pre = {s: histories[f"pretrain-{s}"][-1] for s in STREAMS}
+    val = validation_numbers(runs)
     run.timings["report"] = time.perf_counter() - t0
     summary = {
         "title": f"{p.model} (width {p.width}) on the synthetic motion dataset",
@@ -250,10 +266,13 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
             f"({', '.join(load_shards(shards['pretrain']).labels)}), then finetuned on {len(names)} target classes "
             f"({', '.join(names)}); split1 of the target set holds out whole groups (scenes) for testing. "
             f"Test protocol: {p.test_clips} clips x {p.test_crops} crops per video, scores averaged; "
-            f"final numbers from last.pt (no model selection on the test split)."),
+            f"best.pt of each finetuning run, selected on the validation group (held out of split1's training "
+            f"groups); the test videos are scored once, never used to select anything."),
         "results": results,
+        "validation": val,
         "pretrain_final": {s: {k: pre[s][k] for k in ("train_loss", "train_top1") if k in pre[s]} for s in STREAMS},
         "timings": {**run.timings, "total": time.perf_counter() - wall},
+        "load_average": {"start": run.load_start, "end": list(os.getloadavg())},
         "settings": {**dataclasses.asdict(p), "shards": {k: str(v) for k, v in shards.items()},
                      "train_videos": len(target.split("split1", "train")), "test_videos": len(test)},
         "figures": figures,
@@ -263,12 +282,33 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     return summary
 
 
+def validation_numbers(runs: Path) -> dict:
+    """{stream: best validation video top-1, its epoch, the validation subset size} of the finetuning runs."""
+    out = {}
+    for s in STREAMS:
+        val = _read_json(runs / f"finetune-{s}" / "metrics.json")["val"]
+        out[s] = {"best_video_top1": val["best_video_top1"], "best_epoch": val["best_epoch"],
+                  "n_val": (val["subset"] or {}).get("n_val"), "groups": (val["subset"] or {}).get("groups")}
+    return out
+
+
+def print_validation(val: dict) -> None:
+    for s, v in val.items():
+        top1 = "n/a" if v["best_video_top1"] is None else f"{100 * v['best_video_top1']:5.1f}%"
+        print(f"  {s.upper():<28} validation video top-1 {top1} (best epoch {v['best_epoch']}, "
+              f"{v['n_val']} videos of group(s) {', '.join(v['groups'] or [])})")
+
+
 def print_summary(summary: dict, report_dir: Path) -> None:
     print("\n== demo summary ==")
+    print_validation(summary["validation"])
     for row in summary["results"]:
         print(f"  {row['stream']:<28} video top-1 {100 * row['top1']:5.1f}%  ({row['n']} test videos)")
     print(f"  wall time {summary['timings']['total']:.0f} s "
           f"({', '.join(f'{k} {v:.0f}s' for k, v in summary['timings'].items() if k != 'total')})")
+    load = summary["load_average"]
+    print(f"  load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in load['start'])}, "
+          f"at end {' '.join(f'{x:.2f}' for x in load['end'])}")
     print(f"  report: {report_dir / 'report.md'}")
 
 
@@ -282,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None, help="training seed (default 0); the data stay the same")
+    ap.add_argument("--validation-only", action="store_true",
+                    help="stop after finetuning and print the validation numbers (the test videos are not scored)")
     a = ap.parse_args(argv)
     checks.positive_int("--workers", a.workers)
     checks.positive_int("--pretrain-epochs", a.pretrain_epochs, allow_none=True)
@@ -300,7 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         shards = prepare_data(run, p, a.data, a.workers)
     finally:
         ray.shutdown()
-    evals = train_and_evaluate(run, p, shards, a.runs)
+    evals = train_and_evaluate(run, p, shards, a.runs, a.validation_only)
+    if a.validation_only:
+        print("\n== demo validation (test videos not scored) ==")
+        print_validation(validation_numbers(a.runs))
+        print(f"  wall time {time.perf_counter() - wall:.0f} s, load average at start "
+              f"{' '.join(f'{x:.2f}' for x in run.load_start)}, at end "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return 0
     summary = make_report(p, shards, a.runs, evals, run, wall)
     print_summary(summary, a.runs / "report")
     return 0

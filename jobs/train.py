@@ -5,10 +5,22 @@ training video (or ``data.max_clips_per_epoch`` of them), validate without gradi
 ``eval.every`` epochs, then write ``last.pt`` (and ``best.pt`` when validation top-1 improves) in
 ``out_dir`` with the model spec, the resolved config, optimizer, epoch and RNG states.
 
+* Model selection never sees the test videos: validation runs on ``data.val_fraction`` of the split's
+  *training* videos, held out before training (``manifests.validation``: whole UCF-101 groups, or per
+  video stratified by class; seeded by ``data.val_seed``), and ``best.pt`` is the epoch with the best
+  validation video top-1. ``metrics.json`` records the held-out subset (rule, counts, sha256 and ids).
+  ``eval.monitor_test=true`` also scores the test videos at each validation, as ``test_*`` keys
+  labelled monitoring in the log, ``metrics.json`` and the curves; they never select anything. The test
+  set is meant to be scored once, by ``jobs.evaluate``.
+
 * Resume: by default a run continues from ``out_dir/last.pt`` when it exists (``--resume CKPT`` picks
   another checkpoint, ``--no-resume`` starts over). Sample order and augmentation are functions of
-  (seed, epoch, index), and the global RNG states are restored, so an interrupted + resumed run equals
-  an uninterrupted one (bitwise on CPU with ``deterministic: true``).
+  (seed, epoch, index), and the global RNG states (Python, NumPy, torch, CUDA) of *every rank* are saved
+  (``rng_ranks[rank]``, gathered to rank 0) and each rank restores its own, so an interrupted + resumed
+  run equals an uninterrupted one (bitwise on CPU with ``deterministic: true``), under Ray Train too.
+  Resuming with a different number of workers (or from a checkpoint without ``rng_ranks``) cannot
+  restore them: each rank then re-seeds from (seed, rank, epoch) and a warning says so; the sample order
+  and augmentation stay exact, dropout masks differ from an uninterrupted run.
 * Fine-tune: ``init_from=PRETRAINED.pt`` loads the weights; the classifier is replaced when the class
   count differs; ``optim.head_lr_mult`` scales the lr of the last FC (10 in finetune.yaml).
 * Distributed: ``--workers N`` (``workers=N``) runs the same loop in N Ray Train workers with DDP (gloo
@@ -37,15 +49,20 @@ from jobs.training.prediction import aggregate
 from manifests.dataset import ClipDataset
 
 
-def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None]:
+def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None, ClipDataset | None]:
+    """(train, validation or None, test for monitoring or None). Validation = the held-out training videos."""
     d = cfg.data
-    common = dict(split=d.split, stream=d.stream, clip_len=d.clip_len, crop=d.crop, mean=d.mean, std=d.std)
+    common = dict(split=d.split, stream=d.stream, clip_len=d.clip_len, crop=d.crop, mean=d.mean, std=d.std,
+                  val_fraction=d.val_fraction, val_group_rule=d.val_group_rule, val_seed=d.val_seed)
     train_ds = ClipDataset(d.manifest, subset="train", mode="train", seed=cfg.seed, **common)
-    val_ds = None
-    if cfg.eval.every:
-        val_ds = ClipDataset(d.manifest, subset="test", mode="test", num_clips=cfg.eval.num_clips,
-                             num_crops=cfg.eval.num_crops, max_videos=cfg.eval.max_videos, **common)
-    return train_ds, val_ds
+    val_ds = test_ds = None
+    test_kw = dict(mode="test", num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops,
+                   max_videos=cfg.eval.max_videos, **common)
+    if cfg.eval.every and d.val_fraction > 0:
+        val_ds = ClipDataset(d.manifest, subset="val", **test_kw)
+    if cfg.eval.every and cfg.eval.monitor_test:
+        test_ds = ClipDataset(d.manifest, subset="test", **test_kw)
+    return train_ds, val_ds, test_ds
 
 
 def resume_path(cfg: TrainConfig, resume: str) -> Path | None:
@@ -80,8 +97,10 @@ def _all_reduce(values: list[float], world: int, device: torch.device) -> list[f
     return t.tolist()
 
 
-def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: str, rank: int, world: int) -> dict:
-    """Video-level validation (eval.num_clips clips x eval.num_crops crops); items split over ranks."""
+def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: str, rank: int, world: int,
+             prefix: str = "val") -> dict:
+    """Video-level scores (eval.num_clips clips x eval.num_crops crops) as ``<prefix>_*`` keys; items
+    split over ranks."""
     items = Subset(val_ds, range(rank, len(val_ds), world))
     loader = DataLoader(items, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
                         generator=torch.Generator().manual_seed(0))
@@ -96,22 +115,64 @@ def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: st
     clip_targets = [val_ds.records[v].labels for v in videos]
     rep = classification_report(video_scores, targets, val_ds.labels, multilabel=val_ds.multilabel)
     clip_rep = classification_report(scores, clip_targets, val_ds.labels)
-    out = {"val_video_top1": rep["top1"], "val_video_top5": rep["top5"], "val_clip_top1": clip_rep["top1"]}
+    out = {f"{prefix}_video_top1": rep["top1"], f"{prefix}_video_top5": rep["top5"],
+           f"{prefix}_clip_top1": clip_rep["top1"]}
     if "mAP" in rep:
-        out["val_video_mAP"] = rep["mAP"]
+        out[f"{prefix}_video_mAP"] = rep["mAP"]
     return out
 
 
-def write_epoch(out: Path, payload: dict, is_best: bool, plot: bool) -> None:
+def run_metrics(history: list[dict], best: float, validation: dict | None, monitor_test: bool) -> dict:
+    """metrics.json: the history, the validation subset and the selection on it, test monitoring apart."""
+    val_epochs = [h for h in history if h.get("val_video_top1") is not None]
+    best_epoch = next((h["epoch"] for h in val_epochs if h["val_video_top1"] == best), None)
+    test_epochs = [h for h in history if h.get("test_video_top1") is not None]
+    return {
+        "history": history,
+        "val": {"subset": validation, "selection": "best.pt = epoch with the highest val_video_top1"
+                if val_epochs else "no validation: best.pt = last epoch",
+                "best_video_top1": None if best == float("-inf") else best, "best_epoch": best_epoch},
+        "test": {"monitoring_only": True, "note": "never used for selection; score the test set with jobs.evaluate",
+                 "last": {k: v for k, v in test_epochs[-1].items() if k.startswith("test_")}}
+        if monitor_test and test_epochs else None,
+        "best_val_video_top1": None if best == float("-inf") else best,
+    }
+
+
+def write_epoch(out: Path, payload: dict, is_best: bool, plot: bool, metrics: dict) -> None:
     """last.pt (atomic), best.pt when ``is_best``, metrics.json, and curves.png when ``plot``."""
     checkpoints.save_checkpoint(out / "last.pt", payload)
     if is_best:
         shutil.copyfile(out / "last.pt", out / "best.pt")
-    best = payload["best_metric"]
-    (out / "metrics.json").write_text(json.dumps({"history": payload["history"], "best_val_video_top1": (
-        None if best == float("-inf") else best)}, indent=2))
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(out / "metrics.json")
     if plot:  # matplotlib is slow to start: every 5 epochs and at the end
         plot_curves(payload["history"], out / "curves.png")
+
+
+def gather_rng(world: int) -> list[dict]:
+    """Every rank's global RNG states, indexed by rank (collective: all ranks call it)."""
+    state = recipe.rng_state()
+    if world == 1:
+        return [state]
+    states = [None] * world
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def restore_rng(ckpt: dict, cfg: TrainConfig, rank: int, world: int, say) -> None:
+    """This rank's saved RNG states; with another world size (or an old checkpoint) re-seed (module doc)."""
+    states = ckpt.get("rng_ranks")
+    if states is None and world == 1 and "rng" in ckpt:
+        states = [ckpt["rng"]]
+    if states is not None and len(states) == world:
+        recipe.set_rng_state(states[rank])
+        return
+    saved = len(states) if states is not None else "unknown"
+    say(f"warning: checkpoint holds RNG states of {saved} rank(s), this run has {world}: re-seeding each rank "
+        f"from (seed, rank, epoch); dropout masks will differ from an uninterrupted run")
+    recipe.seed_everything(cfg.seed * 1000003 + 7919 * ckpt["epoch"] + rank, cfg.deterministic)
 
 
 def fit(cfg: TrainConfig, resume: str = "auto", rank: int = 0, world: int = 1, log=print) -> dict:
@@ -135,7 +196,8 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         device = ray.train.torch.get_device()
     else:
         device = recipe.resolve_device(cfg.device)
-    train_ds, val_ds = make_datasets(cfg)
+    train_ds, val_ds, test_ds = make_datasets(cfg)
+    validation = train_ds.carve.summary() if train_ds.carve is not None and train_ds.carve.val else None
     loss_kind, loss_fn = recipe.make_loss(cfg.loss, train_ds.multilabel)
     overrides = checkpoints.model_overrides(cfg.model.name, cfg.model.overrides, cfg.data.clip_len, cfg.data.crop)
     model = models.build_model(cfg.model.name, num_classes=train_ds.num_classes, **overrides)
@@ -154,7 +216,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_metric"]
-        recipe.set_rng_state(ckpt["rng"])
+        restore_rng(ckpt, cfg, rank, world, say)
         say(f"resumed from {ckpt_path} at epoch {start}")
     if world > 1:
         import ray.train.torch
@@ -166,8 +228,11 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         if other_best is not None and other_best.is_file() and not (out / "best.pt").exists():
             shutil.copyfile(other_best, out / "best.pt")  # resumed from another directory: keep its best
     say(f"{cfg.model.name} {checkpoints.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
-        f"{len(train_ds)} train videos, {len(val_ds.records) if val_ds else 0} val videos, device {device}, "
-        f"world {world}")
+        f"{len(train_ds)} train videos, {len(val_ds.records) if val_ds else 0} val videos "
+        f"({validation['rule'] + ' rule' if validation else 'no validation'}), device {device}, world {world}")
+    if test_ds is not None:
+        say(f"monitoring: {len(test_ds.records)} test videos scored at each validation (eval.monitor_test); "
+            f"never used for selection")
     if start >= cfg.optim.epochs:
         say(f"{ckpt_path}: already trained for {start} epochs (optim.epochs={cfg.optim.epochs}); nothing to do")
         return history[-1] if history else {}
@@ -185,21 +250,29 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
                   "train_clips": int(seen)}
         last_epoch = epoch + 1 == cfg.optim.epochs
-        if val_ds is not None and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
+        due = cfg.eval.every and ((epoch + 1) % cfg.eval.every == 0 or last_epoch)
+        if due and val_ds is not None:
             record.update(validate(model, val_ds, cfg, device, loss_kind, rank, world))
+        if due and test_ds is not None:
+            record.update(validate(model, test_ds, cfg, device, loss_kind, rank, world, prefix="test"))
         history.append(record)
-        say(json.dumps(record))
+        say(json.dumps({k: v for k, v in record.items() if not k.startswith("test_")}))
+        if due and test_ds is not None:
+            say(f"monitoring (test videos, not used for selection): epoch {epoch + 1} "
+                f"test video top-1 {record['test_video_top1']:.4f}")
         metric = record.get("val_video_top1")
         improved = metric is not None and metric > best
         best = metric if improved else best
+        rng_ranks = gather_rng(world)  # collective: every rank sends its own states to rank 0
         if main:
             write_epoch(out, {
                 "model": checkpoints.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1, "rng": recipe.rng_state(), "model_name": cfg.model.name,
+                "epoch": epoch + 1, "rng": rng_ranks[0], "rng_ranks": rng_ranks, "model_name": cfg.model.name,
                 "model_overrides": overrides, "spec": checkpoints.spec_dict(model), "num_classes": train_ds.num_classes,
                 "labels": train_ds.labels, "multilabel": train_ds.multilabel, "loss": loss_kind,
-                "config": to_dict(cfg), "history": history, "best_metric": best,
-            }, is_best=improved or val_ds is None, plot=last_epoch or (epoch + 1) % 5 == 0)
+                "config": to_dict(cfg), "history": history, "best_metric": best, "validation": validation,
+            }, is_best=improved or val_ds is None, plot=last_epoch or (epoch + 1) % 5 == 0,
+                metrics=run_metrics(history, best, validation, test_ds is not None))
         if world > 1:
             import ray.train
             ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))})

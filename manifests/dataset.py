@@ -1,7 +1,9 @@
 """PyTorch Dataset of clips read from a shard dataset version (``manifests.shards``).
 
 ``ClipDataset(manifest, split="split1", subset="train", stream="rgb")`` keeps the records whose
-``splits[split] == subset``. Two modes (section 4.3, details in ``pipeline.clips`` and docs/training.md):
+``splits[split] == subset``. With ``val_fraction > 0`` a validation subset is carved from the split's
+training videos (``manifests.validation.carve``, by group where the rule says so): ``subset="train"`` then
+keeps the rest and ``subset="val"`` the held-out videos; ``self.carve`` records what was held out. Two modes (section 4.3, details in ``pipeline.clips`` and docs/training.md):
 
 * ``mode="train"``: item ``i`` is one random ``clip_len``-frame clip of video ``i`` with a random corner /
   centre crop and a random horizontal flip -> ``(C, T, S, S)`` float32. The randomness comes from
@@ -28,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from manifests.shards import load_shards
+from manifests.validation import Carve, carve
 from pipeline import clips
 from pipeline.storage import ShardReader
 
@@ -38,7 +41,8 @@ class ClipDataset(Dataset):
     def __init__(self, manifest, split: str = "split1", subset: str = "train", stream: str = "rgb", *,
                  mode: str | None = None, clip_len: int = 16, crop: int = 112,
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                 num_clips: int = 25, num_crops: int = 10, max_videos: int = 0, seed: int = 0):
+                 num_clips: int = 25, num_crops: int = 10, max_videos: int = 0, seed: int = 0,
+                 val_fraction: float = 0.0, val_group_rule: str = "auto", val_seed: int = 0):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
         self.mode = mode or ("train" if subset == "train" else "test")
@@ -51,7 +55,15 @@ class ClipDataset(Dataset):
         known = {s for r in shards.records for s in r.splits}
         if split not in known:
             raise ValueError(f"{manifest}: no split {split!r} in the shard records (have {sorted(known)})")
-        records = [r for r in shards.records if r.splits.get(split) == subset]
+        if subset not in ("train", "val", "test"):
+            raise ValueError(f"subset must be train, val or test, got {subset!r}")
+        if subset == "val" and not val_fraction:
+            raise ValueError("subset='val' needs val_fraction > 0")
+        records = [r for r in shards.records if r.splits.get(split) == ("test" if subset == "test" else "train")]
+        self.carve: Carve | None = None
+        if subset != "test" and records:
+            self.carve = carve(records, val_fraction, val_group_rule, val_seed)
+            records = self.carve.val if subset == "val" else self.carve.train
         if not records:
             raise ValueError(f"{manifest}: no videos with {split} == {subset!r}")
         if max_videos and max_videos < len(records):  # evenly spread subset, deterministic

@@ -25,6 +25,9 @@ class ConfigError(ValueError):
 class DataConfig:
     manifest: str = ""  # shard dataset version: version dir, file in it, LATEST file or root with LATEST
     split: str = "split1"  # split column of the shard records; train on "train", evaluate on "test"
+    val_fraction: float = 0.1  # of the split's training videos held out for validation (0 = none)
+    val_group_rule: str = "auto"  # auto | none | ucf101 (hold out whole gXX groups); manifests.validation
+    val_seed: int = 0  # seed of the held-out draw (independent of the training seed)
     stream: str = "rgb"  # rgb | flow | rgbf
     clip_len: int = 16  # frames per clip (section 4.3: 16)
     crop: int = 112  # crop side (section 4.3: 112 from 128x171)
@@ -55,12 +58,14 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """Validation on the split's test videos after training epochs (selects best.pt)."""
+    """Validation on the held-out training videos (data.val_fraction) after training epochs; selects best.pt."""
     every: int = 1  # epochs between validations; 0 = never (best.pt is then the last epoch)
     num_clips: int = 5  # evenly spaced clips per video (full protocol: 25, in jobs.evaluate)
     num_crops: int = 1  # 1 (centre), 5 or 10 crops per clip
     max_videos: int = 0  # 0 = all test videos
     batch_size: int = 8  # clips per forward pass
+    monitor_test: bool = False  # also score the split's test videos when validating: logged and plotted as
+    # "monitoring" (test_* keys), never used to select anything
 
 
 @dataclass
@@ -194,6 +199,9 @@ def _validate(cfg: TrainConfig, where: str) -> None:
         (cfg.optim.epochs >= 1 and cfg.optim.batch_size >= 1, "optim.epochs and optim.batch_size must be >= 1"),
         (cfg.optim.lr > 0 and cfg.optim.lr_step >= 1, "optim.lr must be > 0 and optim.lr_step >= 1"),
         (cfg.eval.num_crops in (1, 5, 10), "eval.num_crops must be 1, 5 or 10"),
+        (0 <= cfg.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}"),
+        (cfg.data.val_group_rule in ("auto", "none", "ucf101"),
+         f"data.val_group_rule must be auto, none or ucf101, got {cfg.data.val_group_rule!r}"),
         (cfg.workers >= 0 and cfg.data.num_workers >= 0, "workers and data.num_workers must be >= 0"),
     ]
     for ok, msg in checks:
