@@ -14,6 +14,12 @@ averaged into a clip score and the 25 clip scores into the video score. Outputs 
   ``["fused"]``, ``confusion_fused.png``, ``scores_other.npz``, ``scores_fused.npz``;
 * ``--export-features``: ``features.npz`` with the penultimate-FC activations (``model.features``)
   averaged over all clips and crops of each video -> (V, D), for a linear classifier (section 4.7).
+
+Coverage: the split's test videos are the shard version's extracted ones plus its failures in that split
+(``failures.parquet``); ``metrics.json["coverage"]`` and stdout give how many there are, how many were
+evaluated and which are missing with the failure stage and reason, so results on different test sets do
+not pass for comparable. Below ``--min-coverage`` (default 0.98) the job stops before evaluating, with a
+one-line message and exit code 2, unless ``--allow-missing``.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from jobs.report.plots import plot_confusion
 from jobs.training.metrics import classification_report
 from jobs.training.prediction import aggregate, fuse_scores
 from jobs.training.recipe import resolve_device
-from manifests.shards import load_shards
+from manifests.shards import load_shards, split_coverage
 from manifests.dataset import ClipDataset
 
 
@@ -91,11 +97,27 @@ def report(ev: Evaluation) -> dict:
     return {"clip": {k: clip[k] for k in keep if k in clip}, "video": video}
 
 
-def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse: Evaluation | None = None) -> dict:
+def coverage_line(cov: dict) -> str:
+    """One line: "coverage: 158/160 split1 test videos evaluated (98.8%); missing 2: a (decode), b (flow)"."""
+    line = (f"coverage: {cov['evaluated']}/{cov['videos']} {cov['split']} {cov['subset']} videos evaluated "
+            f"({100 * cov['fraction']:.1f}%)")
+    if cov["missing"]:
+        shown = ", ".join(f"{m['video_id']} ({m['stage']})" for m in cov["missing"][:5])
+        more = f", ... ({len(cov['missing']) - 5} more in metrics.json)" if len(cov["missing"]) > 5 else ""
+        line += f"; missing {len(cov['missing'])}: {shown}{more}"
+    if cov["failures_split_unknown"]:
+        line += f"; {cov['failures_split_unknown']} failures of unknown split (old shard version)"
+    return line
+
+
+def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse: Evaluation | None = None,
+                  coverage: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"checkpoint": ev.checkpoint, "manifest": str(manifest),
-               "shard_version": load_shards(manifest).meta.version_id,
-               "stream": ev.stream, "split": ev.split, "protocol": protocol, **report(ev)}
+    shards = load_shards(manifest)
+    metrics = {"checkpoint": ev.checkpoint, "manifest": str(manifest), "shard_version": shards.meta.version_id,
+               "stream": ev.stream, "split": ev.split, "protocol": protocol,
+               "coverage": {**split_coverage(shards, ev.split, "test", ev.video_ids), **(coverage or {})},
+               **report(ev)}
     np.savez(out / "scores.npz", video_ids=np.array(ev.video_ids), scores=ev.scores,
              labels=_multi_hot(ev.targets, len(ev.labels)), class_names=np.array(ev.labels))
     title = f"{Path(ev.checkpoint).name} ({ev.stream}) video top-1 {metrics['video']['top1']:.3f}"
@@ -161,19 +183,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=4, help="clips per forward pass (x num-crops)")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--min-coverage", type=float, default=0.98,
+                    help="stop (exit 2) when a smaller fraction of the split's test videos can be evaluated "
+                         "(failed extraction, --max-videos); default 0.98")
+    ap.add_argument("--allow-missing", action="store_true", help="evaluate whatever the coverage")
     args = ap.parse_args(argv)
     check_args(args)
+    checks.number_in("--min-coverage", args.min_coverage, 0.0, 1.0)
+    split = args.split or checkpoints.load_checkpoint(args.checkpoint)["config"]["data"]["split"]
+    planned = ClipDataset(args.manifest, split, "test", max_videos=args.max_videos)  # opens no HDF5 file
+    cov = split_coverage(load_shards(args.manifest), split, "test", [r.video_id for r in planned.records])
+    if cov["fraction"] < args.min_coverage and not args.allow_missing:
+        raise checks.UsageError(f"--min-coverage {args.min_coverage}: {coverage_line(cov)}; pass --allow-missing "
+                                f"to evaluate anyway")
     common = dict(split=args.split, num_clips=args.num_clips, num_crops=args.num_crops, batch_size=args.batch_size,
                   num_workers=args.num_workers, max_videos=args.max_videos, device=args.device)
     ev = evaluate_checkpoint(args.checkpoint, args.manifest, stream=args.stream, features=args.export_features,
                              **common)
     other = evaluate_checkpoint(args.fuse, args.manifest, **common) if args.fuse else None
     protocol = {"num_clips": args.num_clips, "num_crops": args.num_crops, "max_videos": args.max_videos}
-    m = write_outputs(ev, Path(args.out), args.manifest, protocol, other)
+    m = write_outputs(ev, Path(args.out), args.manifest, protocol, other,
+                      {"min_coverage": args.min_coverage, "allow_missing": args.allow_missing})
     line = (f"{ev.stream}: clip top-1 {m['clip']['top1']:.4f}  video top-1 {m['video']['top1']:.4f} "
             f"top-5 {m['video']['top5']:.4f} ({m['video']['n']} videos)")
     if "fused" in m:
         line += f"\nfused {'+'.join(m['fused']['streams'])}: video top-1 {m['fused']['top1']:.4f}"
+    print(coverage_line(m["coverage"]))
     print(line)
     return 0
 

@@ -73,7 +73,8 @@ def select_videos(source: SourceManifest, cfg: ExtractConfig) -> tuple[list[Vide
         if r.ok:
             tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes))
         else:
-            failures.append(FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, ""))
+            failures.append(FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "",
+                                          dict(r.splits)))
     return tasks, failures, rows
 
 
@@ -165,7 +166,7 @@ def _records(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], list
                                        v["checksums"], s["sha256"], r.rel_path, r.sha256 or ""))
         for f in s["failures"]:
             failures.append(FailureRecord(f["video_id"], f["stage"], f["error"], rows[f["video_id"]].rel_path,
-                                          s["name"]))
+                                          s["name"], dict(rows[f["video_id"]].splits)))
     return records, failures
 
 

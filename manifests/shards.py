@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from manifests.source import load_source
 from manifests.versioning import VersionMeta, content_id, file_digest, publish, resolve, utc_now
 from pipeline.storage import STREAMS, ShardWriter, codec_spec
 
 KIND = "shards"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: failures.parquet records each video's splits (read: 1 and 2)
 SHARDS_FILE, FAILURES_FILE, LABELS_FILE, SHARDS_DIR = "shards.parquet", "failures.parquet", "labels.parquet", "shards"
 
 SHARDS_SCHEMA = pa.schema([
@@ -59,6 +60,7 @@ FAILURES_SCHEMA = pa.schema([
     ("stage", pa.string()),  # source | input | decode | length | flow | static | store
     ("error", pa.string()),  # reason, naming the file
     ("shard", pa.string()),  # shard the video was assigned to ("" if none)
+    ("splits", pa.map_(pa.string(), pa.string())),  # split name -> train | test | unused (schema 2)
 ])
 LABELS_SCHEMA = pa.schema([("label_id", pa.int32()), ("name", pa.string())])
 
@@ -89,6 +91,7 @@ class FailureRecord:
     error: str
     source_rel_path: str = ""
     shard: str = ""
+    splits: dict[str, str] = dataclasses.field(default_factory=dict)  # empty in schema-1 versions
 
 
 @dataclasses.dataclass
@@ -127,9 +130,47 @@ def load_shards(path: str | os.PathLike) -> ShardDataset:
     if missing:
         raise FileNotFoundError(f"{vdir}: {len(missing)} shard files missing, e.g. {missing[0]}")
     failures = [FailureRecord(video_id=r["video_id"], stage=r["stage"], error=r["error"],
-                              source_rel_path=r["source_rel_path"], shard=r["shard"])
+                              source_rel_path=r["source_rel_path"], shard=r["shard"], splits=dict(r.get("splits") or {}))
                 for r in pq.read_table(vdir / FAILURES_FILE).to_pylist()]
     return ShardDataset(root=vdir, meta=meta, labels=labels, records=records, failures=failures)
+
+
+def split_coverage(ds: ShardDataset, split: str, subset: str, evaluated: Iterable[str]) -> dict[str, Any]:
+    """How much of ``split``'s ``subset`` videos an evaluation covers.
+
+    The videos of the subset are the extracted ones (``shards.parquet``) plus the failures recorded in it
+    (``failures.parquet``). Failures of schema-1 versions carry no splits: they are looked up in the source
+    manifest the version was extracted from (``version.json`` source_dir) when it is still readable, else
+    counted as ``failures_split_unknown``. Returns {split, subset, videos, evaluated, fraction, missing:
+    [{video_id, stage, error}], failures_split_unknown}.
+    """
+    evaluated = set(evaluated)
+    failures = list(ds.failures)
+    if any(not f.splits for f in failures):
+        splits = _source_splits(ds)
+        failures = [dataclasses.replace(f, splits=splits.get(f.video_id, {})) if not f.splits else f
+                    for f in failures]
+    ok = [r.video_id for r in ds.records if r.splits.get(split) == subset]
+    failed = [f for f in failures if f.splits.get(split) == subset]
+    missing = [{"video_id": f.video_id, "stage": f.stage, "error": f.error} for f in failed]
+    missing += [{"video_id": v, "stage": "not evaluated", "error": "extracted but not in this evaluation "
+                 "(--max-videos subset)"} for v in ok if v not in evaluated]
+    total = len(ok) + len(failed)
+    done = sum(1 for v in ok if v in evaluated)
+    return {"split": split, "subset": subset, "videos": total, "evaluated": done,
+            "fraction": done / total if total else float("nan"), "missing": sorted(missing, key=lambda m: m["video_id"]),
+            "failures_split_unknown": sum(1 for f in failures if not f.splits)}
+
+
+def _source_splits(ds: ShardDataset) -> dict[str, dict[str, str]]:
+    """{video_id: splits} from the source manifest named in version.json, or {} when it cannot be read."""
+    src = ds.meta.source.get("source_dir") if isinstance(ds.meta.source, dict) else None
+    if not src:
+        return {}
+    try:
+        return {r.video_id: dict(r.splits) for r in load_source(src).videos}
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -148,7 +189,8 @@ def write_tables(dest: Path, records: Sequence[ShardRecord], failures: Sequence[
         "codec": codec_s, "flow_params": flow_s, "code_version": code_version,
     } for r in sorted(records, key=lambda r: r.video_id)]
     pq.write_table(pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA), dest / SHARDS_FILE)
-    frows = [dataclasses.asdict(f) for f in sorted(failures, key=lambda f: f.video_id)]
+    frows = [{**dataclasses.asdict(f), "splits": sorted(f.splits.items())}
+             for f in sorted(failures, key=lambda f: f.video_id)]
     pq.write_table(pa.Table.from_pylist(frows, schema=FAILURES_SCHEMA), dest / FAILURES_FILE)
     lrows = [{"label_id": i, "name": n} for i, n in enumerate(labels)]
     pq.write_table(pa.Table.from_pylist(lrows, schema=LABELS_SCHEMA), dest / LABELS_FILE)
@@ -228,7 +270,7 @@ def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams],
                                            dict(v.splits), h, wd, sums, digest))
         vid = content_id([KIND, json.dumps(list(labels)), json.dumps([codec_spec(codec), codec_opts], sort_keys=True), *[f"{r.video_id}:{Path(r.shard_path).name}:{sorted(r.checksums.items())}:{r.labels}:{sorted(r.splits.items())}"
                             for r in records],  # content, not file bytes (HDF5 padding is not deterministic)
-                          *[f"{f.video_id}:{f.stage}:{f.error}" for f in failures]])
+                          *[f"{f.video_id}:{f.stage}:{f.error}:{sorted(f.splits.items())}" for f in failures]])
         return publish_shards(root, vid, files, records, failures, labels,
                               source={"builder": "write_shard_dataset"}, parent=None,
                               codec={"streams": codec_spec(codec), "opts": codec_opts},

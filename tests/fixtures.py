@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from jobs.demokit.shards import moving_frames
-from manifests.shards import VideoStreams, write_shard_dataset
+from manifests.shards import FailureRecord, VideoStreams, write_shard_dataset
 
 
 def coord_frames(n: int, h: int, w: int, video: int = 0) -> np.ndarray:
@@ -25,12 +25,14 @@ def coord_frames(n: int, h: int, w: int, video: int = 0) -> np.ndarray:
 
 def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int = 2, frames: int | Sequence[int] = 10,
                      height: int = 20, width: int = 26, coords: bool = False, multilabel: bool = False,
-                     test_every: int = 4, codec: str | None = None, shard_size: int = 8, seed: int = 0) -> Path:
+                     test_every: int = 4, codec: str | None = None, shard_size: int = 8, seed: int = 0,
+                     failures: Sequence[FailureRecord] = ()) -> Path:
     """Write a shard dataset version under ``root``; returns the version directory.
 
     Video i has label i % num_classes (plus (i + 1) % num_classes when ``multilabel`` and i is even),
     ``frames`` (or ``frames[i]``) RGB frames, split1 = test for every ``test_every``-th video, else train.
     The flow and rgbf streams are derived from the RGB frames (frame differences), not real flow.
+    ``failures`` are written to the version's failures table as given.
     """
     rng = np.random.default_rng(seed)
     labels = [f"class{c}" for c in range(num_classes)]
@@ -46,4 +48,4 @@ def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int 
         split = "test" if i % test_every == test_every - 1 else "train"
         videos.append(VideoStreams(f"v{i:03d}", {"rgb": rgb, "flow": diff if not coords else rgb[1:], "rgbf": rgbf},
                                    lab, {"split1": split, "split2": "train" if split == "test" else "test"}))
-    return write_shard_dataset(root, videos, labels, codec=codec, shard_size=shard_size)
+    return write_shard_dataset(root, videos, labels, codec=codec, shard_size=shard_size, failures=failures)

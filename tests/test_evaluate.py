@@ -11,6 +11,7 @@ from jobs.training import metrics as em, prediction
 from jobs import train as train_mod
 from jobs.training.config import load_config
 from fixtures import synthetic_shards
+from manifests.shards import FailureRecord, load_shards, split_coverage
 
 
 def test_topk_confusion_and_per_class_on_known_scores():
@@ -97,3 +98,33 @@ def test_evaluate_video_score_is_mean_of_clip_scores(trained):
     with pytest.raises(ValueError, match="classes that differ"):
         ev_mod.evaluate_checkpoint(ckpts["rgb"], synthetic_shards(shards.parent.parent / "two", num_videos=4,
                                                                   num_classes=2, frames=6), num_workers=0)
+
+
+def test_evaluate_reports_coverage_and_stops_below_threshold(trained, tmp_path, capsys):
+    shards, ckpts, _ = trained
+    fails = [FailureRecord("v_bad", "decode", "v_bad.avi: no frame decodes", "v_bad.avi", "00001.h5",
+                           {"split1": "test", "split2": "train"}),
+             FailureRecord("v_trainbad", "flow", "v_trainbad.avi: NaN flow", splits={"split1": "train"}),
+             FailureRecord("v_old", "static", "v_old.avi: static", splits={})]  # a schema-1 row
+    lossy = synthetic_shards(tmp_path / "lossy", num_videos=12, num_classes=3, frames=[8, 9, 10, 11] * 3,
+                             failures=fails)
+    assert load_shards(lossy).failures[0].splits == {"split1": "test", "split2": "train"}  # round trip
+    cov = split_coverage(load_shards(lossy), "split1", "test", ["v003", "v007", "v011"])
+    assert (cov["videos"], cov["evaluated"], cov["failures_split_unknown"]) == (4, 3, 1)
+    assert cov["missing"] == [{"video_id": "v_bad", "stage": "decode", "error": "v_bad.avi: no frame decodes"}]
+    args = ["--checkpoint", str(ckpts["rgb"]), "--manifest", str(lossy), "--num-workers", "0", "--num-clips", "2",
+            "--num-crops", "1"]
+    assert ev_mod.main([*args, "--out", str(tmp_path / "a")]) == 2  # 3/4 < 0.98: stops before evaluating
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--min-coverage 0.98" in err and "3/4 split1 test" in err
+    assert "v_bad (decode)" in err and "--allow-missing" in err and not (tmp_path / "a").exists()
+    assert ev_mod.main([*args, "--out", str(tmp_path / "b"), "--allow-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "coverage: 3/4 split1 test videos evaluated (75.0%); missing 1: v_bad (decode)" in out
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())["coverage"]
+    assert m["videos"] == 4 and m["evaluated"] == 3 and m["fraction"] == 0.75 and m["allow_missing"] is True
+    assert m["missing"][0]["error"] == "v_bad.avi: no frame decodes"
+    # a subset (--max-videos) is missing videos too; a lower threshold accepts it
+    assert ev_mod.main([*args, "--out", str(tmp_path / "c"), "--max-videos", "2", "--min-coverage", "0.5"]) == 0
+    m = json.loads((tmp_path / "c" / "metrics.json").read_text())["coverage"]
+    assert m["evaluated"] == 2 and [x["stage"] for x in m["missing"]] == ["not evaluated", "decode"]
