@@ -16,7 +16,8 @@ SHARD_MANIFEST ?= $(SHARDS)/LATEST
 RUNS      ?= runs
 PRETRAIN_CONFIG ?= jobs/configs/pretrain.yaml
 FINETUNE_CONFIG ?= jobs/configs/finetune.yaml
-CHECKPOINT ?= $(RUNS)/finetune/last.pt
+# best.pt is selected on the validation subset (held-out training videos), never on the test videos
+CHECKPOINT ?= $(RUNS)/finetune/best.pt
 VIDEO     ?=
 EXPORT    ?= $(DATA)/rawframes
 VERSION   ?= $(SHARD_MANIFEST)
