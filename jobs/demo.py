@@ -1,7 +1,7 @@
 """The whole pipeline end to end on the embedded demo dataset, then a report.
 
     python -m jobs.demo --data data/demo-run --runs runs/demo [--preset default|tiny] [--workers N] [--seed S]
-                        [--validation-only]
+                        [--validation-only] [--resume]
 
 Stages, each run as a subprocess of the same CLI a user runs (so the demo exercises the real entry
 points; every command is logged in the report and its output in <runs>/logs/<stage>.log):
@@ -20,7 +20,9 @@ points; every command is logged in the report and its output in <runs>/logs/<sta
  7. jobs.report          report.md + PNGs (stream panels, flow colour key, curves, confusion matrices)
 
 ``--validation-only`` stops after stage 5 and prints the validation numbers: the way to compare demo
-settings without looking at the test videos (docs/demo.md).
+settings without looking at the test videos (docs/demo.md). ``--resume`` lets jobs.train continue (or
+skip, when finished) the runs already in ``--runs`` instead of starting them over, so a
+``--validation-only`` run can be completed by stages 6-7 alone.
 
 One local Ray instance is started here and shared by stages 2-3 through RAY_ADDRESS (no repeated
 start-up), and shut down at the end. Model selection never looks at the test split: the test videos are
@@ -153,19 +155,20 @@ def prepare_data(run: Runner, p: Preset, data: Path, workers: int) -> dict[str, 
 
 
 def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Path,
-                       validation_only: bool = False) -> dict[str, Path]:
+                       validation_only: bool = False, resume: bool = False) -> dict[str, Path]:
     """Stages 4-6 (4-5 with ``validation_only``); returns {stream or "fused": evaluation dir}."""
     common = [f"model.name={p.model}", f"model.overrides.width={p.width}", "model.overrides.batch_norm=true",
               f"model.overrides.fc=[{','.join(map(str, p.fc))}]",
               f"data.clip_len={p.clip_len}", f"data.crop={p.crop}", f"optim.batch_size={p.batch_size}",
               f"optim.lr_step={p.lr_step}", "data.num_workers=0", "eval.num_clips=2", "log_every=1000",
               "device=cpu", f"seed={p.seed}"]
+    fresh = [] if resume else ["--no-resume"]
     for stream in STREAMS:
-        run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), "--no-resume",
+        run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), *fresh,
                                    f"data.manifest={shards['pretrain']}", f"out_dir={runs / f'pretrain-{stream}'}",
                                    f"data.stream={stream}", f"optim.epochs={p.pretrain_epochs}",
                                    f"optim.lr={p.pretrain_lr}", "data.val_fraction=0", "eval.every=0", *common])
-        run(f"finetune-{stream}", ["jobs.train", "--config", str(CONFIGS / "finetune.yaml"), "--no-resume",
+        run(f"finetune-{stream}", ["jobs.train", "--config", str(CONFIGS / "finetune.yaml"), *fresh,
                                    f"data.manifest={shards['target']}", f"out_dir={runs / f'finetune-{stream}'}",
                                    f"init_from={runs / f'pretrain-{stream}' / 'last.pt'}",
                                    f"data.stream={stream}", f"optim.epochs={p.finetune_epochs}",
@@ -322,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None, help="training seed (default 0); the data stay the same")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue (or skip, if finished) the training runs already in --runs")
     ap.add_argument("--validation-only", action="store_true",
                     help="stop after finetuning and print the validation numbers (the test videos are not scored)")
     a = ap.parse_args(argv)
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         shards = prepare_data(run, p, a.data, a.workers)
     finally:
         ray.shutdown()
-    evals = train_and_evaluate(run, p, shards, a.runs, a.validation_only)
+    evals = train_and_evaluate(run, p, shards, a.runs, a.validation_only, a.resume)
     if a.validation_only:
         print("\n== demo validation (test videos not scored) ==")
         print_validation(validation_numbers(a.runs))

@@ -102,3 +102,27 @@ def test_markdown_lists_results_and_figures():
          "commands": [["python", "-m", "jobs.extract"]]}
     md = markdown.markdown(s)
     assert "| m | RGBF | 95.0% | 90.0% | 20 |" in md and "![Curves](curves.png)" in md
+
+
+def test_demo_training_commands_select_on_validation(tmp_path):
+    """Finetuning holds out a validation group and evaluation scores best.pt; pretraining has no evaluation;
+    --validation-only stops before the test videos; --resume drops --no-resume."""
+    from jobs import demo
+
+    calls = []
+    p = demo.PRESETS["default"]
+    shards = {"pretrain": tmp_path / "pre", "target": tmp_path / "tgt"}
+    assert demo.train_and_evaluate(lambda stage, args: calls.append((stage, args)), p, shards, tmp_path,
+                                   validation_only=True) == {}
+    stages = [s for s, _ in calls]
+    assert stages == ["pretrain-rgb", "finetune-rgb", "pretrain-rgbf", "finetune-rgbf"]  # no evaluate-*
+    args = dict(calls)
+    assert "data.val_fraction=0" in args["pretrain-rgb"] and "eval.every=0" in args["pretrain-rgb"]
+    ft = args["finetune-rgb"]
+    assert f"data.val_fraction={p.val_fraction}" in ft and "data.val_group_rule=ucf101" in ft and "--no-resume" in ft
+    calls.clear()
+    demo.train_and_evaluate(lambda stage, args: calls.append((stage, args)), p, shards, tmp_path, resume=True)
+    args = dict(calls)
+    assert not any("--no-resume" in a for a in args.values())
+    assert str(tmp_path / "finetune-rgbf" / "best.pt") in args["evaluate-rgbf"]
+    assert str(tmp_path / "finetune-rgb" / "best.pt") in args["evaluate-rgbf"]  # --fuse
