@@ -11,7 +11,7 @@ Layout written under ``out`` (the ``data_prefix`` of an mmaction2 ``RawframeData
 
 Numbering starts at 1 (mmaction2's ``start_index=1`` default, denseflow's names); flow_x/flow_y_k is the
 flow from RGB frame k to k+1. Flow planes are the shards' flow-image channels unchanged (x, y mapped from
-[-bound, bound] px to [0, 255], ``pipeline.flowimage``), as grayscale JPEGs like denseflow writes.
+[-bound, bound] px to 1..255 with 0 px at 128, ``pipeline.flowimage``), as grayscale JPEGs like denseflow writes.
 A video id holding whitespace (mmaction2 splits list lines on it) gets a folder name with ``_`` instead,
 plus ``-<sha256(id)[:8]>`` if that name is taken (``frame_dir``); the lists use the folder name.
 Labels are the 0-based label ids of the version (``labels.parquet``); a multi-label video lists all its

@@ -130,7 +130,8 @@ def load_shards(path: str | os.PathLike) -> ShardDataset:
     if missing:
         raise FileNotFoundError(f"{vdir}: {len(missing)} shard files missing, e.g. {missing[0]}")
     failures = [FailureRecord(video_id=r["video_id"], stage=r["stage"], error=r["error"],
-                              source_rel_path=r["source_rel_path"], shard=r["shard"], splits=dict(r.get("splits") or {}))
+                              source_rel_path=r["source_rel_path"], shard=r["shard"],
+                              splits=dict(r.get("splits") or {}))
                 for r in pq.read_table(vdir / FAILURES_FILE).to_pylist()]
     return ShardDataset(root=vdir, meta=meta, labels=labels, records=records, failures=failures)
 
@@ -158,7 +159,8 @@ def split_coverage(ds: ShardDataset, split: str, subset: str, evaluated: Iterabl
     total = len(ok) + len(failed)
     done = sum(1 for v in ok if v in evaluated)
     return {"split": split, "subset": subset, "videos": total, "evaluated": done,
-            "fraction": done / total if total else float("nan"), "missing": sorted(missing, key=lambda m: m["video_id"]),
+            "fraction": done / total if total else float("nan"),
+            "missing": sorted(missing, key=lambda m: m["video_id"]),
             "failures_split_unknown": sum(1 for f in failures if not f.splits)}
 
 
