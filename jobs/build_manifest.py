@@ -2,11 +2,15 @@
 
     python -m jobs.build_manifest --dataset {ucf101,hmdb51,fcvid,folder} --videos DIR [--annotations DIR]
                                   --out DIR [--workers N] [--address ADDR] [--chunk K] [--max-failure-rate F]
+                                  [--decode-timeout S] [--retry-failed]
     python -m jobs.build_manifest diff A B [--json]
 
 The build prints the new version id as the last line of stdout (progress goes to stderr). Ray is the
 default: a local cluster with --workers CPUs, or an existing one via --address / RAY_ADDRESS.
 ``--workers 0`` runs in-process without Ray (for small builds; Ray startup takes seconds).
+Each video's frame count decodes in a contained child process (pipeline.contain): a decoder crash or a
+hang past the time limit costs that video (status decode_crash / decode_timeout), never the task or the job;
+<out>/poison.jsonl remembers them so a rerun skips them unless --retry-failed (manifests.poison).
 ``diff`` lists the videos added, removed and changed between two versions (dirs, LATEST files or roots).
 """
 from __future__ import annotations
@@ -28,16 +32,18 @@ from manifests.build import build
 from manifests.annotations import BuildError
 from manifests.datasets import BUILDERS
 from manifests.diff import diff_sources
-from manifests.probe import inspect_many, inspect_video
+from manifests.probe import inspect_many
 from manifests.source import load_source
 from manifests.versioning import read_meta
 
 MAX_FAILURE_RATE = 0.5  # as jobs.extract: above it the cause is systemic (wrong mount, missing codec)
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live here (jobs/), not in the stages
+LOCAL_CHUNK = 8  # videos per batch with --workers 0
 
 
-def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int) -> list[dict[str, Any]]:
-    """Start (or join) Ray, run inspect_on_ray, shut Ray down."""
+def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int,
+                **opts: Any) -> list[dict[str, Any]]:
+    """Start (or join) Ray, run inspect_on_ray (opts: inspect_video's keyword arguments), shut Ray down."""
     import ray
 
     if address:
@@ -51,13 +57,14 @@ def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         reaper.watch()  # the cluster goes when this driver goes, even after kill -9
     try:
-        return inspect_on_ray(paths, chunk)
+        return inspect_on_ray(paths, chunk, **opts)
     finally:
         ray.shutdown()
 
 
-def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True) -> list[dict[str, Any]]:
-    """inspect_many over `paths` as Ray tasks of `chunk` videos, at most 2 tasks per CPU in flight."""
+def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True, **opts: Any) -> list[dict[str, Any]]:
+    """inspect_many over `paths` as Ray tasks of `chunk` videos, at most 2 tasks per CPU in flight
+    (opts: inspect_video's keyword arguments, e.g. timeout, known, contained)."""
     import ray
 
     task = ray.remote(**TASK_OPTIONS)(inspect_many)
@@ -69,7 +76,7 @@ def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True) -> list
         for i, c in enumerate(chunks):
             if len(pending) >= max_in_flight:
                 bar.update(_collect(ray, pending, results))
-            pending[task.remote([str(p) for p in c])] = i
+            pending[task.remote([str(p) for p in c], **opts)] = i
         while pending:
             bar.update(_collect(ray, pending, results))
     return [f for i in range(len(chunks)) for f in results[i]]
@@ -84,9 +91,24 @@ def _collect(ray, pending: dict, results: dict) -> int:
     return n
 
 
-def local_inspect(paths: list[Path]) -> list[dict[str, Any]]:
-    """In-process inspection (--workers 0): no Ray startup cost, one core."""
-    return [inspect_video(p) for p in tqdm(paths, unit="video", desc="probe+hash", file=sys.stderr)]
+def local_inspect(paths: list[Path], **opts: Any) -> list[dict[str, Any]]:
+    """Inspection in this process (--workers 0; decoding still contained): no Ray startup cost, one core."""
+    out: list[dict[str, Any]] = []
+    with tqdm(total=len(paths), unit="video", desc="probe+hash", file=sys.stderr) as bar:
+        for i in range(0, len(paths), LOCAL_CHUNK):  # chunks: one hand-over to the contained decoder each
+            out += inspect_many(paths[i:i + LOCAL_CHUNK], **opts)
+            bar.update(len(paths[i:i + LOCAL_CHUNK]))
+    return out
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -128,7 +150,13 @@ def build_main(argv: list[str]) -> str:
     ap.add_argument("--test-fraction", type=float, default=0.2, help="folder: hashed test share")
     ap.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
                     help="publish nothing when more than this share of the files is missing, empty or "
-                         f"unreadable (default {MAX_FAILURE_RATE}; same rule as jobs.extract)")
+                         f"unreadable, or their decoder crashed or timed out (default {MAX_FAILURE_RATE}; same "
+                         "rule as jobs.extract)")
+    ap.add_argument("--decode-timeout", type=positive_seconds, default=None, metavar="S",
+                    help="seconds a video's probe or decode may take before it is killed and recorded as "
+                         "decode_timeout (default: per video, max(30, frames x pixels / 1e7) from its header)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="decode again videos that crashed or timed out in an earlier build under --out")
     args = ap.parse_args(argv)
     check_args(args)
     plan = BUILDERS[args.dataset](args.videos, args.annotations, test_fraction=args.test_fraction)
@@ -138,10 +166,11 @@ def build_main(argv: list[str]) -> str:
     if args.no_ray or (args.workers == 0 and not args.address):
         inspect = local_inspect
     else:
-        def inspect(paths):
-            return ray_inspect(paths, args.workers, args.address, args.chunk)
+        def inspect(paths, **opts):
+            return ray_inspect(paths, args.workers, args.address, args.chunk, **opts)
     vid, path = build(plan, args.videos, args.annotations, args.out, inspect, require_ok=True,
-                      max_failure_rate=args.max_failure_rate)
+                      max_failure_rate=args.max_failure_rate, timeout=args.decode_timeout,
+                      retry_failed=args.retry_failed, log=lambda m: print(m, file=sys.stderr))
     write_card_safely(path)  # card.md + figures next to the version; a failure only warns
     meta = read_meta(path)
     print(f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, "

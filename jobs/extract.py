@@ -4,12 +4,15 @@
         --codec rgb=jpeg --codec flow=jpeg-planar ...] [--size H W] [--shard-size N] [--workers N]
         [--flow-preset NAME] [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N]
         [--static-threshold PX] [--resize {stretch,short-side-crop}] [--max-failure-rate F]
+        [--decode-timeout S] [--retry-failed]
 
 The last line on stdout is the output version id. Design (docs/extract.md): videos are assigned to shards
 deterministically (sorted ids chunked by --shard-size); one Ray task per shard decodes, computes flow and
 writes its own shard file atomically into ``<out>/.work-<id>/shards/``. The id is derived from the source
 version, the parameters and the code version, so a rerun finds the same work directory, skips the shards
-already there and only then publishes ``<out>/<id>/`` (manifests.shards.publish_shards).
+already there and only then publishes ``<out>/<id>/`` (manifests.shards.publish_shards). Each video decodes
+in a contained child process: a decoder crash or hang costs that video (a failure row, stage "decode"),
+and ``<out>/poison.jsonl`` remembers it so that reruns skip it unless --retry-failed (manifests.poison).
 
 Publishing guards: nothing is published when no video was extracted, or when more than
 ``--max-failure-rate`` of the videos this version attempted failed (exit 1, the work directory is kept so a
@@ -32,10 +35,11 @@ from typing import Any
 
 from jobs.cli import checks, reaper
 from jobs.report.card import write_card_safely
+from manifests import poison
 from manifests.shards import FailureRecord, ShardRecord, publish_shards
 from manifests.source import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
-from pipeline.decode import RESIZE_MODES
+from pipeline.decode import RESIZE_MODES, decode_timeout
 from pipeline.flow import DEFAULT_PRESET, PRESETS, brox_params
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
@@ -63,15 +67,23 @@ def code_version() -> str:
     return f"{CODE_VERSION}+{h.hexdigest()[:12]}"
 
 
-def select_videos(source: SourceManifest, cfg: ExtractConfig) -> tuple[list[VideoTask], list[FailureRecord], dict]:
-    """Rows to extract (status ok, in one of cfg.splits if given), source failures, and the records by id."""
+def select_videos(source: SourceManifest, cfg: ExtractConfig, timeout: float | None = None,
+                  known: dict[str, dict] | None = None,
+                  retry_failed: bool = False) -> tuple[list[VideoTask], list[FailureRecord], dict]:
+    """Rows to extract (status ok, in one of cfg.splits if given), source failures, and the records by id.
+
+    Each task's decode time limit is ``timeout`` or, if None, ``pipeline.decode.decode_timeout`` of the row's
+    header facts; a task whose file has a poison record in ``known`` that ``poison.skip`` skips carries it."""
     tasks, failures, rows = [], [], {}
     for r in source.videos:
         if cfg.splits and not any(r.splits.get(s) in ("train", "test") for s in cfg.splits):
             continue
         rows[r.video_id] = r
         if r.ok:
-            tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes))
+            limit = timeout or decode_timeout(r.duration_s, r.fps, r.width, r.height)
+            rec = (known or {}).get(r.sha256 or "")
+            skip = rec if rec is not None and poison.skip(rec, limit, retry_failed) else None
+            tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes, limit, skip))
         else:
             failures.append(FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "",
                                           dict(r.splits)))
@@ -120,7 +132,7 @@ def _resources(ray, workers: int | None) -> tuple[dict[str, Any], str, int]:
 
 
 def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, opts: dict, device: str,
-               concurrency: int, bar) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
+               concurrency: int, bar, contained: bool = True) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
     """One task per shard with at most ``concurrency + 1`` in flight (ray.wait), so the driver holds few
     ObjectRefs and no frames. Returns (summaries, [(plan, error)] of shards that failed for good)."""
     # retry_exceptions=True: an unexpected exception in shard code is retried like a crash, then fails the job
@@ -136,7 +148,7 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
             if plan is None:
                 more = False
                 break
-            pending[remote.remote(plan, cfg_ref, str(shard_dir), device)] = plan
+            pending[remote.remote(plan, cfg_ref, str(shard_dir), device, contained=contained)] = plan
         if not pending:
             break
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -168,6 +180,37 @@ def _records(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], list
             failures.append(FailureRecord(f["video_id"], f["stage"], f["error"], rows[f["video_id"]].rel_path,
                                           s["name"], dict(rows[f["video_id"]].splits)))
     return records, failures
+
+
+def stale_poison(summary: dict, tasks: dict[str, VideoTask], retry_failed: bool) -> bool:
+    """Whether a finished shard holds a decoder crash / timeout that this run would retry (so it is redone):
+    any with --retry-failed, a timeout whose limit was smaller than this run's."""
+    return any(f.get("poison") and not poison.skip(f["poison"], tasks[f["video_id"]].timeout_s or 0, retry_failed)
+               for f in summary["failures"] if f["video_id"] in tasks)
+
+
+def _published_stale(final: Path, plan: ShardPlan, tasks: dict[str, VideoTask], retry_failed: bool) -> bool:
+    try:
+        return stale_poison(read_finished(final / "shards" / plan.name, plan), tasks, retry_failed)
+    except (ShardError, ValueError, OSError, KeyError):  # not as planned: --force is the way to redo it
+        return False
+
+
+def record_poison(out: Path, summaries: list[dict], rows: dict, known: dict[str, dict]) -> int:
+    """Append this run's new decoder crashes / timeouts (and known ones that now decoded) to the poison log."""
+    recs = []
+    for s in summaries:
+        for f in s["failures"]:
+            p, r = f.get("poison"), rows[f["video_id"]]
+            if p and not p.get("cached") and r.sha256:
+                recs.append(poison.record(r.sha256, p["kind"], p["reason"], timeout_s=p["timeout_s"],
+                                          size_bytes=r.size_bytes, path=r.rel_path, job="extract"))
+        for v in s["videos"]:
+            r = rows[v["video_id"]]
+            if r.sha256 in known:
+                recs.append(poison.record(r.sha256, "cleared", "decoded", size_bytes=r.size_bytes, path=r.rel_path,
+                                          job="extract"))
+    return poison.append(out, recs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +255,15 @@ def check_publishable(summaries: list[dict], max_failure_rate: float, work: Path
 
 def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
             force: bool = False, workers: int | None = None, verify: bool = False, log=print,
-            max_failure_rate: float = MAX_FAILURE_RATE) -> RunSummary:
+            max_failure_rate: float = MAX_FAILURE_RATE, decode_timeout: float | None = None,
+            retry_failed: bool = False, contained: bool = True) -> RunSummary:
     """Run the job; returns its summary. Raises RuntimeError if some shards failed for good, PublishRefused
-    (a RuntimeError) when the result must not be published (``check_publishable``)."""
+    (a RuntimeError) when the result must not be published (``check_publishable``).
+
+    ``decode_timeout``: seconds per video decode (default per video, pipeline.decode.decode_timeout);
+    ``retry_failed``: decode again videos whose decoder crashed / timed out in an earlier run (their shards
+    are redone, also in a published version, which is then replaced); ``contained=False`` decodes in the
+    task's own process (benchmarks only)."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -223,10 +272,19 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     vid = version_id(source, cfg, code)
     out = Path(out)
     final, work = out / vid, out / f".work-{vid}"
+    known = poison.load(out)
+    tasks, source_failures, rows = select_videos(source, cfg, decode_timeout, known, retry_failed)
+    by_id = {t.video_id: t for t in tasks}
+    replace = False
     if (final / META_FILE).exists() and not force:
-        log(f"extract: version {vid} already published at {final} (--force redoes it)")
-        return RunSummary(vid, final, 0, 0, 0, 0, time.time() - t0)
-    tasks, source_failures, rows = select_videos(source, cfg)
+        # only with a poison log or --retry-failed can a published shard hold something to retry
+        redo = [p for p in plan_shards(tasks, cfg.shard_size)
+                if (retry_failed or known) and _published_stale(final, p, by_id, retry_failed)]
+        if not redo:
+            log(f"extract: version {vid} already published at {final} (--force redoes it)")
+            return RunSummary(vid, final, 0, 0, 0, 0, time.time() - t0)
+        log(f"extract: {len(redo)} shards of published {vid} hold decoder crashes / timeouts to retry")
+        replace = True
     if not tasks:
         where = f" in splits {','.join(cfg.splits)}" if cfg.splits else ""
         raise PublishRefused(f"{source.dir}: no video with status ok{where} to extract; nothing published")
@@ -235,7 +293,13 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     t_init = time.time()
     ray = _init_ray(address, workers)  # before the work dir exists: a cluster that refuses us leaves nothing
     try:
-        done, todo = _prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log)
+        if replace:  # the published shards become the work dir's finished ones (hard links)
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            for p in plans:
+                if not (shard_dir / p.name).exists() and (final / "shards" / p.name).exists():
+                    os.link(final / "shards" / p.name, shard_dir / p.name)
+        done, todo = _prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log,
+                                   by_id, retry_failed)
         skipped = sum(len(s["assigned"]) for s in done)
         t_shards = time.time()
         opts, device, concurrency = _resources(ray, workers)
@@ -243,12 +307,15 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
             f"{concurrency} tasks at a time, flow on {device}, task resources {opts}")
         bar = tqdm(total=len(tasks), initial=skipped, unit="video", desc="extract", file=sys.stderr,
                    mininterval=1.0, dynamic_ncols=True)
-        new, errors = run_shards(todo, cfg, shard_dir, ray, opts, device, concurrency, bar)
+        new, errors = run_shards(todo, cfg, shard_dir, ray, opts, device, concurrency, bar, contained)
         t_done = time.time()
         bar.close()
     finally:
         ray.shutdown()
     ok, failed = sum(len(s["videos"]) for s in new), sum(len(s["failures"]) for s in new)
+    n_poison = record_poison(out, new, rows, known)
+    if n_poison:
+        log(f"extract: {n_poison} decoder crash / timeout outcomes recorded in {out / poison.POISON_FILE}")
     secs = time.time() - t0
     log(f"extract: ok {ok}, failed {failed}, skipped {skipped} (in shards done earlier), "
         f"source failures {len(source_failures)}, {secs:.1f} s, {(ok + failed) / max(secs, 1e-9):.2f} videos/s")
@@ -264,7 +331,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir),
                    "config": json.loads(cfg.to_json())}
     aside = None
-    if force and final.exists():  # versions are immutable: move the old one aside, publish, then drop it
+    if (force or replace) and final.exists():  # versions are immutable: move the old one aside, publish, then drop it
         aside = out / f".{vid}.replaced-{os.getpid()}"
         os.rename(final, aside)
     publish_shards(out, vid, [shard_dir / p.name for p in plans], records, source_failures + failures,
@@ -281,8 +348,10 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
 
 
 def _prepare_work(work: Path, shard_dir: Path, plans: list[ShardPlan], source: SourceManifest, cfg: ExtractConfig,
-                  code: str, force: bool, verify: bool, log) -> tuple[list[dict], list[ShardPlan]]:
-    """Create (or reuse) the work dir; returns (summaries of shards finished earlier, plans still to do)."""
+                  code: str, force: bool, verify: bool, log, tasks: dict[str, VideoTask] | None = None,
+                  retry_failed: bool = False) -> tuple[list[dict], list[ShardPlan]]:
+    """Create (or reuse) the work dir; returns (summaries of shards finished earlier, plans still to do).
+    A finished shard holding a decoder crash / timeout that this run retries (``stale_poison``) is redone."""
     if force and work.exists():
         shutil.rmtree(work)
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -295,10 +364,15 @@ def _prepare_work(work: Path, shard_dir: Path, plans: list[ShardPlan], source: S
         path = shard_dir / plan.name
         if path.exists():
             try:
-                done.append(read_finished(path, plan, full=verify))
-                continue
+                summary = read_finished(path, plan, full=verify)
             except (ShardError, ValueError, OSError, KeyError) as e:
                 log(f"extract: redoing {path}: {e}")
+                path.unlink()
+            else:
+                if not stale_poison(summary, tasks or {}, retry_failed):
+                    done.append(summary)
+                    continue
+                log(f"extract: redoing {path}: retrying its decoder crashes / timeouts")
                 path.unlink()
         todo.append(plan)
     return done, todo
@@ -406,7 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
                    help="do not publish when more than this share of the attempted videos failed "
                         f"(default {MAX_FAILURE_RATE}); the work dir is kept for a rerun")
+    p.add_argument("--decode-timeout", type=_seconds, default=None, metavar="S",
+                   help="seconds a video's decode may take before it is killed and recorded as a failure "
+                        "(default: per video, max(30, frames x pixels / 1e7) from the source manifest)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="decode again videos that crashed or timed out in an earlier run under --out")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
 
 
 @checks.cli("extract")
@@ -417,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout carries only the id
     try:
         vid = extract(a.manifest, a.out, cfg, address=a.address, force=a.force, workers=a.workers,
-                      verify=a.verify, log=log, max_failure_rate=a.max_failure_rate).version_id
+                      verify=a.verify, log=log, max_failure_rate=a.max_failure_rate,
+                      decode_timeout=a.decode_timeout, retry_failed=a.retry_failed).version_id
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         if isinstance(e, checks.UsageError):
             raise

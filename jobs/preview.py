@@ -24,6 +24,10 @@ def preview(manifest: str | Path, video_id: str, out: str | Path, frames: int = 
     by_id = {r.video_id: r for r in ds.records}
     video_id = checks.nfc(video_id)  # ids are NFC (manifests.build.video_ids); accept an NFD query too
     if video_id not in by_id:
+        failed = {f.video_id: f for f in ds.failures}
+        if video_id in failed:  # e.g. its decoder crashed or timed out: say why, in one line
+            f = failed[video_id]
+            raise KeyError(f"{ds.root}: video {video_id!r} was not extracted (stage {f.stage}): {f.error}")
         some = ", ".join(sorted(by_id)[:8])
         raise KeyError(f"{ds.root}: no video {video_id!r} among {len(by_id)} videos (e.g. {some})")
     rec = by_id[video_id]

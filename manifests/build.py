@@ -1,11 +1,13 @@
 """Assemble a Plan and per-video facts into records and publish them as an immutable source version.
 
-Status precedence (first that applies): the file's own failure (missing, empty, unreadable), then the
+Status precedence (first that applies): the file's own failure (missing, empty, unreadable, decode_crash,
+decode_timeout), then the
 annotation-level one (unknown_class, duplicate listing, filtered, unlisted), then content duplicates
 (same sha256 as an earlier rel_path, which keeps "ok"). The version id hashes the schema version, the
 source description (dataset, absolute videos root, parameters), the labels, the warnings and every row
 except its diagnostic ``note``; the creation time and the parent are recorded in version.json but are not
-part of the id.
+part of the id. The decode time limit is not a parameter of the id either: it changes content only
+through the statuses of the videos that hit it, and those rows are hashed.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
+from manifests import poison
 from manifests.annotations import Plan
 from manifests.probe import COUNT_SIZE, inspect_video
 from manifests.schema import (KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table,
@@ -24,7 +27,7 @@ from manifests.schema import (KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, Vi
 from manifests.versioning import (LATEST, VersionMeta, content_id, file_digest, publish, read_meta,
                                   utc_now)
 
-FILE_FAILURES = ("missing", "empty", "unreadable")
+FILE_FAILURES = ("missing", "empty", "unreadable", "decode_crash", "decode_timeout")
 # Stored but not hashed into the version id: decoder diagnostics can vary between runs on corrupt files
 # (decord's threaded decoder reports a mid-file error after a varying number of frames).
 DIAGNOSTIC = ("note",)
@@ -110,18 +113,30 @@ def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Pat
 
 
 def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
-          inspect: Callable[[list[Path]], list[dict[str, Any]]] | None = None,
-          require_ok: bool = False, max_failure_rate: float | None = None) -> tuple[str, Path]:
-    """Inspect every entry's file (in-process by default, or with `inspect(paths) -> facts`) and publish.
+          inspect: Callable[..., list[dict[str, Any]]] | None = None, *, require_ok: bool = False,
+          max_failure_rate: float | None = None, timeout: float | None = None, retry_failed: bool = False,
+          contained: bool = True, log: Callable[[str], None] | None = None) -> tuple[str, Path]:
+    """Inspect every entry's file (in-process by default, or with `inspect(paths, **opts) -> facts`, opts
+    being inspect_video's keyword arguments) and publish.
 
     With ``require_ok``, a build in which no video ends with status ok raises ValueError (with the status
     counts) and publishes nothing: such a version could only mislead the next stage. With
-    ``max_failure_rate``, so does a build in which more than that share of the listed files is missing,
-    empty or unreadable (FILE_FAILURES; annotation-level statuses such as unlisted are not file failures).
+    ``max_failure_rate``, so does a build in which more than that share of the listed files failed
+    (FILE_FAILURES, decoder crashes and timeouts included; annotation-level statuses such as unlisted are
+    not file failures). Files whose decoder crashed or timed out in an earlier build under `out` are
+    skipped unless `retry_failed` (manifests.poison); this build's crashes and timeouts are appended to
+    `<out>/poison.jsonl` (also when the guards then refuse to publish: they are facts about the files).
     """
     todo = [e.rel_path for e in plan.entries if e.status != "missing"]
     paths = [Path(videos) / r for r in todo]
-    results = inspect(paths) if inspect else [inspect_video(p) for p in paths]
+    known = poison.load(out)
+    opts = {"timeout": timeout, "known": known, "retry_failed": retry_failed, "contained": contained}
+    results = inspect(paths, **opts) if inspect else [inspect_video(p, **opts) for p in paths]
+    n = poison.append(out, poison_updates(paths, results, known))
+    skipped = sum(bool((f.get("poison") or {}).get("cached")) for f in results)
+    if log and (n or skipped):
+        log(f"poison: {skipped} videos skipped (decoder crashed / timed out in an earlier build; --retry-failed "
+            f"retries them), {n} outcomes recorded in {Path(out) / poison.POISON_FILE}")
     records = assemble(plan, dict(zip(todo, results)))
     counts = dict(sorted(Counter(r.status for r in records).items()))
     if require_ok and not any(r.status == "ok" for r in records):
@@ -133,3 +148,18 @@ def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
                          f"--max-failure-rate {max_failure_rate:g}); nothing published. Top reasons: "
                          + "; ".join(f"{n} x {reason}" for reason, n in top))
     return write_version(out, plan, records, videos, annotations)
+
+
+def poison_updates(paths: list[Path], results: list[dict[str, Any]],
+                   known: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Poison log lines for this build: new crashes / timeouts, and "cleared" for known ones that decoded."""
+    out = []
+    for p, f in zip(paths, results):
+        if f.get("poison") and not f["poison"].get("cached"):
+            out.append(poison.record(f["sha256"], f["poison"]["kind"], f["poison"]["reason"],
+                                     timeout_s=f["poison"]["timeout_s"], size_bytes=f["size_bytes"],
+                                     path=str(p), job="build_manifest"))
+        elif f.get("status") == "ok" and f.get("sha256") in known:
+            out.append(poison.record(f["sha256"], "cleared", "decoded", size_bytes=f["size_bytes"], path=str(p),
+                                     job="build_manifest"))
+    return out

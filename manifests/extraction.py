@@ -10,7 +10,9 @@ naming the file, when
 stage      reason
 =========  =================================================================================================
 input      file missing, or its size / sha256 differs from the source manifest (changed since it was built)
-decode     ``pipeline.decode.DecodeError`` (corrupt, zero-byte, no video stream, no frame decodes)
+decode     ``pipeline.decode.DecodeError`` (corrupt, zero-byte, no video stream, no frame decodes); or the
+           contained decoder crashed ("decoder crashed (signal N, NAME)") or ran past ``VideoTask.timeout_s``
+           ("decoder timed out after S s"), or an earlier run recorded one of these (manifests.poison)
 length     fewer than ``max(2, min_frames)`` decoded frames (n RGB frames give only n - 1 flows)
 flow       the flow stage rejects the frames or returns non-finite values
 static     max |flow| over the whole video < ``static_threshold`` px: a still shot has no motion, its RGBF
@@ -24,6 +26,11 @@ never turn into a dataset of per-video "failures".
 
 The shard file holds no run facts (timings, host): the summary carries them to the driver, so the same
 inputs give a byte-identical file.
+
+Decoding runs in this process's contained child (``pipeline.contain``), so a native decoder that crashes or
+hangs on one file costs that file only (an expected failure, stage decode); its failure row carries
+``poison`` = {kind, reason, timeout_s[, cached]} in the shard's extra, which the driver records in the
+poison log (no retry: it would crash again).
 """
 from __future__ import annotations
 
@@ -38,7 +45,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from manifests.versioning import file_digest
-from pipeline.decode import DecodeError, decode_video
+from pipeline.contain import ContainedFailure, Crashed, call_contained
+from pipeline.decode import CONTAIN_PRELOAD, DecodeError, decode_video
 from pipeline.flow import BroxFlow
 from pipeline.flowimage import flow_to_image
 from pipeline.rgbf import make_rgbf
@@ -77,6 +85,8 @@ class VideoTask:
     rel_path: str
     sha256: str | None
     size_bytes: int | None
+    timeout_s: float | None = None  # decode time limit (None: none); set by the driver (jobs.extract)
+    skip: dict[str, Any] | None = None  # a poison record of an earlier run: fail at once without decoding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +97,12 @@ class ShardPlan:
 
 
 class Rejected(Exception):
-    """A video fails the bad-input policy; ``stage`` names the rule (see the module docstring)."""
+    """A video fails the bad-input policy; ``stage`` names the rule (see the module docstring).
+    ``poison`` is set for a contained decoder crash or timeout (kind, reason, timeout_s)."""
 
-    def __init__(self, stage: str, reason: str):
+    def __init__(self, stage: str, reason: str, poison: dict[str, Any] | None = None):
         super().__init__(reason)
-        self.stage, self.reason = stage, reason
+        self.stage, self.reason, self.poison = stage, reason, poison
 
 
 def plan_shards(videos: Sequence[VideoTask], shard_size: int) -> Iterator[ShardPlan]:
@@ -125,12 +136,21 @@ def check_input(v: VideoTask) -> None:
         raise Rejected("input", f"{p}: cannot read: {e}") from None
 
 
-def decode(v: VideoTask, cfg: ExtractConfig) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB, or Rejected(decode | length)."""
+def decode(v: VideoTask, cfg: ExtractConfig, contained: bool = True) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB, or Rejected(decode | length). Decodes in the contained child unless
+    ``contained`` is False (benchmarks compare the two)."""
+    if v.skip:
+        raise Rejected("decode", f"{v.path}: {v.skip['reason']} (recorded {v.skip.get('at')}; --retry-failed "
+                                 f"retries it)", {**_poison_fields(v.skip), "cached": True})
     try:
-        rgb = decode_video(v.path, size=cfg.size, resize=cfg.resize)
+        rgb = call_contained(decode_video, v.path, cfg.size, timeout=v.timeout_s, contained=contained,
+                             preload=CONTAIN_PRELOAD, resize=cfg.resize)
     except DecodeError as e:
         raise Rejected("decode", str(e)) from None
+    except ContainedFailure as e:
+        kind = "crash" if isinstance(e, Crashed) else "timeout"
+        raise Rejected("decode", f"{v.path}: {e.reason}", {"kind": kind, "reason": e.reason,
+                                                           "timeout_s": v.timeout_s}) from None
     need = max(2, cfg.min_frames)
     if len(rgb) < need:
         raise Rejected("length", f"{v.path}: {len(rgb)} decoded frames < minimum {need} "
@@ -153,6 +173,10 @@ def make_streams(path: str, rgb: np.ndarray, flow_fn: BroxFlow, cfg: ExtractConf
     return {"rgb": rgb, "flow": flow_to_image(flow, bound=cfg.bound), "rgbf": make_rgbf(rgb[:-1], flow)}
 
 
+def _poison_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": rec["kind"], "reason": rec["reason"], "timeout_s": rec.get("timeout_s")}
+
+
 _FLOW_CACHE: dict[str, BroxFlow] = {}
 
 
@@ -166,7 +190,7 @@ def flow_stage(cfg: ExtractConfig, device: str) -> BroxFlow:
 
 # ------------------------------------------------------------------------------------------------ one shard
 def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str = "cpu",
-                video_retries: int = 1) -> dict[str, Any]:
+                video_retries: int = 1, contained: bool = True) -> dict[str, Any]:
     """Process every video of ``plan`` and write ``<shard_dir>/<plan.name>`` (atomically).
 
     Returns the shard summary (``shard_summary``). If the shard file already exists (a retried task whose
@@ -183,7 +207,7 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
 
     def load(v: VideoTask) -> np.ndarray:
         check_input(v)
-        return decode(v, cfg)
+        return decode(v, cfg, contained)
 
     with ShardWriter(path, codec=cfg.codec, **cfg.codec_opts) as w:
         nxt = pool.submit(load, plan.videos[0]) if pool and plan.videos else None
@@ -203,7 +227,8 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
                                    "checksums": sums})
                     break
                 except Rejected as r:
-                    failures.append({"video_id": v.video_id, "stage": r.stage, "error": r.reason})
+                    failures.append({"video_id": v.video_id, "stage": r.stage, "error": r.reason,
+                                     **({"poison": r.poison} if r.poison else {})})
                     break
                 except OSError:  # I/O trouble is not the video's fault: Ray retries the whole shard
                     raise

@@ -26,6 +26,8 @@ STATUSES = {
     "missing": "listed in the annotations but no such file under the videos root",
     "empty": "zero-byte file",
     "unreadable": "ffmpeg finds no video stream or no frame can be decoded (non-video, truncated)",
+    "decode_crash": "the decoder crashed on it (signal), contained in a child process (pipeline.contain)",
+    "decode_timeout": "decoding did not finish within the time limit (--decode-timeout); the decoder was killed",
     "unknown_class": "its class is not in the dataset's class list (or it has no label row)",
     "unlisted": "on disk under a class folder but in no split file",
     "filtered": "FCVID: none of its labels is among the kept categories",

@@ -11,12 +11,23 @@ batches; if it raises mid-file we fall back to ffmpeg, and when every backend fa
 longest prefix decoded and record why (bad-input policy, STYLE.md 5): see ``decode_video_ex``.
 
 Probing parses ``ffmpeg -i`` stderr (imageio-ffmpeg ships no ffprobe, which ffmpeg-python's probe needs).
+The probe runs the ffmpeg binary as a child process, so a crash or hang there is already contained (a signal
+or ``PROBE_TIMEOUT_S`` becomes a DecodeError). In-process decoding (decord) is contained by the callers with
+``pipeline.contain``, with a time limit from ``decode_timeout``.
+
+Test hook (fault injection, no real poison file needed): when the environment variable ``FAULT_ENV``
+(``ASYM3D_TEST_DECODE_FAULTS``) holds ``NAME=KIND[,NAME=KIND...]``, ``decode_video_ex`` on a file whose
+name is NAME first crashes (KIND ``segv``: sends itself SIGSEGV; ``abort``: abort()) or hangs (``hang``:
+sleeps an hour), like a native decoder on a poison file. Unset in production; tests set it.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +37,12 @@ DEFAULT_SIZE = (128, 171)  # (H, W) as in C3D / the paper
 DECORD_BATCH = 64  # frames per decord get_batch call
 DECORD_THREADS = 1  # decoder threads per call; parallelism comes from Ray tasks
 PROBE_TIMEOUT_S = 120  # reading a header takes milliseconds; a hang means a pathological file
+# decode time limit (decode_timeout): a floor, and a pessimistic throughput in decoded pixels per second
+DECODE_TIMEOUT_FLOOR_S = 30.0
+DECODE_PIXEL_RATE = 1e7  # source px/s; >= 4x below the slowest decode measured (docs/manifests.md)
+DECODE_TIMEOUT_UNKNOWN_S = 600.0  # no usable duration / size in the header
+FAULT_ENV = "ASYM3D_TEST_DECODE_FAULTS"
+CONTAIN_PRELOAD = ("pipeline.decode", "decord", "ffmpeg")  # what a contained decoder child imports up front
 
 
 class DecodeError(RuntimeError):
@@ -35,6 +52,9 @@ class DecodeError(RuntimeError):
         self.path, self.reason = str(path), reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self):  # picklable (it crosses the pipe of pipeline.contain)
+        return DecodeError, (self.path, self.reason)
+
 
 class BackendFailure(Exception):
     """Raised by a backend that could not decode the whole file; ``frames`` holds what it got first."""
@@ -42,6 +62,9 @@ class BackendFailure(Exception):
     def __init__(self, reason: str, frames: np.ndarray | None = None):
         super().__init__(reason)
         self.reason, self.frames = reason, frames
+
+    def __reduce__(self):
+        return BackendFailure, (self.reason, self.frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +168,7 @@ def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
     """
     path = Path(path)
     _check_file(path)
+    _inject_fault(path)
     order = (backend,) if backend else DEFAULT_ORDER
     failures: list[BackendFailure] = []
     names: list[str] = []
@@ -164,6 +188,31 @@ def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
         raise DecodeError(path, "; ".join(f.reason for f in failures))
     note = "truncated: " + "; ".join(f.reason for f in failures)
     return Decoded(failures[best].frames, names[best], note)
+
+
+def decode_timeout(duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> float:
+    """Seconds allowed to decode a video: max(floor, frames x pixels / DECODE_PIXEL_RATE), frames =
+    duration x fps (fps 30 if unknown); DECODE_TIMEOUT_UNKNOWN_S when the header gives no duration or size."""
+    if not duration_s or not width or not height:
+        return DECODE_TIMEOUT_UNKNOWN_S
+    frames = duration_s * (fps or 30.0)
+    return round(max(DECODE_TIMEOUT_FLOOR_S, frames * width * height / DECODE_PIXEL_RATE), 1)
+
+
+def _inject_fault(path: Path) -> None:
+    """The test hook of the module docstring (FAULT_ENV)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        name, _, kind = item.strip().partition("=")
+        if name == path.name:
+            if kind == "segv":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            elif kind == "abort":
+                os.abort()
+            elif kind == "hang":
+                time.sleep(3600)
 
 
 def decode_video(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
@@ -220,17 +269,20 @@ def parse_ffmpeg_header(stderr: str) -> ProbeInfo | None:
                      header_frames, m.group("codec"))
 
 
-def probe_video(path: str | Path) -> ProbeInfo:
-    """Container header facts of the first video stream, parsed from ``ffmpeg -i`` stderr."""
+def probe_video(path: str | Path, timeout: float = PROBE_TIMEOUT_S) -> ProbeInfo:
+    """Container header facts of the first video stream, parsed from ``ffmpeg -i`` stderr (a child process:
+    its crash or a hang past `timeout` s is a DecodeError)."""
     path = Path(path)
     _check_file(path)
     # `ffmpeg -i FILE` with no output prints the header and exits 1 by design; we only read stderr
     try:
         res = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
                              capture_output=True, text=True, errors="replace", check=False,
-                             timeout=PROBE_TIMEOUT_S)
+                             timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise DecodeError(path, f"ffmpeg -i did not finish within {PROBE_TIMEOUT_S} s") from None
+        raise DecodeError(path, f"ffmpeg -i did not finish within {timeout:g} s") from None
+    if res.returncode < 0:
+        raise DecodeError(path, f"ffmpeg -i crashed (signal {-res.returncode})")
     info = parse_ffmpeg_header(res.stderr)
     if info is None:
         lines = [ln for ln in res.stderr.splitlines()

@@ -1,11 +1,13 @@
 """Benchmarks of the extraction job and of the shard storage codecs.
 
     python -m jobs.bench.extract --out docs/benchmarks [--videos 96] [--frames 32] [--size 128 171]
-        [--flow-param inner=3 ...] [--reads 150] [--rounds 2] [--quality 95]
+        [--flow-param inner=3 ...] [--reads 150] [--rounds 2] [--quality 95] [--containment on off]
 
 Writes <out>/extract.md (videos/min, Ray against a plain single-process loop over the same videos, 1 -> 2
-worker scaling) and <out>/storage.md (bytes per video and random 16-frame clip reads of each codec against
-an mmaction2-style JPEG frame folder of the same content). Inputs are synthetic demo videos
+worker scaling, and the cost of decoding in the contained child process (pipeline.contain) against
+decoding in-process: the decode stage alone and the whole plain loop, runs side by side) and
+<out>/storage.md (bytes per video and random 16-frame clip reads of each codec against an
+mmaction2-style JPEG frame folder of the same content; not with --skip-storage). Inputs are synthetic demo videos
 (jobs.make_demo_data) listed by a source manifest built in-process; Brox runs with reduced parameters
 (stated in the report) so the whole run takes about 7 minutes on 2 quiet CPU cores.
 """
@@ -79,7 +81,26 @@ def make_source(work: Path, videos: int, frames: int) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- extraction
-def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log) -> dict:
+def bench_decode(tasks: list, cfg: ExtractConfig, rounds: int, log) -> dict:
+    """The decode stage alone (manifests.extraction.decode: frames at cfg.size back in the caller) over all
+    videos, contained vs in-process, ``rounds`` rounds of alternating order; seconds of every run."""
+    from manifests.extraction import decode
+
+    runs: dict[str, list[float]] = {"on": [], "off": []}
+    load = []
+    frames = 0
+    for k in range(rounds):
+        for mode in (["on", "off"] if k % 2 == 0 else ["off", "on"]):
+            load.append(os.getloadavg()[0])
+            t0 = time.perf_counter()
+            frames = sum(len(decode(t, cfg, contained=mode == "on")) for t in tasks)
+            runs[mode].append(time.perf_counter() - t0)
+            log(f"decode stage, containment {mode}: {len(tasks)} videos in {runs[mode][-1]:.2f} s")
+    return {"runs": runs, "load": load, "frames": frames}
+
+
+def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log,
+                  containment: tuple[str, ...] = ("on", "off")) -> dict:
     """The same videos through a plain loop over build_shard and the Ray job with 1 and 2 workers, in
     ``rounds`` rounds of alternating order (plain, 1, 2 then 2, 1, plain, ...); the fastest run of each kind
     is reported, since load from other processes on the shared machine only ever slows a run down."""
@@ -88,17 +109,18 @@ def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log
     torch.set_num_threads(1)  # what a 1-CPU Ray task gets (OMP_NUM_THREADS=1)
     tasks, _, _ = select_videos(load_source(source), cfg)
     plans = list(plan_shards(tasks, cfg.shard_size))
-    runs: dict[str, list] = {"plain": [], 1: [], 2: []}
+    runs: dict[str, list] = {"plain": [], "plain-off": [], 1: [], 2: []}
+    order = ["plain", *(["plain-off"] if "off" in containment else []), 1, 2]
     load = []
     for k in range(rounds):
-        for kind in (["plain", 1, 2] if k % 2 == 0 else [2, 1, "plain"]):
+        for kind in (order if k % 2 == 0 else order[::-1]):
             load.append(os.getloadavg()[0])
-            if kind == "plain":
+            if kind in ("plain", "plain-off"):
                 t0, c0 = time.time(), time.process_time()
                 for plan in plans:
-                    build_shard(plan, cfg, str(work / f"plain{k}"))
-                runs["plain"].append((time.time() - t0, time.process_time() - c0))
-                log(f"plain loop: {len(tasks)} videos in {runs['plain'][-1][0]:.1f} s")
+                    build_shard(plan, cfg, str(work / f"{kind}{k}"), contained=kind == "plain")
+                runs[kind].append((time.time() - t0, time.process_time() - c0))
+                log(f"{kind} loop: {len(tasks)} videos in {runs[kind][-1][0]:.1f} s")
             else:
                 runs[kind].append(extract(source, work / f"ray{kind}-{k}", cfg, workers=kind, log=log))
                 log(f"ray {kind} workers: {runs[kind][-1]}")
@@ -106,8 +128,13 @@ def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log
     plain, plain_cpu = min(runs["plain"])
     best = {w: min(runs[w], key=lambda r: r.seconds) for w in (1, 2)}
     every = {"plain": [r[0] for r in runs["plain"]], 1: [r.seconds for r in runs[1]], 2: [r.seconds for r in runs[2]]}
-    return {"n": len(tasks), "plain": plain, "plain_cpu": plain_cpu, "runs": best, "load": load, "every": every,
-            "rounds": rounds}
+    res = {"n": len(tasks), "plain": plain, "plain_cpu": plain_cpu, "runs": best, "load": load, "every": every,
+           "rounds": rounds}
+    if runs["plain-off"]:
+        every["plain, in-process decoding"] = [r[0] for r in runs["plain-off"]]
+        res["plain_off"], res["plain_off_cpu"] = min(runs["plain-off"])
+        res["decode"] = bench_decode(tasks, cfg, max(2, rounds), log)
+    return res
 
 
 def extract_md(res: dict, cfg: ExtractConfig, cmd: str, frames: int) -> str:
@@ -129,6 +156,10 @@ def extract_md(res: dict, cfg: ExtractConfig, cmd: str, frames: int) -> str:
              "videos/min (wall) | videos/min (shard phase) |", "|---|---|---|---|---|---|---|---|",
              f"| plain loop over build_shard, 1 process, no Ray | {plain:.1f} | | {plain:.1f} | {plain:.1f} | "
              f"{res['plain_cpu']:.1f} | {60 * n / plain:.1f} | {60 * n / plain:.1f} |"]
+    if "plain_off" in res:
+        po = res["plain_off"]
+        lines.append(f"| same, decoding in-process (no containment) | {po:.1f} | | {po:.1f} | {po:.1f} | "
+                     f"{res['plain_off_cpu']:.1f} | {60 * n / po:.1f} | {60 * n / po:.1f} |")
     for name, r in (("Ray, 1 worker", r1), ("Ray, 2 workers", r2)):
         lines.append(f"| {name} | {r.seconds:.1f} | {r.ray_init_s:.1f} | {r.shards_s:.1f} | {r.task_s:.1f} | "
                      f"{r.task_cpu_s:.1f} | {60 * n / r.seconds:.1f} | {60 * n / r.shards_s:.1f} |")
@@ -147,10 +178,30 @@ def extract_md(res: dict, cfg: ExtractConfig, cmd: str, frames: int) -> str:
               f"{r1.seconds / r2.seconds:.2f}x. Task CPU / task time: 1 worker "
               f"{r1.task_cpu_s / r1.task_s:.2f}, 2 workers {r2.task_cpu_s / r2.task_s:.2f} "
               "(below 1 = the task waited for a core held by another process).", "",
+              *containment_lines(res, cfg),
               "Goal: Ray overhead <= 10 % at 2 cores. ray.init (a local cluster: GCS, raylet, dashboard agent) "
               "and the worker processes' start are fixed costs per run; they are amortised over longer jobs, "
               "or avoided by joining a running cluster with --address.", ""]
     return "\n".join(lines)
+
+
+def containment_lines(res: dict, cfg: ExtractConfig) -> list[str]:
+    """Report lines on the cost of decoding in the contained child (goal <= 5 % on the normal path)."""
+    if "plain_off" not in res:
+        return []
+    d, n = res["decode"], res["n"]
+    on, off = min(d["runs"]["on"]), min(d["runs"]["off"])
+    mb = d["frames"] * cfg.size[0] * cfg.size[1] * 3 / 1e6
+    return ["Containment (decoding in the contained child process of pipeline.contain, the job's default, vs in "
+            "the task's own process; goal <= 5 % on the normal path):", "",
+            f"- Plain loop over build_shard: contained {res['plain']:.1f} s, in-process {res['plain_off']:.1f} s "
+            f"(fastest of each): {100 * (res['plain'] / res['plain_off'] - 1):+.1f} %.",
+            f"- Decode stage alone ({n} videos, {d['frames']} frames, {mb:.0f} MB of RGB at {cfg.size[0]}x"
+            f"{cfg.size[1]} sent back through the pipe): contained {on:.2f} s ({n / on:.1f} videos/s), in-process "
+            f"{off:.2f} s ({n / off:.1f} videos/s), fastest of {len(d['runs']['on'])} runs each: "
+            f"{100 * (on / off - 1):+.1f} %. Every run (on; off): "
+            + ", ".join(f"{x:.2f}" for x in d["runs"]["on"]) + "; " + ", ".join(f"{x:.2f}" for x in d["runs"]["off"])
+            + ". Load average before each: " + ", ".join(f"{x:.1f}" for x in d["load"]) + ".", ""]
 
 
 # ---------------------------------------------------------------------------------------------- storage
@@ -343,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="rounds of (plain, Ray 1, Ray 2) runs, order alternating")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (95 = OpenCV's default, as mmaction2)")
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    p.add_argument("--containment", nargs="+", choices=["on", "off"], default=["on", "off"],
+                   help="'off' adds the plain loop and the decode stage with in-process decoding, to compare")
+    p.add_argument("--skip-storage", action="store_true", help="only extract.md (not the storage codecs)")
     a = p.parse_args(argv)
     assert DEFAULT_CODEC == {"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, "update DEFAULT_LAYOUT's name"
     cmd = "python -m jobs.bench.extract " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -353,9 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=a.work))
     try:
         source = make_source(work, a.videos, a.frames)
-        res = bench_extract(source, work, cfg, a.rounds, log)
+        res = bench_extract(source, work, cfg, a.rounds, log, tuple(a.containment))
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "extract.md").write_text(extract_md(res, cfg, cmd, a.frames))
+        if a.skip_storage:
+            log(f"wrote {a.out / 'extract.md'}")
+            return 0
         sets = {f"Demo videos ({res['n']} synthetic videos, {a.frames} frames)":
                 bench_layouts(demo_videos(res["runs"][2].path), work / "st-demo", a.quality, a.reads, log)}
         real = real_videos(cfg, a.frames)
