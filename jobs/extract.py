@@ -138,6 +138,7 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
     # retry_exceptions=True: an unexpected exception in shard code is retried like a crash, then fails the job
     remote = ray.remote(build_shard).options(**opts, max_retries=MAX_RETRIES, retry_exceptions=True)
     cfg_ref = ray.put(cfg)
+    extra = {} if contained else {"contained": False}  # benchmarks only
     pending: dict[Any, ShardPlan] = {}
     plans = iter(todo)
     results, errors = [], []
@@ -148,7 +149,7 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
             if plan is None:
                 more = False
                 break
-            pending[remote.remote(plan, cfg_ref, str(shard_dir), device, contained=contained)] = plan
+            pending[remote.remote(plan, cfg_ref, str(shard_dir), device, **extra)] = plan
         if not pending:
             break
         ready, _ = ray.wait(list(pending), num_returns=1)
