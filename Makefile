@@ -24,7 +24,7 @@ VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
 .PHONY: setup test demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
-        bench bench-models bench-flow bench-manifest bench-extract bench-train clean
+        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,7 +72,7 @@ card: $(STAMP)
 versions: $(STAMP)
 	$(PY) -m jobs.versions ls $(DATA) $(ARGS)
 
-bench: bench-models bench-flow bench-manifest bench-extract bench-train
+bench: bench-models bench-flow bench-manifest bench-extract bench-train bench-scale
 
 bench-models: $(STAMP)
 	$(PY) -m jobs.bench.models --out docs/benchmarks/models.md $(ARGS)
@@ -88,6 +88,9 @@ bench-extract: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) -m jobs.bench.train --out docs/benchmarks/train.md $(ARGS)
+
+bench-scale: $(STAMP)
+	$(PY) -m jobs.bench.scale --out docs/benchmarks/scale.md $(ARGS)
 
 clean:
 	rm -rf $(RUNS) $(DATA)/demo-run .pytest_cache

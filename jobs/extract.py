@@ -4,7 +4,7 @@
         --codec rgb=jpeg --codec flow=jpeg-planar ...] [--size H W] [--shard-size N] [--workers N]
         [--flow-preset NAME] [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N]
         [--static-threshold PX] [--resize {stretch,short-side-crop}] [--max-failure-rate F]
-        [--decode-timeout S] [--retry-failed]
+        [--decode-timeout S] [--retry-failed] [--fps F] [--segments K --segment-frames L]
 
 The last line on stdout is the output version id. Design (docs/extract.md): videos are assigned to shards
 deterministically (sorted ids chunked by --shard-size); one Ray task per shard decodes, computes flow and
@@ -39,14 +39,16 @@ from manifests import poison
 from manifests.shards import FailureRecord, ShardRecord, publish_shards
 from manifests.source import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
+from pipeline import sampling
 from pipeline.decode import RESIZE_MODES, decode_timeout
 from pipeline.flow import DEFAULT_PRESET, PRESETS, brox_params
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
 
 CODE_VERSION = "extract-2"  # bump when the output changes; extract-2: flow images with an exact zero (255 levels)
-CODE_FILES = ("pipeline/decode.py", "pipeline/flow.py", "pipeline/sornative.py", "pipeline/_sor.c",
-              "pipeline/flowimage.py", "pipeline/rgbf.py", "pipeline/storage.py", "manifests/extraction.py")
+CODE_FILES = ("pipeline/decode.py", "pipeline/sampling.py", "pipeline/flow.py", "pipeline/sornative.py",
+              "pipeline/_sor.c", "pipeline/flowimage.py", "pipeline/rgbf.py", "pipeline/storage.py",
+              "manifests/extraction.py")
 REPO = Path(__file__).resolve().parents[1]
 MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash, an I/O error or an unexpected one
 # Publishing guard: more than half of the attempted videos failing is a systemic problem (a missing codec, a
@@ -83,7 +85,8 @@ def select_videos(source: SourceManifest, cfg: ExtractConfig, timeout: float | N
             limit = timeout or decode_timeout(r.duration_s, r.fps, r.width, r.height)
             rec = (known or {}).get(r.sha256 or "")
             skip = rec if rec is not None and poison.skip(rec, limit, retry_failed) else None
-            tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes, limit, skip))
+            tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes, limit, skip,
+                                   r.num_frames, r.fps, r.duration_s))
         else:
             failures.append(FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "",
                                           dict(r.splits)))
@@ -176,7 +179,9 @@ def _records(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], list
             r = rows[v["video_id"]]
             records.append(ShardRecord(v["video_id"], Path(s["path"]), v["group"], v["n_rgb"], v["n_flow"],
                                        r.labels, r.label_names, dict(r.splits), v["height"], v["width"],
-                                       v["checksums"], s["sha256"], r.rel_path, r.sha256 or ""))
+                                       v["checksums"], s["sha256"], r.rel_path, r.sha256 or "",
+                                       tuple(tuple(w) for w in v.get("windows", [(0, v["n_rgb"])])),
+                                       v.get("fps")))
         for f in s["failures"]:
             failures.append(FailureRecord(f["video_id"], f["stage"], f["error"], rows[f["video_id"]].rel_path,
                                           s["name"], dict(rows[f["video_id"]].splits)))
@@ -426,9 +431,14 @@ def config_from_args(a: argparse.Namespace) -> ExtractConfig:
         raise checks.UsageError(f"--static-threshold {a.static_threshold}: must be >= 0 px")
     codec_opts = {k: v for k, v in {"level": a.level, "quality": a.quality, "chunk_frames": a.chunk_frames}.items()
                   if v is not None}
+    try:
+        sampling.check_sampling(a.fps, a.segments, a.segment_frames)
+    except ValueError as e:  # one line, exit status 2, before anything is read or Ray starts
+        raise checks.UsageError(str(e)) from None
     return ExtractConfig(size=checks.size("--size", a.size), resize=a.resize, codec=codec, codec_opts=codec_opts,
                          shard_size=a.shard_size, flow_params=flow_params, bound=a.bound, min_frames=a.min_frames,
-                         static_threshold=a.static_threshold, splits=tuple(sorted(set(a.split or []))))
+                         static_threshold=a.static_threshold, splits=tuple(sorted(set(a.split or []))),
+                         fps=a.fps, segments=a.segments, segment_frames=a.segment_frames)
 
 
 def check_args(a: argparse.Namespace, cfg: ExtractConfig) -> None:
@@ -481,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
                    help="do not publish when more than this share of the attempted videos failed "
                         f"(default {MAX_FAILURE_RATE}); the work dir is kept for a rerun")
+    p.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="resample every video to F frames/s before anything else (default: native rate)")
+    p.add_argument("--segments", type=int, default=None, metavar="K",
+                   help="keep K evenly spaced windows per video (TSN-style; with --segment-frames)")
+    p.add_argument("--segment-frames", type=int, default=None, metavar="L",
+                   help="frames per window (L-1 flows each; flow never crosses windows)")
     p.add_argument("--decode-timeout", type=_seconds, default=None, metavar="S",
                    help="seconds a video's decode may take before it is killed and recorded as a failure "
                         "(default: per video, max(30, frames x pixels / 1e7) from the source manifest)")

@@ -107,15 +107,21 @@ class ClipDataset(Dataset):
         t[list(self.records[i].labels)] = 1.0
         return t
 
-    def _frames(self, i: int, start: int) -> np.ndarray:
-        """(clip_len, H, W, 3) uint8 frames of video i from ``start`` (looped when the video is short)."""
-        r, n = self.records[i], self.num_frames(i)
+    def windows(self, i: int) -> list[int]:
+        """Frames of this stream per window of video i (one window unless extracted with --segments)."""
+        return self.records[i].window_lengths(self.stream)
+
+    def _frames(self, i: int, window: int, start: int) -> np.ndarray:
+        """(clip_len, H, W, 3) uint8 frames of video i from ``start`` within ``window`` (looped within the
+        window when it is shorter than the clip): a clip never crosses the gap between two windows."""
+        r, lengths = self.records[i], self.windows(i)
+        n, offset = lengths[window], sum(lengths[:window])
         if n < 1:
             raise ValueError(f"{r.shard_path}:{r.group}: video {r.video_id} has no {self.stream} frames")
         reader = self._reader(str(r.shard_path))
         if n >= start + self.clip_len:
-            return reader.read(r.group, self.stream, start, start + self.clip_len)
-        whole = reader.read(r.group, self.stream, 0, n)
+            return reader.read(r.group, self.stream, offset + start, offset + start + self.clip_len)
+        whole = reader.read(r.group, self.stream, offset, offset + n)
         return whole[clips.clip_indices(n, start, self.clip_len)]
 
     # -- items -------------------------------------------------------------------------------------
@@ -123,15 +129,15 @@ class ClipDataset(Dataset):
         flow = self.stream == "flow"
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            start = clips.random_start(self.num_frames(index), self.clip_len, rng)
-            frames = self._frames(index, start)  # (T, H, W, 3)
+            window, start = clips.window_random_start(self.windows(index), self.clip_len, rng)
+            frames = self._frames(index, window, start)  # (T, H, W, 3)
             y, x, flip = clips.random_crop_params(frames.shape[1], frames.shape[2], self.crop_size, rng)
             clip = clips.crop(frames, y, x, self.crop_size, flip, flow=flow)
             xt = torch.from_numpy(clips.normalize(clip, self.mean, self.std))  # (C, T, S, S)
             return xt, self.target(index), index
         video, c = divmod(index, self.num_clips)
-        start = int(clips.evenly_spaced_starts(self.num_frames(video), self.clip_len, self.num_clips)[c])
-        frames = self._frames(video, start)
+        window, start = clips.window_test_starts(self.windows(video), self.clip_len, self.num_clips)[c]
+        frames = self._frames(video, window, start)
         params = clips.ten_crop_params(frames.shape[1], frames.shape[2], self.crop_size, self.num_crops)
         crops = [clips.normalize(clips.crop(frames, y, x, self.crop_size, f, flow=flow), self.mean, self.std)
                  for y, x, f in params]

@@ -37,16 +37,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from manifests.versioning import file_digest
-from pipeline.contain import ContainedFailure, Crashed, call_contained
-from pipeline.decode import CONTAIN_PRELOAD, DecodeError, decode_video
+from pipeline import sampling
+from pipeline.contain import ContainedFailure, Crashed, call_contained, shared
+from pipeline.decode import (CONTAIN_PRELOAD, DecodeError, FrameStream, decode_video, stream_close, stream_next,
+                             stream_open)
 from pipeline.flow import BroxFlow
 from pipeline.flowimage import flow_to_image
 from pipeline.rgbf import make_rgbf
@@ -66,6 +69,9 @@ class ExtractConfig:
     min_frames: int = 2
     static_threshold: float = 0.05  # px
     splits: tuple[str, ...] = ()  # keep videos that are train/test in one of these splits (all if empty)
+    fps: float | None = None  # resample to this constant rate first (pipeline.sampling); None: native rate
+    segments: int | None = None  # K windows per video (TSN-style); None: one window of every frame
+    segment_frames: int | None = None  # L frames per window (L - 1 flows)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -87,6 +93,9 @@ class VideoTask:
     size_bytes: int | None
     timeout_s: float | None = None  # decode time limit (None: none); set by the driver (jobs.extract)
     skip: dict[str, Any] | None = None  # a poison record of an earlier run: fail at once without decoding
+    num_frames: int | None = None  # decoded frame count of the source manifest (places --segments windows)
+    fps: float | None = None  # native frame rate of the source manifest (the base of --fps)
+    duration_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,10 +197,216 @@ def flow_stage(cfg: ExtractConfig, device: str) -> BroxFlow:
     return _FLOW_CACHE[key]
 
 
+# ------------------------------------------------------------------------------------- streaming one video
+STREAM_FRAMES = 64  # frames per decoded chunk; flow runs on multiples of the flow batch (bounded memory)
+
+
+def _poison(v: VideoTask, e: ContainedFailure) -> Rejected:
+    kind = "crash" if isinstance(e, Crashed) else "timeout"
+    return Rejected("decode", f"{v.path}: {e.reason}", {"kind": kind, "reason": e.reason, "timeout_s": v.timeout_s})
+
+
+def source_chunks(v: VideoTask, cfg: ExtractConfig, ranges: list[tuple[int, int]] | None = None,
+                  contained: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """Decoded frames of ``v`` at ``cfg.size`` as (first source index, (N, H, W, 3) uint8) chunks of at most
+    STREAM_FRAMES, from the contained child (pipeline.contain): the child holds the open decoder, each call
+    returns one chunk and ``v.timeout_s`` bounds the summed time of the calls. ``ranges``: only these
+    [start, stop) source frames (pipeline.decode.FrameStream). Raises Rejected("decode") (with ``poison``
+    for a crash / timeout)."""
+    if v.skip:
+        raise Rejected("decode", f"{v.path}: {v.skip['reason']} (recorded {v.skip.get('at')}; --retry-failed "
+                                 f"retries it)", {**_poison_fields(v.skip), "cached": True})
+    if not contained:
+        try:
+            yield from FrameStream(v.path, cfg.size, STREAM_FRAMES, ranges=ranges, resize=cfg.resize)
+        except DecodeError as e:
+            raise Rejected("decode", str(e)) from None
+        return
+    child = shared(CONTAIN_PRELOAD)
+    spent = 0.0
+
+    def call(fn, *args):
+        nonlocal spent
+        left = None if v.timeout_s is None else max(v.timeout_s - spent, 1e-3)
+        t = time.monotonic()
+        try:
+            return child.call(fn, *args, timeout=left)
+        finally:
+            spent += time.monotonic() - t
+
+    token = None
+    try:
+        token = call(stream_open, v.path, cfg.size, STREAM_FRAMES, None, None, ranges, cfg.resize)
+        while (chunk := call(stream_next, token)) is not None:
+            yield chunk
+    except DecodeError as e:
+        raise Rejected("decode", str(e)) from None
+    except ContainedFailure as e:
+        token = None  # the child is gone, and its stream with it
+        raise _poison(v, e) from None
+    finally:
+        if token is not None:
+            try:
+                call(stream_close, token)
+            except ContainedFailure:
+                pass
+
+
+class WindowFlow:
+    """Flow, flow image and RGBF of the frames of each window, appended to a GroupStream as they arrive.
+
+    Pairs are solved in groups of ``step`` pairs (a multiple of the flow stage's batch), with the last frame
+    of a group carried into the next, so a window is solved in exactly the batches ``BroxFlow`` would use on
+    the whole window at once: the result does not depend on how decoding chunked the frames."""
+
+    def __init__(self, path: str, flow_fn: BroxFlow, cfg: ExtractConfig, out):
+        self.path, self.flow_fn, self.cfg, self.out = path, flow_fn, cfg, out
+        batch = getattr(flow_fn, "max_batch", 8)
+        self.step = batch * max(1, -(-STREAM_FRAMES // batch))
+        self.win, self.buf = None, None
+        self.n_rgb = self.n_flow = self.n_windows = 0
+        self.lengths: list[int] = []
+        self.peak = 0.0
+
+    def add(self, win: int, frames: np.ndarray) -> None:
+        if win != self.win:
+            self.flush()
+            self.win, self.buf = win, frames[:0]
+            self.n_windows += 1
+            self.lengths.append(0)
+        self.out.append("rgb", frames)
+        self.n_rgb += len(frames)
+        self.lengths[-1] += len(frames)
+        self.buf = np.concatenate([self.buf, frames]) if len(self.buf) else frames
+        while len(self.buf) > self.step:
+            self._flow(self.buf[: self.step + 1])
+            self.buf = self.buf[self.step:]
+
+    def flush(self) -> None:
+        if self.buf is not None and len(self.buf) >= 2:
+            self._flow(self.buf)
+        self.buf = None
+
+    def _flow(self, frames: np.ndarray) -> None:
+        try:
+            flow = self.flow_fn(frames)  # (n-1, H, W, 2) float32 px
+        except ValueError as e:
+            raise Rejected("flow", f"{self.path}: {e}") from None
+        if not np.isfinite(flow).all():
+            raise Rejected("flow", f"{self.path}: flow has NaN or inf values")
+        self.peak = max(self.peak, float(np.sqrt(np.square(flow).sum(-1)).max()))
+        self.out.append("flow", flow_to_image(flow, bound=self.cfg.bound))
+        self.out.append("rgbf", make_rgbf(frames[:-1], flow))
+        self.n_flow += len(flow)
+
+
+def _prefetch(it: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:
+    """Run ``it`` in a thread, at most ``depth`` chunks ahead (decode overlaps a GPU's flow)."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def pump():
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put(x, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            q.put(end)
+        except BaseException as e:  # noqa: BLE001  re-raised in the consumer
+            q.put(e)
+        finally:
+            if stop.is_set():
+                it.close()
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        while (x := q.get()) is not end:
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+
+
+def plan_windows(v: VideoTask, cfg: ExtractConfig) -> tuple[list[sampling.Window] | None, float]:
+    """The video's windows in output frames (None: every frame, count known only after decoding) and its
+    native rate. Rejected("length") when it is shorter than one window, Rejected("decode") when --fps needs
+    a native rate that the source manifest does not have."""
+    native = v.fps or ((v.num_frames / v.duration_s) if v.num_frames and v.duration_s else None)
+    if cfg.fps is not None and not native:
+        raise Rejected("decode", f"{v.path}: no native frame rate in the source manifest (needed by --fps)")
+    native = native or 1.0
+    if cfg.segments is None:
+        return None, native
+    n_src = v.num_frames
+    if n_src is None:  # not counted by the manifest: count by decoding (the one extra pass)
+        n_src = sum(len(c) for _, c in source_chunks(v, cfg))
+    t = sampling.output_count(n_src, native, cfg.fps)
+    wins = sampling.windows(t, cfg.segments, cfg.segment_frames)
+    at = f" at {cfg.fps:g} fps" if cfg.fps else ""
+    if not wins or t < cfg.min_frames:
+        raise Rejected("length", f"{v.path}: {t} frames{at} < one window of {cfg.segment_frames} frames"
+                       + (f" (minimum {cfg.min_frames})" if t < cfg.min_frames else ""))
+    return wins, native
+
+
+def stream_video(v: VideoTask, cfg: ExtractConfig, flow_fn: BroxFlow, writer: ShardWriter, group: str,
+                 contained: bool = True, prefetch: int = 0) -> dict[str, Any]:
+    """Decode -> sample -> flow -> streams of one video, chunk by chunk into ``writer`` under ``group``;
+    memory is bounded by a few chunks whatever the video's length. Returns the video's row (shard summary);
+    on any exception the group is discarded and the exception propagates (Rejected: the bad-input policy)."""
+    check_input(v)
+    wins, native = plan_windows(v, cfg)
+    sel = sampling.FrameSelector(wins, native, cfg.fps)
+    out = writer.stream(group, *cfg.size)
+    try:
+        acc = WindowFlow(v.path, flow_fn, cfg, out)
+        chunks = source_chunks(v, cfg, sel.source_ranges(), contained)
+        for base, chunk in (_prefetch(chunks, prefetch) if prefetch else chunks):
+            for win, frames in sel.push(chunk, base):
+                acc.add(win, frames)
+            if sel.done:
+                break
+        acc.flush()
+        need = max(2, cfg.min_frames)
+        if wins is None and acc.n_rgb < need:
+            raise Rejected("length", f"{v.path}: {acc.n_rgb} decoded frames < minimum {need} "
+                                     f"(n RGB frames give n-1 flows)")
+        if wins is not None and not sel.done:
+            raise Rejected("length", f"{v.path}: decoding stopped after {sel.base} frames; the windows need "
+                                     f"{sel.needed_source} (the source manifest counted {v.num_frames})")
+        if acc.peak < cfg.static_threshold:
+            raise Rejected("static", f"{v.path}: static video: max flow magnitude {acc.peak:.3g} px < "
+                                     f"{cfg.static_threshold} px (RGBF frames would be black)")
+        stored = wins if wins is not None else [(0, acc.n_rgb)]
+        rate = cfg.fps or native
+        sums = out.finish({"video_id": v.video_id, "windows": [list(w) for w in stored], "fps": float(rate)},
+                          n_flow=acc.n_flow)
+    except BaseException:
+        out.discard()
+        raise
+    return {"video_id": v.video_id, "group": group, "n_rgb": acc.n_rgb, "n_flow": acc.n_flow,
+            "height": cfg.size[0], "width": cfg.size[1], "checksums": sums,
+            "windows": [list(w) for w in stored], "fps": float(rate)}
+
+
 # ------------------------------------------------------------------------------------------------ one shard
 def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str = "cpu",
                 video_retries: int = 1, contained: bool = True) -> dict[str, Any]:
-    """Process every video of ``plan`` and write ``<shard_dir>/<plan.name>`` (atomically).
+    """Process every video of ``plan`` and write ``<shard_dir>/<plan.name>`` (atomically), streaming each
+    video through decode and flow in chunks (``stream_video``).
 
     Returns the shard summary (``shard_summary``). If the shard file already exists (a retried task whose
     first attempt finished) it is verified and its summary returned; nothing is written twice.
@@ -202,29 +417,12 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
     t0, c0 = time.time(), time.process_time()
     flow_fn = flow_stage(cfg, device)
     videos, failures = [], []
-    # decode the next video while the current one's flow runs (useful when flow runs on a GPU)
-    pool = ThreadPoolExecutor(1) if device != "cpu" else None
-
-    def load(v: VideoTask) -> np.ndarray:
-        check_input(v)
-        return decode(v, cfg, contained)
-
+    prefetch = 2 if device != "cpu" else 0  # decode ahead while a GPU solves flow
     with ShardWriter(path, codec=cfg.codec, **cfg.codec_opts) as w:
-        nxt = pool.submit(load, plan.videos[0]) if pool and plan.videos else None
-        for i, v in enumerate(plan.videos):
-            fut, nxt = nxt, (pool.submit(load, plan.videos[i + 1]) if pool and i + 1 < len(plan.videos) else None)
+        for v in plan.videos:
             for attempt in range(video_retries + 1):
-                stage = "decode"
                 try:
-                    rgb = fut.result() if (fut is not None and attempt == 0) else load(v)
-                    stage = "flow"
-                    streams = make_streams(v.path, rgb, flow_fn, cfg)
-                    stage = "store"
-                    group = group_name(v.video_id)
-                    sums = w.add(group, streams, {"video_id": v.video_id})
-                    videos.append({"video_id": v.video_id, "group": group, "n_rgb": len(rgb),
-                                   "n_flow": len(rgb) - 1, "height": cfg.size[0], "width": cfg.size[1],
-                                   "checksums": sums})
+                    videos.append(stream_video(v, cfg, flow_fn, w, group_name(v.video_id), contained, prefetch))
                     break
                 except Rejected as r:
                     failures.append({"video_id": v.video_id, "stage": r.stage, "error": r.reason,
@@ -234,10 +432,8 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
                     raise
                 except Exception as e:  # unexpected: retry this video, then fail the task (policy above)
                     if attempt == video_retries:
-                        raise RuntimeError(f"{v.path}: unexpected {type(e).__name__} in stage {stage}: {e}") from e
+                        raise RuntimeError(f"{v.path}: unexpected {type(e).__name__} while streaming: {e}") from e
         w.extra = {"assigned": [v.video_id for v in plan.videos], "videos": videos, "failures": failures}
-    if pool:
-        pool.shutdown()
     return {**shard_summary(path, w.extra), "seconds": round(time.time() - t0, 3),
             "cpu_s": round(time.process_time() - c0, 3)}
 

@@ -38,7 +38,7 @@ SHARDS_SCHEMA = pa.schema([
     ("shard", pa.string()),  # path relative to the version directory, e.g. shards/00000.h5
     ("group", pa.string()),  # HDF5 group inside the shard
     ("n_rgb", pa.int32()),
-    ("n_flow", pa.int32()),  # = n_rgb - 1 (flow and rgbf streams)
+    ("n_flow", pa.int32()),  # = n_rgb - number of windows (flow and rgbf streams); n_rgb - 1 by default
     ("height", pa.int32()),
     ("width", pa.int32()),
     ("labels", pa.list_(pa.int32())),
@@ -53,6 +53,10 @@ SHARDS_SCHEMA = pa.schema([
     ("codec", pa.string()),  # JSON {stream: codec name, "opts": {...}}
     ("flow_params", pa.string()),  # JSON of the Brox / flow-image parameters
     ("code_version", pa.string()),
+    # temporal sampling (pipeline.sampling): the stored frames are these runs [start, length] of the
+    # resampled timeline, back to back; flow and rgbf hold length - 1 frames per run (never across runs)
+    ("windows", pa.list_(pa.list_(pa.int32()))),
+    ("fps", pa.float64()),  # frame rate of the stored frames (--fps, else the native rate); null if unknown
 ])
 FAILURES_SCHEMA = pa.schema([
     ("video_id", pa.string()),
@@ -82,6 +86,13 @@ class ShardRecord:
     shard_sha256: str = ""
     source_rel_path: str = ""
     source_sha256: str = ""
+    windows: tuple[tuple[int, int], ...] = ()  # (start, length) runs; () = one run of all n_rgb frames
+    fps: float | None = None
+
+    def window_lengths(self, stream: str) -> list[int]:
+        """Frames per window of ``stream`` in storage order: rgb ``length``, flow / rgbf ``length - 1``."""
+        runs = self.windows or ((0, self.n_rgb),)
+        return [n if stream == "rgb" else n - 1 for _, n in runs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +136,8 @@ def load_shards(path: str | os.PathLike) -> ShardDataset:
             n_rgb=r["n_rgb"], n_flow=r["n_flow"], labels=tuple(r["labels"]), label_names=tuple(r["label_names"]),
             splits=dict(r["splits"]), height=r["height"], width=r["width"],
             checksums={s: r[f"sha256_{s}"] for s in STREAMS}, shard_sha256=r["shard_sha256"],
-            source_rel_path=r["source_rel_path"], source_sha256=r["source_sha256"]))
+            source_rel_path=r["source_rel_path"], source_sha256=r["source_sha256"],
+            windows=tuple(tuple(w) for w in (r.get("windows") or ())), fps=r.get("fps")))
     missing = sorted({str(r.shard_path) for r in records if not r.shard_path.is_file()})
     if missing:
         raise FileNotFoundError(f"{vdir}: {len(missing)} shard files missing, e.g. {missing[0]}")
@@ -189,6 +201,7 @@ def write_tables(dest: Path, records: Sequence[ShardRecord], failures: Sequence[
         **{f"sha256_{s}": r.checksums.get(s, "") for s in STREAMS}, "shard_sha256": r.shard_sha256,
         "source_rel_path": r.source_rel_path, "source_sha256": r.source_sha256,
         "codec": codec_s, "flow_params": flow_s, "code_version": code_version,
+        "windows": [list(w) for w in (r.windows or ((0, r.n_rgb),))], "fps": r.fps,
     } for r in sorted(records, key=lambda r: r.video_id)]
     pq.write_table(pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA), dest / SHARDS_FILE)
     frows = [{**dataclasses.asdict(f), "splits": sorted(f.splits.items())}
@@ -244,6 +257,7 @@ class VideoStreams:
     labels: tuple[int, ...] = ()
     splits: Mapping[str, str] = dataclasses.field(default_factory=dict)
     label_names: tuple[str, ...] | None = None  # default: from the label list
+    windows: tuple[tuple[int, int], ...] = ()  # (start, length) runs of the rgb frames; () = one run
 
 
 def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams], labels: Sequence[str], *,
@@ -261,15 +275,19 @@ def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams],
             batch = []
             with ShardWriter(path, codec=codec, **codec_opts) as w:
                 for v in videos[k:k + shard_size]:
-                    sums = w.add(v.video_id, v.streams, {"video_id": v.video_id})
+                    if v.windows:
+                        sums = _add_windowed(w, v)
+                    else:
+                        sums = w.add(v.video_id, v.streams, {"video_id": v.video_id})
                     batch.append((v, sums))
             files.append(path)
             digest = file_digest(path)
             for v, sums in batch:
                 t, h, wd, _ = v.streams["rgb"].shape
                 names = v.label_names if v.label_names is not None else tuple(labels[i] for i in v.labels)
-                records.append(ShardRecord(v.video_id, path, v.video_id, t, t - 1, tuple(v.labels), tuple(names),
-                                           dict(v.splits), h, wd, sums, digest))
+                records.append(ShardRecord(v.video_id, path, v.video_id, t, t - max(len(v.windows), 1),
+                                           tuple(v.labels), tuple(names), dict(v.splits), h, wd, sums, digest,
+                                           windows=tuple(v.windows)))
         vid = content_id([KIND, json.dumps(list(labels)), json.dumps([codec_spec(codec), codec_opts], sort_keys=True), *[f"{r.video_id}:{Path(r.shard_path).name}:{sorted(r.checksums.items())}:{r.labels}:{sorted(r.splits.items())}"
                             for r in records],  # content, not file bytes (HDF5 padding is not deterministic)
                           *[f"{f.video_id}:{f.stage}:{f.error}:{sorted(f.splits.items())}" for f in failures]])
@@ -280,3 +298,15 @@ def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams],
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+
+def _add_windowed(w: ShardWriter, v: VideoStreams) -> dict[str, str]:
+    """Store a video whose rgb frames are several windows (flow / rgbf: length - 1 frames per window)."""
+    t, h, wd, _ = v.streams["rgb"].shape
+    if sum(n for _, n in v.windows) != t:
+        raise ValueError(f"{v.video_id}: windows {v.windows} do not add up to {t} rgb frames")
+    out = w.stream(v.video_id, h, wd)
+    for s in STREAMS:
+        out.append(s, np.ascontiguousarray(v.streams[s]))
+    return out.finish({"video_id": v.video_id, "windows": [list(x) for x in v.windows]},
+                      n_flow=t - len(v.windows))

@@ -8,6 +8,12 @@ Temporal sampling
       (0, 1, ..., n-1, 0, 1, ...); every clip of such a video starts at 0. Looping keeps the motion
       statistics of real frames (padding with a repeated last frame would create a frozen tail).
 
+Windows (extraction with ``--segments``, ``pipeline.sampling``): a video's frames are several runs of
+consecutive frames with gaps between them; a clip never spans two runs. The clip starts of all windows
+(``max(n_w - clip_len, 0) + 1`` each) are laid end to end: training draws one uniformly among them, testing
+takes ``num_clips`` evenly spaced ones (``round(linspace)`` over that axis). A window shorter than the clip
+is looped within itself. With one window both rules are exactly the ones above (same random draws).
+
 Spatial crops (frames stored at 128x171, crops 112x112)
     Five positions: ``center`` ((H-s)//2, (W-s)//2) and the four corners ``tl``, ``tr``, ``bl``, ``br``.
     * Training ("corner cropping", mmaction2 MultiScaleCrop with a single scale 1.0 and fixed offsets):
@@ -43,6 +49,32 @@ def evenly_spaced_starts(n_frames: int, clip_len: int, num_clips: int = 25) -> n
     """Starts (num_clips,) of evenly spaced test clips (all 0 when the video is shorter than the clip)."""
     last = max(n_frames - clip_len, 0)
     return np.round(np.linspace(0, last, num_clips)).astype(np.int64)
+
+
+def _locate(lengths: list[int], clip_len: int, pos: int) -> tuple[int, int]:
+    """(window, start) of position ``pos`` on the axis of all windows' clip starts."""
+    for w, n in enumerate(lengths):
+        k = max(n - clip_len, 0) + 1
+        if pos < k:
+            return w, pos
+        pos -= k
+    raise IndexError(f"clip start position out of range for windows {lengths}")
+
+
+def window_random_start(lengths: list[int], clip_len: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Training: (window, start in it), uniform over every clip start of every window (module docstring)."""
+    if len(lengths) == 1:
+        return 0, random_start(lengths[0], clip_len, rng)
+    total = sum(max(n - clip_len, 0) + 1 for n in lengths)
+    return _locate(lengths, clip_len, int(rng.integers(0, total)))
+
+
+def window_test_starts(lengths: list[int], clip_len: int, num_clips: int = 25) -> list[tuple[int, int]]:
+    """Testing: ``num_clips`` (window, start) pairs evenly spaced over all windows' clip starts."""
+    if len(lengths) == 1:
+        return [(0, int(s)) for s in evenly_spaced_starts(lengths[0], clip_len, num_clips)]
+    total = sum(max(n - clip_len, 0) + 1 for n in lengths)
+    return [_locate(lengths, clip_len, int(p)) for p in np.round(np.linspace(0, total - 1, num_clips))]
 
 
 def crop_offset(height: int, width: int, size: int, position: str) -> tuple[int, int]:

@@ -300,3 +300,178 @@ def _last_line(text: str) -> str:
     text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
+
+
+# ---------------------------------------------------------------- streaming (bounded memory)
+STREAM_CHUNK = 64  # frames per chunk of a FrameStream
+Ranges = list[tuple[int, int]]  # sorted, disjoint [start, stop) source frame ranges
+
+
+def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None):
+    """decord, yielding (first index, frames) chunks. Sequential get_batch calls read on without seeking;
+    with ``ranges`` only those frames are asked for, so decord seeks (to the keyframe before a range, then
+    decodes forward) over the gaps. Raises BackendFailure."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    h, w = size
+    try:
+        vr = decord.VideoReader(str(path), width=w, height=h, num_threads=DECORD_THREADS)
+    except (decord.DECORDError, RuntimeError) as e:
+        raise BackendFailure(f"decord cannot open: {_last_line(str(e))}") from None
+    n = len(vr)
+    if n == 0:
+        raise BackendFailure("decord decoded no frames")
+    for a, b in ranges if ranges is not None else [(0, n)]:
+        for start in range(a, min(b, n), chunk):
+            try:
+                out = vr.get_batch(list(range(start, min(b, n, start + chunk)))).asnumpy()
+            except decord.DECORDError as e:
+                raise BackendFailure(f"decord failed at frame {start} of {n} indexed frames: "
+                                     f"{_last_line(str(e))}") from None
+            yield start, np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None):
+    """ffmpeg (scaled by ffmpeg to ``size``) read from its stdout pipe ``chunk`` frames at a time, yielding
+    (first index, frames); sequential (``ranges`` only tells where to stop)."""
+    import tempfile
+
+    h, w = size
+    frame_bytes = h * w * 3
+    stop = ranges[-1][1] if ranges else None
+    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+           "-fps_mode", "passthrough", "-s", f"{w}x{h}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        n, code = 0, 0
+        try:
+            while stop is None or n < stop:
+                buf = proc.stdout.read(frame_bytes * chunk)
+                k = len(buf) // frame_bytes
+                if k:
+                    yield n, np.frombuffer(buf[: k * frame_bytes], np.uint8).reshape(k, h, w, 3).copy()
+                    n += k
+                if len(buf) < frame_bytes * chunk:
+                    code = proc.wait()
+                    break
+        finally:  # also when the consumer stops early (GeneratorExit)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if code != 0 or n == 0:
+            err.seek(0)
+            reason = _last_line(err.read().decode(errors="replace")) or (f"exit status {code}" if code else "no frames")
+            raise BackendFailure(f"ffmpeg decoded {n} frames: {reason}")
+
+
+STREAM_BACKENDS = {"decord": stream_decord, "ffmpeg": stream_ffmpeg}
+
+
+class FrameStream:
+    """Iterate a video's frames as (first source index, frames (N, H, W, 3) uint8 RGB at ``size``) chunks of
+    at most ``chunk`` frames: memory is bounded by a chunk whatever the video's length.
+
+    ``ranges`` (sorted, disjoint [start, stop) source indices) keeps only those frames (decord seeks over the
+    gaps; ffmpeg decodes through them); ``limit`` stops after that many source frames. Same fallback rule
+    as ``decode_video_ex``, applied while streaming: when a backend fails part-way, the next backend of
+    DEFAULT_ORDER decodes from the start and only frames past the last one emitted are kept; when every
+    backend fails, the stream ends after the furthest frame any of them reached (``note`` says why), or
+    raises DecodeError if none produced a frame. After the iteration: ``count`` frames emitted, ``pos``
+    (one past the last source index emitted), ``backend`` that emitted the last ones, ``note``."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, chunk: int = STREAM_CHUNK,
+                 backend: str | None = None, limit: int | None = None, ranges: Ranges | None = None,
+                 resize: str = "stretch"):
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {resize!r}; known: {list(RESIZE_MODES)}")
+        self.path, self.size, self.chunk, self.resize = Path(path), tuple(size), int(chunk), resize
+        if limit is not None:
+            ranges = [(a, min(b, limit)) for a, b in (ranges or [(0, limit)]) if a < limit]
+        self.ranges = [tuple(r) for r in ranges] if ranges is not None else None
+        self.order = (backend,) if backend else DEFAULT_ORDER
+        for name in self.order:
+            if name not in STREAM_BACKENDS:
+                raise ValueError(f"unknown decode backend {name!r}; known: {sorted(STREAM_BACKENDS)}")
+        self.count, self.pos, self.backend, self.note = 0, 0, None, None
+
+    def _keep(self, base: int, frames: np.ndarray):
+        """The parts of a chunk inside ``ranges`` and past ``pos``, as (first index, frames)."""
+        for a, b in self.ranges if self.ranges is not None else [(0, base + len(frames))]:
+            lo, hi = max(a, base, self.pos), min(b, base + len(frames))
+            if lo < hi:
+                yield lo, frames[lo - base:hi - base]
+
+    def __iter__(self):
+        _check_file(self.path)
+        _inject_fault(self.path)
+        size, crop = self.size, None
+        if self.resize == "short-side-crop":  # as decode_video: cover `size` keeping the aspect, crop the centre
+            info = probe_video(self.path)
+            if info.width <= 0 or info.height <= 0:
+                raise DecodeError(self.path, "the header gives no frame size (needed by resize=short-side-crop)")
+            size = cover_size(self.size, (info.height, info.width))
+            crop = ((size[0] - self.size[0]) // 2, (size[1] - self.size[1]) // 2)
+        for base, frames in self._decode(size):
+            if crop is not None:
+                y, x = crop
+                frames = np.ascontiguousarray(frames[:, y:y + self.size[0], x:x + self.size[1]])
+            yield base, frames
+
+    def _decode(self, size: tuple[int, int]):
+        reasons = []
+        end = self.ranges[-1][1] if self.ranges else None
+        for name in self.order:
+            gen = STREAM_BACKENDS[name](self.path, size, self.chunk, self.ranges)
+            try:
+                for base, frames in gen:
+                    for lo, part in self._keep(base, frames):
+                        self.count += len(part)
+                        self.pos = lo + len(part)
+                        self.backend = name
+                        yield lo, part
+                    if end is not None and self.pos >= end:
+                        break
+            except BackendFailure as f:
+                reasons.append(f.reason)
+                continue
+            finally:
+                gen.close()
+            self.note = "; ".join(reasons) or None
+            return
+        if self.count == 0 and self.ranges != []:
+            raise DecodeError(self.path, "; ".join(reasons))
+        self.note = "truncated: " + "; ".join(reasons)
+
+
+# The streaming API a contained child serves (pipeline.contain calls module-level functions): the open
+# streams live in the child process, so each call moves one chunk and a crash or hang costs the video only.
+_OPEN: dict[int, tuple[FrameStream, object]] = {}
+
+
+def stream_open(path: str, size: tuple[int, int], chunk: int = STREAM_CHUNK, backend: str | None = None,
+                limit: int | None = None, ranges: Ranges | None = None, resize: str = "stretch") -> int:
+    """Open a FrameStream in this process; returns its token (closes any stream left open before)."""
+    for t in list(_OPEN):
+        stream_close(t)
+    fs = FrameStream(path, size, chunk, backend, limit, ranges, resize)
+    token = id(fs)
+    _OPEN[token] = (fs, iter(fs))
+    return token
+
+
+def stream_next(token: int) -> tuple[int, np.ndarray] | None:
+    """The next (first index, frames) chunk of stream ``token``, or None at its end (DecodeError as
+    FrameStream)."""
+    fs, it = _OPEN[token]
+    return next(it, None)
+
+
+def stream_close(token: int) -> dict:
+    """Close stream ``token``; returns {count, pos, backend, note}."""
+    fs, it = _OPEN.pop(token, (None, None))
+    if fs is None:
+        return {}
+    it.close()
+    return {"count": fs.count, "pos": fs.pos, "backend": fs.backend, "note": fs.note}

@@ -39,6 +39,7 @@ _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes s
 FORMAT = "asym3d-shard"
 FORMAT_VERSION = 1
 LIBVER = ("earliest", "v110")  # HDF5 object formats: pinned so a library upgrade cannot change the bytes
+DIGEST_FRAMES = 64  # frames read at a time when checksumming a stored stream
 
 
 class ShardError(RuntimeError):
@@ -75,7 +76,11 @@ class ArrayCodec:
         return lambda start, stop: ds[start:stop]
 
     def digest(self, ds: h5py.Dataset) -> str:
-        return hashlib.sha256(np.ascontiguousarray(ds[()]).tobytes()).hexdigest()
+        """sha256 of the array bytes, read DIGEST_FRAMES frames at a time (memory bounded for any length)."""
+        h = hashlib.sha256()
+        for s in range(0, ds.shape[0], DIGEST_FRAMES):
+            h.update(np.ascontiguousarray(ds[s:s + DIGEST_FRAMES]).tobytes())
+        return h.hexdigest()
 
     def encoded_digest(self, frames: np.ndarray) -> str:
         return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
@@ -131,9 +136,10 @@ class JpegCodec:
 
     def digest(self, ds: h5py.Dataset) -> str:
         h = hashlib.sha256()
-        for buf in ds[()]:
-            h.update(len(buf).to_bytes(8, "little"))
-            h.update(buf.tobytes())
+        for s in range(0, ds.shape[0], DIGEST_FRAMES):
+            for buf in ds[s:s + DIGEST_FRAMES]:
+                h.update(len(buf).to_bytes(8, "little"))
+                h.update(buf.tobytes())
         return h.hexdigest()
 
 
@@ -283,6 +289,14 @@ class ShardWriter:
             raise
         return self.path
 
+    def stream(self, group: str, height: int, width: int) -> "GroupStream":
+        """Start writing ``group`` frame chunk by frame chunk (bounded memory); see GroupStream."""
+        if self._f is None:
+            raise ShardError(f"{self.path}: writer is closed")
+        if not _valid_group_name(group) or group in self._sums or group in self._f:
+            raise ValueError(f"{self.path}: bad or duplicate group name {group!r}")
+        return GroupStream(self, group, height, width)
+
     def abort(self) -> None:
         """Drop the shard being written (deletes the temporary file)."""
         if self._f is not None:
@@ -298,6 +312,83 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+class GroupStream:
+    """One video's streams appended in chunks: ``append(stream, frames)`` any number of times, then
+    ``finish(attrs, n_flow=...)`` -> checksums (the same payload checksums as ``ShardWriter.add``), or
+    ``discard()`` (the group is unlinked; HDF5 does not reclaim its bytes, which stay unreferenced in the
+    file). Array codecs store resizable datasets chunked by ``chunk_frames``; JPEG codecs a resizable
+    variable-length dataset. ``n_flow`` defaults to ``n_rgb - 1`` (one window); with several windows of
+    frames it is ``n_rgb - windows``."""
+
+    def __init__(self, writer: ShardWriter, group: str, height: int, width: int):
+        self.w, self.group, self.h, self.wd = writer, group, int(height), int(width)
+        self.g = _create_group(writer._f, group)
+        self.ds: dict[str, h5py.Dataset] = {}
+        self.hash = {s: hashlib.sha256() for s in STREAMS}
+        for s in STREAMS:
+            codec = writer.codecs[s]
+            if isinstance(codec, ArrayCodec):
+                kw: dict[str, Any] = {"chunks": (codec.chunk_frames, self.h, self.wd, 3)}
+                if codec.compression:
+                    kw.update(compression=codec.compression, shuffle=codec.shuffle)
+                    if codec.compression == "gzip":
+                        kw["compression_opts"] = 4 if codec.level is None else codec.level
+                ds = self.g.create_dataset(s, shape=(0, self.h, self.wd, 3), maxshape=(None, self.h, self.wd, 3),
+                                           dtype=np.uint8, track_times=False, **kw)
+            else:
+                ds = self.g.create_dataset(s, shape=(0,), maxshape=(None,), chunks=(256,),
+                                           dtype=h5py.vlen_dtype(np.uint8), track_times=False)
+                ds.attrs["frame_shape"] = (self.h, self.wd, 3)
+            ds.attrs["codec"] = codec.name
+            ds.attrs["codec_opts"] = json.dumps({k: v for k, v in dataclasses.asdict(codec).items()
+                                                 if k in CODEC_OPTIONS})
+            self.ds[s] = ds
+
+    def append(self, stream: str, frames: np.ndarray) -> None:
+        """Append uint8 (N, H, W, 3) frames to ``stream``."""
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.h, self.wd, 3):
+            raise ValueError(f"group {self.group!r}: {stream} frames must be uint8 (N, {self.h}, {self.wd}, 3), "
+                             f"got {frames.dtype} {frames.shape}")
+        n = len(frames)
+        if n == 0:
+            return
+        ds, codec, h = self.ds[stream], self.w.codecs[stream], self.hash[stream]
+        t = ds.shape[0]
+        ds.resize(t + n, axis=0)
+        if isinstance(codec, ArrayCodec):
+            frames = np.ascontiguousarray(frames)
+            ds[t:t + n] = frames
+            h.update(frames.tobytes())
+        else:
+            for i in range(n):
+                buf = codec._encode(frames[i])
+                ds[t + i] = buf
+                h.update(len(buf).to_bytes(8, "little"))
+                h.update(buf.tobytes())
+
+    def finish(self, attrs: Mapping[str, Any] | None = None, n_flow: int | None = None) -> dict[str, str]:
+        n_rgb = int(self.ds["rgb"].shape[0])
+        n_flow = n_rgb - 1 if n_flow is None else int(n_flow)
+        for s in ("flow", "rgbf"):
+            if self.ds[s].shape[0] != n_flow:
+                raise ValueError(f"group {self.group!r}: {s} has {self.ds[s].shape[0]} frames, expected {n_flow}")
+        if n_rgb < 1:
+            raise ValueError(f"group {self.group!r}: no rgb frames")
+        sums = {s: self.hash[s].hexdigest() for s in STREAMS}
+        for s in STREAMS:
+            self.g.attrs[f"sha256_{s}"] = sums[s]
+        self.g.attrs.update({"n_rgb": n_rgb, "n_flow": n_flow, "height": self.h, "width": self.wd})
+        for k, v in (attrs or {}).items():
+            self.g.attrs[k] = v if isinstance(v, (str, int, float, bool, np.integer, np.floating)) else json.dumps(v)
+        self.w._index.append(self.group)
+        self.w._sums[self.group] = sums
+        return sums
+
+    def discard(self) -> None:
+        if self.w._f is not None and self.group in self.w._f:
+            del self.w._f[self.group]
 
 
 # ------------------------------------------------------------------------------------------------ reader
