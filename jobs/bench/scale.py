@@ -125,7 +125,8 @@ def bench_flow(work: Path, pairs: int) -> list[dict]:
             g.finish(n_flow=64)
         wall2, cpu2 = time.perf_counter() - t2, time.process_time() - c2
         nbytes = out.stat().st_size
-        rows.append({"size": name, "pairs": len(flow), "pairs_s_cpu": len(flow) / cpu, "pairs_s_wall": len(flow) / wall,
+        rows.append({"size": name, "preset": fn.preset, "pairs": len(flow), "pairs_s_cpu": len(flow) / cpu,
+                     "pairs_s_wall": len(flow) / wall,
                      "write_s_per_frame_cpu": cpu2 / 64, "write_mb_s_cpu": nbytes / 1e6 / cpu2,
                      "write_mb_s_wall": nbytes / 1e6 / wall2, "bytes_per_frame": nbytes / 64, "load": load()})
         print(rows[-1], file=sys.stderr, flush=True)
@@ -326,8 +327,9 @@ def report(out: Path, res: dict, args) -> None:
         L.append(f"| {r['size']} | {r['pairs']} | {r['pairs_s_cpu']:.2f} | {r['pairs_s_wall']:.2f} | "
                  f"{1000 * r['write_s_per_frame_cpu']:.1f} | {r['write_mb_s_cpu']:.1f} | {r['write_mb_s_wall']:.1f} | "
                  f"{r['bytes_per_frame']:,.0f} | {r['load']} |")
-    L += ["", "Brox: default parameters (alpha 0.197, gamma 50, scale 0.8, inner 10, outer 77, solver 10), "
-          "batch 8, torch 1 thread. Streams+write: flow image, RGBF and the default codecs (rgb JPEG q95, "
+    L += ["", "Brox: the default preset (`pipeline.flow.DEFAULT_PRESET`, `accurate` when measured: bicubic warp, "
+          "border ignore, texture 0.5, inner 5, native SOR 20 sweeps at omega 1.95), batch 8, torch 1 thread. "
+          "Streams+write: flow image, RGBF and the default codecs (rgb JPEG q95, "
           "flow gzip-4, rgbf JPEG) into a shard through `GroupStream`, 64 frames.", "",
           "## Peak memory of one worker against video length (1280x720 source)", "",
           "| video s | frames | target | path | worker peak RSS MB | decoder child peak RSS MB | wall s | load |",
