@@ -203,7 +203,9 @@ STREAM_FRAMES = 64  # frames per decoded chunk; flow runs on multiples of the fl
 
 def _poison(v: VideoTask, e: ContainedFailure) -> Rejected:
     kind = "crash" if isinstance(e, Crashed) else "timeout"
-    return Rejected("decode", f"{v.path}: {e.reason}", {"kind": kind, "reason": e.reason, "timeout_s": v.timeout_s})
+    # a timeout is reported against the video's whole limit (the calls share it), not the last call's share
+    reason = e.reason if kind == "crash" or v.timeout_s is None else f"decoder timed out after {v.timeout_s:g} s"
+    return Rejected("decode", f"{v.path}: {reason}", {"kind": kind, "reason": reason, "timeout_s": v.timeout_s})
 
 
 def source_chunks(v: VideoTask, cfg: ExtractConfig, ranges: list[tuple[int, int]] | None = None,

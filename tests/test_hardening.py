@@ -47,8 +47,8 @@ def test_unexpected_exception_in_shard_code_fails_the_task(tmp_path, monkeypatch
 
     def broken(*_a, **_k):
         raise TypeError("a regression")
-    monkeypatch.setattr(ex, "make_streams", broken)
-    with pytest.raises(RuntimeError, match="unexpected TypeError in stage flow: a regression"):
+    monkeypatch.setattr(ex, "flow_to_image", broken)  # inside the streaming flow stage (WindowFlow)
+    with pytest.raises(RuntimeError, match="unexpected TypeError while streaming: a regression"):
         build_shard(plan, CFG, str(tmp_path / "shards"))
     assert not list((tmp_path / "shards").glob("*"))  # no shard, no temporary file
 
