@@ -17,6 +17,13 @@ plus ``-<sha256(id)[:8]>`` if that name is taken (``frame_dir``); the lists use 
 Labels are the 0-based label ids of the version (``labels.parquet``); a multi-label video lists all its
 ids separated by spaces, as mmaction2's ``build_file_list.py`` writes them (``multi_class=True``).
 
+A video extracted with temporal windows (``jobs.extract --segments K``; ``ShardRecord.windows``) holds K runs
+of consecutive frames with gaps between them. mmaction2 samples clips anywhere inside a frame folder, so each
+window gets its own folder ``<out>/<video_id>/w00``, ``w01``, ... (frames numbered from 1 in each) and its
+own list line ``<video_id>/w00 <frames> <labels>``: no clip crosses a gap. mmaction2 then scores windows,
+not videos: average their scores per video yourself for video-level accuracy. A video with one run keeps
+the flat layout above.
+
 A video directory is written to ``<out>/.tmp-<video_id>-<random>/`` and renamed into place when complete,
 so an existing ``<out>/<video_id>/`` is always complete and a rerun skips it.
 """
@@ -127,10 +134,20 @@ def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
         raise OSError(f"{path}: OpenCV could not write the JPEG")
 
 
+def window_parts(rec: ShardRecord, stream: str) -> list[tuple[str, int, int]]:
+    """(subfolder, first stored frame, frame count) of each window of ``stream`` in storage order; one part
+    with subfolder "" for a video stored as one run."""
+    lengths = rec.window_lengths(stream)
+    if len(lengths) <= 1:
+        return [("", 0, lengths[0] if lengths else 0)]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+    return [(f"w{k:02d}", int(a), int(n)) for k, (a, n) in enumerate(zip(starts, lengths))]
+
+
 def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequence[str], quality: int,
                  name: str | None = None) -> int:
-    """Write one video's frame folder ``out/name`` (default: the id) atomically; returns the number of files
-    written (0 if the folder existed)."""
+    """Write one video's frame folder ``out/name`` (default: the id; one subfolder per window when it has
+    several) atomically; returns the number of files written (0 if the folder existed)."""
     name = name or rec.video_id
     final = out / name
     if final.is_dir():
@@ -140,14 +157,22 @@ def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequ
     try:
         n = 0
         if "rgb" in streams:
-            for k, frame in enumerate(reader.read(rec.group, "rgb"), start=1):  # (H, W, 3) RGB
-                _write_jpeg(tmp / RGB_TMPL.format(k), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), quality)
-                n += 1
+            rgb = reader.read(rec.group, "rgb")  # (n_rgb, H, W, 3) RGB
+            for sub, a, length in window_parts(rec, "rgb"):
+                (tmp / sub).mkdir(exist_ok=True)
+                for k in range(length):
+                    frame = cv2.cvtColor(rgb[a + k], cv2.COLOR_RGB2BGR)
+                    _write_jpeg(tmp / sub / RGB_TMPL.format(k + 1), frame, quality)
+                    n += 1
         if "flow" in streams:
-            for k, frame in enumerate(reader.read(rec.group, "flow"), start=1):  # (H, W, 3): x, y, |w|
-                _write_jpeg(tmp / FLOW_TMPL.format("flow_x", k), np.ascontiguousarray(frame[..., 0]), quality)
-                _write_jpeg(tmp / FLOW_TMPL.format("flow_y", k), np.ascontiguousarray(frame[..., 1]), quality)
-                n += 2
+            flow = reader.read(rec.group, "flow")  # (n_flow, H, W, 3): x, y, |w|
+            for sub, a, length in window_parts(rec, "flow"):
+                (tmp / sub).mkdir(exist_ok=True)
+                for k in range(length):
+                    for c, plane in enumerate(("flow_x", "flow_y")):
+                        img = np.ascontiguousarray(flow[a + k, ..., c])
+                        _write_jpeg(tmp / sub / FLOW_TMPL.format(plane, k + 1), img, quality)
+                    n += 2
         os.rename(tmp, final)
         return n
     except BaseException:
@@ -175,10 +200,16 @@ def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str
 
 
 def list_lines(records: Iterable[ShardRecord], stream: str, names: dict[str, str] | None = None) -> list[str]:
-    """mmaction2 rawframe annotation lines "<frame_dir> <total_frames> <label> [<label> ...]"."""
+    """mmaction2 rawframe annotation lines "<frame_dir> <total_frames> <label> [<label> ...]" (one line per
+    window, "<frame_dir>/wKK", for a video stored as several windows)."""
     names = names or {}
-    return [f"{names.get(r.video_id, r.video_id)} {r.n_rgb if stream == 'rgb' else r.n_flow} "
-            f"{' '.join(str(i) for i in r.labels)}" for r in sorted(records, key=lambda r: r.video_id)]
+    lines = []
+    for r in sorted(records, key=lambda r: r.video_id):
+        labels = " ".join(str(i) for i in r.labels)
+        for sub, _, length in window_parts(r, "rgb" if stream == "rgb" else "flow"):
+            folder = names.get(r.video_id, r.video_id) + (f"/{sub}" if sub else "")
+            lines.append(f"{folder} {length} {labels}")
+    return lines
 
 
 def list_name(split: str, subset: str, stream: str) -> str:

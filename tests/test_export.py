@@ -132,3 +132,32 @@ def test_ids_with_whitespace_get_mmaction2_safe_folders(tmp_path):
     assert dirs["v_odd_name"] == (1,) and dirs["plain"] == (2,)  # the ids without whitespace keep their name
     (odd,) = set(dirs) - {"v_odd_name", "plain"}
     assert odd.startswith("v_odd_name-") and dirs[odd] == (0,) and len(list((out / odd).glob("img_*.jpg"))) == 4
+
+
+def test_windowed_videos_export_one_folder_per_window(tmp_path):
+    """A video stored as temporal windows (extract --segments) gets w00, w01, ... subfolders and one list
+    line per window, so an mmaction2 clip never crosses the gap between two windows."""
+    from manifests.shards import VideoStreams, write_shard_dataset
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(9, 16, 20, 3), dtype=np.uint8)  # windows of 4 and 5 frames
+    flow = rng.integers(1, 256, size=(7, 16, 20, 3), dtype=np.uint8)  # 3 + 4 flows, none across the gap
+    videos = [VideoStreams("v_a", {"rgb": rgb, "flow": flow, "rgbf": flow}, (0,), {"split1": "train"},
+                           windows=((0, 4), (20, 5))),
+              VideoStreams("v_b", {"rgb": rgb[:5], "flow": flow[:4], "rgbf": flow[:4]}, (1,), {"split1": "test"})]
+    shards = write_shard_dataset(tmp_path / "shards", videos, ["c0", "c1"], codec="lzf")
+    out = tmp_path / "rawframes"
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0",
+                            "--jpeg-quality", "100"]) == 0
+    assert sorted(p.name for p in (out / "v_a").iterdir()) == ["w00", "w01"]
+    for sub, first, n in (("w00", 0, 4), ("w01", 4, 5)):
+        imgs = sorted((out / "v_a" / sub).glob("img_*.jpg"))
+        assert [p.name for p in imgs] == [f"img_{k:05d}.jpg" for k in range(1, n + 1)]
+        assert len(list((out / "v_a" / sub).glob("flow_x_*.jpg"))) == n - 1
+        fx = _read(out / "v_a" / sub / "flow_x_00001.jpg")  # the window's first flow, not the previous window's
+        flow_first = flow[first - (0 if sub == "w00" else 1)]
+        assert np.abs(fx.astype(int) - flow_first[..., 0]).max() <= 2
+    assert len(list((out / "v_b").glob("img_*.jpg"))) == 5  # one run: the flat layout
+    assert parse_list(out / list_name("split1", "train", "rgb")) == [("v_a/w00", 4, (0,)), ("v_a/w01", 5, (0,))]
+    assert parse_list(out / list_name("split1", "train", "flow")) == [("v_a/w00", 3, (0,)), ("v_a/w01", 4, (0,))]
+    assert parse_list(out / list_name("split1", "test", "rgb")) == [("v_b", 5, (1,))]
