@@ -101,16 +101,6 @@ def local_inspect(paths: list[Path], **opts: Any) -> list[dict[str, Any]]:
     return out
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return v
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Values, paths and the cluster address, before any listing, probing or Ray (UsageError)."""
     checks.positive_int("--workers", args.workers, minimum=0)
@@ -152,7 +142,7 @@ def build_main(argv: list[str]) -> str:
                     help="publish nothing when more than this share of the files is missing, empty or "
                          f"unreadable, or their decoder crashed or timed out (default {MAX_FAILURE_RATE}; same "
                          "rule as jobs.extract)")
-    ap.add_argument("--decode-timeout", type=positive_seconds, default=None, metavar="S",
+    ap.add_argument("--decode-timeout", type=checks.positive_seconds, default=None, metavar="S",
                     help="seconds a video's probe or decode may take before it is killed and recorded as "
                          "decode_timeout (default: per video, max(30, frames x pixels / 1e7) from its header)")
     ap.add_argument("--retry-failed", action="store_true",

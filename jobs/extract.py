@@ -497,22 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep K evenly spaced windows per video (TSN-style; with --segment-frames)")
     p.add_argument("--segment-frames", type=int, default=None, metavar="L",
                    help="frames per window (L-1 flows each; flow never crosses windows)")
-    p.add_argument("--decode-timeout", type=_seconds, default=None, metavar="S",
+    p.add_argument("--decode-timeout", type=checks.positive_seconds, default=None, metavar="S",
                    help="seconds a video's decode may take before it is killed and recorded as a failure "
                         "(default: per video, max(30, frames x pixels / 1e7) from the source manifest)")
     p.add_argument("--retry-failed", action="store_true",
                    help="decode again videos that crashed or timed out in an earlier run under --out")
     return p
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return v
 
 
 @checks.cli("extract")

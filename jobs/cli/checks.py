@@ -217,3 +217,14 @@ def ray_address(arg: str, address: str | None, timeout: float = ADDRESS_TIMEOUT_
                          f"{time.monotonic() - t0:.1f} s; start the head with `ray start --head --port={port}`"
                          ) from None
     return address
+
+
+def positive_seconds(text: str) -> float:
+    """argparse ``type=`` for a finite number of seconds > 0 (``--decode-timeout``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
