@@ -242,6 +242,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         recipe.set_lr(optimizer, lr)
         train_ds.set_epoch(epoch)
         order = recipe.epoch_indices(len(train_ds), epoch, cfg.seed, cfg.data.max_clips_per_epoch, rank, world)
+        order = recipe.no_lone_last_batch(order, cfg.optim.batch_size)
         loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=order,
                             num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))

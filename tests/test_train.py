@@ -160,3 +160,10 @@ def test_nan_loss_stops_with_clear_message(shards, tmp_path, monkeypatch, capsys
 def test_cli_requires_manifest(capsys):
     assert train_mod.main(["--config", "jobs/configs/pretrain.yaml"]) == 2
     assert "data.manifest is not set" in capsys.readouterr().err
+
+
+def test_no_lone_last_batch():
+    """A last batch of one clip is dropped (BatchNorm cannot train on it); other orders are unchanged."""
+    assert recipe.no_lone_last_batch([3, 1, 4, 0, 2], 4) == [3, 1, 4, 0]
+    assert recipe.no_lone_last_batch([3, 1, 4, 0, 2, 5], 4) == [3, 1, 4, 0, 2, 5]
+    assert recipe.no_lone_last_batch([7], 4) == [7] and recipe.no_lone_last_batch([1, 2, 3], 1) == [1, 2, 3]
