@@ -205,6 +205,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
     if cfg.init_from and ckpt_path is None:
         say(checkpoints.init_from(model, cfg.init_from, cfg.model.name, train_ds.num_classes))
     model.to(device)
+    has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     optimizer = torch.optim.SGD(recipe.param_groups(model, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
                                 lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     start, history, best = 0, [], float("-inf")
@@ -242,7 +243,8 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         recipe.set_lr(optimizer, lr)
         train_ds.set_epoch(epoch)
         order = recipe.epoch_indices(len(train_ds), epoch, cfg.seed, cfg.data.max_clips_per_epoch, rank, world)
-        order = recipe.no_lone_last_batch(order, cfg.optim.batch_size)
+        if has_batch_norm:  # a batch of one clip cannot train BatchNorm
+            order = recipe.no_lone_last_batch(order, cfg.optim.batch_size)
         loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=order,
                             num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))

@@ -77,8 +77,8 @@ def epoch_indices(n: int, epoch: int, seed: int, max_items: int = 0, rank: int =
 
 
 def no_lone_last_batch(order: list[int], batch_size: int) -> list[int]:
-    """Drop the last sample when it would form a batch of one (BatchNorm cannot train on a single clip);
-    every rank's order has the same length, so all ranks drop it alike."""
+    """Drop the last sample when it would form a batch of one (used for models with BatchNorm, which cannot
+    train on a single clip); every rank's order has the same length, so all ranks drop it alike."""
     if batch_size > 1 and len(order) > 1 and len(order) % batch_size == 1:
         return order[:-1]
     return order
