@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jobs.demokit.shards import moving_frames
+from jobs.demokit.shards import difference_streams, moving_frames
 from manifests.shards import FailureRecord, VideoStreams, write_shard_dataset
 
 
@@ -43,8 +43,8 @@ def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int 
         if multilabel and i % 2 == 0:
             lab = lab + ((i + 1) % num_classes,)
         rgb = coord_frames(n, height, width, i) if coords else moving_frames(n, height, width, lab[0], rng)
-        diff = (rgb[1:].astype(np.int16) - rgb[:-1] + 128).clip(0, 255).astype(np.uint8)  # (n-1, H, W, 3)
-        rgbf = rgb[:-1] if coords else ((rgb[:-1].astype(np.uint16) * (diff // 2 + 64)) // 255).astype(np.uint8)
+        diff, rgbf = difference_streams(rgb)  # (n-1, H, W, 3) each
+        rgbf = rgb[:-1] if coords else rgbf
         split = "test" if i % test_every == test_every - 1 else "train"
         videos.append(VideoStreams(f"v{i:03d}", {"rgb": rgb, "flow": diff if not coords else rgb[1:], "rgbf": rgbf},
                                    lab, {"split1": split, "split2": "train" if split == "test" else "test"}))

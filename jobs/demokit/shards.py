@@ -32,6 +32,14 @@ def moving_frames(n: int, h: int, w: int, label: int, rng: np.random.Generator) 
     return frames
 
 
+def difference_streams(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stand-ins for the flow and rgbf streams of (T, H, W, 3) uint8 frames, from frame differences (not real
+    flow): flow (T-1, H, W, 3) = next - previous + 128, rgbf (T-1, H, W, 3) = RGB scaled by that difference."""
+    diff = (rgb[1:].astype(np.int16) - rgb[:-1] + 128).clip(0, 255).astype(np.uint8)
+    rgbf = ((rgb[:-1].astype(np.uint16) * (diff // 2 + 64)) // 255).astype(np.uint8)
+    return diff, rgbf
+
+
 def moving_square_shards(root: str | Path, *, num_videos: int, num_classes: int, frames: int, height: int,
                          width: int, codec: str | None = None, shard_size: int = 16, seed: int = 0) -> Path:
     """Write a shard dataset version of ``num_videos`` moving-square videos (all in split1 train) under
@@ -41,8 +49,7 @@ def moving_square_shards(root: str | Path, *, num_videos: int, num_classes: int,
     videos = []
     for i in range(num_videos):
         rgb = moving_frames(frames, height, width, i % num_classes, rng)  # (T, H, W, 3)
-        diff = (rgb[1:].astype(np.int16) - rgb[:-1] + 128).clip(0, 255).astype(np.uint8)  # (T-1, H, W, 3)
-        rgbf = ((rgb[:-1].astype(np.uint16) * (diff // 2 + 64)) // 255).astype(np.uint8)
+        diff, rgbf = difference_streams(rgb)
         videos.append(VideoStreams(f"v{i:05d}", {"rgb": rgb, "flow": diff, "rgbf": rgbf}, (i % num_classes,),
                                    {"split1": "train"}))
     return write_shard_dataset(root, videos, [f"class{c}" for c in range(num_classes)], codec=codec,
