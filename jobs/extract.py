@@ -5,6 +5,7 @@
         [--flow-preset NAME] [--flow-param k=v ...] [--split NAME ...] [--bound PX] [--min-frames N]
         [--static-threshold PX] [--resize {stretch,short-side-crop}] [--max-failure-rate F]
         [--decode-timeout S] [--retry-failed] [--fps F] [--segments K --segment-frames L]
+        [--mode {auto,tasks,pipelined}] [--flow-workers N]
 
 The last line on stdout is the output version id. Design (docs/extract.md): videos are assigned to shards
 deterministically (sorted ids chunked by --shard-size); one Ray task per shard decodes, computes flow and
@@ -13,6 +14,11 @@ version, the parameters and the code version, so a rerun finds the same work dir
 already there and only then publishes ``<out>/<id>/`` (manifests.shards.publish_shards). Each video decodes
 in a contained child process: a decoder crash or hang costs that video (a failure row, stage "decode"),
 and ``<out>/poison.jsonl`` remembers it so that reruns skip it unless --retry-failed (manifests.poison).
+
+``--mode pipelined`` (the default on a cluster with GPUs) moves the Brox solves out of the shard tasks into a
+pool of flow actors (one per GPU, or per CPU core): shard tasks decode and write on CPU workers while the
+actors solve pairs of several videos per batch, with at most two requests in flight per task
+(manifests.flowpool). The shards are the same either way: the mode is not part of the version id.
 
 Publishing guards: nothing is published when no video was extracted, or when more than
 ``--max-failure-rate`` of the videos this version attempted failed (exit 1, the work directory is kept so a
@@ -44,6 +50,7 @@ from pipeline.decode import RESIZE_MODES, decode_timeout
 from pipeline.flow import DEFAULT_PRESET, PRESETS, brox_params
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, ShardError, codec_spec
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
+from manifests import flowpool
 
 CODE_VERSION = "extract-2"  # bump when the output changes; extract-2: flow images with an exact zero (255 levels)
 CODE_FILES = ("pipeline/decode.py", "pipeline/sampling.py", "pipeline/flow.py", "pipeline/sornative.py",
@@ -55,6 +62,12 @@ MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash, an I
 # wrong mount, --min-frames above the dataset's lengths), not a dataset's normal share of broken files; the
 # tests' fixture (4 bad of 12) and real datasets (a few % at most) stay under it. Lower it for a strict run.
 MAX_FAILURE_RATE = 0.5
+MODES = ("auto", "tasks", "pipelined")
+# CPU declared by a shard task of the pipelined mode on a cluster without GPUs: decoding, flow images, RGBF
+# and the codecs take ~6 ms of CPU per 128x171 frame against ~94 ms per Brox pair (docs/benchmarks/scale.md),
+# so each core holds one flow actor (1 - TASK_CPU) and one shard task. With GPUs a shard task takes 1 CPU.
+TASK_CPU = 0.25
+IN_FLIGHT = 2  # flow requests (groups of 64 pairs) a pipelined shard task keeps outstanding
 
 
 class PublishRefused(RuntimeError):
@@ -123,25 +136,50 @@ def connect(ray, address: str, **kwargs: Any) -> None:
             f"cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), see README") from None
 
 
-def _resources(ray, workers: int | None) -> tuple[dict[str, Any], str, int]:
-    """Task options, flow device and concurrency from what the cluster has: never ask for a GPU it lacks."""
-    res = ray.cluster_resources()
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a run uses the cluster: ``mode`` tasks (each shard task solves its own flow) or pipelined (shard
+    tasks with ``task_opts`` + ``flow_workers`` flow actors with ``actor_opts``)."""
+    mode: str
+    task_opts: dict[str, Any]
+    device: str
+    concurrency: int  # shard tasks at a time
+    flow_workers: int = 0
+    actor_opts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def layout(res: dict[str, float], mode: str = "auto", workers: int | None = None,
+           flow_workers: int | None = None) -> Layout:
+    """The run's layout from the cluster's resources: never asks for a GPU the cluster lacks. ``auto``:
+    pipelined when the cluster has GPUs, else tasks (on CPU the two are measured side by side in
+    docs/benchmarks/pipelined.md). ``workers``: shard tasks at a time; ``flow_workers``: flow actors."""
     gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
+    if mode == "auto":
+        mode = "pipelined" if gpus >= 1 else "tasks"
+    if mode == "tasks":
+        if gpus >= 1:
+            return Layout("tasks", {"num_cpus": 1, "num_gpus": 1}, "cuda", max(1, workers or int(gpus)))
+        return Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", max(1, workers or int(cpus)))
     if gpus >= 1:
-        opts, device, slots = {"num_cpus": 1, "num_gpus": 1}, "cuda", int(gpus)
-    else:
-        opts, device, slots = {"num_cpus": 1, "num_gpus": 0}, "cpu", max(1, int(cpus))
-    return opts, device, max(1, workers or slots)
+        n = flow_workers or int(gpus)
+        return Layout("pipelined", {"num_cpus": 1, "num_gpus": 0}, "cuda",
+                      max(1, workers or int(cpus) - n), n, {"num_cpus": 1, "num_gpus": 1})
+    n = flow_workers or max(1, int(cpus))
+    return Layout("pipelined", {"num_cpus": TASK_CPU, "num_gpus": 0}, "cpu", max(1, workers or int(cpus)), n,
+                  {"num_cpus": 1 - TASK_CPU, "num_gpus": 0})
 
 
 def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, opts: dict, device: str,
-               concurrency: int, bar, contained: bool = True) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
+               concurrency: int, bar, contained: bool = True,
+               flow=None) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
     """One task per shard with at most ``concurrency + 1`` in flight (ray.wait), so the driver holds few
     ObjectRefs and no frames. Returns (summaries, [(plan, error)] of shards that failed for good)."""
     # retry_exceptions=True: an unexpected exception in shard code is retried like a crash, then fails the job
     remote = ray.remote(build_shard).options(**opts, max_retries=MAX_RETRIES, retry_exceptions=True)
     cfg_ref = ray.put(cfg)
     extra = {} if contained else {"contained": False}  # benchmarks only
+    if flow is not None:  # the pipelined mode: a flow service (manifests.flowpool.RemoteFlow) solves the pairs
+        extra["flow"] = flow
     pending: dict[Any, ShardPlan] = {}
     plans = iter(todo)
     results, errors = [], []
@@ -232,6 +270,8 @@ class RunSummary:
     shards_s: float = 0.0  # first task submitted -> last result
     task_s: float = 0.0  # sum over this run's shard tasks of their time inside build_shard
     task_cpu_s: float = 0.0  # and of their process CPU time
+    mode: str = "tasks"  # the layout this run used (Layout.mode)
+    flow_stats: tuple = ()  # pipelined: each flow actor's counters (manifests.flowpool.FlowBatcher.stats)
 
 
 def failure_report(failures: list[dict], top: int = 5) -> list[str]:
@@ -262,14 +302,15 @@ def check_publishable(summaries: list[dict], max_failure_rate: float, work: Path
 def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
             force: bool = False, workers: int | None = None, verify: bool = False, log=print,
             max_failure_rate: float = MAX_FAILURE_RATE, decode_timeout: float | None = None,
-            retry_failed: bool = False, contained: bool = True) -> RunSummary:
+            retry_failed: bool = False, contained: bool = True, mode: str = "auto",
+            flow_workers: int | None = None) -> RunSummary:
     """Run the job; returns its summary. Raises RuntimeError if some shards failed for good, PublishRefused
     (a RuntimeError) when the result must not be published (``check_publishable``).
 
     ``decode_timeout``: seconds per video decode (default per video, pipeline.decode.decode_timeout);
     ``retry_failed``: decode again videos whose decoder crashed / timed out in an earlier run (their shards
     are redone, also in a published version, which is then replaced); ``contained=False`` decodes in the
-    task's own process (benchmarks only)."""
+    task's own process (benchmarks only); ``mode`` / ``flow_workers``: see ``layout``."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -308,14 +349,27 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
                                    by_id, retry_failed)
         skipped = sum(len(s["assigned"]) for s in done)
         t_shards = time.time()
-        opts, device, concurrency = _resources(ray, workers)
+        lay = layout(ray.cluster_resources(), mode, workers, flow_workers)
+        pool, flow, stats = [], None, []
+        if lay.mode == "pipelined" and todo:
+            pool = flowpool.start_pool(ray, lay.flow_workers, lay.actor_opts, cfg.flow_params, lay.device)
+            flow = flowpool.RemoteFlow(pool, max_batch=8, in_flight=IN_FLIGHT)
         log(f"extract: {len(tasks)} videos in {len(plans)} shards ({len(done)} done earlier), "
-            f"{concurrency} tasks at a time, flow on {device}, task resources {opts}")
+            f"{lay.concurrency} tasks at a time, flow on {lay.device}, task resources {lay.task_opts}"
+            + (f", pipelined: {lay.flow_workers} flow actors {lay.actor_opts}" if lay.mode == "pipelined" else ""))
         bar = tqdm(total=len(tasks), initial=skipped, unit="video", desc="extract", file=sys.stderr,
                    mininterval=1.0, dynamic_ncols=True)
-        new, errors = run_shards(todo, cfg, shard_dir, ray, opts, device, concurrency, bar, contained)
+        try:
+            new, errors = run_shards(todo, cfg, shard_dir, ray, lay.task_opts, lay.device, lay.concurrency, bar,
+                                     contained, flow)
+        finally:
+            if pool:
+                stats = flowpool.pool_stats(ray, pool)
+                flowpool.stop_pool(ray, pool)
         t_done = time.time()
         bar.close()
+        if pool:
+            log("extract: " + flowpool.describe(stats, t_done - t_shards))
     finally:
         ray.shutdown()
     ok, failed = sum(len(s["videos"]) for s in new), sum(len(s["failures"]) for s in new)
@@ -350,7 +404,8 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     log(f"extract: published {final} ({len(records)} videos, {len(source_failures) + len(failures)} failures)")
     write_card_safely(final, log)  # card.md + figures next to the version; a failure only warns
     return RunSummary(vid, final, ok, failed, skipped, len(source_failures), secs, t_shards - t_init,
-                      t_done - t_shards, sum(s["seconds"] for s in new), sum(s["cpu_s"] for s in new))
+                      t_done - t_shards, sum(s["seconds"] for s in new), sum(s["cpu_s"] for s in new),
+                      lay.mode, tuple(stats))
 
 
 def _prepare_work(work: Path, shard_dir: Path, plans: list[ShardPlan], source: SourceManifest, cfg: ExtractConfig,
@@ -446,6 +501,10 @@ def check_args(a: argparse.Namespace, cfg: ExtractConfig) -> None:
     from manifests.schema import KIND as SOURCE_KIND
 
     checks.positive_int("--workers", a.workers, allow_none=True)
+    checks.positive_int("--flow-workers", a.flow_workers, allow_none=True)
+    if a.flow_workers is not None and a.mode == "tasks":
+        raise checks.UsageError(f"--flow-workers {a.flow_workers}: only with --mode pipelined or auto "
+                                f"(--mode tasks solves flow inside the shard tasks)")
     checks.number_in("--max-failure-rate", a.max_failure_rate, 0.0, 1.0)
     checks.version("--manifest", a.manifest, SOURCE_KIND)
     checks.out_dir("--out", a.out)
@@ -502,6 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: per video, max(30, frames x pixels / 1e7) from the source manifest)")
     p.add_argument("--retry-failed", action="store_true",
                    help="decode again videos that crashed or timed out in an earlier run under --out")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="tasks: each shard task solves its own flow; pipelined: shard tasks decode and write on "
+                        "CPU while a pool of flow actors (one per GPU, else per core) solves pairs of several "
+                        "videos per batch; auto (default): pipelined when the cluster has GPUs. Same shards")
+    p.add_argument("--flow-workers", type=int, default=None, metavar="N",
+                   help="flow actors of the pipelined mode (default: one per GPU, else one per CPU)")
     return p
 
 
@@ -514,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vid = extract(a.manifest, a.out, cfg, address=a.address, force=a.force, workers=a.workers,
                       verify=a.verify, log=log, max_failure_rate=a.max_failure_rate,
-                      decode_timeout=a.decode_timeout, retry_failed=a.retry_failed).version_id
+                      decode_timeout=a.decode_timeout, retry_failed=a.retry_failed, mode=a.mode,
+                      flow_workers=a.flow_workers).version_id
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         if isinstance(e, checks.UsageError):
             raise

@@ -34,6 +34,7 @@ poison log (no retry: it would crash again).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -259,13 +260,19 @@ class WindowFlow:
 
     Pairs are solved in groups of ``step`` pairs (a multiple of the flow stage's batch), with the last frame
     of a group carried into the next, so a window is solved in exactly the batches ``BroxFlow`` would use on
-    the whole window at once: the result does not depend on how decoding chunked the frames."""
+    the whole window at once: the result does not depend on how decoding chunked the frames. With a flow
+    service (``flow_fn.submit`` / ``.result``, manifests.flowpool.RemoteFlow) up to ``flow_fn.in_flight``
+    groups are outstanding while decoding goes on; their results are written in order."""
 
     def __init__(self, path: str, flow_fn: BroxFlow, cfg: ExtractConfig, out):
         self.path, self.flow_fn, self.cfg, self.out = path, flow_fn, cfg, out
         batch = getattr(flow_fn, "max_batch", 8)
         self.step = batch * max(1, -(-STREAM_FRAMES // batch))
         self.win, self.buf = None, None
+        # writes in the order a local flow stage makes them (rgb of a chunk, then the groups it completes), so
+        # the shard file is byte-identical: ("rgb", frames) or ("flow", frames, handle of a remote request)
+        self.ops: collections.deque = collections.deque()
+        self.in_flight = getattr(flow_fn, "in_flight", 0) if hasattr(flow_fn, "submit") else 0
         self.n_rgb = self.n_flow = self.n_windows = 0
         self.lengths: list[int] = []
         self.peak = 0.0
@@ -276,7 +283,7 @@ class WindowFlow:
             self.win, self.buf = win, frames[:0]
             self.n_windows += 1
             self.lengths.append(0)
-        self.out.append("rgb", frames)
+        self._queue(("rgb", frames))
         self.n_rgb += len(frames)
         self.lengths[-1] += len(frames)
         self.buf = np.concatenate([self.buf, frames]) if len(self.buf) else frames
@@ -285,13 +292,35 @@ class WindowFlow:
             self.buf = self.buf[self.step:]
 
     def flush(self) -> None:
+        """Solve what is buffered and wait for every outstanding request (the end of a window or video)."""
         if self.buf is not None and len(self.buf) >= 2:
             self._flow(self.buf)
         self.buf = None
+        while self.ops:
+            self._write(self.ops.popleft())
 
     def _flow(self, frames: np.ndarray) -> None:
+        self._queue(("flow", frames, self.flow_fn.submit(frames) if self.in_flight else None))
+
+    def _queue(self, op: tuple) -> None:
+        self.ops.append(op)
+        if not self.in_flight:  # a local flow stage: everything now, in order
+            while self.ops:
+                self._write(self.ops.popleft())
+            return
+        # a flow service: at most in_flight requests outstanding; write what is ready at the front
+        while sum(o[0] == "flow" for o in self.ops) > self.in_flight or (self.ops and self.ops[0][0] == "rgb"):
+            self._write(self.ops.popleft())
+
+    def _write(self, op: tuple) -> None:
+        if op[0] == "rgb":
+            self.out.append("rgb", op[1])
+        else:
+            self._finish(op[1], op[2])
+
+    def _finish(self, frames: np.ndarray, handle) -> None:
         try:
-            flow = self.flow_fn(frames)  # (n-1, H, W, 2) float32 px
+            flow = self.flow_fn(frames) if handle is None else self.flow_fn.result(handle)  # (n-1, H, W, 2) px
         except ValueError as e:
             raise Rejected("flow", f"{self.path}: {e}") from None
         if not np.isfinite(flow).all():
@@ -406,20 +435,22 @@ def stream_video(v: VideoTask, cfg: ExtractConfig, flow_fn: BroxFlow, writer: Sh
 
 # ------------------------------------------------------------------------------------------------ one shard
 def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str = "cpu",
-                video_retries: int = 1, contained: bool = True) -> dict[str, Any]:
+                video_retries: int = 1, contained: bool = True, flow=None) -> dict[str, Any]:
     """Process every video of ``plan`` and write ``<shard_dir>/<plan.name>`` (atomically), streaming each
     video through decode and flow in chunks (``stream_video``).
 
     Returns the shard summary (``shard_summary``). If the shard file already exists (a retried task whose
-    first attempt finished) it is verified and its summary returned; nothing is written twice.
+    first attempt finished) it is verified and its summary returned; nothing is written twice. ``flow``: a
+    flow service (``manifests.flowpool.RemoteFlow``) that solves the pairs instead of this task.
     """
     path = Path(shard_dir) / plan.name
     if path.exists():
         return read_finished(path, plan)
     t0, c0 = time.time(), time.process_time()
-    flow_fn = flow_stage(cfg, device)
+    # flow: a flow service (manifests.flowpool.RemoteFlow, the pipelined mode) or None (solve in this task)
+    flow_fn = flow.at(plan.index) if flow is not None else flow_stage(cfg, device)
     videos, failures = [], []
-    prefetch = 2 if device != "cpu" else 0  # decode ahead while a GPU solves flow
+    prefetch = 2 if device != "cpu" or flow is not None else 0  # decode ahead while a GPU / the pool solves
     with ShardWriter(path, codec=cfg.codec, **cfg.codec_opts) as w:
         for v in plan.videos:
             for attempt in range(video_retries + 1):

@@ -491,16 +491,45 @@ class BroxFlow:
         return self._graphs[key](i0, i1)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
-        t, h, w, _ = frames.shape
-        out = np.empty((max(t - 1, 0), h, w, 2), dtype=np.float32)
-        step = self.batch_size(h, w) if t > 1 else 1
-        for s in range(0, t - 1, step):
-            e = min(s + step, t - 1)                                               # pairs s..e-1
-            gray = rgb_to_gray(torch.from_numpy(frames[s:e + 1]).to(self.device))   # (n+1, H, W)
-            uv = self._flow(gray[:-1], gray[1:])                                   # (n, 2, H, W)
-            out[s:e] = uv.permute(0, 2, 3, 1).cpu().numpy()
+        return self.solve_sequences([frames])[0]
+
+    def solve_sequences(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
+        """Flow of several frame sequences at once: [(T_i, H, W, 3) uint8] -> [(T_i - 1, H, W, 2) float32].
+        The pairs of every sequence are solved together, `batch_size` pairs per call, so one batch may hold
+        pairs of several videos (a flow server gathers requests this way). Sequences of another frame size
+        are solved in their own batches. A pair's flow does not depend on the other pairs of its batch
+        (tested on CPU; `jobs.bench.flow --device cuda` checks CUDA), so the result equals solving each
+        sequence alone."""
+        for x in seqs:
+            check_frames(x)
+        out = [np.empty((max(len(x) - 1, 0), *x.shape[1:3], 2), dtype=np.float32) for x in seqs]
+        sizes: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(seqs):
+            if len(x) > 1:
+                sizes.setdefault(x.shape[1:3], []).append(i)
+        for (h, w), idx in sizes.items():
+            pairs = [(i, k) for i in idx for k in range(len(seqs[i]) - 1)]  # (sequence, first frame of the pair)
+            step = self.batch_size(h, w)
+            for s in range(0, len(pairs), step):
+                part = pairs[s:s + step]
+                runs: dict[int, list[int]] = {}  # sequence -> its pairs in this batch (consecutive)
+                for i, k in part:
+                    runs.setdefault(i, []).append(k)
+                i0, i1 = [], []
+                for i, ks in runs.items():  # a run of n pairs moves n + 1 frames to the device
+                    gray = rgb_to_gray(torch.from_numpy(seqs[i][ks[0]:ks[-1] + 2]).to(self.device))
+                    i0.append(gray[:-1])
+                    i1.append(gray[1:])
+                uv = self._flow(torch.cat(i0), torch.cat(i1)).permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 2)
+                at = 0
+                for i, ks in runs.items():
+                    out[i][ks[0]:ks[-1] + 1] = uv[at:at + len(ks)]
+                    at += len(ks)
         return out
+
+
+def check_frames(frames) -> None:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")

@@ -97,6 +97,9 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("extract", "--manifest {source} --out {root}/s1 --min-frames 0", "--min-frames 0"),
     ("extract", "--manifest {source} --out {root}/s1 --bound -1", "--bound"),
     ("extract", "--manifest {source} --out {root}/s1 --workers two", "--workers"),
+    ("extract", "--manifest {source} --out {root}/s1 --mode fast", "--mode"),
+    ("extract", "--manifest {source} --out {root}/s1 --flow-workers 0", "--flow-workers 0"),
+    ("extract", "--manifest {source} --out {root}/s1 --mode tasks --flow-workers 2", "--flow-workers 2"),
     # train
     ("train", "optim.epochs=1", "data.manifest"),
     ("train", "data.manifest={root}/nope out_dir={root}/r1", "data.manifest"),

@@ -91,7 +91,7 @@ def test_build_shard_bad_input_policy(tmp_path):
 
 
 def test_cli_config_version_id_and_gpu_decision(source, capsys):
-    from jobs.extract import _records, _resources, build_parser, config_from_args, select_videos, version_id
+    from jobs.extract import Layout, _records, build_parser, layout, config_from_args, select_videos, version_id
     from manifests.source import load_source
 
     a = build_parser().parse_args(["--manifest", "m", "--out", "o", "--codec", "lzf", "--codec", "flow=jpeg-planar",
@@ -121,16 +121,16 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     assert len({version_id(src, CFG, "c1"), version_id(src, CFG, "c2"),
                 version_id(src, ExtractConfig(size=(32, 40), flow_params={"inner": 3}), "c1")}) == 3
 
-    class FakeRay:  # what the driver reads from the cluster
-        def __init__(self, res):
-            self.res = res
-
-        def cluster_resources(self):
-            return self.res
-
-    assert _resources(FakeRay({"CPU": 4.0}), None) == ({"num_cpus": 1, "num_gpus": 0}, "cpu", 4)
-    assert _resources(FakeRay({"CPU": 16.0, "GPU": 2.0}), None) == ({"num_cpus": 1, "num_gpus": 1}, "cuda", 2)
-    assert _resources(FakeRay({"CPU": 2.0}), 1) == ({"num_cpus": 1, "num_gpus": 0}, "cpu", 1)
+    # the layout from what the cluster has: never a GPU it lacks; auto = pipelined only with GPUs
+    assert layout({"CPU": 4.0}) == Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", 4)
+    assert layout({"CPU": 2.0}, workers=1) == Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", 1)
+    assert layout({"CPU": 16.0, "GPU": 2.0}, "tasks") == Layout("tasks", {"num_cpus": 1, "num_gpus": 1}, "cuda", 2)
+    assert layout({"CPU": 16.0, "GPU": 2.0}) == Layout("pipelined", {"num_cpus": 1, "num_gpus": 0}, "cuda", 14, 2,
+                                                       {"num_cpus": 1, "num_gpus": 1})
+    # without GPUs each core holds one flow actor and one shard task: 0.75 + 0.25 CPU
+    assert layout({"CPU": 2.0}, "pipelined") == Layout("pipelined", {"num_cpus": 0.25, "num_gpus": 0}, "cpu", 2, 2,
+                                                       {"num_cpus": 0.75, "num_gpus": 0})
+    assert layout({"CPU": 8.0}, "pipelined", workers=3, flow_workers=5).flow_workers == 5
 
 
 # ---------------------------------------------------------------------------------------------- with Ray
@@ -147,9 +147,9 @@ def cluster():
     c.shutdown()
 
 
-def job(source: Path, out: Path, address: str, *extra: str) -> subprocess.Popen:
+def job(source: Path, out: Path, address: str, *extra: str, args: list[str] = ARGS) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobs.extract", "--manifest", str(source), "--out", str(out),
-           "--address", address, "--shard-size", "1", *ARGS, *extra]
+           "--address", address, "--shard-size", "1", *args, *extra]
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -233,3 +233,57 @@ def test_driver_sigkill_then_rerun_resumes(cluster, source, tmp_path):
     check_complete(out, vid)
     assert {r.video_id: (r.checksums, r.shard_sha256) for r in load_shards(out / vid).records} == old
     assert {p.name for p in out.iterdir()} == {"LATEST", vid}  # the replaced version is gone
+
+
+def flow_actors() -> dict[int, tuple[str, float]]:
+    """Live flow actors on this machine (Ray titles an actor's process ray::FlowActor...): pid -> (state,
+    CPU seconds) from /proc."""
+    found = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "cmdline").read_bytes().startswith(b"ray::FlowActor"):
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(d.name)] = (f[0], (int(f[11]) + int(f[12])) / tick)
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def long_source(tmp_path_factory) -> Path:
+    """Three videos of 130 frames: three flow requests each (64 + 64 + 1 pairs)."""
+    d = tmp_path_factory.mktemp("long")
+    return make_source(d / "manifests", {f"long{i}": write_video(d / "videos" / f"long{i}.avi",
+                                                                  moving_square(130, 48, 64, seed=i))
+                                         for i in range(3)})
+
+
+def test_pipelined_flow_worker_killed_mid_run_gives_the_same_shards(cluster, long_source, tmp_path):
+    """--mode pipelined on the two-raylet cluster (a flow actor and a shard task per node), one flow actor
+    killed with SIGKILL while it solves: its requests are solved again, and the job publishes the same
+    version as --mode tasks, byte for byte."""
+    args = ["--size", "48", "64"]  # the default Brox preset: ~0.6 s per request of 64 pairs here
+    rc, stdout, stderr = finish(job(long_source, tmp_path / "tasks", cluster.address, args=args))
+    assert rc == 0, stderr
+    vid = stdout.strip().splitlines()[-1]
+    p = job(long_source, tmp_path / "pipe", cluster.address, "--mode", "pipelined", args=args)
+    wait_for_shard(tmp_path / "pipe", p)  # a video is done: each actor has solved requests (taken in turn)
+    victim, seen, t0 = None, {}, time.time()
+    while victim is None and time.time() - t0 < 120 and p.poll() is None:
+        for pid, (state, cpu) in flow_actors().items():
+            if state == "R" and cpu > seen.setdefault(pid, cpu):  # solving a request now
+                victim = pid
+        time.sleep(0.05)
+    assert victim is not None, f"no busy flow actor seen while the job ran: {p.poll()}"
+    os.kill(victim, signal.SIGKILL)
+    rc, stdout, stderr = finish(p)
+    assert rc == 0, stderr
+    assert stdout.strip().splitlines()[-1] == vid  # the mode is not part of the version id
+    assert "pipelined: 2 flow actors" in stderr
+    pool = [x for x in stderr.splitlines() if "flow pool:" in x][-1]
+    assert str(victim) not in pool.split("pids")[1]  # the killed actor was replaced ...
+    pairs = int(re.search(r"(\d+) pairs in", pool).group(1))
+    assert pairs < 3 * 129  # ... and its counters died with it: it had solved requests before the kill
+    shards = lambda out: {r.video_id: (r.checksums, r.shard_sha256) for r in load_shards(out / vid).records}  # noqa: E731
+    assert len(shards(tmp_path / "pipe")) == 3 and shards(tmp_path / "pipe") == shards(tmp_path / "tasks")
