@@ -24,7 +24,7 @@ VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
 .PHONY: setup test demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
-        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale clean
+        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-gpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,7 +72,7 @@ card: $(STAMP)
 versions: $(STAMP)
 	$(PY) -m jobs.versions ls $(DATA) $(ARGS)
 
-bench: bench-models bench-flow bench-manifest bench-extract bench-train bench-scale
+bench: bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined
 
 bench-models: $(STAMP)
 	$(PY) -m jobs.bench.models --out docs/benchmarks/models.md $(ARGS)
@@ -91,6 +91,16 @@ bench-train: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(PY) -m jobs.bench.scale --out docs/benchmarks/scale.md $(ARGS)
+
+bench-pipelined: $(STAMP)
+	$(PY) -m jobs.bench.pipelined --out docs/benchmarks/pipelined.md $(ARGS)
+
+# the GPU checks in one go, for a machine with a CUDA device and the project's packages (no $(STAMP): on a
+# device machine run `make bench-gpu PY=python3`): flow sweep + CUDA/CPU agreement + batch invariance
+# (flow-gpu.md), then the pipelined extraction against one task per GPU (pipelined-gpu.md)
+bench-gpu:
+	$(PY) -m jobs.bench.flow --device cuda --out docs/benchmarks/flow.md
+	$(PY) -m jobs.bench.pipelined --out docs/benchmarks/pipelined-gpu.md --videos 96 --frames 72 --rounds 1
 
 clean:
 	rm -rf $(RUNS) $(DATA)/demo-run .pytest_cache

@@ -16,8 +16,9 @@ per GPU (or, on a cluster without GPUs, one per CPU core):
 Faults: actors are created with ``max_restarts=-1, max_task_retries=-1``, so a killed flow worker is
 restarted and its pending requests are sent again (a pair's flow is a pure function of the pair). An actor
 that cannot come back (its node is gone and no other node has room for it) would leave its callers waiting:
-``RemoteFlow.result`` pings the actor whenever a request takes longer than ``stall_s`` and, when the ping
-does not return in time either, sends the request to the next actor of the pool.
+``RemoteFlow.result`` pings the actor whenever a request takes longer than ``stall_s`` (30 s;
+``ASYM3D_FLOW_STALL_S`` for tests) and, when the ping does not return in time either, sends the request to the
+next actor of the pool; the worker process then skips that actor for ``DOWN_S`` seconds.
 
 A pair's flow does not depend on the other pairs of its batch (``BroxFlow.solve_sequences``; tested on CPU,
 ``jobs.bench.flow --device cuda`` checks CUDA), so the shards equal those of the per-shard mode byte for
@@ -33,7 +34,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-ACTOR_NAME = "asym3d-flow"  # process title "ray::FlowActor..." (tests find and kill it by that)
+STALL_S = float(os.environ.get("ASYM3D_FLOW_STALL_S", 30))  # seconds before a slow request's actor is pinged
+DOWN_S = 60.0  # an actor that failed a ping is skipped by this process's requests for this long
+_DOWN: dict[tuple[str, int], float] = {}  # (pool token, actor index) -> monotonic time it is skipped until
 
 
 class FlowBatcher:
@@ -185,19 +188,26 @@ class RemoteFlow:
     ``BroxFlow``); ``in_flight`` how many requests ``WindowFlow`` keeps outstanding."""
 
     def __init__(self, actors: Sequence, max_batch: int = 8, in_flight: int = 2, start: int = 0,
-                 stall_s: float = 30.0, ping_s: float = 30.0, give_up_s: float = 3600.0):
+                 stall_s: float | None = None, ping_s: float | None = None, give_up_s: float = 3600.0,
+                 token: str | None = None):
         if not actors:
             raise ValueError("RemoteFlow needs at least one flow actor")
         self.actors, self.max_batch, self.in_flight = list(actors), max_batch, in_flight
-        self.next, self.stall_s, self.ping_s, self.give_up_s = start, stall_s, ping_s, give_up_s
+        self.stall_s = STALL_S if stall_s is None else stall_s
+        self.ping_s = self.stall_s if ping_s is None else ping_s
+        self.next, self.give_up_s = start, give_up_s
+        self.token = token or os.urandom(8).hex()  # names this pool in the process's list of actors down
 
     def at(self, start: int) -> "RemoteFlow":
+        """The same pool, taking actors in turn from ``start`` (a shard task's copy)."""
         return RemoteFlow(self.actors, self.max_batch, self.in_flight, start, self.stall_s, self.ping_s,
-                          self.give_up_s)
+                          self.give_up_s, self.token)
 
     def submit(self, frames: np.ndarray) -> list:
-        k = self.next % len(self.actors)
-        self.next += 1
+        now, n = time.monotonic(), len(self.actors)
+        up = [k for k in range(self.next, self.next + n) if _DOWN.get((self.token, k % n), 0) <= now]
+        k = (up[0] if up else self.next) % n  # all down: try the next one anyway
+        self.next = k + 1
         return [frames, k, self.actors[k].solve.remote(frames)]
 
     def result(self, handle: list) -> np.ndarray:
@@ -218,6 +228,7 @@ class RemoteFlow:
                 continue  # alive and busy: keep waiting
             if time.monotonic() - t0 > self.give_up_s:
                 raise RuntimeError(f"no flow actor solved a request in {self.give_up_s:g} s")
+            _DOWN[(self.token, k)] = time.monotonic() + DOWN_S  # this process's next requests go elsewhere
             time.sleep(min(1.0, 0.05 * len(self.actors)))  # every actor down: do not spin
             k = (k + 1) % len(self.actors)
             ref = self.actors[k].solve.remote(frames)

@@ -147,10 +147,11 @@ def cluster():
     c.shutdown()
 
 
-def job(source: Path, out: Path, address: str, *extra: str, args: list[str] = ARGS) -> subprocess.Popen:
+def job(source: Path, out: Path, address: str, *extra: str, args: list[str] = ARGS,
+        env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobs.extract", "--manifest", str(source), "--out", str(out),
            "--address", address, "--shard-size", "1", *args, *extra]
-    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -259,14 +260,29 @@ def long_source(tmp_path_factory) -> Path:
                                          for i in range(3)})
 
 
-def test_pipelined_flow_worker_killed_mid_run_gives_the_same_shards(cluster, long_source, tmp_path):
+LONG_ARGS = ["--size", "48", "64"]  # the default Brox preset: ~0.6 s per request of 64 pairs here
+
+
+@pytest.fixture(scope="module")
+def tasks_reference(cluster, long_source, tmp_path_factory) -> tuple[str, dict]:
+    """long_source extracted by --mode tasks: (version id, {video: (stream checksums, shard file sha256)})."""
+    out = tmp_path_factory.mktemp("tasks")
+    rc, stdout, stderr = finish(job(long_source, out, cluster.address, "--mode", "tasks", args=LONG_ARGS))
+    assert rc == 0, stderr
+    vid = stdout.strip().splitlines()[-1]
+    return vid, shard_contents(out / vid)
+
+
+def shard_contents(vdir: Path) -> dict:
+    return {r.video_id: (r.checksums, r.shard_sha256) for r in load_shards(vdir).records}
+
+
+def test_pipelined_flow_worker_killed_mid_run_gives_the_same_shards(cluster, long_source, tasks_reference, tmp_path):
     """--mode pipelined on the two-raylet cluster (a flow actor and a shard task per node), one flow actor
     killed with SIGKILL while it solves: its requests are solved again, and the job publishes the same
     version as --mode tasks, byte for byte."""
-    args = ["--size", "48", "64"]  # the default Brox preset: ~0.6 s per request of 64 pairs here
-    rc, stdout, stderr = finish(job(long_source, tmp_path / "tasks", cluster.address, args=args))
-    assert rc == 0, stderr
-    vid = stdout.strip().splitlines()[-1]
+    vid, reference = tasks_reference
+    args = LONG_ARGS
     p = job(long_source, tmp_path / "pipe", cluster.address, "--mode", "pipelined", args=args)
     wait_for_shard(tmp_path / "pipe", p)  # a video is done: each actor has solved requests (taken in turn)
     victim, seen, t0 = None, {}, time.time()
@@ -285,5 +301,30 @@ def test_pipelined_flow_worker_killed_mid_run_gives_the_same_shards(cluster, lon
     assert str(victim) not in pool.split("pids")[1]  # the killed actor was replaced ...
     pairs = int(re.search(r"(\d+) pairs in", pool).group(1))
     assert pairs < 3 * 129  # ... and its counters died with it: it had solved requests before the kill
-    shards = lambda out: {r.video_id: (r.checksums, r.shard_sha256) for r in load_shards(out / vid).records}  # noqa: E731
-    assert len(shards(tmp_path / "pipe")) == 3 and shards(tmp_path / "pipe") == shards(tmp_path / "tasks")
+    assert len(reference) == 3 and shard_contents(tmp_path / "pipe" / vid) == reference
+
+
+def test_pipelined_node_lost_mid_run_gives_the_same_shards(cluster, long_source, tasks_reference, tmp_path):
+    """The worker node (one flow actor, one shard task) removed mid-run: Ray retries the shard task on the
+    head, the lost actor cannot be placed again (no room), so its requests move to the head's actor after a
+    stall + ping (2 s each here); the same shards as --mode tasks."""
+    vid, reference = tasks_reference
+    out = tmp_path / "pipe"
+    p = job(long_source, out, cluster.address, "--mode", "pipelined", args=LONG_ARGS,
+            env={"ASYM3D_FLOW_STALL_S": "2"})
+    wait_for_shard(out, p)
+    worker = [n for n in cluster.list_all_nodes() if n is not cluster.head_node][0]
+    cluster.remove_node(worker, allow_graceful=False)
+    try:
+        rc, stdout, stderr = finish(p, timeout=300)
+        if rc != 0:  # retries exhausted: nothing published, a rerun finishes the remaining shards
+            assert "nothing published" in stderr and not (out / "LATEST").exists()
+            rc, stdout, stderr = finish(job(long_source, out, cluster.address, "--mode", "pipelined",
+                                            args=LONG_ARGS, env={"ASYM3D_FLOW_STALL_S": "2"}), timeout=300)
+        assert rc == 0, stderr
+        assert stdout.strip().splitlines()[-1] == vid
+        assert "(1 did not answer)" in stderr  # the lost node's actor is still waiting for room
+        assert shard_contents(out / vid) == reference
+    finally:
+        cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)  # restore for the next test
+        cluster.wait_for_nodes()

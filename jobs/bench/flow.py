@@ -198,6 +198,24 @@ def table(results: dict, sizes) -> list[str]:
     return lines
 
 
+def batch_invariance(frames, device: torch.device, preset: str) -> list[str]:
+    """Does a pair's flow depend on the other pairs of its batch? The pipelined extraction batches pairs of
+    several videos together (manifests.flowpool) and promises the shards of the per-shard tasks, byte for
+    byte: two 9-frame sequences solved alone (batches of 8 and 1) against solved together in batches of 5."""
+    seq = []
+    for k, f in enumerate(frames[:2]):
+        base = make_suite([f], 128, 171)[:1][0]
+        img = np.repeat((base["i0"] * 255).round().astype(np.uint8)[..., None], 3, -1)  # (H, W, 3)
+        seq.append(np.stack([np.roll(img, 2 * t + k, axis=1) for t in range(9)]))
+    alone = [BroxFlow(device=device, preset=preset)(x) for x in seq]
+    together = BroxFlow(device=device, max_batch=5, preset=preset).solve_sequences(seq)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(alone, together))
+    same = all(np.array_equal(a, b) for a, b in zip(alone, together))
+    return [f"### Batch invariance ({preset}, 171x128, two 9-frame sequences alone vs mixed in batches of 5)", "",
+            f"bit-identical: {'yes' if same else 'NO'}; largest difference {worst:.3g} px"
+            + ("" if same else " (the pipelined mode's shards then differ from --mode tasks in the last bits)")]
+
+
 def gpu_report(frames, device: torch.device, batches: list[int], preset: str) -> list[str]:
     """Batch sweep (pairs/s, peak memory; eager and CUDA graph) at three sizes, and CUDA vs CPU agreement."""
     lines = [f"### Agreement with the CPU ({preset} preset, 171x128, 4 pairs)", ""]
@@ -208,7 +226,7 @@ def gpu_report(frames, device: torch.device, batches: list[int], preset: str) ->
     got = brox_flow(i0.to(device), i1.to(device), preset=preset).permute(0, 2, 3, 1).cpu().numpy()
     diff = float(epe_map(got, ref).mean())
     lines += [f"mean EPE between CUDA and CPU flows: {diff:.2e} px (goal <= 1e-3: {'met' if diff <= 1e-3 else 'NOT met'})",
-              "", "### Batch sweep", "",
+              "", *batch_invariance(frames, device, preset), "", "### Batch sweep", "",
               "| size (WxH) | mode | batch | s/call | pairs/s | peak memory GiB |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     print("\n".join(lines), flush=True)
     p = brox_params(preset)
