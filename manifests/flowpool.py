@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 STALL_S = float(os.environ.get("ASYM3D_FLOW_STALL_S", 30))  # seconds before a slow request's actor is pinged
+LOAD_S = 1.0  # seconds to wait for the actors' loads before sending a request
 DOWN_S = 60.0  # an actor that failed a ping is skipped by this process's requests for this long
 _DOWN: dict[tuple[str, int], float] = {}  # (pool token, actor index) -> monotonic time it is skipped until
 
@@ -53,6 +54,7 @@ class FlowBatcher:
                  check: Callable[[np.ndarray], None] | None = None):
         self.solve_many, self.batch_pairs, self.max_wait_s, self.check = solve_many, batch_pairs, max_wait_s, check
         self.queue: list[tuple[np.ndarray, asyncio.Future]] = []
+        self.solving = 0  # pairs of the batch being solved
         self.arrived: asyncio.Event | None = None
         self.runner: asyncio.Task | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flow")
@@ -97,6 +99,7 @@ class FlowBatcher:
                 batch.append(item)
                 n += self._pairs(item[0])
             t = time.monotonic()
+            self.solving = n
             try:
                 flows = await loop.run_in_executor(self.pool, self.solve_many, [f for f, _ in batch])
             except Exception as e:  # noqa: BLE001  the batch's callers get the error
@@ -108,6 +111,7 @@ class FlowBatcher:
                 for (_, fut), flow in zip(batch, flows):
                     if not fut.done():
                         fut.set_result(flow)
+            self.solving = 0
             c = self.counts
             c["busy_s"] += time.monotonic() - t
             c["requests"] += len(batch)
@@ -117,6 +121,10 @@ class FlowBatcher:
             c["max_pairs_per_batch"] = max(c["max_pairs_per_batch"], n)
             if self.queue:
                 self.arrived.set()
+
+    def queued_pairs(self) -> int:
+        """Pairs waiting or being solved: what a caller choosing the least loaded actor compares."""
+        return sum(self._pairs(f) for f, _ in self.queue) + self.solving
 
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "busy_s": round(self.counts["busy_s"], 3),
@@ -146,6 +154,9 @@ class FlowActor:
 
     async def ping(self) -> int:
         return os.getpid()
+
+    async def load(self) -> int:
+        return self.batcher.queued_pairs()
 
 
 def start_pool(ray, n: int, actor_opts: dict[str, Any], flow_params: dict[str, Any], device: str,
@@ -183,8 +194,8 @@ def stop_pool(ray, actors: Sequence) -> None:
 class RemoteFlow:
     """A shard task's flow stage in the pipelined mode: ``BroxFlow``'s call plus ``submit`` / ``result``.
 
-    Requests go to the pool's actors in turn, starting at ``start`` (the shard's index, so shards spread
-    over the pool). ``max_batch`` is the batch that ``WindowFlow`` groups pairs by (as with a local
+    Each request goes to the actor with the fewest queued pairs (``FlowActor.load``), ties broken in turn
+    from ``start`` (the shard's index, so shards spread over the pool). ``max_batch`` is the batch that ``WindowFlow`` groups pairs by (as with a local
     ``BroxFlow``); ``in_flight`` how many requests ``WindowFlow`` keeps outstanding."""
 
     def __init__(self, actors: Sequence, max_batch: int = 8, in_flight: int = 2, start: int = 0,
@@ -204,9 +215,25 @@ class RemoteFlow:
                           self.give_up_s, self.token)
 
     def submit(self, frames: np.ndarray) -> list:
+        """Send a request to the least loaded actor (pairs queued; ties: the next in turn) among those not
+        down; an actor that does not report its load within ``LOAD_S`` is passed over this time."""
+        import ray
+
         now, n = time.monotonic(), len(self.actors)
-        up = [k for k in range(self.next, self.next + n) if _DOWN.get((self.token, k % n), 0) <= now]
-        k = (up[0] if up else self.next) % n  # all down: try the next one anyway
+        up = [k % n for k in range(self.next, self.next + n) if _DOWN.get((self.token, k % n), 0) <= now]
+        k = up[0] if up else self.next % n  # all down: try the next one anyway
+        if len(up) > 1:
+            refs = [self.actors[j].load.remote() for j in up]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=LOAD_S)
+            loads = {}
+            for j, r in zip(up, refs):
+                if r in ready:
+                    try:
+                        loads[j] = ray.get(r)
+                    except ray.exceptions.RayError:
+                        pass
+            if loads:
+                k = min(loads, key=lambda j: (loads[j], up.index(j)))
         self.next = k + 1
         return [frames, k, self.actors[k].solve.remote(frames)]
 

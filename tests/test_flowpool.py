@@ -150,6 +150,9 @@ class Stuck:
     async def ping(self):
         await asyncio.sleep(3600)
 
+    async def load(self):
+        await asyncio.sleep(3600)
+
 
 class Echo:
     async def solve(self, frames):
@@ -159,6 +162,9 @@ class Echo:
 
     async def ping(self):
         return os.getpid()
+
+    async def load(self):
+        return 0
 
 
 def test_remote_flow_moves_requests_off_a_dead_or_stuck_actor(ray_local):
@@ -170,9 +176,13 @@ def test_remote_flow_moves_requests_off_a_dead_or_stuck_actor(ray_local):
     dead = ray.remote(Echo).options(**opts).remote()
     ray.kill(dead, no_restart=True)
     frames = np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3)
-    flow = RemoteFlow([stuck, dead, echo], stall_s=0.3, ping_s=0.3)
-    assert np.array_equal(flow(frames), frames[1:, ..., :2])  # stuck (no ping) -> dead (actor error) -> echo
-    assert np.array_equal(flow.at(1)(frames), frames[1:, ..., :2])
+    flow = RemoteFlow([stuck, dead, echo], stall_s=2.0, ping_s=2.0)  # echo answers in ms
+    assert np.array_equal(flow(frames), frames[1:, ..., :2])  # the only actor that reports a load: echo
+    # a request already sent to the stuck actor: no answer, no ping -> the dead one (actor error) -> echo
+    assert np.array_equal(flow.result([frames, 0, stuck.solve.remote(frames)]), frames[1:, ..., :2])
+    from manifests.flowpool import _DOWN
+    assert {k for (tok, k) in _DOWN if tok == flow.token} == {0, 1}  # both skipped by this process for a while
+    assert flow.at(0).submit(frames)[1] == 2
     with pytest.raises(ValueError, match="shape"):  # the request's own error is the caller's, not a failover
         RemoteFlow([echo])(frames[0])
     with pytest.raises(RuntimeError, match="no flow actor"):
