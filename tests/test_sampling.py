@@ -86,15 +86,41 @@ def test_frame_stream_chunks_equal_whole_decode(tmp_path):
         chunks = list(fs)
         assert [(b, len(c)) for b, c in chunks] == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]
         assert fs.count == 23 and fs.backend == backend
-        if backend == "decord":
-            assert np.array_equal(np.concatenate([c for _, c in chunks]), whole)
-        # only some ranges: decord seeks over the gaps, ffmpeg decodes through them; same frames
+        assert np.array_equal(np.concatenate([c for _, c in chunks]), whole)  # same frames from both backends
+        # only some ranges: decord seeks over the gaps (stopping its decoder after each), ffmpeg decodes
+        # through them; same frames
         got = list(FrameStream(p, (32, 40), chunk=4, backend=backend, ranges=[(2, 4), (9, 15), (20, 30)]))
         idx = [b + i for b, c in got for i in range(len(c))]
         assert idx == [2, 3, *range(9, 15), 20, 21, 22] and max(len(c) for _, c in got) <= 4
-        if backend == "decord":
-            assert all(np.array_equal(c, whole[b:b + len(c)]) for b, c in got)
+        assert all(np.array_equal(c, whole[b:b + len(c)]) for b, c in got)
     assert sum(len(c) for _, c in FrameStream(p, (32, 40), chunk=4, limit=9)) == 9
+
+
+def test_frame_stream_of_a_long_video_goes_through_ffmpeg(tmp_path, monkeypatch):
+    """Past DECORD_AHEAD_MAX_BYTES (decord would read and decode ahead of the caller), the default order
+    streams with ffmpeg and keeps decord as the fallback; same frames, no failure note."""
+    from pipeline import decode
+
+    p = write_video(tmp_path / "v.avi", moving_square(23, 48, 64))
+    whole = decode_video(p, (32, 40))
+    size = p.stat().st_size + 23 * 32 * 40 * 3  # what decord could hold ahead of the caller here
+    for limit, backend in ((size, "decord"), (size - 1, "ffmpeg")):
+        monkeypatch.setattr(decode, "DECORD_AHEAD_MAX_BYTES", limit)
+        fs = FrameStream(p, (32, 40), chunk=5)
+        assert np.array_equal(np.concatenate([c for _, c in fs]), whole)
+        assert fs.backend == backend and fs.note is None and fs.count == 23
+    # declined decord is still the fallback when ffmpeg fails
+    monkeypatch.setitem(decode.STREAM_BACKENDS, "ffmpeg", _failing)
+    fs = FrameStream(p, (32, 40), chunk=5)
+    assert np.array_equal(np.concatenate([c for _, c in fs]), whole)
+    assert fs.backend == "decord" and "ffmpeg broke" in fs.note
+
+
+def _failing(path, size, chunk, ranges):
+    from pipeline.decode import BackendFailure
+
+    raise BackendFailure("ffmpeg broke")
+    yield  # a generator, like the real backends
 
 
 # ------------------------------------------------------------------------------------- streaming extraction
