@@ -144,8 +144,9 @@ def decode_ffmpeg(path: Path, size: tuple[int, int]) -> np.ndarray:
     import ffmpeg
 
     h, w = size
-    stream = ffmpeg.input(str(path), threads=DECORD_THREADS).output("pipe:", format="rawvideo", pix_fmt="rgb24", vf=scale_filter(size),
-                                           map="0:v:0", fps_mode="passthrough", loglevel="error")
+    stream = ffmpeg.input(str(path), threads=DECORD_THREADS).output(
+        "pipe:", format="rawvideo", pix_fmt="rgb24", vf=scale_filter(size), map="0:v:0", fps_mode="passthrough",
+        loglevel="error")
     try:
         out, err = stream.run(cmd=_ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True)
         failed = None
@@ -363,14 +364,15 @@ def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
 
 def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None):
     """ffmpeg (scaled by ffmpeg to ``size``) read from its stdout pipe ``chunk`` frames at a time, yielding
-    (first index, frames); sequential (``ranges`` only tells where to stop)."""
+    (first index, frames); sequential (``ranges`` only tells where to stop). ``-xerror``: a frame it cannot
+    decode stops it with an error (BackendFailure) instead of being dropped or concealed."""
     import tempfile
 
     h, w = size
     frame_bytes = h * w * 3
     stop = ranges[-1][1] if ranges else None
-    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-threads", str(DECORD_THREADS), "-i", str(path),
-           "-map", "0:v:0",
+    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-xerror", "-threads", str(DECORD_THREADS), "-i",
+           str(path), "-map", "0:v:0",
            "-fps_mode", "passthrough", "-vf", scale_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
@@ -409,12 +411,14 @@ class FrameStream:
     buffer), and decord is the fallback. The frames are the same either way (``scale_filter``).
 
     ``ranges`` (sorted, disjoint [start, stop) source indices) keeps only those frames (decord seeks over the
-    gaps; ffmpeg decodes through them); ``limit`` stops after that many source frames. Same fallback rule
-    as ``decode_video_ex``, applied while streaming: when a backend fails part-way, the next backend of
-    DEFAULT_ORDER decodes from the start and only frames past the last one emitted are kept; when every
-    backend fails, the stream ends after the furthest frame any of them reached (``note`` says why), or
-    raises DecodeError if none produced a frame. After the iteration: ``count`` frames emitted, ``pos``
-    (one past the last source index emitted), ``backend`` that emitted the last ones, ``note``."""
+    gaps; ffmpeg decodes through them); ``limit`` stops after that many source frames. Failures: a backend
+    that fails before its first frame hands over to the next one of the order (``note`` says why); when
+    none produces a frame, DecodeError. A backend that fails after frames were emitted (a corrupt or
+    damaged frame part-way: decord raises, ffmpeg runs with ``-xerror``) raises DecodeError: the video is
+    a failure with its reason, never a splice of two decoders' frames (ffmpeg drops a frame it cannot
+    decode, so its indices past the damage are not decord's). Unlike ``decode_video_ex``, no truncated
+    prefix is kept. After the iteration: ``count`` frames emitted, ``pos`` (one past the last source index
+    emitted), ``backend`` that emitted them, ``note``."""
 
     def __init__(self, path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, chunk: int = STREAM_CHUNK,
                  backend: str | None = None, limit: int | None = None, ranges: Ranges | None = None,
@@ -477,15 +481,17 @@ class FrameStream:
                 order.append(name)
                 continue
             except BackendFailure as f:
+                if self.count:  # frames already went out: the video is damaged part-way, a failure
+                    raise DecodeError(self.path, f"{f.reason} (after {self.count} frames were streamed)") from None
                 reasons.append(f.reason)
                 continue
             finally:
                 gen.close()
             self.note = "; ".join(reasons) or None
             return
-        if self.count == 0 and self.ranges != []:
+        if self.ranges != []:
             raise DecodeError(self.path, "; ".join(reasons))
-        self.note = "truncated: " + "; ".join(reasons)
+        self.note = "; ".join(reasons)
 
 
 # The streaming API a contained child serves (pipeline.contain calls module-level functions): the open

@@ -219,6 +219,48 @@ def test_failure_part_way_discards_the_group(tmp_path, monkeypatch):
         assert r.verify(full=True) == ["other"]
 
 
+def _damaged_in_the_middle(path, n: int):
+    """An MP4 of ``n`` frames (moov first) with random bytes over 2 KB of its data at half the file."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = write_video(path.with_name("src.mp4"), moving_square(n, 48, 64, seed=3))
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-c", "copy",
+                    "-movflags", "+faststart", str(path)], check=True)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+# decord first (it raises; in the contained child, as in production) / ffmpeg first (-xerror; in-process, so
+# that the monkeypatched limit applies)
+@pytest.mark.parametrize("decord_ahead,contained", [(None, True), (0, False)])
+def test_corrupt_frame_mid_video_is_a_failure_and_nothing_else_is_lost(tmp_path, monkeypatch, decord_ahead,
+                                                                         contained):
+    """Issue 10 (bad input): a corrupt frame in the middle of a long video makes the video a failure with
+    its reason (stage decode, after the frames streamed before the damage), through build_shard; the other
+    video of the shard is extracted as usual."""
+    from manifests.extraction import ShardPlan, build_shard
+    from pipeline import decode
+
+    if decord_ahead is not None:  # the decoder child inherits the environment, not a monkeypatch
+        monkeypatch.setattr(decode, "DECORD_AHEAD_MAX_BYTES", decord_ahead)
+    bad = _damaged_in_the_middle(tmp_path / "bad.mp4", 200)
+    good = write_video(tmp_path / "good.avi", moving_square(9, 48, 64))
+    assert len(decode.decode_video_ex(bad, (32, 40), "ffmpeg").frames) > 100  # plain ffmpeg conceals it
+    vids = (VideoTask("bad", str(bad), "bad.mp4", None, None), VideoTask("good", str(good), "good.avi", None, None))
+    s = build_shard(ShardPlan(0, "00000.h5", vids), CFG, str(tmp_path / "shards"), contained=contained)
+    (f,) = s["failures"]
+    assert f["video_id"] == "bad" and f["stage"] == "decode" and "bad.mp4" in f["error"], f
+    assert "frames were streamed" in f["error"], f
+    assert [(v["video_id"], v["n_rgb"]) for v in s["videos"]] == [("good", 9)]
+    with ShardReader(s["path"]) as r:
+        assert r.verify(full=True) == ["good"]
+
+
 # ------------------------------------------------------------------------------------- clips inside windows
 def test_window_clip_starts_stay_inside_windows():
     from pipeline import clips
