@@ -375,10 +375,13 @@ def report(out: Path, res: dict, args) -> None:
           "## Peak memory of one worker against video length (1280x720 source)", "",
           *rss_table(res["rss"])]
     L += ["", "`stream`: this code (`stream_video`: chunks of 64 frames through decode, flow, streams and the "
-          "shard, decoding in the contained child). `whole`: the previous per-video path (decode the whole video "
+          "shard, decoding in the contained child; through an ffmpeg process that the child reads from a pipe "
+          "when decord could hold more than `DECORD_AHEAD_MAX_BYTES` ahead, whose peak is the ffmpeg column, "
+          "sampled every 0.5 s; `-`: decord streamed). `whole`: the previous per-video path (decode the whole video "
           "in the child, send it back, flow on all of it, then write), kept in `manifests.extraction` as "
           "`decode` + `make_streams`. Brox with inner=outer=solver=1 and lzf for every stream here (memory does "
-          "not depend on the iteration counts or the codec; the run time does). Each row is a fresh process; peak "
+          "not depend on the iteration counts or the codec: a batch's arrays have the same shapes; the run time "
+          "does). Each row is a fresh process; peak "
           "RSS is `VmHWM` of /proc/PID/status of the worker and of its contained decoder child, read at the end "
           "(not `ru_maxrss`, which Linux carries over from the parent process).", ""]
     L += [f"- {n}" for n in res.get("rss_notes", [])] + ([""] if res.get("rss_notes") else [])
