@@ -35,7 +35,7 @@ import numpy as np
 
 DEFAULT_SIZE = (128, 171)  # (H, W) as in C3D / the paper
 DECORD_BATCH = 64  # frames per decord get_batch call
-DECORD_THREADS = 1  # decoder threads per call; parallelism comes from Ray tasks
+DECORD_THREADS = 1  # decoder threads per call (decord and ffmpeg); parallelism comes from Ray tasks
 PROBE_TIMEOUT_S = 120  # reading a header takes milliseconds; a hang means a pathological file
 # decode time limit (decode_timeout): a floor, and a pessimistic throughput in decoded pixels per second
 DECODE_TIMEOUT_FLOOR_S = 30.0
@@ -94,6 +94,14 @@ def _ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def scale_filter(size: tuple[int, int]) -> str:
+    """The ffmpeg filter that scales to ``size`` (H, W) exactly as decord does (its filter graph scales with
+    libswscale's bilinear mode): the ffmpeg backends then give decord's frames bit for bit (tests/test_decode.py),
+    so a fallback or a long video streamed through ffmpeg (``FrameStream``) changes no pixel."""
+    h, w = size
+    return f"scale={w}:{h}:flags=bilinear"
+
+
 def _empty(size: tuple[int, int]) -> np.ndarray:
     return np.zeros((0, size[0], size[1], 3), np.uint8)
 
@@ -136,8 +144,9 @@ def decode_ffmpeg(path: Path, size: tuple[int, int]) -> np.ndarray:
     import ffmpeg
 
     h, w = size
-    stream = ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
-                                           map="0:v:0", fps_mode="passthrough", loglevel="error")
+    stream = ffmpeg.input(str(path), threads=DECORD_THREADS).output(
+        "pipe:", format="rawvideo", pix_fmt="rgb24", vf=scale_filter(size), map="0:v:0", fps_mode="passthrough",
+        loglevel="error")
     try:
         out, err = stream.run(cmd=_ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True)
         failed = None
@@ -304,13 +313,28 @@ def _last_line(text: str) -> str:
 
 # ---------------------------------------------------------------- streaming (bounded memory)
 STREAM_CHUNK = 64  # frames per chunk of a FrameStream
+# decord's read-ahead (file bytes + the longest range's decoded frames, see stream_decord) above which a
+# FrameStream with the default order streams through ffmpeg first (same frames: scale_filter)
+DECORD_AHEAD_MAX_BYTES = 256 * 2**20
 Ranges = list[tuple[int, int]]  # sorted, disjoint [start, stop) source frame ranges
 
 
-def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None):
+class HoldsTooMuch(Exception):
+    """stream_decord declines a stream (before any frame) whose read-ahead could exceed ``max_ahead`` bytes."""
+
+
+def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None,
+                  max_ahead: int | None = None):
     """decord, yielding (first index, frames) chunks. Sequential get_batch calls read on without seeking;
     with ``ranges`` only those frames are asked for, so decord seeks (to the keyframe before a range, then
-    decodes forward) over the gaps. Raises BackendFailure."""
+    decodes forward) over the gaps. Raises BackendFailure.
+
+    Memory: decord's reader thread queues compressed packets without bound while its decoder thread has no
+    frame ready (in practice the rest of the file), and the decoder thread turns every queued packet into a
+    frame at ``size`` while the caller is away, so between two chunks it may hold the rest of the range
+    decoded. ``max_ahead``: raise HoldsTooMuch when file bytes + the longest range's frame bytes exceed it.
+    After each range the decoder is stopped (``seek(0)`` clears its queues), so it never decodes past a
+    range while the caller works on it."""
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)
@@ -322,26 +346,34 @@ def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
     n = len(vr)
     if n == 0:
         raise BackendFailure("decord decoded no frames")
-    for a, b in ranges if ranges is not None else [(0, n)]:
-        for start in range(a, min(b, n), chunk):
+    spans = [(a, min(b, n)) for a, b in (ranges if ranges is not None else [(0, n)]) if a < min(b, n)]
+    longest = max((b - a for a, b in spans), default=0)
+    if max_ahead is not None and path.stat().st_size + longest * h * w * 3 > max_ahead:
+        raise HoldsTooMuch(f"decord could hold {path.stat().st_size + longest * h * w * 3:,} bytes ahead")
+    for i, (a, b) in enumerate(spans):
+        for start in range(a, b, chunk):
             try:
-                out = vr.get_batch(list(range(start, min(b, n, start + chunk)))).asnumpy()
+                out = vr.get_batch(list(range(start, min(b, start + chunk)))).asnumpy()
             except decord.DECORDError as e:
                 raise BackendFailure(f"decord failed at frame {start} of {n} indexed frames: "
                                      f"{_last_line(str(e))}") from None
+            if start + chunk >= b and i + 1 < len(spans):
+                vr.seek(0)  # stop the decoder thread and drop its queues: nothing decoded past the range
             yield start, np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None):
     """ffmpeg (scaled by ffmpeg to ``size``) read from its stdout pipe ``chunk`` frames at a time, yielding
-    (first index, frames); sequential (``ranges`` only tells where to stop)."""
+    (first index, frames); sequential (``ranges`` only tells where to stop). ``-xerror``: a frame it cannot
+    decode stops it with an error (BackendFailure) instead of being dropped or concealed."""
     import tempfile
 
     h, w = size
     frame_bytes = h * w * 3
     stop = ranges[-1][1] if ranges else None
-    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
-           "-fps_mode", "passthrough", "-s", f"{w}x{h}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-xerror", "-threads", str(DECORD_THREADS), "-i",
+           str(path), "-map", "0:v:0",
+           "-fps_mode", "passthrough", "-vf", scale_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         n, code = 0, 0
@@ -373,13 +405,20 @@ class FrameStream:
     """Iterate a video's frames as (first source index, frames (N, H, W, 3) uint8 RGB at ``size``) chunks of
     at most ``chunk`` frames: memory is bounded by a chunk whatever the video's length.
 
+    Memory of the default order (decord, then ffmpeg): decord reads and decodes ahead of the caller
+    (``stream_decord``), up to the file's bytes plus a range's frames; when that could pass
+    DECORD_AHEAD_MAX_BYTES (long videos) ffmpeg streams first, through a pipe (a chunk plus the pipe's
+    buffer), and decord is the fallback. The frames are the same either way (``scale_filter``).
+
     ``ranges`` (sorted, disjoint [start, stop) source indices) keeps only those frames (decord seeks over the
-    gaps; ffmpeg decodes through them); ``limit`` stops after that many source frames. Same fallback rule
-    as ``decode_video_ex``, applied while streaming: when a backend fails part-way, the next backend of
-    DEFAULT_ORDER decodes from the start and only frames past the last one emitted are kept; when every
-    backend fails, the stream ends after the furthest frame any of them reached (``note`` says why), or
-    raises DecodeError if none produced a frame. After the iteration: ``count`` frames emitted, ``pos``
-    (one past the last source index emitted), ``backend`` that emitted the last ones, ``note``."""
+    gaps; ffmpeg decodes through them); ``limit`` stops after that many source frames. Failures: a backend
+    that fails before its first frame hands over to the next one of the order (``note`` says why); when
+    none produces a frame, DecodeError. A backend that fails after frames were emitted (a corrupt or
+    damaged frame part-way: decord raises, ffmpeg runs with ``-xerror``) raises DecodeError: the video is
+    a failure with its reason, never a splice of two decoders' frames (ffmpeg drops a frame it cannot
+    decode, so its indices past the damage are not decord's). Unlike ``decode_video_ex``, no truncated
+    prefix is kept. After the iteration: ``count`` frames emitted, ``pos`` (one past the last source index
+    emitted), ``backend`` that emitted them, ``note``."""
 
     def __init__(self, path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, chunk: int = STREAM_CHUNK,
                  backend: str | None = None, limit: int | None = None, ranges: Ranges | None = None,
@@ -422,8 +461,12 @@ class FrameStream:
     def _decode(self, size: tuple[int, int]):
         reasons = []
         end = self.ranges[-1][1] if self.ranges else None
-        for name in self.order:
-            gen = STREAM_BACKENDS[name](self.path, size, self.chunk, self.ranges)
+        order, declined = list(self.order), set()
+        for name in order:  # grows by one when decord declines and becomes the last fallback
+            opts = {}
+            if name == "decord" and len(self.order) > 1 and name not in declined:
+                opts["max_ahead"] = DECORD_AHEAD_MAX_BYTES
+            gen = STREAM_BACKENDS[name](self.path, size, self.chunk, self.ranges, **opts)
             try:
                 for base, frames in gen:
                     for lo, part in self._keep(base, frames):
@@ -433,16 +476,22 @@ class FrameStream:
                         yield lo, part
                     if end is not None and self.pos >= end:
                         break
+            except HoldsTooMuch:  # a long range: stream it with ffmpeg (bounded by its pipe), decord after it
+                declined.add(name)
+                order.append(name)
+                continue
             except BackendFailure as f:
+                if self.count:  # frames already went out: the video is damaged part-way, a failure
+                    raise DecodeError(self.path, f"{f.reason} (after {self.count} frames were streamed)") from None
                 reasons.append(f.reason)
                 continue
             finally:
                 gen.close()
             self.note = "; ".join(reasons) or None
             return
-        if self.count == 0 and self.ranges != []:
+        if self.ranges != []:
             raise DecodeError(self.path, "; ".join(reasons))
-        self.note = "truncated: " + "; ".join(reasons)
+        self.note = "; ".join(reasons)
 
 
 # The streaming API a contained child serves (pipeline.contain calls module-level functions): the open

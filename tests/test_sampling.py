@@ -86,15 +86,41 @@ def test_frame_stream_chunks_equal_whole_decode(tmp_path):
         chunks = list(fs)
         assert [(b, len(c)) for b, c in chunks] == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]
         assert fs.count == 23 and fs.backend == backend
-        if backend == "decord":
-            assert np.array_equal(np.concatenate([c for _, c in chunks]), whole)
-        # only some ranges: decord seeks over the gaps, ffmpeg decodes through them; same frames
+        assert np.array_equal(np.concatenate([c for _, c in chunks]), whole)  # same frames from both backends
+        # only some ranges: decord seeks over the gaps (stopping its decoder after each), ffmpeg decodes
+        # through them; same frames
         got = list(FrameStream(p, (32, 40), chunk=4, backend=backend, ranges=[(2, 4), (9, 15), (20, 30)]))
         idx = [b + i for b, c in got for i in range(len(c))]
         assert idx == [2, 3, *range(9, 15), 20, 21, 22] and max(len(c) for _, c in got) <= 4
-        if backend == "decord":
-            assert all(np.array_equal(c, whole[b:b + len(c)]) for b, c in got)
+        assert all(np.array_equal(c, whole[b:b + len(c)]) for b, c in got)
     assert sum(len(c) for _, c in FrameStream(p, (32, 40), chunk=4, limit=9)) == 9
+
+
+def test_frame_stream_of_a_long_video_goes_through_ffmpeg(tmp_path, monkeypatch):
+    """Past DECORD_AHEAD_MAX_BYTES (decord would read and decode ahead of the caller), the default order
+    streams with ffmpeg and keeps decord as the fallback; same frames, no failure note."""
+    from pipeline import decode
+
+    p = write_video(tmp_path / "v.avi", moving_square(23, 48, 64))
+    whole = decode_video(p, (32, 40))
+    size = p.stat().st_size + 23 * 32 * 40 * 3  # what decord could hold ahead of the caller here
+    for limit, backend in ((size, "decord"), (size - 1, "ffmpeg")):
+        monkeypatch.setattr(decode, "DECORD_AHEAD_MAX_BYTES", limit)
+        fs = FrameStream(p, (32, 40), chunk=5)
+        assert np.array_equal(np.concatenate([c for _, c in fs]), whole)
+        assert fs.backend == backend and fs.note is None and fs.count == 23
+    # declined decord is still the fallback when ffmpeg fails
+    monkeypatch.setitem(decode.STREAM_BACKENDS, "ffmpeg", _failing)
+    fs = FrameStream(p, (32, 40), chunk=5)
+    assert np.array_equal(np.concatenate([c for _, c in fs]), whole)
+    assert fs.backend == "decord" and "ffmpeg broke" in fs.note
+
+
+def _failing(path, size, chunk, ranges):
+    from pipeline.decode import BackendFailure
+
+    raise BackendFailure("ffmpeg broke")
+    yield  # a generator, like the real backends
 
 
 # ------------------------------------------------------------------------------------- streaming extraction
@@ -191,6 +217,48 @@ def test_failure_part_way_discards_the_group(tmp_path, monkeypatch):
                         "rgbf": np.zeros((1, 32, 40, 3), np.uint8)})
     with ShardReader(tmp_path / "s.h5") as r:
         assert r.verify(full=True) == ["other"]
+
+
+def _damaged_in_the_middle(path, n: int):
+    """An MP4 of ``n`` frames (moov first) with random bytes over 2 KB of its data at half the file."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = write_video(path.with_name("src.mp4"), moving_square(n, 48, 64, seed=3))
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-c", "copy",
+                    "-movflags", "+faststart", str(path)], check=True)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+# decord first (it raises; in the contained child, as in production) / ffmpeg first (-xerror; in-process, so
+# that the monkeypatched limit applies)
+@pytest.mark.parametrize("decord_ahead,contained", [(None, True), (0, False)])
+def test_corrupt_frame_mid_video_is_a_failure_and_nothing_else_is_lost(tmp_path, monkeypatch, decord_ahead,
+                                                                         contained):
+    """Issue 10 (bad input): a corrupt frame in the middle of a long video makes the video a failure with
+    its reason (stage decode, after the frames streamed before the damage), through build_shard; the other
+    video of the shard is extracted as usual."""
+    from manifests.extraction import ShardPlan, build_shard
+    from pipeline import decode
+
+    if decord_ahead is not None:  # the decoder child inherits the environment, not a monkeypatch
+        monkeypatch.setattr(decode, "DECORD_AHEAD_MAX_BYTES", decord_ahead)
+    bad = _damaged_in_the_middle(tmp_path / "bad.mp4", 200)
+    good = write_video(tmp_path / "good.avi", moving_square(9, 48, 64))
+    assert len(decode.decode_video_ex(bad, (32, 40), "ffmpeg").frames) > 100  # plain ffmpeg conceals it
+    vids = (VideoTask("bad", str(bad), "bad.mp4", None, None), VideoTask("good", str(good), "good.avi", None, None))
+    s = build_shard(ShardPlan(0, "00000.h5", vids), CFG, str(tmp_path / "shards"), contained=contained)
+    (f,) = s["failures"]
+    assert f["video_id"] == "bad" and f["stage"] == "decode" and "bad.mp4" in f["error"], f
+    assert "frames were streamed" in f["error"], f
+    assert [(v["video_id"], v["n_rgb"]) for v in s["videos"]] == [("good", 9)]
+    with ShardReader(s["path"]) as r:
+        assert r.verify(full=True) == ["good"]
 
 
 # ------------------------------------------------------------------------------------- clips inside windows

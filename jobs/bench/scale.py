@@ -148,6 +148,7 @@ def rss_child(path: str, size: str, mode: str) -> None:
                         codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"})
     task = VideoTask("v", path, Path(path).name, None, None)
     flow = flow_stage(cfg, "cpu")
+    grand = GrandchildPeak(lambda: shared().proc)
     t = time.perf_counter()
     out = Path(path).with_suffix(f".{size}.{mode}.h5")
     with ShardWriter(out, codec=cfg.codec) as w:
@@ -160,10 +161,39 @@ def rss_child(path: str, size: str, mode: str) -> None:
             n = len(rgb)
     child = shared().proc
     decoder_mb = vm_hwm_mb(child.pid) if child is not None else 0.0
+    ffmpeg_mb = grand.stop()
     shared().close()
     out.unlink()
     print(json.dumps({"frames": n, "seconds": time.perf_counter() - t, "worker_mb": vm_hwm_mb("self"),
-                      "decoder_mb": decoder_mb}))
+                      "decoder_mb": decoder_mb, "ffmpeg_mb": ffmpeg_mb}))
+
+
+class GrandchildPeak:
+    """Largest VmHWM (MB) of any process the decoder child starts (the ffmpeg it streams from), sampled
+    every ``every`` s while it runs (its peak so far: one late sample is enough). 0.0 if none ran."""
+
+    def __init__(self, child, every: float = 0.5):
+        import threading
+
+        self.child, self.every, self.peak, self.done = child, every, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            proc = self.child()
+            if proc is None:
+                continue
+            try:
+                kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+                self.peak = max([self.peak] + [vm_hwm_mb(k) for k in kids])
+            except (OSError, ValueError):  # gone between listing and reading
+                pass
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return self.peak
 
 
 def vm_hwm_mb(pid) -> float:
@@ -181,7 +211,7 @@ def bench_rss(work: Path, lengths: list[float], whole_max: float) -> list[dict]:
         path = generate(work / f"long_{int(secs)}s.mp4", SOURCES["1280x720"], secs)
         for size in SIZES:
             for mode in ("stream", "whole"):
-                if (mode == "whole" or size != "128x171") and secs > whole_max:
+                if mode == "whole" and secs > whole_max:  # the previous path: memory grows with length
                     continue
                 res = subprocess.run([sys.executable, "-m", "jobs.bench.scale", "--rss-child", str(path), size, mode],
                                      capture_output=True, text=True, env=os.environ)
@@ -191,6 +221,17 @@ def bench_rss(work: Path, lengths: list[float], whole_max: float) -> list[dict]:
                 rows.append({"seconds_video": secs, "size": size, "mode": mode, **r, "load": load()})
                 print(rows[-1], file=sys.stderr, flush=True)
     return rows
+
+
+def rss_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of the memory table (also printed by a partial ``--sections rss`` run)."""
+    L = ["| video s | frames | target | path | worker peak RSS MB | decoder child peak RSS MB | its ffmpeg peak RSS MB "
+         "| wall s | load |", "|---:|---:|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ff = r.get("ffmpeg_mb")
+        L.append(f"| {r['seconds_video']:.0f} | {r['frames']} | {r['size']} | {r['mode']} | {r['worker_mb']:.0f} | "
+                 f"{r['decoder_mb']:.0f} | {'-' if not ff else f'{ff:.0f}'} | {r['seconds']:.0f} | {r['load']} |")
+    return L
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -332,16 +373,15 @@ def report(out: Path, res: dict, args) -> None:
           "Streams+write: flow image, RGBF and the default codecs (rgb JPEG q95, "
           "flow gzip-4, rgbf JPEG) into a shard through `GroupStream`, 64 frames.", "",
           "## Peak memory of one worker against video length (1280x720 source)", "",
-          "| video s | frames | target | path | worker peak RSS MB | decoder child peak RSS MB | wall s | load |",
-          "|---:|---:|---|---|---:|---:|---:|---|"]
-    for r in res["rss"]:
-        L.append(f"| {r['seconds_video']:.0f} | {r['frames']} | {r['size']} | {r['mode']} | {r['worker_mb']:.0f} | "
-                 f"{r['decoder_mb']:.0f} | {r['seconds']:.0f} | {r['load']} |")
+          *rss_table(res["rss"])]
     L += ["", "`stream`: this code (`stream_video`: chunks of 64 frames through decode, flow, streams and the "
-          "shard, decoding in the contained child). `whole`: the previous per-video path (decode the whole video "
+          "shard, decoding in the contained child; through an ffmpeg process that the child reads from a pipe "
+          "when decord could hold more than `DECORD_AHEAD_MAX_BYTES` ahead, whose peak is the ffmpeg column, "
+          "sampled every 0.5 s; `-`: decord streamed). `whole`: the previous per-video path (decode the whole video "
           "in the child, send it back, flow on all of it, then write), kept in `manifests.extraction` as "
           "`decode` + `make_streams`. Brox with inner=outer=solver=1 and lzf for every stream here (memory does "
-          "not depend on the iteration counts or the codec; the run time does). Each row is a fresh process; peak "
+          "not depend on the iteration counts or the codec: a batch's arrays have the same shapes; the run time "
+          "does). Each row is a fresh process; peak "
           "RSS is `VmHWM` of /proc/PID/status of the worker and of its contained decoder child, read at the end "
           "(not `ru_maxrss`, which Linux carries over from the parent process).", ""]
     L += [f"- {n}" for n in res.get("rss_notes", [])] + ([""] if res.get("rss_notes") else [])
@@ -399,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-seconds", type=float, nargs="+", default=[10, 30, 90],
                    help="lengths of the generated 1280x720 videos for the memory table")
     p.add_argument("--whole-max", type=float, default=30,
-                   help="longest video for the previous (whole) path and for 256x320 (time on this machine)")
+                   help="longest video for the previous (whole) path (its memory grows with the length)")
+    p.add_argument("--work", help="folder for the generated sources, kept and reused (default: a temporary one)")
     p.add_argument("--decode-seconds", type=float, default=10, help="length of the decode sources")
     p.add_argument("--pairs", type=int, default=8, help="Brox pairs per size")
     p.add_argument("--check-videos", type=int, default=200)
@@ -420,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         res = {**res, **{k: v for part in parts for k, v in part.items()}}
         res["date"] = ", ".join(sorted({p["date"] for p in parts}))
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        work = Path(tmp)
+        work = Path(a.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if a.merge:
             a.sections = []
         if "decode" in a.sections:
@@ -435,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     if not a.merge and set(a.sections) != {"decode", "flow", "rss", "check"}:
         Path(a.out).with_suffix(f".{'-'.join(a.sections)}.json").write_text(json.dumps(res, indent=1, default=str))
+        if "rss" in a.sections:
+            print("\n".join(rss_table(res["rss"])), file=sys.stderr)
         return 0
     rates = {"decode": {(r["source"], r["size"]): r["fps_cpu"] for r in res["decode"]
                         if r["backend"] == "decord" and r["how"] == "in decoder"},
