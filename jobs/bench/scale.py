@@ -270,11 +270,11 @@ def project(rates: dict, bytes_per_frame: dict) -> list[dict]:
         total_bytes = videos * stored * bytes_per_frame[size]
         for cl, (gpus, cores) in CLUSTERS.items():
             if gpus:
-                # today: one shard task per GPU, decode overlapped (prefetch thread) with flow on the GPU,
-                # the task's thread also makes the streams and writes them
+                # --mode tasks: one shard task per GPU, decode overlapped (prefetch thread) with flow on the
+                # GPU, the task's thread also makes the streams and writes them
                 per_video = max(cpu["decode"], pairs / gpu_rate(size) + cpu["write"])
                 today = videos * per_video / gpus
-                # pipelined design (not built): all cores decode / write, GPUs only solve flow
+                # --mode pipelined: all other cores decode / write, GPU flow actors only solve flow
                 piped = max(videos * (cpu["decode"] + cpu["write"]) / max(cores - gpus, 1),
                             total_pairs / (gpus * gpu_rate(size)))
             else:
@@ -411,11 +411,11 @@ def report(out: Path, res: dict, args) -> None:
           "window plus on average 125 frames from the keyframe before it (keyframe every 250 frames assumed).",
           "- Bytes: shard bytes per frame measured above on testsrc2 (synthetic, compresses differently from "
           "real footage; docs/benchmarks/storage.md has real-footage sizes at 128x171).",
-          "- Cluster shapes: `1 GPU (8 cores)`, `8 GPUs + 64 cores`, `100 CPU cores`. `today`: one shard task "
+          "- Cluster shapes: `1 GPU (8 cores)`, `8 GPUs + 64 cores`, `100 CPU cores`. `today` (`--mode tasks`): one shard task "
           "per GPU (decode in its prefetch thread overlapped with GPU flow; streams and write in the task), "
           "so wall = videos x max(decode, flow_gpu + write) / GPUs; on CPU-only clusters every core runs a "
-          "task: wall = videos x (decode + flow + write) / cores. `pipelined`: the design of docs/extract.md "
-          "(not built): all other cores decode and write, GPUs only solve flow: wall = max(CPU work / (cores - "
+          "task: wall = videos x (decode + flow + write) / cores. `pipelined` (`--mode pipelined`, the "
+          "default with GPUs; docs/extract.md): all other cores decode and write, GPU flow actors only solve flow: wall = max(CPU work / (cores - "
           "GPUs), pairs / (GPUs x GPU rate)). Perfect scaling, no stragglers or I/O limits.", "",
           "| dataset | setting | cluster | flow pairs | shard TB | wall h today | wall h pipelined |",
           "|---|---|---|---:|---:|---:|---:|"]
