@@ -266,7 +266,7 @@ class WindowFlow:
 
     def __init__(self, path: str, flow_fn: BroxFlow, cfg: ExtractConfig, out):
         self.path, self.flow_fn, self.cfg, self.out = path, flow_fn, cfg, out
-        batch = getattr(flow_fn, "max_batch", 8)
+        batch = getattr(flow_fn, "max_batch", None) or 8  # None: BroxFlow on CUDA sizes batches per call
         self.step = batch * max(1, -(-STREAM_FRAMES // batch))
         self.win, self.buf = None, None
         # writes in the order a local flow stage makes them (rgb of a chunk, then the groups it completes), so

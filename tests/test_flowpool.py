@@ -187,3 +187,18 @@ def test_remote_flow_moves_requests_off_a_dead_or_stuck_actor(ray_local):
         RemoteFlow([echo])(frames[0])
     with pytest.raises(RuntimeError, match="no flow actor"):
         RemoteFlow([stuck], stall_s=0.2, ping_s=0.2, give_up_s=1.0)(frames)
+
+
+def test_window_flow_groups_64_pairs_for_a_stage_that_sizes_its_batches_per_call():
+    """BroxFlow on CUDA has max_batch None (its batch comes from free memory per call): WindowFlow still
+    groups 64 pairs per call instead of failing on the missing batch."""
+    from manifests.extraction import WindowFlow
+
+    class PerCallBatch:
+        max_batch = None
+
+        def __call__(self, frames):
+            return np.zeros((len(frames) - 1, *frames.shape[1:3], 2), np.float32)
+
+    assert WindowFlow("v.avi", PerCallBatch(), ExtractConfig(), out=None).step == 64
+    assert WindowFlow("v.avi", BroxFlow(device="cpu", max_batch=3), ExtractConfig(), out=None).step == 66
