@@ -169,18 +169,22 @@ def start_pool(ray, n: int, actor_opts: dict[str, Any], flow_params: dict[str, A
     return [cls.remote(flow_params, device, max_batch, max_wait_s, threads) for _ in range(n)]
 
 
-def pool_stats(ray, actors: Sequence, timeout: float = 10.0) -> list[dict[str, Any] | None]:
-    """Each actor's counters (None for one that did not answer in ``timeout`` s)."""
-    refs = [a.stats.remote() for a in actors]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    done = set(ready)
+def _answers_within(ray, refs: list, timeout: float) -> list:
+    """The values of ``refs`` that arrive within ``timeout`` s; None for one that does not, or whose actor
+    failed (an actor that is down, restarting or waiting for room)."""
+    ready = set(ray.wait(refs, num_returns=len(refs), timeout=timeout)[0])
     out = []
     for r in refs:
         try:
-            out.append(ray.get(r) if r in done else None)
+            out.append(ray.get(r) if r in ready else None)
         except ray.exceptions.RayError:
             out.append(None)
     return out
+
+
+def pool_stats(ray, actors: Sequence, timeout: float = 10.0) -> list[dict[str, Any] | None]:
+    """Each actor's counters (None for one that did not answer in ``timeout`` s)."""
+    return _answers_within(ray, [a.stats.remote() for a in actors], timeout)
 
 
 def stop_pool(ray, actors: Sequence) -> None:
@@ -223,15 +227,8 @@ class RemoteFlow:
         up = [k % n for k in range(self.next, self.next + n) if _DOWN.get((self.token, k % n), 0) <= now]
         k = up[0] if up else self.next % n  # all down: try the next one anyway
         if len(up) > 1:
-            refs = [self.actors[j].load.remote() for j in up]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=LOAD_S)
-            loads = {}
-            for j, r in zip(up, refs):
-                if r in ready:
-                    try:
-                        loads[j] = ray.get(r)
-                    except ray.exceptions.RayError:
-                        pass
+            answers = _answers_within(ray, [self.actors[j].load.remote() for j in up], LOAD_S)
+            loads = {j: q for j, q in zip(up, answers) if q is not None}
             if loads:
                 k = min(loads, key=lambda j: (loads[j], up.index(j)))
         self.next = k + 1
@@ -263,15 +260,7 @@ class RemoteFlow:
     def _answers(self, actor) -> bool:
         import ray
 
-        ref = actor.ping.remote()
-        ready, _ = ray.wait([ref], timeout=self.ping_s)
-        if not ready:
-            return False
-        try:
-            ray.get(ref)
-            return True
-        except ray.exceptions.RayError:
-            return False
+        return _answers_within(ray, [actor.ping.remote()], self.ping_s)[0] is not None
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return self.result(self.submit(frames))

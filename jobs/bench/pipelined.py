@@ -23,6 +23,7 @@ from pathlib import Path
 from jobs.bench.extract import machine, make_source
 from jobs.bench.scale import load
 from jobs.extract import _kv, extract
+from manifests import flowpool
 from manifests.extraction import ExtractConfig
 from manifests.shards import load_shards
 from pipeline.flow import DEFAULT_PRESET, brox_params
@@ -38,11 +39,11 @@ def run_modes(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log) ->
             t = time.time()
             s = extract(source, out, cfg, mode=mode, log=lines.append)
             wall = time.time() - t
-            pool = next((x for x in lines if "flow pool:" in x), "")
             shards = {rec.video_id: rec.shard_sha256 for rec in load_shards(s.path).records}
             rows.append({"mode": mode, "round": r, "wall_s": wall, "ray_init_s": s.ray_init_s,
                          "shards_s": s.shards_s, "task_cpu_s": s.task_cpu_s, "ok": s.ok, "failed": s.failed,
-                         "load_before": la, "load_after": load(), "pool": pool.replace("extract: ", ""),
+                         "load_before": la, "load_after": load(),
+                         "pool": flowpool.describe(s.flow_stats, s.shards_s) if s.flow_stats else "",
                          "layout": next((x for x in lines if "tasks at a time" in x), "").replace("extract: ", ""),
                          "shards": shards})
             log(f"{mode} round {r}: wall {wall:.1f} s, shards {s.shards_s:.1f} s, ok {s.ok}, load {la}")
