@@ -1,0 +1,59 @@
+"""Shard files of a small fixed input are byte-identical to what the extraction code wrote when the sha256
+below were recorded (2026-12-05, before the extraction core was reorganised): the same three committed MJPG
+clips through the contained decoder, the default Brox preset and two codec / sampling configurations.
+
+The shard file depends on the decoder's frames and on HDF5's object encoding (pinned by
+``pipeline.storage.LIBVER``); the expect file also records every stream's content checksum, which is
+independent of HDF5, so a failure says which of the two moved."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
+from manifests.versioning import file_digest
+
+HERE = Path(__file__).resolve().parent / "expect" / "pinned"
+EXPECT = HERE / "expect.json"
+CONFIGS = {
+    "default": ExtractConfig(size=(32, 40)),
+    "jpeg-segments": ExtractConfig(size=(36, 44), codec={"rgb": "jpeg", "flow": "jpeg-planar", "rgbf": "gzip"},
+                                   codec_opts={"quality": 80, "level": 6}, resize="short-side-crop",
+                                   segments=2, segment_frames=4, fps=20.0),
+}
+
+
+def _plan(root: Path) -> ShardPlan:
+    root.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for src in sorted(HERE.glob("clip*.avi")):
+        dst = root / src.name
+        shutil.copyfile(src, dst)
+        videos.append(VideoTask(src.stem, str(dst), src.name, file_digest(dst), dst.stat().st_size,
+                                timeout_s=120.0, num_frames=None, fps=25.0, duration_s=None))
+    return ShardPlan(0, "00000.h5", tuple(videos))
+
+
+def written(name: str, tmp: Path) -> dict:
+    """The shard of CONFIGS[name]: its sha256 and each video's stream checksums."""
+    s = build_shard(_plan(tmp), CONFIGS[name], str(tmp / name))
+    assert not s["failures"], s["failures"]
+    return {"sha256": s["sha256"], "streams": {v["video_id"]: v["checksums"] for v in s["videos"]}}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_shard_bytes_pinned(name, tmp_path):
+    want = json.loads(EXPECT.read_text())[name]
+    got = written(name, tmp_path)
+    assert got["streams"] == want["streams"], "stream contents changed"
+    assert got["sha256"] == want["sha256"], "same streams, different shard file bytes"
+
+
+if __name__ == "__main__":  # record the expectations: python tests/test_pinned_shards.py
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        EXPECT.write_text(json.dumps({n: written(n, Path(d) / n) for n in sorted(CONFIGS)}, indent=1) + "\n")
