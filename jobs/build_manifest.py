@@ -16,8 +16,6 @@ hang past the time limit costs that video (status decode_crash / decode_timeout)
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 from collections import Counter
@@ -26,14 +24,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jobs.cli import checks, reaper
-from jobs.report.card import write_card_safely
-from manifests.build import build
-from manifests.annotations import BuildError
-from manifests.datasets import BUILDERS
-from manifests.diff import diff_sources
-from manifests.probe import inspect_many
-from manifests.source import load_source
+from jobs.cli import checks, cluster
+from jobs.report.dataset_card import write_card_safely
+from manifests.source.build import build
+from manifests.source.annotations import BuildError
+from manifests.source.builders import BUILDERS
+from manifests.diff import diff_versions
+from manifests.source.probe import inspect_many
 from manifests.versioning import read_meta
 
 MAX_FAILURE_RATE = 0.5  # as jobs.extract: above it the cause is systemic (wrong mount, missing codec)
@@ -44,22 +41,8 @@ LOCAL_CHUNK = 8  # videos per batch with --workers 0
 def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int,
                 **opts: Any) -> list[dict[str, Any]]:
     """Start (or join) Ray, run inspect_on_ray (opts: inspect_video's keyword arguments), shut Ray down."""
-    import ray
-
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, ray.exceptions.AuthenticationError) as e:
-            raise checks.UsageError(f"--address {address}: the cluster refused the connection "
-                                    f"({checks.one_line(e)}); with token authentication set RAY_AUTH_MODE=token "
-                                    f"and give the cluster's token (see README, On a Ray cluster)") from None
-    else:
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        reaper.watch()  # the cluster goes when this driver goes, even after kill -9
-    try:
+    with cluster.session(address, workers):
         return inspect_on_ray(paths, chunk, **opts)
-    finally:
-        ray.shutdown()
 
 
 def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True, **opts: Any) -> list[dict[str, Any]]:
@@ -68,27 +51,17 @@ def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True, **opts:
     import ray
 
     task = ray.remote(**TASK_OPTIONS)(inspect_many)
-    max_in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     results: dict[int, list[dict[str, Any]]] = {}
-    pending: dict[Any, int] = {}
     with tqdm(total=len(paths), unit="video", desc="probe+hash", file=sys.stderr, disable=not progress) as bar:
-        for i, c in enumerate(chunks):
-            if len(pending) >= max_in_flight:
-                bar.update(_collect(ray, pending, results))
-            pending[task.remote([str(p) for p in c], **opts)] = i
-        while pending:
-            bar.update(_collect(ray, pending, results))
+        for i, out in cluster.bounded(ray, lambda i: task.remote([str(p) for p in chunks[i]], **opts),
+                                      range(len(chunks)), limit):
+            if isinstance(out, ray.exceptions.RayError):  # retries spent: the job fails, as before
+                raise out
+            results[i] = out
+            bar.update(len(out))
     return [f for i in range(len(chunks)) for f in results[i]]
-
-
-def _collect(ray, pending: dict, results: dict) -> int:
-    done, _ = ray.wait(list(pending), num_returns=1)
-    n = 0
-    for ref in done:
-        results[pending.pop(ref)] = out = ray.get(ref)
-        n += len(out)
-    return n
 
 
 def local_inspect(paths: list[Path], **opts: Any) -> list[dict[str, Any]]:
@@ -170,6 +143,7 @@ def build_main(argv: list[str]) -> str:
 
 
 def diff_main(argv: list[str]) -> int:
+    """``python -m jobs.versions diff`` for two source manifests (kept as an alias)."""
     ap = checks.parser(prog="python -m jobs.build_manifest diff")
     ap.add_argument("base")
     ap.add_argument("other")
@@ -177,11 +151,8 @@ def diff_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     checks.version("base", args.base, "source")
     checks.version("other", args.other, "source")
-    d = diff_sources(load_source(args.base), load_source(args.other))
-    if args.json:
-        print(json.dumps(dataclasses.asdict(d), indent=2))
-    else:
-        print("\n".join(d.lines()))
+    d = diff_versions(args.base, args.other)
+    print(d.render(args.json))
     return 0 if d.empty else 1
 
 
@@ -194,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         build_main(argv)
     except BuildError as e:  # the dataset as a whole is unusable (e.g. no classInd.txt): no traceback
         raise checks.UsageError(str(e)) from None
-    except ValueError as e:  # manifests.build.write_version: no video probed ok, nothing published
+    except ValueError as e:  # manifests.source.build.write_version: no video probed ok, nothing published
         if isinstance(e, checks.UsageError):
             raise
         print(f"build_manifest: error: {checks.one_line(e)}", file=sys.stderr)

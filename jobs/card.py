@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import checks
-from jobs.report.card import write_card
+from jobs.report.dataset_card import write_card
 from manifests.versioning import resolve
 
 

@@ -39,10 +39,10 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.cli import checks, reaper
+from jobs.cli import checks, cluster
 
 PY = sys.executable
-STREAMS = ("rgb", "rgbf")
+TRAINED_STREAMS = ("rgb", "rgbf")  # the demo trains one model per stream, then fuses their scores
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -163,7 +163,7 @@ def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Pa
               f"optim.lr_step={p.lr_step}", "data.num_workers=0", "eval.num_clips=2", "log_every=1000",
               "device=cpu", f"seed={p.seed}"]
     fresh = [] if resume else ["--no-resume"]
-    for stream in STREAMS:
+    for stream in TRAINED_STREAMS:
         run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), *fresh,
                                    f"data.manifest={shards['pretrain']}", f"out_dir={runs / f'pretrain-{stream}'}",
                                    f"data.stream={stream}", f"optim.epochs={p.pretrain_epochs}",
@@ -190,24 +190,10 @@ def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Pa
     return evals
 
 
-def start_ray(workers: int, attempts: int = 3):
-    """Start a fresh local Ray instance (never join another one on the machine); returns (ray, GCS address).
-
-    Ray gives a starting node 30 s to register; on a heavily loaded machine that can run out, so a start
-    that times out is retried (any other error is raised)."""
-    import ray
-
-    for attempt in range(1, attempts + 1):
-        try:
-            ctx = ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            reaper.watch()  # the cluster goes when this driver goes, even after kill -9
-            return ray, ctx.address_info["gcs_address"]
-        except Exception as e:  # ray raises a plain Exception for this one
-            if "timed out during startup" not in str(e) or attempt == attempts:
-                raise
-            print(f"[demo] Ray start timed out (attempt {attempt}/{attempts}); retrying", flush=True)
-            ray.shutdown()
-    raise AssertionError("unreachable")
+def start_ray(workers: int):
+    """Start a fresh local Ray instance (never join another one on the machine); returns (ray, GCS address)."""
+    ray = cluster.start(None, workers)
+    return ray, ray.get_runtime_context().gcs_address
 
 
 def _read_json(path: Path) -> dict:
@@ -243,7 +229,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     plots.save_colour_wheel(out / "flow_colour_key.png")
     figures["Flow colour key"] = "flow_colour_key.png"
     histories = {name: _read_json(runs / name / "metrics.json")["history"]
-                 for name in [f"{stage}-{s}" for s in STREAMS for stage in ("pretrain", "finetune")]}
+                 for name in [f"{stage}-{s}" for s in TRAINED_STREAMS for stage in ("pretrain", "finetune")]}
     plots.plot_curves({k: v for k, v in histories.items() if k.startswith("pretrain")}, out / "curves_pretrain.png")
     plots.plot_curves({k: v for k, v in histories.items() if k.startswith("finetune")}, out / "curves_finetune.png")
     figures["Pretraining curves (pretrain set)"] = "curves_pretrain.png"
@@ -259,7 +245,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     results = [{"model": p.model, "stream": label, "top1": m["top1"], "mean_class_accuracy": m["mean_class_accuracy"],
                 "n": m["n"]} for label, m in (("RGB", m_rgb["video"]), ("RGBF", m_rgbf["video"]),
                                               ("RGB+RGBF (mean of scores)", m_rgbf["fused"]))]
-    pre = {s: histories[f"pretrain-{s}"][-1] for s in STREAMS}
+    pre = {s: histories[f"pretrain-{s}"][-1] for s in TRAINED_STREAMS}
     val = validation_numbers(runs)
     run.timings["report"] = time.perf_counter() - t0
     summary = {
@@ -273,7 +259,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
             f"groups); the test videos are scored once, never used to select anything."),
         "results": results,
         "validation": val,
-        "pretrain_final": {s: {k: pre[s][k] for k in ("train_loss", "train_top1") if k in pre[s]} for s in STREAMS},
+        "pretrain_final": {s: {k: pre[s][k] for k in ("train_loss", "train_top1") if k in pre[s]} for s in TRAINED_STREAMS},
         "timings": {**run.timings, "total": time.perf_counter() - wall},
         "load_average": {"start": run.load_start, "end": list(os.getloadavg())},
         "settings": {**dataclasses.asdict(p), "shards": {k: str(v) for k, v in shards.items()},
@@ -288,7 +274,7 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
 def validation_numbers(runs: Path) -> dict:
     """{stream: best validation video top-1, its epoch, the validation subset size} of the finetuning runs."""
     out = {}
-    for s in STREAMS:
+    for s in TRAINED_STREAMS:
         val = _read_json(runs / f"finetune-{s}" / "metrics.json")["val"]
         out[s] = {"best_video_top1": val["best_video_top1"], "best_epoch": val["best_epoch"],
                   "n_val": (val["subset"] or {}).get("n_val"), "groups": (val["subset"] or {}).get("groups")}

@@ -39,7 +39,7 @@ from jobs.training.metrics import classification_report
 from jobs.training.prediction import aggregate, fuse_scores
 from jobs.training.recipe import resolve_device
 from manifests.shards import load_shards, split_coverage
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@
     python -m jobs.export --manifest SHARDS --format rawframes --out DIR [--split NAME] [--streams rgb,flow]
         [--jpeg-quality Q] [--workers N] [--chunk K] [--address ADDR]
 
-Layout and list format: manifests/export.py and docs/export.md. Videos are exported by Ray tasks of
+Layout and list format: manifests/readers/rawframes.py and docs/export.md. Videos are exported by Ray tasks of
 ``--chunk`` videos (grouped by shard file), at most ``workers + 1`` in flight; ``--workers 0`` or ``1``
 runs in-process without Ray. Each video folder appears atomically, so a rerun into the same DIR (same
 version and options) skips finished folders. Videos that failed extraction (failures.parquet) are not
@@ -18,12 +18,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from jobs.cli import checks, reaper
-from manifests.export import (ExportError, ExportOptions, check_options, export_chunk, frame_dirs, prepare_dir,
+from jobs.cli import checks, cluster
+from manifests.readers.rawframes import (ExportError, ExportOptions, check_options, export_chunk, frame_dirs, prepare_dir,
                               select, write_lists)
 from manifests.shards import load_shards
 
@@ -45,44 +44,20 @@ def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar, names: di
 
 def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str], workers: int | None,
             address: str | None) -> list[dict]:
-    """One task per chunk, at most ``concurrency + 1`` in flight (ray.wait), results are small dicts."""
-    import ray
-
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:  # always a new local cluster of our own, never one another process left running
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        reaper.watch()  # the cluster goes when this driver goes, even after kill -9
-    try:
+    """One task per chunk, at most ``concurrency + 1`` in flight (jobs.cli.cluster.bounded); results are small
+    dicts. A chunk whose task failed for good counts its videos as failed."""
+    with cluster.session(address, workers) as ray:
         concurrency = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(**TASK_OPTIONS)(export_chunk)
-        pending: dict[Any, list] = {}
+        submit = lambda c: task.remote(c, str(out), opts.streams, opts.jpeg_quality,  # noqa: E731
+                                       {r.video_id: names[r.video_id] for r in c})
         results: list[dict] = []
-        todo = iter(chunks)
-        more = True
-        while more or pending:
-            while more and len(pending) < concurrency + 1:
-                c = next(todo, None)
-                if c is None:
-                    more = False
-                    break
-                chunk_names = {r.video_id: names[r.video_id] for r in c}
-                pending[task.remote(c, str(out), opts.streams, opts.jpeg_quality, chunk_names)] = c
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                c = pending.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except ray.exceptions.RayError as e:  # worker lost after retries: count its videos as failed
-                    msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    res = [{"video_id": r.video_id, "files": 0, "error": msg} for r in c]
-                results += res
-                bar.update(len(res))
+        for c, res in cluster.bounded(ray, submit, chunks, concurrency + 1):
+            if isinstance(res, ray.exceptions.RayError):  # worker lost after retries
+                res = [{"video_id": r.video_id, "files": 0, "error": cluster.error_line(res)} for r in c]
+            results += res
+            bar.update(len(res))
         return results
-    finally:
-        ray.shutdown()
 
 
 def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int | None = 0, chunk: int = 16,

@@ -22,7 +22,7 @@ def preview(manifest: str | Path, video_id: str, out: str | Path, frames: int = 
     """Write the panel of `video_id` from shard dataset `manifest` to <out>/<video_id>.png."""
     ds = load_shards(manifest)
     by_id = {r.video_id: r for r in ds.records}
-    video_id = checks.nfc(video_id)  # ids are NFC (manifests.build.video_ids); accept an NFD query too
+    video_id = checks.nfc(video_id)  # ids are NFC (manifests.source.build.video_ids); accept an NFD query too
     if video_id not in by_id:
         failed = {f.video_id: f for f in ds.failures}
         if video_id in failed:  # e.g. its decoder crashed or timed out: say why, in one line

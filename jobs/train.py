@@ -6,7 +6,7 @@ training video (or ``data.max_clips_per_epoch`` of them), validate without gradi
 ``out_dir`` with the model spec, the resolved config, optimizer, epoch and RNG states.
 
 * Model selection never sees the test videos: validation runs on ``data.val_fraction`` of the split's
-  *training* videos, held out before training (``manifests.validation``: whole UCF-101 groups, or per
+  *training* videos, held out before training (``manifests.readers.validation``: whole UCF-101 groups, or per
   video stratified by class; seeded by ``data.val_seed``), and ``best.pt`` is the epoch with the best
   validation video top-1. ``metrics.json`` records the held-out subset (rule, counts, sha256 and ids).
   ``eval.monitor_test=true`` also scores the test videos at each validation, as ``test_*`` keys
@@ -46,7 +46,7 @@ from jobs.training.config import ConfigError, TrainConfig, config_from_dict, loa
 from jobs.report.plots import plot_curves
 from jobs.training.metrics import classification_report
 from jobs.training.prediction import aggregate
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 
 
 def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None, ClipDataset | None]:
@@ -290,7 +290,6 @@ def _ray_worker(config: dict) -> None:
 
 def fit_ray(cfg: TrainConfig, resume: str = "auto") -> None:
     """Run ``fit`` in ``cfg.workers`` Ray Train workers (DDP). Connects to a running cluster if any."""
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

@@ -12,16 +12,13 @@ equal, 1 when they differ, 2 on bad input (unknown version, different kinds).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from jobs.cli import checks
-from manifests.diff import diff_shards, diff_sources
-from manifests.shards import load_shards
-from manifests.source import load_source
-from manifests.versioning import LATEST, VersionMeta, dir_size, find_versions, format_bytes, read_meta
+from manifests.diff import diff_versions
+from manifests.versioning import LATEST, VersionMeta, dir_size, find_versions, format_bytes
 
 
 def _counts(meta: VersionMeta) -> str:
@@ -77,18 +74,11 @@ def diff_main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print the diff as JSON")
     a = ap.parse_args(argv)
     try:
-        kinds = [read_meta(a.base).kind, read_meta(a.other).kind]
+        d = diff_versions(a.base, a.other)
     except (FileNotFoundError, ValueError) as e:
         print(f"versions: error: {e}", file=sys.stderr)
         return 2
-    if kinds[0] != kinds[1]:
-        print(f"versions: error: {a.base} is a {kinds[0]!r} version, {a.other} a {kinds[1]!r} one", file=sys.stderr)
-        return 2
-    if kinds[0] == "shards":
-        d = diff_shards(load_shards(a.base), load_shards(a.other))
-    else:
-        d = diff_sources(load_source(a.base), load_source(a.other))
-    print(json.dumps(dataclasses.asdict(d), indent=2) if a.json else "\n".join(d.lines()))
+    print(d.render(a.json))
     return 0 if d.empty else 1
 
 

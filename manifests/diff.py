@@ -1,11 +1,16 @@
 """Differences between two dataset versions: videos added, removed and changed (source manifests by
-rel_path, shard datasets by video id)."""
+rel_path, shard datasets by video id). ``diff_versions`` is what ``python -m jobs.versions diff`` (and its
+alias ``python -m jobs.build_manifest diff``) runs."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
-from manifests.schema import VideoRecord
-from manifests.source import SourceManifest
+from manifests.shards import load_shards
+from manifests.source.loader import SourceManifest, load_source
+from manifests.source.schema import VideoRecord
+from manifests.versioning import read_meta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +35,20 @@ class ManifestDiff:
         out.append(f"{self.base} -> {self.other}: {len(self.added)} added, {len(self.removed)} removed, "
                    f"{len(self.changed)} changed")
         return out
+
+    def render(self, as_json: bool = False) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) if as_json else "\n".join(self.lines())
+
+
+def diff_versions(base: str | os.PathLike, other: str | os.PathLike) -> ManifestDiff:
+    """The diff of two versions of the same kind (anything ``versioning.resolve`` accepts). FileNotFoundError
+    / ValueError (one line) for a missing version or two of different kinds."""
+    kinds = [read_meta(base).kind, read_meta(other).kind]
+    if kinds[0] != kinds[1]:
+        raise ValueError(f"{base} is a {kinds[0]!r} version, {other} a {kinds[1]!r} one")
+    if kinds[0] == "shards":
+        return diff_shards(load_shards(base), load_shards(other))
+    return diff_sources(load_source(base), load_source(other))
 
 
 def changed_fields(a: VideoRecord, b: VideoRecord) -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.source import load_source
+from manifests.source.loader import load_source
 from manifests.versioning import VersionMeta, content_id, file_digest, publish, resolve, utc_now
 from pipeline.storage import STREAMS, ShardWriter, codec_spec
 

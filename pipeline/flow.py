@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,6 @@ class BroxParams:
     solver: int = 10       # red–black SOR sweeps per fixed-point iteration
     warp: str = "bilinear"     # interpolation of I1 and its derivatives at x+w: "bilinear" (OpenCV) or "bicubic"
     border: str = "mirror"     # where x+w leaves the frame: "mirror" addressing (OpenCV) or "ignore" (no data term)
-    sor: str = "checkerboard"  # SOR layout (same iterates): "checkerboard" masks or "polyphase" sub-images
     warps: int = 1         # warps per pyramid level (each: re-warp, `inner` fixed-point iterations)
     median: int = 0        # median filter size applied to the flow after each warp (0: off; odd >= 3)
     texture: float = 0.0   # structure-texture pre-filter: I - texture·G_sigma*I (0: off; in [0, 1))
@@ -68,7 +68,7 @@ class BroxParams:
             raise ValueError(f"edge must be >= 0, got {self.edge}")
         if not 0 < self.omega < 2:
             raise ValueError(f"omega must be in (0, 2), got {self.omega}")
-        for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES), ("sor", tuple(SOR_SOLVERS))):
+        for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("inner", "outer", "solver", "warps"):
@@ -105,6 +105,29 @@ def brox_params(preset: str | None = None, **overrides) -> BroxParams:
         if key not in known:
             raise ValueError(f"unknown flow parameter {key!r}; known: {', '.join(sorted(known))}")
     return BroxParams(**{**PRESETS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """A flow configuration resolved once (`resolve`: a preset name plus overrides) and carried typed from the
+    command line to the flow stage: the preset it starts from (provenance) and every solver parameter."""
+    preset: str = DEFAULT_PRESET
+    params: BroxParams = field(default_factory=lambda: BroxParams(**PRESETS[DEFAULT_PRESET]))
+
+    @classmethod
+    def resolve(cls, preset: str | None = None, **overrides) -> FlowConfig:
+        """ValueError naming the preset or the parameter, as `brox_params`."""
+        name = DEFAULT_PRESET if preset is None else preset
+        return cls(name, brox_params(name, **overrides))
+
+    def as_dict(self) -> dict[str, Any]:
+        """{"preset": name, every BroxParams field}: what configs, manifests and version.json record."""
+        return {"preset": self.preset, **asdict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowConfig:
+        rest = dict(d)
+        return cls(rest.pop("preset"), BroxParams(**rest))
 
 
 def pyramid_sizes(h: int, w: int, scale: float = 0.8, outer: int = 77) -> list[tuple[int, int]]:
@@ -228,67 +251,14 @@ def _sor_checkerboard(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11
             dv.mul_(keep).addcmul_(k22, sv)
 
 
-# Polyphase layout: the frame split into 4 sub-images by (row parity, column parity), slots ordered
-# [(0,0), (1,1), (0,1), (1,0)]; red = slots 0, 1, black = slots 2, 3. Each neighbour of a slot lies in one
-# other slot at a fixed offset: _NEIGHBOURS[slot] = (source slot, row offset, column offset) for W, E, N, S.
-_NEIGHBOURS = (((2, 0, -1), (2, 0, 0), (3, -1, 0), (3, 0, 0)),
-               ((3, 0, 0), (3, 0, 1), (2, 0, 0), (2, 1, 0)),
-               ((0, 0, 0), (0, 0, 1), (1, -1, 0), (1, 0, 0)),
-               ((1, 0, -1), (1, 0, 0), (0, 0, 0), (0, 1, 0)))
-
-
-def _to_polyphase(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
-    """(..., H, W) -> (..., 4, H2, W2), zero-padded to (2·H2, 2·W2) first."""
-    x = F.pad(x, (0, 2 * w2 - x.shape[-1], 0, 2 * h2 - x.shape[-2]))
-    return torch.stack((x[..., 0::2, 0::2], x[..., 1::2, 1::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2]), dim=-3)
-
-
-def _sor_polyphase(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
-                   a12: torch.Tensor, rhs: torch.Tensor, sweeps: int, red: torch.Tensor, omega: float = OMEGA) -> None:
-    """Same sweeps as `_sor_checkerboard` (same arguments), computed only at the pixels of each colour: the
-    system is rearranged into the polyphase layout, so every update touches a quarter-size sub-image.
-    Half the arithmetic and memory traffic, twice the kernel launches. Padding pixels get k = 0 and stay 0."""
-    b, _, hp, wp = duv.shape
-    h, w = hp - 2, wp - 2
-    h2, w2 = (h + 1) // 2, (w + 1) // 2
-    weights = torch.stack((F.pad(hx, (1, 0)), F.pad(hx, (0, 1)), F.pad(vy, (0, 0, 1, 0)), F.pad(vy, (0, 0, 0, 1))), 1)
-    s = _to_polyphase(weights, h2, w2)                                  # (B, 4 dirs, 4 slots, H2, W2)
-    k = _to_polyphase(torch.stack((omega / d11, omega / d22), 1), h2, w2)   # (B, 2, 4, H2, W2)
-    na = _to_polyphase(-a12, h2, w2)                                    # (B, 4, H2, W2)
-    r = _to_polyphase(rhs, h2, w2)                                      # (B, 2, 4, H2, W2)
-    P = duv.new_zeros(b, 2, 4, h2 + 2, w2 + 2)                          # increment with a zero frame
-    P[..., 1:-1, 1:-1] = _to_polyphase(duv[:, :, 1:-1, 1:-1], h2, w2)
-    plan = []
-    for slot, nbrs in enumerate(_NEIGHBOURS):
-        views = [P[:, :, src, 1 + dr:1 + dr + h2, 1 + dc:1 + dc + w2] for src, dr, dc in nbrs]
-        plan.append((P[:, :, slot, 1:-1, 1:-1], views, s[:, :, slot, None], k[:, :, slot], na[:, slot], r[:, :, slot]))
-    for _ in range(sweeps):
-        for slot in (0, 1, 2, 3):                                        # red slots, then black
-            centre, (west, east, north, south), sw, kk, na_s, r_s = plan[slot]
-            sig = torch.addcmul(r_s, sw[:, 0], west)                    # (B, 2, H2, W2)
-            sig.addcmul_(sw[:, 1], east).addcmul_(sw[:, 2], north).addcmul_(sw[:, 3], south)
-            du, dv = centre[:, 0], centre[:, 1]
-            sig[:, 0].addcmul_(na_s, dv)
-            du.mul_(1 - omega).addcmul_(kk[:, 0], sig[:, 0])
-            sig[:, 1].addcmul_(na_s, du)
-            dv.mul_(1 - omega).addcmul_(kk[:, 1], sig[:, 1])
-    out = duv[:, :, 1:-1, 1:-1]
-    q = P[..., 1:-1, 1:-1]
-    out[..., 0::2, 0::2] = q[:, :, 0, :(h + 1) // 2, :(w + 1) // 2]
-    out[..., 1::2, 1::2] = q[:, :, 1, :h // 2, :w // 2]
-    out[..., 0::2, 1::2] = q[:, :, 2, :(h + 1) // 2, :w // 2]
-    out[..., 1::2, 0::2] = q[:, :, 3, :h // 2, :(w + 1) // 2]
-
-
-SOR_SOLVERS = {"checkerboard": _sor_checkerboard, "polyphase": _sor_polyphase}
 NATIVE_SOR = True   # on CPU, run the checkerboard sweeps in pipeline/_sor.c when it compiles (same iterates)
 
 
-def _sor_for(p: BroxParams, device: torch.device):
-    """The SOR routine for `p.sor` on `device`: the native loop for "checkerboard" on CPU when available."""
-    if p.sor == "checkerboard" and device.type == "cpu" and NATIVE_SOR and sornative.available():
+def _sor_for(device: torch.device):
+    """The SOR routine on `device`: the native loop on CPU when it compiled, else the tensor one."""
+    if device.type == "cpu" and NATIVE_SOR and sornative.available():
         return sornative.sor_native
-    return SOR_SOLVERS[p.sor]
+    return _sor_checkerboard
 
 
 def _median(uv: torch.Tensor, k: int) -> torch.Tensor:
@@ -352,7 +322,7 @@ def _solve_warp(i0, ix0, iy0, stack, uv, red, links, p: BroxParams) -> torch.Ten
         a11, a12, a22, b12 = a11 * m, a12 * m, a22 * m, b12 * m[:, None]
     duv = uv.new_zeros(b, 2, h + 2, w + 2)
     inc = duv[:, :, 1:-1, 1:-1]                                                   # (B, 2, H, W) view
-    sor = _sor_for(p, uv.device)
+    sor = _sor_for(uv.device)
     inv_alpha_half = 0.5 / p.alpha
     for _ in range(p.inner):
         du, dv = inc[:, 0], inc[:, 1]
@@ -373,7 +343,7 @@ def _solve_warp(i0, ix0, iy0, stack, uv, red, links, p: BroxParams) -> torch.Ten
 
 def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
     """The coarse-to-fine solve on validated (B, H, W) float32 frames, B >= 1. Tensor operations only: no host
-    synchronisation and no branching on tensor values, so it can be captured in a CUDA graph."""
+    synchronisation and no branching on tensor values."""
     b, h, w = i0.shape
     if p.texture > 0:
         i0, i1 = _structure_texture(i0, p.texture), _structure_texture(i1, p.texture)
@@ -389,7 +359,7 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
         else:
             ch, cw = uv.shape[-2:]
             uv = F.interpolate(uv, size=(lh, lw), mode="bicubic", align_corners=False)
-            uv[:, 0] *= lw / cw                     # Python scalars: no host-to-device copy (CUDA-graph safe)
+            uv[:, 0] *= lw / cw                     # Python scalars: no host-to-device copy
             uv[:, 1] *= lh / ch
         uv = _solve_level(pyr[k][:, 0].contiguous(), pyr[k][:, 1].contiguous(), uv, p)
     return torch.nan_to_num_(uv, nan=0.0, posinf=0.0, neginf=0.0)           # guard; never triggered in tests
@@ -401,7 +371,11 @@ def brox_flow(prev: torch.Tensor, next: torch.Tensor, preset: str | None = None,
     prev, next: float tensors (B, H, W) or (B, 1, H, W), gray values in [0, 1] (within RANGE_TOL outside
     they are clamped). preset: a name in PRESETS (None: DEFAULT_PRESET); params override its fields (see
     `BroxParams`). B = 0 gives an empty result."""
-    p = brox_params(preset, **params)
+    return solve_pairs(prev, next, brox_params(preset, **params))
+
+
+def solve_pairs(prev: torch.Tensor, next: torch.Tensor, p: BroxParams) -> torch.Tensor:
+    """`brox_flow` with resolved parameters."""
     i0, i1 = _as_batch("prev", prev), _as_batch("next", next)
     if i0.shape != i1.shape:
         raise ValueError(f"prev and next must have the same shape, got {tuple(i0.shape)} and {tuple(i1.shape)}")
@@ -428,43 +402,20 @@ def batch_for_memory(h: int, w: int, free_bytes: int, cap: int = 1024) -> int:
     return int(max(1, min(cap, free_bytes // 2 // (BYTES_PER_PIXEL * h * w))))
 
 
-class _Graphed:
-    """`_solve` for one (B, H, W) shape and parameter set, captured once in a CUDA graph and replayed: one
-    launch per call instead of tens of thousands. CUDA only (torch.cuda.graph)."""
-
-    def __init__(self, i0: torch.Tensor, i1: torch.Tensor, p: BroxParams):
-        self.i0, self.i1 = i0.clone(), i1.clone()
-        side = torch.cuda.Stream(i0.device)
-        side.wait_stream(torch.cuda.current_stream(i0.device))
-        with torch.cuda.stream(side), torch.no_grad():
-            _solve(self.i0, self.i1, p)                                    # warm-up outside the capture
-        torch.cuda.current_stream(i0.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.out = _solve(self.i0, self.i1, p)
-
-    def __call__(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
-        self.i0.copy_(i0)
-        self.i1.copy_(i1)
-        self.graph.replay()
-        return self.out.clone()
-
-
 class BroxFlow:
     """Flow stage: configured once, applied per video.
 
-    `BroxFlow(device=None, max_batch=None, preset=None, cuda_graph=False, **params)(frames uint8 (T, H, W, 3)
-    RGB) -> np.float32 (T-1, H, W, 2)`, flow i from frame i to frame i+1 in pixels; pairs are solved
-    `max_batch` at a time on `device` (CUDA when available if None). max_batch None: 8 on CPU (larger batches
-    gain nothing there, docs/benchmarks/flow.md); on CUDA as many as half the free memory holds
-    (`batch_for_memory`, at most 1024). cuda_graph: replay a CUDA graph per frame size (CUDA only; ignored on
-    CPU). preset/params: see `brox_params`; `self.params` holds the resolved fields."""
+    `BroxFlow(params=None, device=None, max_batch=None)(frames uint8 (T, H, W, 3) RGB) -> np.float32
+    (T-1, H, W, 2)`, flow i from frame i to frame i+1 in pixels; pairs are solved `max_batch` at a time on
+    `device` (CUDA when available if None). params: resolved `BroxParams` (None: DEFAULT_PRESET's).
+    max_batch None: 8 on CPU (larger batches gain nothing there, docs/benchmarks/flow.md); on CUDA as many
+    as half the free memory holds (`batch_for_memory`, at most 1024)."""
 
-    def __init__(self, device: str | torch.device | None = None, max_batch: int | None = None,
-                 preset: str | None = None, cuda_graph: bool = False, **params):
-        p = brox_params(preset, **params)
-        self.preset = DEFAULT_PRESET if preset is None else preset
-        self.params = asdict(p)
+    def __init__(self, params: BroxParams | None = None, device: str | torch.device | None = None,
+                 max_batch: int | None = None):
+        if params is not None and not isinstance(params, BroxParams):
+            raise ValueError(f"params must be BroxParams, got {type(params).__name__}")
+        self.params = params if params is not None else brox_params()
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer))
                                       or max_batch < 1):
@@ -472,8 +423,6 @@ class BroxFlow:
         self.max_batch = None if max_batch is None else int(max_batch)
         if self.max_batch is None and self.device.type != "cuda":
             self.max_batch = 8
-        self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
-        self._graphs: dict[tuple, _Graphed] = {}
 
     def batch_size(self, h: int, w: int) -> int:
         """Pairs per call at frame size (h, w)."""
@@ -481,14 +430,6 @@ class BroxFlow:
             return self.max_batch
         free, _ = torch.cuda.mem_get_info(self.device)
         return batch_for_memory(h, w, free)
-
-    def _flow(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
-        if not self.cuda_graph:
-            return brox_flow(i0, i1, **self.params, preset="opencv")   # params are fully resolved
-        key = tuple(i0.shape)
-        if key not in self._graphs:
-            self._graphs[key] = _Graphed(_as_batch("prev", i0), _as_batch("next", i1), BroxParams(**self.params))
-        return self._graphs[key](i0, i1)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return self.solve_sequences([frames])[0]
@@ -520,7 +461,7 @@ class BroxFlow:
                     gray = rgb_to_gray(torch.from_numpy(seqs[i][ks[0]:ks[-1] + 2]).to(self.device))
                     i0.append(gray[:-1])
                     i1.append(gray[1:])
-                uv = self._flow(torch.cat(i0), torch.cat(i1)).permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 2)
+                uv = solve_pairs(torch.cat(i0), torch.cat(i1), self.params).permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 2)
                 at = 0
                 for i, ks in runs.items():
                     out[i][ks[0]:ks[-1] + 1] = uv[at:at + len(ks)]

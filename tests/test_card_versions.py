@@ -1,4 +1,4 @@
-"""Dataset cards (jobs.report.card, jobs.card, publishing hooks) and version listing / diffs (jobs.versions)."""
+"""Dataset cards (jobs.report.dataset_card, jobs.card, publishing hooks) and version listing / diffs (jobs.versions)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from fixtures import synthetic_shards
 from jobs import build_manifest, card as card_job, versions
 from jobs.report import card, plots
-from manifests.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
+from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
 from manifests.shards import FailureRecord, VideoStreams, load_shards, write_shard_dataset
 from manifests.versioning import VersionMeta, file_digest, publish, utc_now
 from videoutil import moving_square, write_video

@@ -1,4 +1,4 @@
-"""Clip sampling and crop geometry (pipeline.clips) and the shard-backed ClipDataset (manifests.dataset)."""
+"""Clip sampling and crop geometry (pipeline.clips) and the shard-backed ClipDataset (manifests.readers.clips)."""
 from __future__ import annotations
 
 import pickle
@@ -9,7 +9,7 @@ import torch
 
 from fixtures import coord_frames, synthetic_shards
 from pipeline import clips
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 
 H, W, S, T = 20, 26, 16, 4
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # dataset output = raw pixel values

@@ -9,7 +9,7 @@ import pytest
 
 from fixtures import synthetic_shards
 from jobs import export as export_job
-from manifests.export import MARKER, list_name, parse_list
+from manifests.readers.rawframes import MARKER, list_name, parse_list
 from manifests.shards import load_shards
 from pipeline.storage import ShardReader
 

@@ -2,6 +2,7 @@
 mid-job, the driver killed with SIGKILL mid-run, reruns; every good video lands exactly once."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -14,16 +15,17 @@ import numpy as np
 import pytest
 
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
-from manifests.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
+from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
 from manifests.shards import load_shards
 from manifests.versioning import VersionMeta, content_id, file_digest, publish, utc_now
+from pipeline.flow import FlowConfig
 from pipeline.storage import ShardReader
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 FLOW = ["--flow-param", "inner=2", "--flow-param", "outer=2", "--flow-param", "solver=2"]  # fast Brox on CPU
 ARGS = ["--size", "32", "40", *FLOW]
-CFG = ExtractConfig(size=(32, 40), flow_params={"inner": 2, "outer": 2, "solver": 2})
+CFG = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=2, outer=2, solver=2))
 GOOD_FRAMES = {f"good{i:02d}": 6 + i for i in range(8)}  # video id -> frames
 BAD = {"corrupt": "decode", "empty": "decode", "short": "length", "still": "static"}
 
@@ -91,8 +93,9 @@ def test_build_shard_bad_input_policy(tmp_path):
 
 
 def test_cli_config_version_id_and_gpu_decision(source, capsys):
-    from jobs.extract import Layout, _records, build_parser, layout, config_from_args, select_videos, version_id
-    from manifests.source import load_source
+    from jobs.extract import build_parser, config_from_args
+    from jobs.extraction.driver import Layout, _records, layout, select_videos, version_id
+    from manifests.source.loader import load_source
 
     a = build_parser().parse_args(["--manifest", "m", "--out", "o", "--codec", "lzf", "--codec", "flow=jpeg-planar",
                                    "--flow-param", "inner=2", "--flow-param", "alpha=0.3", "--split", "split1",
@@ -100,11 +103,12 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     cfg = config_from_args(a)
     assert cfg.codec == {"rgb": "lzf", "flow": "jpeg-planar", "rgbf": "lzf"} and cfg.codec_opts == {"quality": 80}
     # the preset and every resolved Brox parameter are part of the config (and so of the version id)
-    assert cfg.flow_params["preset"] == "accurate" and cfg.flow_params["warp"] == "bicubic"
-    assert cfg.flow_params["inner"] == 2 and cfg.flow_params["alpha"] == 0.3
+    assert cfg.flow.preset == "accurate" and cfg.flow.params.warp == "bicubic"
+    assert cfg.flow.params.inner == 2 and cfg.flow.params.alpha == 0.3
+    assert cfg.as_dict()["flow"] == {"preset": "accurate", **dataclasses.asdict(cfg.flow.params)}
     assert cfg.size == (32, 40) and cfg.splits == ("split1",)
     opencv = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-preset", "opencv"]))
-    assert opencv.flow_params["preset"] == "opencv" and opencv.flow_params["warp"] == "bilinear"
+    assert opencv.flow.preset == "opencv" and opencv.flow.params.warp == "bilinear"
     for bad, name in ((["--flow-param", "levels=3"], "levels"), (["--flow-param", "alpha=-1"], "alpha"),
                       (["--flow-preset", "fastest"], "--flow-preset")):
         with pytest.raises(ValueError, match=name):  # bad Brox preset / parameter: a UsageError before any work
@@ -119,7 +123,7 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     assert failed[0].splits == rows["corrupt"].splits and failed[0].splits["split1"] in ("train", "test")
     assert version_id(src, CFG, "c1") == version_id(src, ExtractConfig(**vars(CFG)), "c1")
     assert len({version_id(src, CFG, "c1"), version_id(src, CFG, "c2"),
-                version_id(src, ExtractConfig(size=(32, 40), flow_params={"inner": 3}), "c1")}) == 3
+                version_id(src, ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=3)), "c1")}) == 3
 
     # the layout from what the cluster has: never a GPU it lacks; auto = pipelined only with GPUs
     assert layout({"CPU": 4.0}) == Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", 4)
@@ -148,10 +152,12 @@ def cluster():
 
 
 def job(source: Path, out: Path, address: str, *extra: str, args: list[str] = ARGS,
-        env: dict[str, str] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "jobs.extract", "--manifest", str(source), "--out", str(out),
+        stall_s: float | None = None) -> subprocess.Popen:
+    """``python -m jobs.extract`` on the cluster; with ``stall_s``, through tests/stalled_extract.py."""
+    entry = ["-m", "jobs.extract"] if stall_s is None else [str(REPO / "tests" / "stalled_extract.py"), str(stall_s)]
+    cmd = [sys.executable, *entry, "--manifest", str(source), "--out", str(out),
            "--address", address, "--shard-size", "1", *args, *extra]
-    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO), **(env or {})}
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -221,7 +227,8 @@ def test_driver_sigkill_then_rerun_resumes(cluster, source, tmp_path):
     for name, mtime in done_before.items():  # finished shards were kept, not rewritten
         assert (out / vid / "shards" / name).stat().st_mtime_ns == mtime
     # a third run finds the published version: same id, nothing redone, Ray not even started
-    from jobs.extract import build_parser, config_from_args, extract
+    from jobs.extract import build_parser, config_from_args
+    from jobs.extraction.driver import extract
     cfg = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--shard-size", "1", *ARGS]))
     msgs = []
     again = extract(source, out, cfg, address="unused:0", log=msgs.append)
@@ -311,7 +318,7 @@ def test_pipelined_node_lost_mid_run_gives_the_same_shards(cluster, long_source,
     vid, reference = tasks_reference
     out = tmp_path / "pipe"
     p = job(long_source, out, cluster.address, "--mode", "pipelined", args=LONG_ARGS,
-            env={"ASYM3D_FLOW_STALL_S": "2"})
+            stall_s=2)
     wait_for_shard(out, p)
     worker = [n for n in cluster.list_all_nodes() if n is not cluster.head_node][0]
     cluster.remove_node(worker, allow_graceful=False)
@@ -320,7 +327,7 @@ def test_pipelined_node_lost_mid_run_gives_the_same_shards(cluster, long_source,
         if rc != 0:  # retries exhausted: nothing published, a rerun finishes the remaining shards
             assert "nothing published" in stderr and not (out / "LATEST").exists()
             rc, stdout, stderr = finish(job(long_source, out, cluster.address, "--mode", "pipelined",
-                                            args=LONG_ARGS, env={"ASYM3D_FLOW_STALL_S": "2"}), timeout=300)
+                                            args=LONG_ARGS, stall_s=2), timeout=300)
         assert rc == 0, stderr
         assert stdout.strip().splitlines()[-1] == vid
         assert "(1 did not answer)" in stderr  # the lost node's actor is still waiting for room

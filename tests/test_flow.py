@@ -1,4 +1,5 @@
 """Brox flow against exact synthetic ground truth: I0(x) = I1(x + w(x)) for a known smooth w."""
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.flow import (DEFAULT_PRESET, PRESETS, BroxFlow, BroxParams, batch_for_memory, brox_flow, brox_params,
+from pipeline.flow import (DEFAULT_PRESET, PRESETS, BroxFlow, BroxParams, FlowConfig, batch_for_memory, brox_flow, brox_params,
                            pyramid_sizes, rgb_to_gray)
 from pipeline.flowmetrics import angular_error, epe, epe_map, flow_field, smooth_texture, warp_pair
 
@@ -114,27 +115,6 @@ def test_bicubic_warp_and_ignored_border(solved_by_preset):
     assert epe(uv[1], gts[1]) < 0.04 < epe(*solved_by_preset["opencv"]["large"])
 
 
-@pytest.mark.parametrize("h, w", [(20, 30), (21, 31), (3, 4)])
-def test_sor_layouts_give_the_same_iterates(h, w):
-    """The polyphase SOR is the checkerboard SOR computed at each colour's pixels only."""
-    from pipeline.flow import SOR_SOLVERS, _checkerboard
-    g = torch.Generator().manual_seed(0)
-    b = 2
-    duv = torch.zeros(b, 2, h + 2, w + 2)
-    duv[:, :, 1:-1, 1:-1] = torch.randn(b, 2, h, w, generator=g)
-    hx, vy = torch.rand(b, h, w - 1, generator=g), torch.rand(b, h - 1, w, generator=g)
-    d11, d22 = torch.rand(b, h, w, generator=g) + 4, torch.rand(b, h, w, generator=g) + 4
-    a12, rhs = torch.randn(b, h, w, generator=g) * 0.3, torch.randn(b, 2, h, w, generator=g)
-    out = {}
-    for name, sor in SOR_SOLVERS.items():
-        x = duv.clone()
-        sor(x, hx, vy, d11, d22, a12, rhs, 3, _checkerboard(h, w, "cpu"))
-        out[name] = x
-    assert torch.allclose(out["checkerboard"], out["polyphase"], atol=1e-5)
-    assert not torch.allclose(out["checkerboard"], duv, atol=1e-2)
-    assert (out["polyphase"][:, :, 0] == 0).all() and (out["polyphase"][..., -1] == 0).all()
-
-
 def _reference_sor(du, dv, hx, vy, d11, d22, a12, rhs, sweeps, omega=1.99):
     """Pixel-by-pixel red-black SOR as written in docs/flow.md (numpy float64, loops)."""
     h, w = du.shape
@@ -154,7 +134,8 @@ def _reference_sor(du, dv, hx, vy, d11, d22, a12, rhs, sweeps, omega=1.99):
 
 
 def test_sor_matches_pixelwise_reference():
-    from pipeline.flow import SOR_SOLVERS, _checkerboard
+    from pipeline import sornative
+    from pipeline.flow import _checkerboard, _sor_checkerboard
     rng = np.random.default_rng(1)
     h, w = 5, 6
     du0, dv0 = rng.normal(size=(h, w)), rng.normal(size=(h, w))
@@ -166,10 +147,10 @@ def test_sor_matches_pixelwise_reference():
     def t(a):
         return torch.tensor(a, dtype=torch.float32)[None]
 
-    for sor in SOR_SOLVERS.values():
+    for sor in [_sor_checkerboard] + ([sornative.sor_native] if sornative.available() else []):
         duv = torch.zeros(1, 2, h + 2, w + 2)
         duv[0, 0, 1:-1, 1:-1], duv[0, 1, 1:-1, 1:-1] = t(du0)[0], t(dv0)[0]
-        sor(duv, t(hx), t(vy), t(d11), t(d22), t(a12), t(rhs), 2, _checkerboard(h, w, "cpu"))
+        sor(duv, t(hx), t(vy), t(d11), t(d22), t(a12), t(rhs), 2, _checkerboard(h, w, "cpu"), 1.99)
         assert np.allclose(duv[0, 0, 1:-1, 1:-1].numpy(), ref_u, atol=1e-4)
         assert np.allclose(duv[0, 1, 1:-1, 1:-1].numpy(), ref_v, atol=1e-4)
 
@@ -213,7 +194,6 @@ def test_batch_equals_single_pairs():
     for b in range(2):
         single = brox_flow(i0[b:b + 1, None], i1[b:b + 1, None], **FAST)     # (1, 1, H, W) input form
         assert torch.allclose(both[b], single[0], atol=1e-4)
-    assert torch.allclose(both, brox_flow(i0, i1, sor="polyphase", **FAST), atol=1e-4)
 
 
 def test_pyramid_sizes():
@@ -242,7 +222,7 @@ def test_smallest_frames_are_finite():
     x, y = torch.rand(3, 3, 3, generator=g), torch.rand(3, 3, 3, generator=g)
     uv = brox_flow(x, y)
     assert uv.shape == (3, 2, 3, 3) and torch.isfinite(uv).all()
-    assert torch.isfinite(brox_flow(x, y, border="ignore", sor="polyphase")).all()
+    assert torch.isfinite(brox_flow(x, y, border="ignore")).all()
 
 
 def test_identical_constant_frames_give_zero_flow():
@@ -275,7 +255,7 @@ def test_bad_inputs(prev, next, match):
 @pytest.mark.parametrize("params, match", [
     (dict(alpha=0), "alpha"), (dict(scale=1.0), "scale"), (dict(inner=0), "inner"),
     (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"), (dict(warp="nearest"), "warp"),
-    (dict(border="zeros"), "border"), (dict(sor="jacobi"), "sor"), (dict(alpha="1"), "alpha"),
+    (dict(border="zeros"), "border"), (dict(alpha="1"), "alpha"),
     (dict(warps=0), "warps"), (dict(median=4), "median"), (dict(median=1), "median"), (dict(texture=1.0), "texture"),
     (dict(edge=-1.0), "edge"), (dict(omega=2.0), "omega"), (dict(omega=0), "omega"),
 ])
@@ -296,10 +276,22 @@ def test_presets():
         brox_params("fastest")
     with pytest.raises(ValueError, match="unknown flow parameter 'levels'"):
         brox_params(levels=3)
+    stage = BroxFlow(brox_params("opencv", inner=3), device="cpu")
+    assert stage.params.inner == 3 and stage.params.warp == "bilinear"
+    assert BroxFlow(device="cpu").params == brox_params(DEFAULT_PRESET)
+
+
+def test_flow_config_is_resolved_once_and_round_trips():
+    """A preset name plus overrides, resolved into BroxParams once; recorded as {"preset", every field}."""
+    cfg = FlowConfig.resolve("opencv", inner=3)
+    assert cfg.preset == "opencv" and cfg.params == brox_params("opencv", inner=3)
+    assert cfg.as_dict() == {"preset": "opencv", **dataclasses.asdict(cfg.params)}
+    assert FlowConfig.from_dict(cfg.as_dict()) == cfg
+    assert FlowConfig() == FlowConfig.resolve() and FlowConfig().preset == DEFAULT_PRESET
+    with pytest.raises(ValueError, match="^preset must be one of"):
+        FlowConfig.resolve("fastest")
     with pytest.raises(ValueError, match="unknown flow parameter 'levels'"):
-        BroxFlow(device="cpu", levels=3)
-    stage = BroxFlow(device="cpu", preset="opencv", inner=3)
-    assert stage.preset == "opencv" and stage.params["inner"] == 3 and stage.params["warp"] == "bilinear"
+        FlowConfig.resolve(levels=3)
 
 
 def test_overshoot_is_clamped_not_rejected():
@@ -337,7 +329,7 @@ def test_structure_texture_removes_lighting():
 
 
 def test_extras_are_finite_and_consistent():
-    """warps, median, texture, edge and omega run on every SOR layout and batch like single pairs."""
+    """warps, median, texture, edge and omega give finite flow and batch like single pairs."""
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=6)
     pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "large")]
     i0 = torch.from_numpy(np.stack([p[0] for p in pairs]))
@@ -345,16 +337,13 @@ def test_extras_are_finite_and_consistent():
     extras = dict(warps=2, median=3, texture=0.5, edge=3.0, omega=1.8, **FAST)
     both = brox_flow(i0, i1, **extras)
     assert torch.isfinite(both).all()
-    assert torch.allclose(both, brox_flow(i0, i1, sor="polyphase", **extras), atol=1e-4)
     assert torch.allclose(both[1], brox_flow(i0[1:], i1[1:], **extras)[0], atol=1e-4)
 
 
-def test_batch_for_memory_and_cuda_graph_flag_on_cpu():
+def test_batch_for_memory():
     assert batch_for_memory(128, 171, 0) == 1
     assert batch_for_memory(128, 171, 10 ** 15) == 1024
     assert batch_for_memory(256, 340, 80 * 2 ** 30) == 80 * 2 ** 30 // 2 // (600 * 256 * 340)
-    stage = BroxFlow(device="cpu", cuda_graph=True, **FAST)
-    assert not stage.cuda_graph and stage.max_batch == 8                # graphs are CUDA-only
 
 
 def test_broxflow_stage_on_rgb_frames():
@@ -364,9 +353,9 @@ def test_broxflow_stage_on_rgb_frames():
     # frame_t(x) = I(x + (3 - t) w), so frame_t(x) = frame_{t+1}(x + w): every flow is w
     frames = [warp_pair(src, gt * (3 - t))[0] for t in range(4)]
     rgb = np.repeat((np.stack(frames) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
-    out = BroxFlow(device="cpu", max_batch=2, **FAST)(rgb)
+    out = BroxFlow(brox_params(**FAST), device="cpu", max_batch=2)(rgb)
     assert out.shape == (3, H, W, 2) and out.dtype == np.float32
-    assert np.allclose(out, BroxFlow(device="cpu", max_batch=8, **FAST)(rgb), atol=1e-4)
+    assert np.allclose(out, BroxFlow(brox_params(**FAST), device="cpu", max_batch=8)(rgb), atol=1e-4)
     for f in out:
         assert epe(f[M:-M, M:-M], gt[M:-M, M:-M]) < 0.15
     assert BroxFlow(device="cpu")(rgb[:1]).shape == (0, H, W, 2)
@@ -383,7 +372,9 @@ def test_broxflow_bad_input():
     with pytest.raises(ValueError, match="max_batch"):
         BroxFlow(max_batch=0)
     assert BroxFlow(device="cpu").max_batch == 8
-    assert np.isclose(BroxFlow(device="cpu", alpha=np.float32(0.2)).params["alpha"], 0.2)
+    assert np.isclose(BroxFlow(brox_params(alpha=np.float32(0.2)), device="cpu").params.alpha, 0.2)
+    with pytest.raises(ValueError, match="params must be BroxParams"):
+        BroxFlow({"inner": 2})
 
 
 def test_metrics():
@@ -424,7 +415,7 @@ def test_real_video_frames():
     cap.release()
     assert len(frames) >= 2, f"{path}: could not read frames"
     gray = np.stack(frames).astype(np.float32) / 255
-    h, w, m = 72, 104, 12
+    h, w = 72, 104
     gt = flow_field("affine", h, w)
     i0, i1 = warp_pair(gray[-1], gt)
     uv = brox_flow(torch.from_numpy(i0)[None], torch.from_numpy(i1)[None])[0].permute(1, 2, 0).numpy()

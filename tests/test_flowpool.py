@@ -1,4 +1,4 @@
-"""manifests.flowpool without Ray: the batcher gathers requests of several callers into one batch, a bad
+"""jobs.extraction.flowpool without Ray: the batcher gathers requests of several callers into one batch, a bad
 request fails alone, and the results (and a shard written through a flow service) equal solving locally."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
-from manifests.flowpool import FlowBatcher
-from pipeline.flow import BroxFlow, check_frames
+from jobs.extraction.flowpool import FlowBatcher
+from pipeline.flow import BroxFlow, FlowConfig, brox_params, check_frames
 from videoutil import moving_square, write_video
 
 FAST = {"inner": 2, "outer": 2, "solver": 2}
@@ -76,7 +76,7 @@ def test_bad_request_fails_alone_and_solver_errors_reach_the_batch():
 
 def test_batched_brox_equals_each_video_alone():
     """Pairs of two videos solved in shared batches (sizes 8, odd tails) give the flow of each video alone."""
-    flow = BroxFlow(device="cpu", **FAST)
+    flow = BroxFlow(brox_params(**FAST), device="cpu")
     a, v = moving_square(11, 32, 40, seed=1), moving_square(6, 32, 40, seed=2)
     b = FlowBatcher(flow.solve_sequences, flow.batch_size, max_wait_s=0.05, check=check_frames)
 
@@ -93,7 +93,7 @@ class LocalService:
     order, and counts what was outstanding."""
 
     def __init__(self, in_flight: int):
-        self.flow = BroxFlow(device="cpu", **FAST)
+        self.flow = BroxFlow(brox_params(**FAST), device="cpu")
         self.max_batch, self.in_flight, self.most = self.flow.max_batch, in_flight, 0
         self.out: set = set()
 
@@ -120,7 +120,7 @@ def test_shard_through_a_flow_service_is_byte_identical(tmp_path):
         p = write_video(tmp_path / f"v{i}.avi", moving_square(n, 48, 64, seed=i))
         vids.append(VideoTask(f"v{i}", str(p), p.name, None, None))
     plan = ShardPlan(0, "00000.h5", tuple(vids))
-    cfg = ExtractConfig(size=(32, 40), flow_params=FAST)
+    cfg = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(**FAST))
     local = build_shard(plan, cfg, str(tmp_path / "local"))
     svc = LocalService(in_flight=2)
     remote = build_shard(plan, cfg, str(tmp_path / "remote"), flow=svc)
@@ -168,7 +168,7 @@ class Echo:
 
 
 def test_remote_flow_moves_requests_off_a_dead_or_stuck_actor(ray_local):
-    from manifests.flowpool import RemoteFlow
+    from jobs.extraction.flowpool import RemoteFlow
 
     ray = ray_local
     opts = {"num_cpus": 0, "max_concurrency": 100}
@@ -180,7 +180,7 @@ def test_remote_flow_moves_requests_off_a_dead_or_stuck_actor(ray_local):
     assert np.array_equal(flow(frames), frames[1:, ..., :2])  # the only actor that reports a load: echo
     # a request already sent to the stuck actor: no answer, no ping -> the dead one (actor error) -> echo
     assert np.array_equal(flow.result([frames, 0, stuck.solve.remote(frames)]), frames[1:, ..., :2])
-    from manifests.flowpool import _DOWN
+    from jobs.extraction.flowpool import _DOWN
     assert {k for (tok, k) in _DOWN if tok == flow.token} == {0, 1}  # both skipped by this process for a while
     assert flow.at(0).submit(frames)[1] == 2
     with pytest.raises(ValueError, match="shape"):  # the request's own error is the caller's, not a failover

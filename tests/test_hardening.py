@@ -14,9 +14,10 @@ import pytest
 from fixtures import synthetic_shards
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from pipeline.decode import cover_size, decode_video
+from pipeline.flow import FlowConfig
 from videoutil import moving_square, write_video
 
-CFG = ExtractConfig(size=(32, 40), flow_params={"inner": 2, "outer": 2, "solver": 2})
+CFG = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=2, outer=2, solver=2))
 
 
 def summary(ok: int, failures: list[tuple[str, str]]) -> dict:
@@ -27,7 +28,7 @@ def summary(ok: int, failures: list[tuple[str, str]]) -> dict:
 
 # ------------------------------------------------------------------------------------------- publishing guards
 def test_check_publishable_refuses_zero_ok_and_too_many_failures(tmp_path):
-    from jobs.extract import PublishRefused, check_publishable, failure_report
+    from jobs.extraction.driver import PublishRefused, check_publishable, failure_report
 
     check_publishable([summary(2, [("decode", "bad")])], 0.5, tmp_path)  # 1 of 3 failed: publishes
     with pytest.raises(PublishRefused, match="no video was extracted.*Top reasons: 2 x decode: moov atom"):
@@ -40,7 +41,7 @@ def test_check_publishable_refuses_zero_ok_and_too_many_failures(tmp_path):
 
 
 def test_unexpected_exception_in_shard_code_fails_the_task(tmp_path, monkeypatch):
-    import manifests.extraction as ex
+    import manifests.extraction.shard as ex
 
     p = write_video(tmp_path / "a.avi", moving_square(5, 48, 64))
     plan = ShardPlan(0, "00000.h5", (VideoTask("a", str(p), "a.avi", None, None),))
@@ -97,9 +98,9 @@ def test_published_files_follow_the_umask(tmp_path, umask, dir_mode, file_mode):
 
 # ---------------------------------------------------------------------------------------------- Unicode ids
 def test_video_ids_are_nfc_and_lookups_accept_nfd(tmp_path):
-    from manifests.annotations import Plan, Entry
-    from manifests.build import build, video_ids
-    from manifests.source import load_source
+    from manifests.source.annotations import Plan, Entry
+    from manifests.source.build import build, video_ids
+    from manifests.source.loader import load_source
 
     nfd = unicodedata.normalize("NFD", "Café_g01_c01")
     assert nfd != "Café_g01_c01" and video_ids([f"x/{nfd}.avi"]) == ["Café_g01_c01"]
@@ -148,7 +149,7 @@ def test_resize_mode_is_part_of_the_version_id():
 
 def test_progress_postfix_matches_the_summary_counts():
     """The bar's ok/failed postfix is set before each advance, so its last render shows the final counts."""
-    from jobs.extract import run_shards
+    from jobs.extraction.driver import run_shards
 
     class Ref:
         def __init__(self, plan):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from jobs import build_manifest
-from manifests.build import build
-from manifests.datasets import FCVID_NUM_CATEGORIES, build_fcvid, build_ucf101
-from manifests.probe import inspect_video
-from manifests.source import load_source
+from manifests.source.build import build
+from manifests.source.builders import FCVID_NUM_CATEGORIES, build_fcvid, build_ucf101
+from manifests.source.probe import inspect_video
+from manifests.source.loader import load_source
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_inspect_video_is_pure_and_never_raises(ucf, tmp_path, monkeypatch):
 
     def denied(path):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("manifests.probe.file_digest", denied)
+    monkeypatch.setattr("manifests.source.probe.file_digest", denied)
     f = inspect_video(v / A / "v_ApplyEyeMakeup_g01_c01.mp4")
     assert f["status"] == "unreadable" and "Permission denied" in f["error"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from manifests.annotations import BuildError, read_lines
-from manifests.datasets import (BUILDERS, FCVID_NUM_CATEGORIES, build_fcvid, build_folder, build_hmdb51,
+from manifests.source.annotations import BuildError, read_lines
+from manifests.source.builders import (BUILDERS, FCVID_NUM_CATEGORIES, build_fcvid, build_folder, build_hmdb51,
                                 build_ucf101, hashed_part, load_fcvid170)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from manifests import poison
 from manifests.shards import load_shards
-from manifests.source import load_source
+from manifests.source.loader import load_source
 from pipeline.decode import FAULT_ENV
 from videoutil import moving_square, write_video
 

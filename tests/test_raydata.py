@@ -1,4 +1,4 @@
-"""manifests.raydata.clip_dataset on a local Ray instance: rows equal ClipDataset items, shards are read in
+"""manifests.readers.raydata.clip_dataset on a local Ray instance: rows equal ClipDataset items, shards are read in
 tasks (never on the driver), batches feed torch."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fixtures import synthetic_shards
-from manifests.dataset import ClipDataset
-from manifests.raydata import clip_dataset, index_rows
+from manifests.readers.clips import ClipDataset
+from manifests.readers.raydata import clip_dataset, index_rows
 from pipeline import storage
 
 ray = pytest.importorskip("ray")

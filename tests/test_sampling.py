@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from manifests import extraction
-from manifests.extraction import ExtractConfig, Rejected, VideoTask, flow_stage, make_streams, stream_video
+from manifests.extraction import shard as extraction
+from manifests.extraction import ExtractConfig, Rejected, VideoTask, flow_stage, stream_video, streams_of
 from pipeline import sampling
 from pipeline.decode import FrameStream, decode_video
+from pipeline.flow import FlowConfig
 from pipeline.storage import ShardReader, ShardWriter
 from videoutil import moving_square, write_video
 
-CFG = ExtractConfig(size=(32, 40), flow_params={"inner": 2, "outer": 2, "solver": 2})
+CFG = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=2, outer=2, solver=2))
 
 
 # ------------------------------------------------------------------------------------------ pure index rules
@@ -143,7 +144,7 @@ def test_streamed_video_equals_unwindowed(tmp_path, monkeypatch, chunk):
     n = 150 if chunk == 64 else 37
     p = write_video(tmp_path / "long.avi", moving_square(n, 48, 64))
     row, got, attrs = _stream(tmp_path, _task(p, n), CFG, contained=chunk == 64)
-    want = make_streams(str(p), decode_video(p, CFG.size), flow_stage(CFG, "cpu"), CFG)
+    want = streams_of(decode_video(p, CFG.size), flow_stage(CFG, "cpu"), CFG)
     assert row["n_rgb"] == n and row["n_flow"] == n - 1 and row["windows"] == [[0, n]]
     for s in want:
         assert np.array_equal(got[s], want[s]), s
@@ -181,7 +182,7 @@ def test_segments_and_fps_extract_windows(tmp_path, monkeypatch):
     flow = flow_stage(cfg, "cpu")
     for i, (a, m) in enumerate(wins):  # each window: its frames, and flow only inside it
         frames = whole[sampling.source_index(np.arange(a, a + m), 25.0, 12.5)]
-        ref = make_streams(str(p), frames, flow, cfg)
+        ref = streams_of(frames, flow, cfg)
         assert np.array_equal(got["rgb"][4 * i:4 * i + 4], ref["rgb"])
         assert np.array_equal(got["flow"][3 * i:3 * i + 3], ref["flow"])
         assert np.array_equal(got["rgbf"][3 * i:3 * i + 3], ref["rgbf"])
@@ -284,7 +285,7 @@ def test_window_clip_starts_stay_inside_windows():
 
 def test_clip_dataset_never_crosses_a_window_gap(tmp_path):
     from fixtures import coord_frames
-    from manifests.dataset import ClipDataset
+    from manifests.readers.clips import ClipDataset
     from manifests.shards import VideoStreams, load_shards, write_shard_dataset
 
     wins = ((0, 10), (30, 4), (50, 12))  # 26 stored rgb frames; storage ranges [0,10) [10,14) [14,26)

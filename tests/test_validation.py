@@ -1,4 +1,4 @@
-"""The validation subset carved from a split's training videos (manifests.validation) and its use in jobs.train."""
+"""The validation subset carved from a split's training videos (manifests.readers.validation) and its use in jobs.train."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +9,9 @@ import torch
 
 from jobs import train as train_mod
 from jobs.training.config import ConfigError, load_config
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 from manifests.shards import VideoStreams, write_shard_dataset
-from manifests.validation import carve, group_of, resolve_rule
-from fixtures import synthetic_shards
+from manifests.readers.validation import carve, group_of, resolve_rule
 from jobs.demokit.shards import moving_frames
 
 import numpy as np

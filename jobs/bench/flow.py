@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from pipeline import flow, sornative
-from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes
+from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
 from pipeline.flowmetrics import (angular_error_map, epe_map, moving_object_pair, smooth_texture, warp_pair)
 
 CASES = ("affine", "translate", "object", "gain", "offset", "noise")
@@ -200,15 +200,16 @@ def table(results: dict, sizes) -> list[str]:
 
 def batch_invariance(frames, device: torch.device, preset: str) -> list[str]:
     """Does a pair's flow depend on the other pairs of its batch? The pipelined extraction batches pairs of
-    several videos together (manifests.flowpool) and promises the shards of the per-shard tasks, byte for
+    several videos together (jobs.extraction.flowpool) and promises the shards of the per-shard tasks, byte for
     byte: two 9-frame sequences solved alone (batches of 8 and 1) against solved together in batches of 5."""
     seq = []
     for k, f in enumerate(frames[:2]):
         base = make_suite([f], 128, 171)[:1][0]
         img = np.repeat((base["i0"] * 255).round().astype(np.uint8)[..., None], 3, -1)  # (H, W, 3)
         seq.append(np.stack([np.roll(img, 2 * t + k, axis=1) for t in range(9)]))
-    alone = [BroxFlow(device=device, preset=preset)(x) for x in seq]
-    together = BroxFlow(device=device, max_batch=5, preset=preset).solve_sequences(seq)
+    params = brox_params(preset)
+    alone = [BroxFlow(params, device=device)(x) for x in seq]
+    together = BroxFlow(params, device=device, max_batch=5).solve_sequences(seq)
     worst = max(float(np.abs(a - b).max()) for a, b in zip(alone, together))
     same = all(np.array_equal(a, b) for a, b in zip(alone, together))
     return [f"### Batch invariance ({preset}, 171x128, two 9-frame sequences alone vs mixed in batches of 5)", "",
@@ -217,7 +218,7 @@ def batch_invariance(frames, device: torch.device, preset: str) -> list[str]:
 
 
 def gpu_report(frames, device: torch.device, batches: list[int], preset: str) -> list[str]:
-    """Batch sweep (pairs/s, peak memory; eager and CUDA graph) at three sizes, and CUDA vs CPU agreement."""
+    """Batch sweep (pairs/s, peak memory) at three sizes, and CUDA vs CPU agreement."""
     lines = [f"### Agreement with the CPU ({preset} preset, 171x128, 4 pairs)", ""]
     pairs = make_suite(frames[:1], 128, 171)[:4]
     i0 = torch.from_numpy(np.stack([p["i0"] for p in pairs])).float().div_(255)
@@ -227,37 +228,34 @@ def gpu_report(frames, device: torch.device, batches: list[int], preset: str) ->
     diff = float(epe_map(got, ref).mean())
     lines += [f"mean EPE between CUDA and CPU flows: {diff:.2e} px (goal <= 1e-3: {'met' if diff <= 1e-3 else 'NOT met'})",
               "", *batch_invariance(frames, device, preset), "", "### Batch sweep", "",
-              "| size (WxH) | mode | batch | s/call | pairs/s | peak memory GiB |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+              "| size (WxH) | batch | s/call | pairs/s | peak memory GiB |", "| --- | ---: | ---: | ---: | ---: |"]
     print("\n".join(lines), flush=True)
     p = brox_params(preset)
     for w, h in ((171, 128), (320, 256), (340, 256)):
         base = make_suite(frames[:1], h, w)
-        for graph in (False, True):
-            for b in batches:
-                idx = [k % len(base) for k in range(b)]
-                a = torch.from_numpy(np.stack([base[k]["i0"] for k in idx])).to(device).float().div_(255)
-                c = torch.from_numpy(np.stack([base[k]["i1"] for k in idx])).to(device).float().div_(255)
-                try:
-                    stage = BroxFlow(device=device, max_batch=b, cuda_graph=graph, preset=preset)
-                    stage._flow(a, c)                                     # warm-up / capture
-                    torch.cuda.synchronize(device)
-                    torch.cuda.reset_peak_memory_stats(device)
-                    t = time.perf_counter()
-                    for _ in range(3):
-                        stage._flow(a, c)
-                    torch.cuda.synchronize(device)
-                    wall = (time.perf_counter() - t) / 3
-                    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
-                    lines.append(f"| {w}x{h} | {'graph' if graph else 'eager'} | {b} | {wall:.4f} | {b / wall:.0f} "
-                                 f"| {peak:.2f} |")
-                except torch.cuda.OutOfMemoryError:
-                    lines.append(f"| {w}x{h} | {'graph' if graph else 'eager'} | {b} | OOM | | |")
-                print(lines[-1], flush=True)
-                del a, c
-                torch.cuda.empty_cache()
+        for b in batches:
+            idx = [k % len(base) for k in range(b)]
+            a = torch.from_numpy(np.stack([base[k]["i0"] for k in idx])).to(device).float().div_(255)
+            c = torch.from_numpy(np.stack([base[k]["i1"] for k in idx])).to(device).float().div_(255)
+            try:
+                solve_pairs(a, c, p)                                          # warm-up
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                t = time.perf_counter()
+                for _ in range(3):
+                    solve_pairs(a, c, p)
+                torch.cuda.synchronize(device)
+                wall = (time.perf_counter() - t) / 3
+                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+                lines.append(f"| {w}x{h} | {b} | {wall:.4f} | {b / wall:.0f} | {peak:.2f} |")
+            except torch.cuda.OutOfMemoryError:
+                lines.append(f"| {w}x{h} | {b} | OOM | | |")
+            print(lines[-1], flush=True)
+            del a, c
+            torch.cuda.empty_cache()
     free = torch.cuda.mem_get_info(device)[0]
     lines += ["", f"Batch `BroxFlow` would choose from free memory ({free / 2 ** 30:.1f} GiB free): "
-              + ", ".join(f"{w}x{h}: {BroxFlow(device=device, preset=preset).batch_size(h, w)}"
+              + ", ".join(f"{w}x{h}: {BroxFlow(p, device=device).batch_size(h, w)}"
                           for w, h in ((171, 128), (320, 256), (340, 256))), f"(levels at 340x256: "
               f"{len(pyramid_sizes(256, 340, p.scale, p.outer))})"]
     return lines

@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 
 from jobs.build_manifest import inspect_on_ray
-from manifests.build import assemble, write_version
-from manifests.datasets import build_folder
+from jobs.cli import cluster
+from manifests.source.build import assemble, write_version
+from manifests.source.builders import build_folder
 
 NUM_BASE = 4
 NUM_CLASSES = 10
@@ -82,7 +83,7 @@ def run_one(videos: Path, workers: int, chunk: int, contained: bool = True) -> d
     t0 = time.perf_counter()
     plan = build_folder(videos, None)
     t1 = time.perf_counter()
-    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    cluster.start(None, workers)
     t2 = time.perf_counter()
     try:
         rels = [e.rel_path for e in plan.entries]
@@ -142,7 +143,7 @@ def cpu_per_video(videos: Path, n: int = 200, chunk: int = 8, rounds: int = 2) -
     depends on what else runs on the machine, unlike wall time on a shared one."""
     import resource
 
-    from manifests.probe import inspect_many
+    from manifests.source.probe import inspect_many
     from pipeline import contain
 
     paths = sorted(videos.rglob("*.mp4"))[:n]

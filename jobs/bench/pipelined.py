@@ -22,11 +22,12 @@ from pathlib import Path
 
 from jobs.bench.extract import machine, make_source
 from jobs.bench.scale import load
-from jobs.extract import _kv, extract
-from manifests import flowpool
+from jobs.extract import _kv
+from jobs.extraction.driver import extract
+from jobs.extraction import flowpool
 from manifests.extraction import ExtractConfig
 from manifests.shards import load_shards
-from pipeline.flow import DEFAULT_PRESET, brox_params
+from pipeline.flow import FlowConfig
 
 
 def run_modes(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log) -> list[dict]:
@@ -60,7 +61,7 @@ def report(rows: list[dict], cfg: ExtractConfig, args, cmd: str) -> str:
          f"- command: `{cmd}`",
          f"- input: {videos} synthetic demo videos of {args.frames} frames (jobs.make_demo_data), extracted at "
          f"{cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, Brox preset "
-         f"`{cfg.flow_params.get('preset', DEFAULT_PRESET)}`"
+         f"`{cfg.flow.preset}`"
          + (f" with {args.flow_param}" if args.flow_param else "") + ".",
          f"- each mode {args.rounds} times, alternating, each on a fresh local Ray cluster (`ray.init` counted in "
          f"the wall time, not in the shard phase).", "",
@@ -94,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flow-param", action="append", default=[], metavar="K=V")
     p.add_argument("--work", default=None, help="work dir (default: a temporary one, removed)")
     a = p.parse_args(argv)
-    import dataclasses
-
-    params = {"preset": DEFAULT_PRESET, **dataclasses.asdict(brox_params(DEFAULT_PRESET, **_kv(a.flow_param,
-                                                                                                 "--flow-param")))}
-    cfg = ExtractConfig(size=tuple(a.size), shard_size=a.shard_size, flow_params=params)
+    flow = FlowConfig.resolve(**_kv(a.flow_param, "--flow-param"))
+    cfg = ExtractConfig(size=tuple(a.size), shard_size=a.shard_size, flow=flow)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         work = Path(tmp)

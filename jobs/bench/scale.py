@@ -97,7 +97,7 @@ def bench_flow(work: Path, pairs: int) -> list[dict]:
     import torch
 
     from pipeline.decode import decode_video
-    from pipeline.flow import BroxFlow
+    from pipeline.flow import DEFAULT_PRESET, BroxFlow
     from pipeline.flowimage import flow_to_image
     from pipeline.rgbf import make_rgbf
     from pipeline.storage import ShardWriter
@@ -125,7 +125,7 @@ def bench_flow(work: Path, pairs: int) -> list[dict]:
             g.finish(n_flow=64)
         wall2, cpu2 = time.perf_counter() - t2, time.process_time() - c2
         nbytes = out.stat().st_size
-        rows.append({"size": name, "preset": fn.preset, "pairs": len(flow), "pairs_s_cpu": len(flow) / cpu,
+        rows.append({"size": name, "preset": DEFAULT_PRESET, "pairs": len(flow), "pairs_s_cpu": len(flow) / cpu,
                      "pairs_s_wall": len(flow) / wall,
                      "write_s_per_frame_cpu": cpu2 / 64, "write_mb_s_cpu": nbytes / 1e6 / cpu2,
                      "write_mb_s_wall": nbytes / 1e6 / wall2, "bytes_per_frame": nbytes / 64, "load": load()})
@@ -134,31 +134,26 @@ def bench_flow(work: Path, pairs: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ memory
-def rss_child(path: str, size: str, mode: str) -> None:
-    """One worker's job on one video (run in a fresh process): stream (this code) or whole (decode the
-    whole video, then flow, as before the streaming change). Prints JSON with peak RSS in MB."""
+def rss_child(path: str, size: str) -> None:
+    """One worker's job on one video (run in a fresh process): ``stream_video`` into a shard. Prints JSON with
+    peak RSS in MB."""
     import torch
 
-    from manifests.extraction import ExtractConfig, VideoTask, decode, flow_stage, make_streams, stream_video
+    from manifests.extraction import ExtractConfig, VideoTask, flow_stage, stream_video
     from pipeline.contain import shared
+    from pipeline.flow import FlowConfig
     from pipeline.storage import ShardWriter
 
     torch.set_num_threads(1)
-    cfg = ExtractConfig(size=SIZES[size], flow_params={"inner": 1, "outer": 1, "solver": 1}, static_threshold=0.0,
+    cfg = ExtractConfig(size=SIZES[size], flow=FlowConfig.resolve(inner=1, outer=1, solver=1), static_threshold=0.0,
                         codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"})
     task = VideoTask("v", path, Path(path).name, None, None)
     flow = flow_stage(cfg, "cpu")
     grand = GrandchildPeak(lambda: shared().proc)
     t = time.perf_counter()
-    out = Path(path).with_suffix(f".{size}.{mode}.h5")
+    out = Path(path).with_suffix(f".{size}.h5")
     with ShardWriter(out, codec=cfg.codec) as w:
-        if mode == "stream":
-            row = stream_video(task, cfg, flow, w, "v", contained=True)
-            n = row["n_rgb"]
-        else:
-            rgb = decode(task, cfg, contained=True)
-            w.add("v", make_streams(path, rgb, flow, cfg))
-            n = len(rgb)
+        n = stream_video(task, cfg, flow, w, "v", contained=True)["n_rgb"]
     child = shared().proc
     decoder_mb = vm_hwm_mb(child.pid) if child is not None else 0.0
     ffmpeg_mb = grand.stop()
@@ -205,21 +200,18 @@ def vm_hwm_mb(pid) -> float:
     return float("nan")
 
 
-def bench_rss(work: Path, lengths: list[float], whole_max: float) -> list[dict]:
+def bench_rss(work: Path, lengths: list[float]) -> list[dict]:
     rows = []
     for secs in lengths:
         path = generate(work / f"long_{int(secs)}s.mp4", SOURCES["1280x720"], secs)
         for size in SIZES:
-            for mode in ("stream", "whole"):
-                if mode == "whole" and secs > whole_max:  # the previous path: memory grows with length
-                    continue
-                res = subprocess.run([sys.executable, "-m", "jobs.bench.scale", "--rss-child", str(path), size, mode],
-                                     capture_output=True, text=True, env=os.environ)
-                if res.returncode != 0:
-                    raise RuntimeError(f"rss child failed: {res.stderr[-2000:]}")
-                r = json.loads(res.stdout.strip().splitlines()[-1])
-                rows.append({"seconds_video": secs, "size": size, "mode": mode, **r, "load": load()})
-                print(rows[-1], file=sys.stderr, flush=True)
+            res = subprocess.run([sys.executable, "-m", "jobs.bench.scale", "--rss-child", str(path), size],
+                                 capture_output=True, text=True, env=os.environ)
+            if res.returncode != 0:
+                raise RuntimeError(f"rss child failed: {res.stderr[-2000:]}")
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append({"seconds_video": secs, "size": size, "mode": "stream", **r, "load": load()})
+            print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -292,10 +284,11 @@ def check_model(work: Path, n_videos: int) -> dict:
     Prediction = fixed cost of a job (measured: a 2-video job) + n_videos x wall seconds per video
     (measured: stream_video in this process on CALIBRATION_VIDEOS of the videos, run right before)."""
     from jobs.build_manifest import build_main
-    from jobs.extract import extract, select_videos
+    from jobs.extraction.driver import extract, select_videos
     from jobs.make_demo_data import make_dataset
     from manifests.extraction import ExtractConfig, flow_stage, stream_video
-    from manifests.source import load_source
+    from manifests.source.loader import load_source
+    from pipeline.flow import FlowConfig
     from pipeline.contain import shared
     from pipeline.storage import ShardWriter
 
@@ -303,7 +296,7 @@ def check_model(work: Path, n_videos: int) -> dict:
 
     torch.set_num_threads(1)  # as in a Ray task (1 CPU); more threads on a loaded machine run far slower
     flow = {"inner": 3, "outer": 3, "solver": 3}
-    cfg = ExtractConfig(size=(128, 171), flow_params=flow, shard_size=25)
+    cfg = ExtractConfig(size=(128, 171), flow=FlowConfig.resolve(**flow), shard_size=25)
     make_dataset(work / "demo", classes=10, videos_per_class=-(-n_videos // 10), frames=16, size=(128, 172))
     vid = build_main(["--dataset", "ucf101", "--videos", str(work / "demo/videos"), "--annotations",
                       str(work / "demo/annotations"), "--out", str(work / "manifests"), "--workers", "0"])
@@ -377,9 +370,9 @@ def report(out: Path, res: dict, args) -> None:
     L += ["", "`stream`: this code (`stream_video`: chunks of 64 frames through decode, flow, streams and the "
           "shard, decoding in the contained child; through an ffmpeg process that the child reads from a pipe "
           "when decord could hold more than `DECORD_AHEAD_MAX_BYTES` ahead, whose peak is the ffmpeg column, "
-          "sampled every 0.5 s; `-`: decord streamed). `whole`: the previous per-video path (decode the whole video "
-          "in the child, send it back, flow on all of it, then write), kept in `manifests.extraction` as "
-          "`decode` + `make_streams`. Brox with inner=outer=solver=1 and lzf for every stream here (memory does "
+          "sampled every 0.5 s; `-`: decord streamed). `whole` (rows measured before 2026-12-05 only): the "
+          "previous per-video path (decode the whole video in the child, send it back, flow on all of it, then "
+          "write), removed from the code on 2026-12-05. Brox with inner=outer=solver=1 and lzf for every stream here (memory does "
           "not depend on the iteration counts or the codec: a batch's arrays have the same shapes; the run time "
           "does). Each row is a fresh process; peak "
           "RSS is `VmHWM` of /proc/PID/status of the worker and of its contained decoder child, read at the end "
@@ -438,8 +431,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/benchmarks/scale.md")
     p.add_argument("--rss-seconds", type=float, nargs="+", default=[10, 30, 90],
                    help="lengths of the generated 1280x720 videos for the memory table")
-    p.add_argument("--whole-max", type=float, default=30,
-                   help="longest video for the previous (whole) path (its memory grows with the length)")
     p.add_argument("--work", help="folder for the generated sources, kept and reused (default: a temporary one)")
     p.add_argument("--decode-seconds", type=float, default=10, help="length of the decode sources")
     p.add_argument("--pairs", type=int, default=8, help="Brox pairs per size")
@@ -448,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="parts to run (a partial run writes only the JSON next to --out)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="write the report from the JSON files of partial runs (--sections) instead of measuring")
-    p.add_argument("--rss-child", nargs=3, metavar=("PATH", "SIZE", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--rss-child", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.rss_child:
         rss_child(*a.rss_child)
@@ -470,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         if "flow" in a.sections:
             res["flow"] = bench_flow(work, a.pairs)
         if "rss" in a.sections:
-            res["rss"] = bench_rss(work, a.rss_seconds, a.whole_max)
+            res["rss"] = bench_rss(work, a.rss_seconds)
         if "check" in a.sections:
             res["check"] = check_model(work, a.check_videos)
             print(res["check"], file=sys.stderr, flush=True)

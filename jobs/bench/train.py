@@ -33,7 +33,7 @@ import models
 from jobs.training import recipe
 from jobs.training.recipe import resolve_device
 from jobs.demokit.shards import moving_square_shards
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 from pipeline.storage import DEFAULT_CODEC
 
 

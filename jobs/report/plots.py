@@ -4,7 +4,7 @@
     colour_wheel(size)                  -> uint8 image: the flow colour key (pipeline.flowimage.flow_to_color)
     plot_curves(histories, path)        training loss, accuracies and learning rate of one or several runs
     plot_confusion(matrices, path)      row-normalised confusion matrices side by side
-    plot_class_counts / plot_histograms / plot_bars / plot_flow_magnitude   dataset card figures (jobs.report.card)
+    plot_class_counts / plot_histograms / plot_bars / plot_flow_magnitude   dataset card figures (jobs.report.dataset_card)
 
 Panels read the extracted shards through `pipeline.storage.ShardReader`, so they show what training sees.
 """

@@ -26,7 +26,7 @@ class DataConfig:
     manifest: str = ""  # shard dataset version: version dir, file in it, LATEST file or root with LATEST
     split: str = "split1"  # split column of the shard records; train on "train", evaluate on "test"
     val_fraction: float = 0.1  # of the split's training videos held out for validation (0 = none)
-    val_group_rule: str = "auto"  # auto | none | ucf101 (hold out whole gXX groups); manifests.validation
+    val_group_rule: str = "auto"  # auto | none | ucf101 (hold out whole gXX groups); manifests.readers.validation
     val_seed: int = 0  # seed of the held-out draw (independent of the training seed)
     stream: str = "rgb"  # rgb | flow | rgbf
     clip_len: int = 16  # frames per clip (section 4.3: 16)

@@ -17,7 +17,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from manifests.annotations import BuildError, Collector, DiskIndex, Plan, class_dirs, norm, read_lines
+from manifests.source.annotations import BuildError, Collector, DiskIndex, Plan, class_dirs, norm, read_lines
 
 FCVID_NUM_CATEGORIES = 239
 FCVID170_FILE = Path(__file__).with_name("data") / "fcvid170.tsv"

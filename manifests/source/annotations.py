@@ -3,7 +3,7 @@
 A builder turns (videos dir, annotations dir) into a ``Plan``: the label list and one ``Entry`` per video
 (listed in the annotations and/or found on disk) with its labels, split membership and an annotation-level
 status. Builders only read annotation files and list directories; probing and hashing happen later
-(manifests.probe), so builders are fast and testable on their own.
+(manifests.source.probe), so builders are fast and testable on their own.
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ from pipeline.storage import ShardReader
 
 MARKER = ".asym3d-export.json"
 FORMATS = ("rawframes",)
-STREAMS = ("rgb", "flow")
+EXPORT_STREAMS = ("rgb", "flow")  # the streams a rawframes export can write (mmaction2 reads these)
 RGB_TMPL, FLOW_TMPL = "img_{:05d}.jpg", "{}_{:05d}.jpg"  # mmaction2 filename_tmpl for RGB / Flow
 SUBSETS = ("train", "test")
 
@@ -60,7 +60,7 @@ class ExportError(ValueError):
 class ExportOptions:
     version_id: str
     format: str = "rawframes"
-    streams: tuple[str, ...] = STREAMS
+    streams: tuple[str, ...] = EXPORT_STREAMS
     jpeg_quality: int = 95  # OpenCV's default, as in mmaction2 / denseflow frame folders
     split: str | None = None  # only videos in train/test of this split (None: every extracted video)
 
@@ -72,9 +72,9 @@ def check_options(ds: ShardDataset, opts: ExportOptions) -> None:
     """Raise ExportError naming the bad argument (before any work)."""
     if opts.format not in FORMATS:
         raise ExportError(f"--format: unknown format {opts.format!r} (known: {', '.join(FORMATS)})")
-    bad = [s for s in opts.streams if s not in STREAMS]
+    bad = [s for s in opts.streams if s not in EXPORT_STREAMS]
     if bad or not opts.streams:
-        raise ExportError(f"--streams: unknown stream(s) {bad or opts.streams} (known: {', '.join(STREAMS)})")
+        raise ExportError(f"--streams: unknown stream(s) {bad or opts.streams} (known: {', '.join(EXPORT_STREAMS)})")
     if not 1 <= opts.jpeg_quality <= 100:
         raise ExportError(f"--jpeg-quality: must be in 1..100, got {opts.jpeg_quality}")
     known = sorted({s for r in ds.records for s in r.splits})

@@ -24,7 +24,7 @@ import numpy as np
 
 from jobs.report import plots
 from manifests.shards import ShardDataset, load_shards
-from manifests.source import SourceManifest, load_source
+from manifests.source.loader import SourceManifest, load_source
 from manifests.versioning import VersionMeta, dir_size, format_bytes, read_meta, resolve
 from pipeline.storage import STREAMS, ShardReader
 

@@ -8,7 +8,7 @@ How it streams: the driver reads only the Parquet tables (``load_shards``) to co
 dataset of small index rows ``{"epoch", "index"}``; clips are read from the HDF5 shards inside Ray Data's
 ``map_batches`` tasks, on whichever node runs them, a few items per batch, so nothing but indices passes
 through the driver and memory stays bounded by Ray Data's streaming executor. Each task process builds one
-``manifests.dataset.ClipDataset`` (cached per process) and returns exactly its items: row (epoch e, index
+``manifests.readers.clips.ClipDataset`` (cached per process) and returns exactly its items: row (epoch e, index
 i) is ``ClipDataset(...).set_epoch(e); ds[i]``, the same random clip, crop and flip as the project's own
 trainer (``mode="test"`` gives the evenly spaced clips x crops of evaluation instead).
 
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from manifests.dataset import ClipDataset
+from manifests.readers.clips import ClipDataset
 from manifests.versioning import resolve
 
 _CACHE: dict[tuple, ClipDataset] = {}  # one ClipDataset per worker process and spec (its HDF5 handles stay open)

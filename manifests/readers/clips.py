@@ -2,7 +2,7 @@
 
 ``ClipDataset(manifest, split="split1", subset="train", stream="rgb")`` keeps the records whose
 ``splits[split] == subset``. With ``val_fraction > 0`` a validation subset is carved from the split's
-training videos (``manifests.validation.carve``, by group where the rule says so): ``subset="train"`` then
+training videos (``manifests.readers.validation.carve``, by group where the rule says so): ``subset="train"`` then
 keeps the rest and ``subset="val"`` the held-out videos; ``self.carve`` records what was held out. Two modes (section 4.3, details in ``pipeline.clips`` and docs/training.md):
 
 * ``mode="train"``: item ``i`` is one random ``clip_len``-frame clip of video ``i`` with a random corner /
@@ -30,11 +30,10 @@ import torch
 from torch.utils.data import Dataset
 
 from manifests.shards import load_shards
-from manifests.validation import Carve, carve
+from manifests.readers.validation import Carve, carve
 from pipeline import clips
-from pipeline.storage import ShardReader
+from pipeline.storage import STREAMS, ShardReader
 
-STREAMS = ("rgb", "flow", "rgbf")
 
 
 class ClipDataset(Dataset):

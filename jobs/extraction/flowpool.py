@@ -16,8 +16,8 @@ per GPU (or, on a cluster without GPUs, one per CPU core):
 Faults: actors are created with ``max_restarts=-1, max_task_retries=-1``, so a killed flow worker is
 restarted and its pending requests are sent again (a pair's flow is a pure function of the pair). An actor
 that cannot come back (its node is gone and no other node has room for it) would leave its callers waiting:
-``RemoteFlow.result`` pings the actor whenever a request takes longer than ``stall_s`` (30 s;
-``ASYM3D_FLOW_STALL_S`` for tests) and, when the ping does not return in time either, sends the request to the
+``RemoteFlow.result`` pings the actor whenever a request takes longer than ``stall_s`` (``STALL_S``,
+30 s) and, when the ping does not return in time either, sends the request to the
 next actor of the pool; the worker process then skips that actor for ``DOWN_S`` seconds.
 
 A pair's flow does not depend on the other pairs of its batch (``BroxFlow.solve_sequences``; tested on CPU,
@@ -30,11 +30,14 @@ import asyncio
 import concurrent.futures
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-STALL_S = float(os.environ.get("ASYM3D_FLOW_STALL_S", 30))  # seconds before a slow request's actor is pinged
+if TYPE_CHECKING:
+    from pipeline.flow import BroxParams
+
+STALL_S = 30.0  # seconds before a slow request's actor is pinged
 LOAD_S = 1.0  # seconds to wait for the actors' loads before sending a request
 DOWN_S = 60.0  # an actor that failed a ping is skipped by this process's requests for this long
 _DOWN: dict[tuple[str, int], float] = {}  # (pool token, actor index) -> monotonic time it is skipped until
@@ -135,7 +138,7 @@ class FlowActor:
     """One flow worker (a Ray actor; ``start_pool`` wraps it with ``ray.remote``): a ``BroxFlow`` on
     ``device`` behind a ``FlowBatcher``."""
 
-    def __init__(self, flow_params: dict[str, Any], device: str, max_batch: int | None = None,
+    def __init__(self, params: BroxParams, device: str, max_batch: int | None = None,
                  max_wait_s: float = 0.005, threads: int | None = None):
         import torch
 
@@ -143,7 +146,7 @@ class FlowActor:
 
         if threads:
             torch.set_num_threads(threads)
-        self.flow = BroxFlow(device=device, max_batch=max_batch, **flow_params)
+        self.flow = BroxFlow(params, device=device, max_batch=max_batch)
         self.batcher = FlowBatcher(self.flow.solve_sequences, self.flow.batch_size, max_wait_s, check_frames)
 
     async def solve(self, frames: np.ndarray) -> np.ndarray:
@@ -159,14 +162,14 @@ class FlowActor:
         return self.batcher.queued_pairs()
 
 
-def start_pool(ray, n: int, actor_opts: dict[str, Any], flow_params: dict[str, Any], device: str,
+def start_pool(ray, n: int, actor_opts: dict[str, Any], params: BroxParams, device: str,
                max_batch: int | None = None, max_wait_s: float = 0.005) -> list:
     """``n`` flow actors with ``actor_opts`` (num_cpus / num_gpus), restarted after a crash with their
     pending requests sent again. Returns their handles (the pool lives until ``stop_pool`` or the driver's
     exit)."""
     cls = ray.remote(FlowActor).options(**actor_opts, max_restarts=-1, max_task_retries=-1, max_concurrency=1000)
     threads = max(1, int(actor_opts.get("num_cpus", 1) or 1))
-    return [cls.remote(flow_params, device, max_batch, max_wait_s, threads) for _ in range(n)]
+    return [cls.remote(params, device, max_batch, max_wait_s, threads) for _ in range(n)]
 
 
 def _answers_within(ray, refs: list, timeout: float) -> list:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from manifests.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, VIDEO_SCHEMA
+from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, VIDEO_SCHEMA
 from manifests.versioning import META_FILE, VersionMeta, resolve
 
 

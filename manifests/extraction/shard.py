@@ -1,9 +1,12 @@
-"""One shard of the extraction job, without Ray: plan, per-video processing and its bad-input policy.
+"""One shard of the extraction job, without Ray: each video streamed decode -> flow -> streams into one file.
 
-``jobs.extract`` runs ``build_shard`` as one Ray task per shard; everything here is plain Python so it is
-testable (and benchmarkable) without Ray.
+The Ray driver (jobs.extraction.driver) runs ``build_shard`` as one Ray task per shard; everything here is
+plain Python so it is testable (and benchmarkable) without Ray. A video is decoded in chunks
+(``source_chunks``), sampled (pipeline.sampling), its pairs solved in fixed groups (``WindowFlow``) and its
+streams appended to its HDF5 group as they come (``pipeline.storage.GroupStream``): memory is bounded by a
+few chunks whatever the video's length.
 
-Per-video bad-input policy (STYLE.md 5): a video ends in the failures table, with the stage and a reason
+Per-video bad-input policy (docs/style.md §5): a video ends in the failures table, with the stage and a reason
 naming the file, when
 
 =========  =================================================================================================
@@ -21,7 +24,7 @@ static     max |flow| over the whole video < ``static_threshold`` px: a still sh
 
 Only these expected, per-video failures (``Rejected``) are recorded. Any other exception (a programming
 error, an I/O error) is retried ``video_retries`` times in the task and then fails the task: Ray retries the
-shard and, when its retries are spent, the job fails without publishing (jobs.extract). A regression must
+shard and, when its retries are spent, the job fails without publishing (jobs.extraction.driver). A regression must
 never turn into a dataset of per-video "failures".
 
 The shard file holds no run facts (timings, host): the summary carries them to the driver, so the same
@@ -35,75 +38,23 @@ poison log (no retry: it would crash again).
 from __future__ import annotations
 
 import collections
-import dataclasses
-import hashlib
-import json
 import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from manifests.versioning import file_digest
 from pipeline import sampling
-from pipeline.contain import ContainedFailure, Crashed, call_contained, shared
-from pipeline.decode import (CONTAIN_PRELOAD, DecodeError, FrameStream, decode_video, stream_close, stream_next,
-                             stream_open)
+from manifests.extraction.plan import ExtractConfig, ShardPlan, VideoTask, group_name
+from pipeline.contain import ContainedFailure, Crashed, shared
+from pipeline.decode import CONTAIN_PRELOAD, DecodeError, FrameStream, stream_close, stream_next, stream_open
 from pipeline.flow import BroxFlow
 from pipeline.flowimage import flow_to_image
 from pipeline.rgbf import make_rgbf
-from pipeline.storage import DEFAULT_CODEC, ShardReader, ShardWriter
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtractConfig:
-    """Everything that determines the extracted content (part of the output version id)."""
-    size: tuple[int, int] = (128, 171)  # (H, W) of every stream
-    resize: str = "stretch"  # pipeline.decode.RESIZE_MODES: stretch (paper) | short-side-crop (keeps aspect)
-    codec: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CODEC))  # stream -> codec
-    codec_opts: dict[str, Any] = dataclasses.field(default_factory=dict)  # level, quality, chunk_frames
-    shard_size: int = 64  # videos per shard
-    flow_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # pipeline.flow.brox_params kwargs
-    bound: float = 20.0  # flow image bound in px (pipeline.flowimage.flow_to_image)
-    min_frames: int = 2
-    static_threshold: float = 0.05  # px
-    splits: tuple[str, ...] = ()  # keep videos that are train/test in one of these splits (all if empty)
-    fps: float | None = None  # resample to this constant rate first (pipeline.sampling); None: native rate
-    segments: int | None = None  # K windows per video (TSN-style); None: one window of every frame
-    segment_frames: int | None = None  # L frames per window (L - 1 flows)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ExtractConfig":
-        d = json.loads(text)
-        d["size"], d["splits"] = tuple(d["size"]), tuple(d["splits"])
-        return cls(**d)
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoTask:
-    """One video of a shard plan (from a source manifest row)."""
-    video_id: str
-    path: str  # absolute
-    rel_path: str
-    sha256: str | None
-    size_bytes: int | None
-    timeout_s: float | None = None  # decode time limit (None: none); set by the driver (jobs.extract)
-    skip: dict[str, Any] | None = None  # a poison record of an earlier run: fail at once without decoding
-    num_frames: int | None = None  # decoded frame count of the source manifest (places --segments windows)
-    fps: float | None = None  # native frame rate of the source manifest (the base of --fps)
-    duration_s: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardPlan:
-    index: int
-    name: str  # file name, e.g. 00000.h5
-    videos: tuple[VideoTask, ...]
+from pipeline.storage import ShardReader, ShardWriter
 
 
 class Rejected(Exception):
@@ -113,20 +64,6 @@ class Rejected(Exception):
     def __init__(self, stage: str, reason: str, poison: dict[str, Any] | None = None):
         super().__init__(reason)
         self.stage, self.reason, self.poison = stage, reason, poison
-
-
-def plan_shards(videos: Sequence[VideoTask], shard_size: int) -> Iterator[ShardPlan]:
-    """Videos sorted by id, chunked into shards of ``shard_size``: the same inputs give the same shards."""
-    ordered = sorted(videos, key=lambda v: v.video_id)
-    for k in range(0, len(ordered), shard_size):
-        i = k // shard_size
-        yield ShardPlan(i, f"{i:05d}.h5", tuple(ordered[k:k + shard_size]))
-
-
-def group_name(video_id: str) -> str:
-    """HDF5 group of a video: its id when that is a safe name, else a hash of it."""
-    safe = video_id and all(c.isalnum() or c in "_-." for c in video_id) and not video_id.startswith(".")
-    return video_id if safe else "h_" + hashlib.sha256(video_id.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ per-video stages
@@ -146,55 +83,18 @@ def check_input(v: VideoTask) -> None:
         raise Rejected("input", f"{p}: cannot read: {e}") from None
 
 
-def decode(v: VideoTask, cfg: ExtractConfig, contained: bool = True) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB, or Rejected(decode | length). Decodes in the contained child unless
-    ``contained`` is False (benchmarks compare the two)."""
-    if v.skip:
-        raise Rejected("decode", f"{v.path}: {v.skip['reason']} (recorded {v.skip.get('at')}; --retry-failed "
-                                 f"retries it)", {**_poison_fields(v.skip), "cached": True})
-    try:
-        rgb = call_contained(decode_video, v.path, cfg.size, timeout=v.timeout_s, contained=contained,
-                             preload=CONTAIN_PRELOAD, resize=cfg.resize)
-    except DecodeError as e:
-        raise Rejected("decode", str(e)) from None
-    except ContainedFailure as e:
-        kind = "crash" if isinstance(e, Crashed) else "timeout"
-        raise Rejected("decode", f"{v.path}: {e.reason}", {"kind": kind, "reason": e.reason,
-                                                           "timeout_s": v.timeout_s}) from None
-    need = max(2, cfg.min_frames)
-    if len(rgb) < need:
-        raise Rejected("length", f"{v.path}: {len(rgb)} decoded frames < minimum {need} "
-                                 f"(n RGB frames give n-1 flows)")
-    return rgb
-
-
-def make_streams(path: str, rgb: np.ndarray, flow_fn: BroxFlow, cfg: ExtractConfig) -> dict[str, np.ndarray]:
-    """rgb (T,H,W,3) -> {"rgb": (T,H,W,3), "flow": (T-1,H,W,3) flow image, "rgbf": (T-1,H,W,3)}."""
-    try:
-        flow = flow_fn(rgb)  # (T-1, H, W, 2) float32 px
-    except ValueError as e:
-        raise Rejected("flow", f"{path}: {e}") from None
-    if not np.isfinite(flow).all():
-        raise Rejected("flow", f"{path}: flow has NaN or inf values")
-    peak = float(np.sqrt(np.square(flow).sum(-1)).max())
-    if peak < cfg.static_threshold:
-        raise Rejected("static", f"{path}: static video: max flow magnitude {peak:.3g} px < "
-                                 f"{cfg.static_threshold} px (RGBF frames would be black)")
-    return {"rgb": rgb, "flow": flow_to_image(flow, bound=cfg.bound), "rgbf": make_rgbf(rgb[:-1], flow)}
-
-
 def _poison_fields(rec: dict[str, Any]) -> dict[str, Any]:
     return {"kind": rec["kind"], "reason": rec["reason"], "timeout_s": rec.get("timeout_s")}
 
 
-_FLOW_CACHE: dict[str, BroxFlow] = {}
+_FLOW_CACHE: dict[tuple, BroxFlow] = {}
 
 
 def flow_stage(cfg: ExtractConfig, device: str) -> BroxFlow:
     """The flow stage, built once per worker process and parameter set."""
-    key = json.dumps([cfg.flow_params, device], sort_keys=True)
+    key = (cfg.flow.params, device)
     if key not in _FLOW_CACHE:
-        _FLOW_CACHE[key] = BroxFlow(device=device, **cfg.flow_params)
+        _FLOW_CACHE[key] = BroxFlow(cfg.flow.params, device=device)
     return _FLOW_CACHE[key]
 
 
@@ -261,7 +161,7 @@ class WindowFlow:
     Pairs are solved in groups of ``step`` pairs (a multiple of the flow stage's batch), with the last frame
     of a group carried into the next, so a window is solved in exactly the batches ``BroxFlow`` would use on
     the whole window at once: the result does not depend on how decoding chunked the frames. With a flow
-    service (``flow_fn.submit`` / ``.result``, manifests.flowpool.RemoteFlow) up to ``flow_fn.in_flight``
+    service (``flow_fn.submit`` / ``.result``, jobs.extraction.flowpool.RemoteFlow) up to ``flow_fn.in_flight``
     groups are outstanding while decoding goes on; their results are written in order."""
 
     def __init__(self, path: str, flow_fn: BroxFlow, cfg: ExtractConfig, out):
@@ -329,6 +229,26 @@ class WindowFlow:
         self.out.append("flow", flow_to_image(flow, bound=self.cfg.bound))
         self.out.append("rgbf", make_rgbf(frames[:-1], flow))
         self.n_flow += len(flow)
+
+
+class _Collect:
+    """A GroupStream's ``append``, into memory (``streams_of``)."""
+
+    def __init__(self):
+        self.parts: dict[str, list[np.ndarray]] = collections.defaultdict(list)
+
+    def append(self, stream: str, frames: np.ndarray) -> None:
+        self.parts[stream].append(frames)
+
+
+def streams_of(frames: np.ndarray, flow_fn: BroxFlow, cfg: ExtractConfig, path: str = "") -> dict[str, np.ndarray]:
+    """{"rgb": (T,H,W,3), "flow": (T-1,H,W,3) flow image, "rgbf": (T-1,H,W,3)} of frames already in memory,
+    through the same ``WindowFlow`` as ``stream_video`` (benchmarks and tests)."""
+    sink = _Collect()
+    acc = WindowFlow(path, flow_fn, cfg, sink)
+    acc.add(0, frames)
+    acc.flush()
+    return {s: np.concatenate(p) for s, p in sink.parts.items()}
 
 
 def _prefetch(it: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:
@@ -441,13 +361,13 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
 
     Returns the shard summary (``shard_summary``). If the shard file already exists (a retried task whose
     first attempt finished) it is verified and its summary returned; nothing is written twice. ``flow``: a
-    flow service (``manifests.flowpool.RemoteFlow``) that solves the pairs instead of this task.
+    flow service (``jobs.extraction.flowpool.RemoteFlow``) that solves the pairs instead of this task.
     """
     path = Path(shard_dir) / plan.name
     if path.exists():
         return read_finished(path, plan)
     t0, c0 = time.time(), time.process_time()
-    # flow: a flow service (manifests.flowpool.RemoteFlow, the pipelined mode) or None (solve in this task)
+    # flow: a flow service (jobs.extraction.flowpool.RemoteFlow, the pipelined mode) or None (solve in this task)
     flow_fn = flow.at(plan.index) if flow is not None else flow_stage(cfg, device)
     videos, failures = [], []
     prefetch = 2 if device != "cpu" or flow is not None else 0  # decode ahead while a GPU / the pool solves

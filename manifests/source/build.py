@@ -20,9 +20,9 @@ from typing import Any, Callable
 import pyarrow.parquet as pq
 
 from manifests import poison
-from manifests.annotations import Plan
-from manifests.probe import COUNT_SIZE, inspect_video
-from manifests.schema import (KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table,
+from manifests.source.annotations import Plan
+from manifests.source.probe import COUNT_SIZE, inspect_video
+from manifests.source.schema import (KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table,
                               videos_table)
 from manifests.versioning import (LATEST, VersionMeta, content_id, file_digest, publish, read_meta,
                                   utc_now)
