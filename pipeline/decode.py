@@ -14,20 +14,12 @@ Probing parses ``ffmpeg -i`` stderr (imageio-ffmpeg ships no ffprobe, which ffmp
 The probe runs the ffmpeg binary as a child process, so a crash or hang there is already contained (a signal
 or ``PROBE_TIMEOUT_S`` becomes a DecodeError). In-process decoding (decord) is contained by the callers with
 ``pipeline.contain``, with a time limit from ``decode_timeout``.
-
-Test hook (fault injection, no real poison file needed): when the environment variable ``FAULT_ENV``
-(``ASYM3D_TEST_DECODE_FAULTS``) holds ``NAME=KIND[,NAME=KIND...]``, ``decode_video_ex`` on a file whose
-name is NAME first crashes (KIND ``segv``: sends itself SIGSEGV; ``abort``: abort()) or hangs (``hang``:
-sleeps an hour), like a native decoder on a poison file. Unset in production; tests set it.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +33,6 @@ PROBE_TIMEOUT_S = 120  # reading a header takes milliseconds; a hang means a pat
 DECODE_TIMEOUT_FLOOR_S = 30.0
 DECODE_PIXEL_RATE = 1e7  # source px/s; >= 4x below the slowest decode measured (docs/manifests.md)
 DECODE_TIMEOUT_UNKNOWN_S = 600.0  # no usable duration / size in the header
-FAULT_ENV = "ASYM3D_TEST_DECODE_FAULTS"
 CONTAIN_PRELOAD = ("pipeline.decode", "decord", "ffmpeg")  # what a contained decoder child imports up front
 
 
@@ -177,7 +168,6 @@ def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
     """
     path = Path(path)
     _check_file(path)
-    _inject_fault(path)
     order = (backend,) if backend else DEFAULT_ORDER
     failures: list[BackendFailure] = []
     names: list[str] = []
@@ -206,22 +196,6 @@ def decode_timeout(duration_s: float | None, fps: float | None, width: int | Non
         return DECODE_TIMEOUT_UNKNOWN_S
     frames = duration_s * (fps or 30.0)
     return round(max(DECODE_TIMEOUT_FLOOR_S, frames * width * height / DECODE_PIXEL_RATE), 1)
-
-
-def _inject_fault(path: Path) -> None:
-    """The test hook of the module docstring (FAULT_ENV)."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    for item in spec.split(","):
-        name, _, kind = item.strip().partition("=")
-        if name == path.name:
-            if kind == "segv":
-                os.kill(os.getpid(), signal.SIGSEGV)
-            elif kind == "abort":
-                os.abort()
-            elif kind == "hang":
-                time.sleep(3600)
 
 
 def decode_video(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
@@ -444,7 +418,6 @@ class FrameStream:
 
     def __iter__(self):
         _check_file(self.path)
-        _inject_fault(self.path)
         size, crop = self.size, None
         if self.resize == "short-side-crop":  # as decode_video: cover `size` keeping the aspect, crop the centre
             info = probe_video(self.path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.contain import Contained, Crashed, TimedOut
-from pipeline.decode import FAULT_ENV, DecodeError, decode_timeout, decode_video_ex
+from pipeline.decode import DecodeError, decode_timeout, decode_video_ex
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,13 +106,17 @@ def test_child_exits_when_the_caller_is_killed(tmp_path):
     assert not alive(child)
 
 
-def test_fault_hook_and_decode_timeout(box, tmp_path, monkeypatch):
+def test_fault_hook_and_decode_timeout(tmp_path, monkeypatch):
     good = write_video(tmp_path / "good.avi", moving_square(5, 32, 40))
     bad = write_video(tmp_path / "bad.avi", moving_square(5, 32, 40))
-    monkeypatch.setenv(FAULT_ENV, "bad.avi=segv,other.avi=hang")
-    assert len(box.call(decode_video_ex, good, (16, 20)).frames) == 5  # the child inherits the variable
-    with pytest.raises(Crashed, match="signal 11"):
-        box.call(decode_video_ex, bad, (16, 20))
+    monkeypatch.setenv("ASYM3D_TEST_DECODE_FAULTS", "bad.avi=segv,other.avi=hang")
+    box = Contained(preload=("faults.sitecustomize",))  # the test-only hook (tests/faults), in the child only
+    try:
+        assert len(box.call(decode_video_ex, good, (16, 20)).frames) == 5  # the child inherits the variable
+        with pytest.raises(Crashed, match="signal 11"):
+            box.call(decode_video_ex, bad, (16, 20))
+    finally:
+        box.close()
     assert decode_timeout(7.0, 25.0, 320, 240) == 30.0  # a UCF-101 clip: the floor
     assert decode_timeout(600.0, 30.0, 1920, 1080) == pytest.approx(18000 * 1920 * 1080 / 1e7, abs=0.1)
     assert decode_timeout(None, 25.0, 320, 240) == 600.0

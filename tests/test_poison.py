@@ -1,9 +1,9 @@
 """Poison videos (issue 16): a decoder that crashes or hangs on one file costs that file, never a job.
 
-Faults are injected with the test hook of pipeline.decode (FAULT_ENV: the contained decoder sends itself
-SIGSEGV on crash.avi and sleeps an hour on hang.avi). Both CLI stages run end to end on a local Ray
-cluster (the environment reaches the Ray workers and their contained children); reruns skip the recorded
-files, --retry-failed decodes them again."""
+Faults are injected with the test-only hook tests/faults/sitecustomize.py (FAULT_ENV: the contained decoder
+sends itself SIGSEGV on crash.avi and sleeps an hour on hang.avi). Both CLI stages run end to end on a local
+Ray cluster (PYTHONPATH and the variable reach the Ray workers and their contained children); reruns skip the
+recorded files, --retry-failed decodes them again."""
 from __future__ import annotations
 
 import json
@@ -18,10 +18,10 @@ import pytest
 from manifests import poison
 from manifests.shards import load_shards
 from manifests.source.loader import load_source
-from pipeline.decode import FAULT_ENV
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
+FAULT_ENV = "ASYM3D_TEST_DECODE_FAULTS"  # read by tests/faults/sitecustomize.py
 TIMEOUT = 5  # --decode-timeout of the tests
 FAULTS = "crash.avi=segv,hang.avi=hang"
 GOOD = [f"good{i}" for i in range(4)]
@@ -31,7 +31,8 @@ FAST = ["--size", "32", "40", "--flow-param", "inner=2", "--flow-param", "outer=
 def run(module: str, *args: str, faults: str = "", timeout: float = 150) -> tuple[int, str, str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
     env.pop(FAULT_ENV, None)
-    if faults:
+    if faults:  # the hook: a sitecustomize every Python process of the run imports at start-up
+        env["PYTHONPATH"] += os.pathsep + str(REPO / "tests" / "faults")
         env[FAULT_ENV] = faults
     t0 = time.time()
     p = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
