@@ -1,6 +1,6 @@
 """Train (pretrain or fine-tune) a model on a shard dataset: ``python -m jobs.train --config FILE [k=v ...]``.
 
-A flat loop (STYLE.md 9): per epoch set the lr from the pure step schedule, train on one random clip per
+A flat loop (docs/style.md §9): per epoch set the lr from the pure step schedule, train on one random clip per
 training video (or ``data.max_clips_per_epoch`` of them), validate without gradients every
 ``eval.every`` epochs, then write ``last.pt`` (and ``best.pt`` when validation top-1 improves) in
 ``out_dir`` with the model spec, the resolved config, optimizer, epoch and RNG states.

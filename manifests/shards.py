@@ -8,7 +8,7 @@ A version directory (written once through ``manifests.versioning.publish``)::
     <root>/<version_id>/labels.parquet     label_id -> name (LABELS_SCHEMA)
     <root>/<version_id>/shards/*.h5        pipeline.storage shard files
 
-``load_shards`` is the one place the tables are parsed (STYLE.md 4); ``publish_shards`` is the writer used
+``load_shards`` is the one place the tables are parsed (docs/style.md §4); ``publish_shards`` is the writer used
 by jobs.extract, and ``write_shard_dataset`` builds a small version from in-memory frames (tests, demos).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Layer kinds of the family, each reached by name through LAYERS (STYLE.md 7).
+"""Layer kinds of the family, each reached by name through LAYERS (docs/style.md §7).
 
 Every kind is a callable ``(in_channels, out_channels, *, norm) -> nn.Module`` that keeps the clip size
 (stride 1, "same" padding) and ends with a ReLU. Shapes are (B, C, T, H, W) throughout.

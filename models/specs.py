@@ -1,4 +1,4 @@
-"""The model family as data: frozen specs and one table of named variants (STYLE.md 6).
+"""The model family as data: frozen specs and one table of named variants (docs/style.md §6).
 
 A network is a stack of stages (layers of kinds from models.layers.LAYERS, then a max-pool), then hidden
 FC layers with ReLU and dropout, then the classifier. Channel and FC widths are the paper's, multiplied

@@ -1,6 +1,6 @@
 """Decode videos to uint8 RGB frames and probe their container headers.
 
-Backends sit behind one small interface, chosen from the ``BACKENDS`` table (STYLE.md 3):
+Backends sit behind one small interface, chosen from the ``BACKENDS`` table (docs/style.md §3):
 ``backend(path, size) -> np.ndarray (T, H, W, 3) uint8`` that raises ``BackendFailure`` (with whatever
 frames it decoded before failing) when it cannot finish. ``decode_video`` tries decord first and ffmpeg
 (ffmpeg-python driving the binary shipped by imageio-ffmpeg) when decord fails.
@@ -8,7 +8,7 @@ frames it decoded before failing) when it cannot finish. ``decode_video`` tries 
 The frame count is what the decoder actually produced, never the header's claim: real files lie (a UCF-101
 AVI claims 444 frames and decodes 68). decord builds its index by reading packets and then decodes in
 batches; if it raises mid-file we fall back to ffmpeg, and when every backend fails part-way we keep the
-longest prefix decoded and record why (bad-input policy, STYLE.md 5): see ``decode_video_ex``.
+longest prefix decoded and record why (bad-input policy, docs/style.md §5): see ``decode_video_ex``.
 
 Probing parses ``ffmpeg -i`` stderr (imageio-ffmpeg ships no ffprobe, which ffmpeg-python's probe needs).
 The probe runs the ffmpeg binary as a child process, so a crash or hang there is already contained (a signal

@@ -10,7 +10,9 @@ Layout of one shard file (see docs/extract.md)::
 
 Each stream dataset records the codec that wrote it (``attrs["codec"]``, ``attrs["codec_opts"]``), so
 a reader needs no configuration and streams of one shard may use different codecs. Codecs sit behind a
-small interface (``write`` / ``reader`` / ``digest``) and are chosen by name from ``CODECS`` (STYLE.md 3).
+small interface (``create`` / ``append`` / ``reader`` / ``digest``) and are chosen by name from ``CODECS``
+(docs/style.md §3). A video's group is written one way, by ``GroupStream`` (chunk by chunk; ``ShardWriter.add``
+is one call of it for streams already in memory).
 
 Shard files are a pure function of their content: no timestamps (``track_times=False`` on every dataset and
 group), a pinned file-format range (``LIBVER``) and no run facts (timings, hosts) in ``extra``, so the same
@@ -59,17 +61,23 @@ class ArrayCodec:
     chunk_frames: int = 1
     shuffle: bool = False
 
-    def write(self, parent: h5py.Group, key: str, frames: np.ndarray) -> h5py.Dataset:
-        t, h, w, c = frames.shape
-        kw: dict[str, Any] = {}
-        if t > 0:
-            kw["chunks"] = (min(self.chunk_frames, t), h, w, c)
-            if self.compression:
-                kw["compression"] = self.compression
-                kw["shuffle"] = self.shuffle
-                if self.compression == "gzip":
-                    kw["compression_opts"] = 4 if self.level is None else self.level
-        return parent.create_dataset(key, data=frames, dtype=np.uint8, track_times=False, **kw)
+    def create(self, parent: h5py.Group, key: str, h: int, w: int) -> h5py.Dataset:
+        """An empty resizable (0, h, w, 3) dataset, chunked by ``chunk_frames``."""
+        kw: dict[str, Any] = {"chunks": (self.chunk_frames, h, w, 3)}
+        if self.compression:
+            kw.update(compression=self.compression, shuffle=self.shuffle)
+            if self.compression == "gzip":
+                kw["compression_opts"] = 4 if self.level is None else self.level
+        return parent.create_dataset(key, shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8,
+                                     track_times=False, **kw)
+
+    def append(self, ds: h5py.Dataset, frames: np.ndarray, payload: Any) -> None:
+        """Append (N, h, w, 3) frames; ``payload`` (a hashlib object) takes the stored bytes."""
+        t, n = ds.shape[0], len(frames)
+        frames = np.ascontiguousarray(frames)
+        ds.resize(t + n, axis=0)
+        ds[t:t + n] = frames
+        payload.update(frames.tobytes())
 
     def reader(self, ds: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
         """read(start, stop) -> (stop-start, H, W, 3) uint8 for dataset ``ds``."""
@@ -81,9 +89,6 @@ class ArrayCodec:
         for s in range(0, ds.shape[0], DIGEST_FRAMES):
             h.update(np.ascontiguousarray(ds[s:s + DIGEST_FRAMES]).tobytes())
         return h.hexdigest()
-
-    def encoded_digest(self, frames: np.ndarray) -> str:
-        return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,13 +114,22 @@ class JpegCodec:
             raise ValueError(f"JPEG encoding failed for a frame of shape {frame.shape}")
         return buf.reshape(-1)
 
-    def write(self, parent: h5py.Group, key: str, frames: np.ndarray) -> h5py.Dataset:
-        t, h, w, c = frames.shape
-        ds = parent.create_dataset(key, shape=(t,), dtype=h5py.vlen_dtype(np.uint8), track_times=False)
-        for i in range(t):
-            ds[i] = self._encode(frames[i])
-        ds.attrs["frame_shape"] = (h, w, c)
+    def create(self, parent: h5py.Group, key: str, h: int, w: int) -> h5py.Dataset:
+        """An empty resizable dataset of JPEG byte strings, one per frame."""
+        ds = parent.create_dataset(key, shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.vlen_dtype(np.uint8),
+                                   track_times=False)
+        ds.attrs["frame_shape"] = (h, w, 3)
         return ds
+
+    def append(self, ds: h5py.Dataset, frames: np.ndarray, payload: Any) -> None:
+        """Encode and append (N, h, w, 3) frames; ``payload`` takes each length-prefixed JPEG."""
+        t, n = ds.shape[0], len(frames)
+        ds.resize(t + n, axis=0)
+        for i in range(n):
+            buf = self._encode(frames[i])
+            ds[t + i] = buf
+            payload.update(len(buf).to_bytes(8, "little"))
+            payload.update(buf.tobytes())
 
     def reader(self, ds: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
         """read(start, stop) -> (stop-start, H, W, 3) uint8, decoding only the frames asked for."""
@@ -245,28 +259,13 @@ class ShardWriter:
 
     def add(self, group: str, streams: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
             ) -> dict[str, str]:
-        """Store one video's streams under ``group``; returns {stream: sha256 of its stored payload}."""
-        if self._f is None:
-            raise ShardError(f"{self.path}: writer is closed")
-        if not _valid_group_name(group) or group in self._sums:
-            raise ValueError(f"{self.path}: bad or duplicate group name {group!r}")
+        """Store one video's streams, already in memory, under ``group`` (through ``stream``); returns
+        {stream: sha256 of its stored payload}."""
         t, h, w = _check_streams(group, streams)
-        g = _create_group(self._f, group)
-        sums = {}
+        out = self.stream(group, h, w)
         for s in STREAMS:
-            codec = self.codecs[s]
-            ds = codec.write(g, s, np.ascontiguousarray(streams[s]))
-            ds.attrs["codec"] = codec.name
-            ds.attrs["codec_opts"] = json.dumps({k: v for k, v in dataclasses.asdict(codec).items()
-                                                 if k in CODEC_OPTIONS})
-            sums[s] = codec.encoded_digest(streams[s]) if isinstance(codec, ArrayCodec) else codec.digest(ds)
-            g.attrs[f"sha256_{s}"] = sums[s]
-        g.attrs.update({"n_rgb": t, "n_flow": t - 1, "height": h, "width": w})
-        for k, v in (attrs or {}).items():
-            g.attrs[k] = v if isinstance(v, (str, int, float, bool, np.integer, np.floating)) else json.dumps(v)
-        self._index.append(group)
-        self._sums[group] = sums
-        return sums
+            out.append(s, streams[s])
+        return out.finish(attrs, n_flow=t - 1)
 
     def close(self) -> Path:
         """Finish the shard: write the index, verify from disk, rename into place. Returns the path."""
@@ -329,18 +328,7 @@ class GroupStream:
         self.hash = {s: hashlib.sha256() for s in STREAMS}
         for s in STREAMS:
             codec = writer.codecs[s]
-            if isinstance(codec, ArrayCodec):
-                kw: dict[str, Any] = {"chunks": (codec.chunk_frames, self.h, self.wd, 3)}
-                if codec.compression:
-                    kw.update(compression=codec.compression, shuffle=codec.shuffle)
-                    if codec.compression == "gzip":
-                        kw["compression_opts"] = 4 if codec.level is None else codec.level
-                ds = self.g.create_dataset(s, shape=(0, self.h, self.wd, 3), maxshape=(None, self.h, self.wd, 3),
-                                           dtype=np.uint8, track_times=False, **kw)
-            else:
-                ds = self.g.create_dataset(s, shape=(0,), maxshape=(None,), chunks=(256,),
-                                           dtype=h5py.vlen_dtype(np.uint8), track_times=False)
-                ds.attrs["frame_shape"] = (self.h, self.wd, 3)
+            ds = codec.create(self.g, s, self.h, self.wd)
             ds.attrs["codec"] = codec.name
             ds.attrs["codec_opts"] = json.dumps({k: v for k, v in dataclasses.asdict(codec).items()
                                                  if k in CODEC_OPTIONS})
@@ -351,22 +339,8 @@ class GroupStream:
         if frames.dtype != np.uint8 or frames.shape[1:] != (self.h, self.wd, 3):
             raise ValueError(f"group {self.group!r}: {stream} frames must be uint8 (N, {self.h}, {self.wd}, 3), "
                              f"got {frames.dtype} {frames.shape}")
-        n = len(frames)
-        if n == 0:
-            return
-        ds, codec, h = self.ds[stream], self.w.codecs[stream], self.hash[stream]
-        t = ds.shape[0]
-        ds.resize(t + n, axis=0)
-        if isinstance(codec, ArrayCodec):
-            frames = np.ascontiguousarray(frames)
-            ds[t:t + n] = frames
-            h.update(frames.tobytes())
-        else:
-            for i in range(n):
-                buf = codec._encode(frames[i])
-                ds[t + i] = buf
-                h.update(len(buf).to_bytes(8, "little"))
-                h.update(buf.tobytes())
+        if len(frames):
+            self.w.codecs[stream].append(self.ds[stream], frames, self.hash[stream])
 
     def finish(self, attrs: Mapping[str, Any] | None = None, n_flow: int | None = None) -> dict[str, str]:
         n_rgb = int(self.ds["rgb"].shape[0])

@@ -19,7 +19,7 @@ records), ``epoch`` and ``index`` int64 (the item of ``ClipDataset``; Ray Data m
 ...), each in its own deterministic shuffled order (``shuffle=True``), which suits a Ray Train loop that
 iterates its dataset shard once; or build one dataset per epoch with ``epoch=e``.
 
-Ray resources are the caller's (STYLE.md 2): pass ``num_cpus=``, ``concurrency=`` ... through
+Ray resources are the caller's (docs/style.md §2): pass ``num_cpus=``, ``concurrency=`` ... through
 ``map_kwargs`` to ``map_batches``.
 """
 from __future__ import annotations

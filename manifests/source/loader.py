@@ -1,4 +1,4 @@
-"""Load a source manifest version into typed records: the one place its tables are parsed (STYLE.md 4)."""
+"""Load a source manifest version into typed records: the one place its tables are parsed (docs/style.md §4)."""
 from __future__ import annotations
 
 import dataclasses
