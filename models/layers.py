@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import nn
@@ -19,9 +19,9 @@ class ConvBlock(nn.Sequential):
     """Conv3d (stride 1, same padding) -> [BatchNorm3d] -> ReLU. (B, Cin, T, H, W) -> (B, Cout, T, H, W)."""
 
     def __init__(self, cin: int, cout: int, kernel: int | Kernel = 3, *, norm: bool = False):
-        k = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
-        layers: OrderedDict[str, nn.Module] = OrderedDict(
-            conv=nn.Conv3d(cin, cout, k, padding=tuple(s // 2 for s in k), bias=not norm))
+        k = cast(Kernel, (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel))
+        pad = cast(Kernel, tuple(s // 2 for s in k))
+        layers: OrderedDict[str, nn.Module] = OrderedDict(conv=nn.Conv3d(cin, cout, k, padding=pad, bias=not norm))
         if norm:
             layers["bn"] = nn.BatchNorm3d(cout)
         layers["relu"] = nn.ReLU(inplace=True)

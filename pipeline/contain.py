@@ -44,9 +44,14 @@ import sys
 import threading
 import types
 from multiprocessing import reduction
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import ForkServerContext, SpawnContext
+    from multiprocessing.process import BaseProcess
 
 KILL_GRACE_S = 5.0  # after SIGKILL, how long to wait for the child to be reaped
 STARTUP_TIMEOUT_S = 300.0  # a new child imports its preload modules; not counted in any call's timeout
@@ -178,9 +183,9 @@ def _child(conn, alive, env: dict[str, str], preload: tuple[str, ...]) -> None:
                 _send(conn, ("err", RuntimeError(f"{type(out[1]).__name__}: {out[1]} (not picklable: {e})")))
 
 
-def _context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
+def _context(preload: tuple[str, ...] = ()) -> ForkServerContext | SpawnContext:
     methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    ctx = mp.get_context("forkserver") if "forkserver" in methods else mp.get_context("spawn")
     if preload and ctx.get_start_method() == "forkserver":
         # modules the fork server imports once (effective only before it starts): each child, first or a
         # restart after a crash, is then a fork with them already loaded
@@ -208,9 +213,9 @@ class Contained:
 
     def __init__(self, preload: tuple[str, ...] = ()):
         self.preload = tuple(preload)  # modules each child imports before its first call
-        self.proc = None
-        self.conn = None
-        self.alive = None
+        self.proc: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.alive: Connection | None = None
         self.starts = 0  # children started so far (1 + restarts after crashes / timeouts)
         self.lock = threading.Lock()
 
@@ -246,7 +251,7 @@ class Contained:
             return None
         if proc.exitcode is None:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(cast(int, proc.pid), signal.SIGKILL)  # started: it has a pid
             except (ProcessLookupError, PermissionError):  # not (yet) a group leader: kill it alone
                 proc.kill()
         proc.join(KILL_GRACE_S)
@@ -281,14 +286,15 @@ class Contained:
         with self.lock:
             while len(out) < len(calls):
                 self._send_batch(fn, calls[len(out):], mod)
+                conn = cast("Connection", self.conn)  # _send_batch left a started child
                 while len(out) < len(calls):
                     limit = timeouts[len(out)]
-                    if not self.conn.poll(limit):
+                    if not conn.poll(limit):
                         self._kill()
-                        out.append(TimedOut(limit))
+                        out.append(TimedOut(cast(float, limit)))  # poll(None) never returns False
                         break
                     try:
-                        status, value = _recv(self.conn)
+                        status, value = _recv(conn)
                     except (EOFError, OSError):
                         out.append(Crashed(self._reap()))
                         break

@@ -18,7 +18,7 @@ A window is ``(start, length)`` in output frames. Flow exists only inside a wind
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, cast
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def windows(n_frames: int, segments: int | None, segment_frames: int | None) -> 
     """Runs of output frames to keep (step 2); [] when the video is shorter than one window."""
     if segments is None:
         return [(0, n_frames)] if n_frames > 0 else []
-    length = int(segment_frames)
+    length = int(cast(int, segment_frames))  # given with segments
     if n_frames < length:
         return []
     out: list[Window] = []
@@ -134,7 +134,7 @@ class FrameSelector:
             if stop is not None and self.k >= stop:
                 self.win += 1
                 if not self.done:
-                    self.k = self.wins[self.win][0]
+                    self.k = cast("list[Window]", self.wins)[self.win][0]  # stop is set: wins is not None
                 continue
             break
         self.base = end

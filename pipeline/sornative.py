@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -71,4 +72,5 @@ def sor_native(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch
         raise ValueError("sor_native needs a contiguous float32 CPU duv")
     b, _, hp, wp = duv.shape
     args = [t.contiguous() for t in (hx, vy, d11, d22, a12, rhs)]    # keep references alive during the call
-    _LIB.sor_rb(b, hp - 2, wp - 2, duv.data_ptr(), *(t.data_ptr() for t in args), int(sweeps), float(omega))
+    lib = cast(ctypes.CDLL, _LIB)  # loaded: available() is True
+    lib.sor_rb(b, hp - 2, wp - 2, duv.data_ptr(), *(t.data_ptr() for t in args), int(sweeps), float(omega))
