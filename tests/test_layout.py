@@ -10,6 +10,7 @@ Read from the source with ``ast`` (no import is executed), including imports ins
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,33 @@ def test_jobs_top_level_is_cli_stages_only():
     for stage in CLI_STAGES:
         src = (ROOT / "jobs" / f"{stage}.py").read_text()
         assert "def main(" in src and '__name__ == "__main__"' in src, f"jobs/{stage}.py is not a CLI stage"
+
+
+# what a CLI module may define at its top level: argument parsing and checks, main; the work is a library's
+CLI_DEFS = {"main", "build_parser", "check_args", "config_from_args", "_kv", "_value"}
+
+
+def test_extract_stays_a_cli():
+    """jobs/extract.py parses and checks its arguments and calls the driver (jobs.extraction.driver): no Ray,
+    no class, no function beyond the command line's."""
+    path = ROOT / "jobs" / "extract.py"
+    tree = ast.parse(path.read_text())
+    defs = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert defs <= CLI_DEFS, f"jobs/extract.py defines more than a CLI: {sorted(defs - CLI_DEFS)}"
+    assert not any(isinstance(n, ast.ClassDef) for n in tree.body)
+    names = [n for _, n in project_imports(path)]
+    assert "jobs.extraction.driver" in names
+    raw = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    raw += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    assert not [m for m in raw if m.split(".")[0] == "ray"], "jobs/extract.py imports Ray"
+
+
+def test_production_code_reads_no_test_hooks_from_the_environment():
+    """Test hooks are injected (parameters, fixtures, test-only modules): no production module names an
+    environment variable meant for tests."""
+    hook = re.compile(r"ASYM3D_(TEST|FLOW_STALL)")  # the two hooks production code used to read
+    bad = [f"{p.relative_to(ROOT)}" for pkg in PACKAGES for p in modules(pkg) if hook.search(p.read_text())]
+    assert not bad, bad
 
 
 def test_stages_do_not_import_each_other():
