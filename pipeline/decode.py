@@ -21,7 +21,7 @@ import dataclasses
 import re
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 
@@ -175,7 +175,7 @@ def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
         if name not in BACKENDS:
             raise ValueError(f"unknown decode backend {name!r}; known: {sorted(BACKENDS)}")
         try:
-            frames = BACKENDS[name](path, tuple(size))
+            frames = BACKENDS[name](path, (size[0], size[1]))
         except BackendFailure as f:
             failures.append(f)
             names.append(name)
@@ -183,10 +183,11 @@ def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
         note = "; ".join(f.reason for f in failures) or None
         return Decoded(frames, name, note)
     best = max(range(len(failures)), key=lambda i: _n(failures[i].frames))
-    if _n(failures[best].frames) == 0:
+    prefix = failures[best].frames
+    if prefix is None or _n(prefix) == 0:
         raise DecodeError(path, "; ".join(f.reason for f in failures))
     note = "truncated: " + "; ".join(f.reason for f in failures)
-    return Decoded(failures[best].frames, names[best], note)
+    return Decoded(prefix, names[best], note)
 
 
 def decode_timeout(duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> float:
@@ -350,10 +351,12 @@ def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
            "-fps_mode", "passthrough", "-vf", scale_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        out = proc.stdout
+        assert out is not None  # stdout=PIPE
         n, code = 0, 0
         try:
             while stop is None or n < stop:
-                buf = proc.stdout.read(frame_bytes * chunk)
+                buf = out.read(frame_bytes * chunk)
                 k = len(buf) // frame_bytes
                 if k:
                     yield n, np.frombuffer(buf[: k * frame_bytes], np.uint8).reshape(k, h, w, 3).copy()
@@ -365,7 +368,7 @@ def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
+            out.close()
         if code != 0 or n == 0:
             err.seek(0)
             reason = _last_line(err.read().decode(errors="replace")) or (f"exit status {code}" if code else "no frames")
@@ -399,15 +402,17 @@ class FrameStream:
                  resize: str = "stretch"):
         if resize not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {resize!r}; known: {list(RESIZE_MODES)}")
-        self.path, self.size, self.chunk, self.resize = Path(path), tuple(size), int(chunk), resize
+        self.path, self.size, self.chunk, self.resize = Path(path), (int(size[0]), int(size[1])), int(chunk), resize
         if limit is not None:
             ranges = [(a, min(b, limit)) for a, b in (ranges or [(0, limit)]) if a < limit]
-        self.ranges = [tuple(r) for r in ranges] if ranges is not None else None
+        self.ranges = [(int(a), int(b)) for a, b in ranges] if ranges is not None else None
         self.order = (backend,) if backend else DEFAULT_ORDER
         for name in self.order:
             if name not in STREAM_BACKENDS:
                 raise ValueError(f"unknown decode backend {name!r}; known: {sorted(STREAM_BACKENDS)}")
-        self.count, self.pos, self.backend, self.note = 0, 0, None, None
+        self.count, self.pos = 0, 0
+        self.backend: str | None = None
+        self.note: str | None = None
 
     def _keep(self, base: int, frames: np.ndarray):
         """The parts of a chunk inside ``ranges`` and past ``pos``, as (first index, frames)."""
@@ -469,7 +474,7 @@ class FrameStream:
 
 # The streaming API a contained child serves (pipeline.contain calls module-level functions): the open
 # streams live in the child process, so each call moves one chunk and a crash or hang costs the video only.
-_OPEN: dict[int, tuple[FrameStream, object]] = {}
+_OPEN: dict[int, tuple[FrameStream, Generator[tuple[int, np.ndarray], None, None]]] = {}
 
 
 def stream_open(path: str, size: tuple[int, int], chunk: int = STREAM_CHUNK, backend: str | None = None,
@@ -492,8 +497,9 @@ def stream_next(token: int) -> tuple[int, np.ndarray] | None:
 
 def stream_close(token: int) -> dict:
     """Close stream ``token``; returns {count, pos, backend, note}."""
-    fs, it = _OPEN.pop(token, (None, None))
-    if fs is None:
+    entry = _OPEN.pop(token, None)
+    if entry is None:
         return {}
+    fs, it = entry
     it.close()
     return {"count": fs.count, "pos": fs.pos, "backend": fs.backend, "note": fs.note}

@@ -362,6 +362,7 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
             uv[:, 0] *= lw / cw                     # Python scalars: no host-to-device copy
             uv[:, 1] *= lh / ch
         uv = _solve_level(pyr[k][:, 0].contiguous(), pyr[k][:, 1].contiguous(), uv, p)
+    assert uv is not None  # pyramid_sizes gives at least one level
     return torch.nan_to_num_(uv, nan=0.0, posinf=0.0, neginf=0.0)           # guard; never triggered in tests
 
 

@@ -139,12 +139,12 @@ class JpegCodec:
             out = np.empty((stop - start, h, w, c), dtype=np.uint8)
             for i, buf in enumerate(ds[start:stop]):
                 if self.planar:
-                    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)  # (3H, W)
+                    img = _imdecode(ds, buf, cv2.IMREAD_GRAYSCALE)  # (3H, W)
                     cv2.merge([img[k * h:(k + 1) * h] for k in range(c)], dst=out[i])
                 elif _IMREAD_RGB is not None:
-                    out[i] = cv2.imdecode(buf, _IMREAD_RGB)
+                    out[i] = _imdecode(ds, buf, _IMREAD_RGB)
                 else:
-                    cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB, dst=out[i])
+                    cv2.cvtColor(_imdecode(ds, buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB, dst=out[i])
             return out
         return read
 
@@ -155,6 +155,13 @@ class JpegCodec:
                 h.update(len(buf).to_bytes(8, "little"))
                 h.update(buf.tobytes())
         return h.hexdigest()
+
+
+def _imdecode(ds: h5py.Dataset, buf: np.ndarray, flag: int) -> np.ndarray:
+    img = cv2.imdecode(buf, flag)
+    if img is None:
+        raise ShardError(f"{ds.file.filename}: {ds.name}: a stored JPEG frame does not decode")
+    return img
 
 
 Codec = ArrayCodec | JpegCodec

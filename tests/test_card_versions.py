@@ -9,7 +9,7 @@ import pytest
 
 from fixtures import synthetic_shards
 from jobs import build_manifest, card as card_job, versions
-from jobs.report import card, plots
+from jobs.report import dataset_card as card, plots
 from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
 from manifests.shards import FailureRecord, VideoStreams, load_shards, write_shard_dataset
 from manifests.versioning import VersionMeta, file_digest, publish, utc_now

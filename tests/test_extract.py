@@ -94,7 +94,8 @@ def test_build_shard_bad_input_policy(tmp_path):
 
 def test_cli_config_version_id_and_gpu_decision(source, capsys):
     from jobs.extract import build_parser, config_from_args
-    from jobs.extraction.driver import Layout, _records, layout, select_videos, version_id
+    from jobs.extraction.driver import Layout, layout, version_id
+    from manifests.extraction.bookkeeping import select_videos, shard_rows
     from manifests.source.loader import load_source
 
     a = build_parser().parse_args(["--manifest", "m", "--out", "o", "--codec", "lzf", "--codec", "flow=jpeg-planar",
@@ -118,7 +119,7 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     assert len(tasks) == len(GOOD_FRAMES) + len(BAD) and [f.video_id for f in fails] == ["missing"]
     # failures keep the video's splits (jobs.evaluate counts them as missing test videos)
     rows = {r.video_id: r for r in src.videos}
-    _, failed = _records([{"path": "x/00000.h5", "name": "00000.h5", "sha256": "s", "videos": [],
+    _, failed = shard_rows([{"path": "x/00000.h5", "name": "00000.h5", "sha256": "s", "videos": [],
                            "failures": [{"video_id": "corrupt", "stage": "decode", "error": "e"}]}], rows)
     assert failed[0].splits == rows["corrupt"].splits and failed[0].splits["split1"] in ("train", "test")
     assert version_id(src, CFG, "c1") == version_id(src, ExtractConfig(**vars(CFG)), "c1")

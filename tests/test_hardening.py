@@ -28,7 +28,7 @@ def summary(ok: int, failures: list[tuple[str, str]]) -> dict:
 
 # ------------------------------------------------------------------------------------------- publishing guards
 def test_check_publishable_refuses_zero_ok_and_too_many_failures(tmp_path):
-    from jobs.extraction.driver import PublishRefused, check_publishable, failure_report
+    from manifests.extraction.bookkeeping import PublishRefused, check_publishable, failure_report
 
     check_publishable([summary(2, [("decode", "bad")])], 0.5, tmp_path)  # 1 of 3 failed: publishes
     with pytest.raises(PublishRefused, match="no video was extracted.*Top reasons: 2 x decode: moov atom"):

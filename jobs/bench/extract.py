@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 from jobs.extract import _kv
-from jobs.extraction.driver import extract, select_videos
+from jobs.extraction.driver import extract
+from manifests.extraction.bookkeeping import select_videos
 from manifests.extraction import ExtractConfig, build_shard, plan_shards
 from manifests.shards import load_shards
 from manifests.source.loader import load_source

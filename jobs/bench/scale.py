@@ -284,7 +284,8 @@ def check_model(work: Path, n_videos: int) -> dict:
     Prediction = fixed cost of a job (measured: a 2-video job) + n_videos x wall seconds per video
     (measured: stream_video in this process on CALIBRATION_VIDEOS of the videos, run right before)."""
     from jobs.build_manifest import build_main
-    from jobs.extraction.driver import extract, select_videos
+    from jobs.extraction.driver import extract
+    from manifests.extraction.bookkeeping import select_videos
     from jobs.make_demo_data import make_dataset
     from manifests.extraction import ExtractConfig, flow_stage, stream_video
     from manifests.source.loader import load_source

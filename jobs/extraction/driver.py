@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +35,18 @@ from jobs.cli import cluster
 from jobs.extraction import flowpool
 from jobs.report.dataset_card import write_card_safely
 from manifests import poison
-from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard, plan_shards, read_finished
-from manifests.shards import FailureRecord, ShardRecord, publish_shards
+from manifests.extraction.bookkeeping import (PublishRefused, check_publishable, prepare_work, published_stale,
+                                              record_poison, select_videos, shard_rows)
+from manifests.extraction import ExtractConfig, ShardPlan, build_shard, plan_shards
+from manifests.shards import publish_shards
 from manifests.source.loader import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
-from pipeline.decode import decode_timeout
-from pipeline.storage import ShardError
 
 CODE_VERSION = "extract-2"  # bump when the output changes; extract-2: flow images with an exact zero (255 levels)
 CODE_FILES = ("pipeline/decode.py", "pipeline/sampling.py", "pipeline/flow.py", "pipeline/sornative.py",
               "pipeline/_sor.c", "pipeline/flowimage.py", "pipeline/rgbf.py", "pipeline/storage.py",
               "manifests/extraction/plan.py", "manifests/extraction/shard.py")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash, an I/O error or an unexpected one
 # Publishing guard: more than half of the attempted videos failing is a systemic problem (a missing codec, a
 # wrong mount, --min-frames above the dataset's lengths), not a dataset's normal share of broken files; the
@@ -62,40 +60,12 @@ TASK_CPU = 0.25
 IN_FLIGHT = 2  # flow requests (groups of 64 pairs) a pipelined shard task keeps outstanding
 
 
-class PublishRefused(RuntimeError):
-    """The run finished but the version must not be published (no ok video, too many failures)."""
-
-
 def code_version() -> str:
     """CODE_VERSION plus a hash of the code that produces the shard contents."""
     h = hashlib.sha256()
     for f in CODE_FILES:
         h.update((REPO / f).read_bytes())
     return f"{CODE_VERSION}+{h.hexdigest()[:12]}"
-
-
-def select_videos(source: SourceManifest, cfg: ExtractConfig, timeout: float | None = None,
-                  known: dict[str, dict] | None = None,
-                  retry_failed: bool = False) -> tuple[list[VideoTask], list[FailureRecord], dict]:
-    """Rows to extract (status ok, in one of cfg.splits if given), source failures, and the records by id.
-
-    Each task's decode time limit is ``timeout`` or, if None, ``pipeline.decode.decode_timeout`` of the row's
-    header facts; a task whose file has a poison record in ``known`` that ``poison.skip`` skips carries it."""
-    tasks, failures, rows = [], [], {}
-    for r in source.videos:
-        if cfg.splits and not any(r.splits.get(s) in ("train", "test") for s in cfg.splits):
-            continue
-        rows[r.video_id] = r
-        if r.ok:
-            limit = timeout or decode_timeout(r.duration_s, r.fps, r.width, r.height)
-            rec = (known or {}).get(r.sha256 or "")
-            skip = rec if rec is not None and poison.skip(rec, limit, retry_failed) else None
-            tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes, limit, skip,
-                                   r.num_frames, r.fps, r.duration_s))
-        else:
-            failures.append(FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "",
-                                          dict(r.splits)))
-    return tasks, failures, rows
 
 
 def version_id(source: SourceManifest, cfg: ExtractConfig, code: str) -> str:
@@ -161,55 +131,6 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
     return results, errors
 
 
-# ------------------------------------------------------------------------------------------------ driver
-def _records(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], list[FailureRecord]]:
-    """Manifest rows from shard summaries and the source records (labels, splits, source path and hash)."""
-    records, failures = [], []
-    for s in summaries:
-        for v in s["videos"]:
-            r = rows[v["video_id"]]
-            records.append(ShardRecord(v["video_id"], Path(s["path"]), v["group"], v["n_rgb"], v["n_flow"],
-                                       r.labels, r.label_names, dict(r.splits), v["height"], v["width"],
-                                       v["checksums"], s["sha256"], r.rel_path, r.sha256 or "",
-                                       tuple(tuple(w) for w in v.get("windows", [(0, v["n_rgb"])])),
-                                       v.get("fps")))
-        for f in s["failures"]:
-            failures.append(FailureRecord(f["video_id"], f["stage"], f["error"], rows[f["video_id"]].rel_path,
-                                          s["name"], dict(rows[f["video_id"]].splits)))
-    return records, failures
-
-
-def stale_poison(summary: dict, tasks: dict[str, VideoTask], retry_failed: bool) -> bool:
-    """Whether a finished shard holds a decoder crash / timeout that this run would retry (so it is redone):
-    any with --retry-failed, a timeout whose limit was smaller than this run's."""
-    return any(f.get("poison") and not poison.skip(f["poison"], tasks[f["video_id"]].timeout_s or 0, retry_failed)
-               for f in summary["failures"] if f["video_id"] in tasks)
-
-
-def _published_stale(final: Path, plan: ShardPlan, tasks: dict[str, VideoTask], retry_failed: bool) -> bool:
-    try:
-        return stale_poison(read_finished(final / "shards" / plan.name, plan), tasks, retry_failed)
-    except (ShardError, ValueError, OSError, KeyError):  # not as planned: --force is the way to redo it
-        return False
-
-
-def record_poison(out: Path, summaries: list[dict], rows: dict, known: dict[str, dict]) -> int:
-    """Append this run's new decoder crashes / timeouts (and known ones that now decoded) to the poison log."""
-    recs = []
-    for s in summaries:
-        for f in s["failures"]:
-            p, r = f.get("poison"), rows[f["video_id"]]
-            if p and not p.get("cached") and r.sha256:
-                recs.append(poison.record(r.sha256, p["kind"], p["reason"], timeout_s=p["timeout_s"],
-                                          size_bytes=r.size_bytes, path=r.rel_path, job="extract"))
-        for v in s["videos"]:
-            r = rows[v["video_id"]]
-            if r.sha256 in known:
-                recs.append(poison.record(r.sha256, "cleared", "decoded", size_bytes=r.size_bytes, path=r.rel_path,
-                                          job="extract"))
-    return poison.append(out, recs)
-
-
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
     version_id: str
@@ -225,29 +146,6 @@ class RunSummary:
     task_cpu_s: float = 0.0  # and of their process CPU time
     mode: str = "tasks"  # the layout this run used (Layout.mode)
     flow_stats: tuple = ()  # pipelined: each flow actor's counters (jobs.extraction.flowpool.FlowBatcher.stats)
-
-
-def failure_report(failures: list[dict], top: int = 5) -> list[str]:
-    """The most common failure reasons as lines ``N x stage: reason`` (file names stripped to group them)."""
-    def reason(f: dict) -> str:
-        err = f["error"].split(": ", 1)[1] if ": " in f["error"] else f["error"]  # drop the leading path
-        return f"{f['stage']}: {err[:160]}"
-    return [f"{n} x {r}" for r, n in Counter(reason(f) for f in failures).most_common(top)]
-
-
-def check_publishable(summaries: list[dict], max_failure_rate: float, work: Path) -> None:
-    """PublishRefused when no video was extracted or the failure rate over attempted videos is too high."""
-    ok = sum(len(s["videos"]) for s in summaries)
-    fails = [f for s in summaries for f in s["failures"]]
-    attempted = ok + len(fails)
-    rate = len(fails) / attempted if attempted else 1.0
-    if ok and rate <= max_failure_rate:
-        return
-    why = ("no video was extracted" if not ok else
-           f"{len(fails)} of {attempted} videos failed ({rate:.0%} > --max-failure-rate {max_failure_rate:g})")
-    top = "; ".join(failure_report(fails)) or "no videos selected (check --split and the source manifest)"
-    raise PublishRefused(f"{why}; nothing published, finished shards kept in {work} (a rerun redoes none of "
-                         f"them). Top reasons: {top}")
 
 
 def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
@@ -277,7 +175,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     if (final / META_FILE).exists() and not force:
         # only with a poison log or --retry-failed can a published shard hold something to retry
         redo = [p for p in plan_shards(tasks, cfg.shard_size)
-                if (retry_failed or known) and _published_stale(final, p, by_id, retry_failed)]
+                if (retry_failed or known) and published_stale(final, p, by_id, retry_failed)]
         if not redo:
             log(f"extract: version {vid} already published at {final} (--force redoes it)")
             return RunSummary(vid, final, 0, 0, 0, 0, time.time() - t0)
@@ -297,7 +195,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
             for p in plans:
                 if not (shard_dir / p.name).exists() and (final / "shards" / p.name).exists():
                     os.link(final / "shards" / p.name, shard_dir / p.name)
-        done, todo = _prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log,
+        done, todo = prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log,
                                    by_id, retry_failed)
         skipped = sum(len(s["assigned"]) for s in done)
         t_shards = time.time()
@@ -337,7 +235,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         raise RuntimeError(f"{len(errors)} shards failed; nothing published. Rerun to retry them "
                            f"(finished shards are kept in {work})")
     check_publishable(done + new, max_failure_rate, work)
-    records, failures = _records(done + new, rows)
+    records, failures = shard_rows(done + new, rows)
     flow_params = {**cfg.flow.as_dict(), "bound": cfg.bound}
     meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir),
                    "config": cfg.as_dict()}
@@ -359,32 +257,3 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
                       lay.mode, tuple(stats))
 
 
-def _prepare_work(work: Path, shard_dir: Path, plans: list[ShardPlan], source: SourceManifest, cfg: ExtractConfig,
-                  code: str, force: bool, verify: bool, log, tasks: dict[str, VideoTask] | None = None,
-                  retry_failed: bool = False) -> tuple[list[dict], list[ShardPlan]]:
-    """Create (or reuse) the work dir; returns (summaries of shards finished earlier, plans still to do).
-    A finished shard holding a decoder crash / timeout that this run retries (``stale_poison``) is redone."""
-    if force and work.exists():
-        shutil.rmtree(work)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps({"source": source.meta.version_id, "code_version": code,
-                                                  "config": cfg.as_dict()}, indent=2))
-    for stale in shard_dir.glob("*.tmp"):  # left by a killed worker; never renamed, never in a manifest
-        stale.unlink(missing_ok=True)
-    done, todo = [], []
-    for plan in plans:
-        path = shard_dir / plan.name
-        if path.exists():
-            try:
-                summary = read_finished(path, plan, full=verify)
-            except (ShardError, ValueError, OSError, KeyError) as e:
-                log(f"extract: redoing {path}: {e}")
-                path.unlink()
-            else:
-                if not stale_poison(summary, tasks or {}, retry_failed):
-                    done.append(summary)
-                    continue
-                log(f"extract: redoing {path}: retrying its decoder crashes / timeouts")
-                path.unlink()
-        todo.append(plan)
-    return done, todo

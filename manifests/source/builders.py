@@ -20,7 +20,7 @@ from typing import Callable
 from manifests.source.annotations import BuildError, Collector, DiskIndex, Plan, class_dirs, norm, read_lines
 
 FCVID_NUM_CATEGORIES = 239
-FCVID170_FILE = Path(__file__).with_name("data") / "fcvid170.tsv"
+FCVID170_FILE = Path(__file__).resolve().parents[1] / "data" / "fcvid170.tsv"
 
 
 def _require(path: Path) -> Path:
