@@ -21,6 +21,7 @@ import pytest
 
 from jobs.cli.reaper import _stat, descendants
 from manifests.shards import load_shards
+from fixtures import synthetic_shards
 from test_extract import ARGS, BAD, GOOD_FRAMES, make_source, make_videos, wait_for_shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +196,16 @@ def test_token_auth_cluster_node_lost_mid_run_equals_uninterrupted_run(source, t
         last = [ln for ln in r.stderr.splitlines() if ln.startswith("extract: error:")]
         assert r.returncode == 2 and len(last) == 1 and "RAY_AUTH_MODE=token" in last[0], r.stderr[-1500:]
         assert not (tmp_path / "refused").exists()
+        # the other stages that join a cluster start Ray through the same helper (jobs.cli.cluster): same line
+        videos, shards = source.parents[1] / "videos", synthetic_shards(tmp_path / "syn")
+        for stage, argv in (("build_manifest", ["--dataset", "folder", "--videos", str(videos)]),
+                            ("export", ["--manifest", str(shards), "--workers", "2"])):
+            r = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *argv, "--out", str(tmp_path / stage),
+                                "--address", c.address], cwd=REPO, capture_output=True, text=True, timeout=120,
+                               env={k: v for k, v in c.env.items() if not k.startswith("RAY_AUTH")})
+            last = [ln for ln in r.stderr.splitlines() if ln.startswith(f"{stage}: error:")]
+            assert r.returncode == 2 and len(last) == 1 and "RAY_AUTH_MODE=token" in last[0], r.stderr[-1500:]
+            assert f"--address {c.address}: the cluster refused the connection" in last[0]
 
         # with the token: extract through --address; the second node's raylet dies mid-run
         out = tmp_path / "lost"
