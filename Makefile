@@ -23,7 +23,7 @@ EXPORT    ?= $(DATA)/rawframes
 VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
-.PHONY: setup test demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
+.PHONY: setup test lint demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
         bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-gpu clean
 
 $(STAMP): pyproject.toml
@@ -35,8 +35,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# lint (ruff check, ruff format --check, mypy over pipeline/ and models/) then the suite
+test: lint
 	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check --quiet .
+	$(PY) -m ruff format --check --quiet .
+	$(PY) -m mypy
 
 # The main job end to end on the embedded demo dataset (generate -> manifest -> extract -> train -> report)
 demo: $(STAMP)

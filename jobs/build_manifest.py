@@ -13,6 +13,7 @@ hang past the time limit costs that video (status decode_crash / decode_timeout)
 <out>/poison.jsonl remembers them so a rerun skips them unless --retry-failed (manifests.poison).
 ``diff`` lists the videos added, removed and changed between two versions (dirs, LATEST files or roots).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,10 @@ from tqdm import tqdm
 
 from jobs.cli import checks, cluster
 from jobs.report.dataset_card import write_card_safely
-from manifests.source.build import build
-from manifests.source.annotations import BuildError
-from manifests.source.builders import BUILDERS
 from manifests.diff import diff_versions
+from manifests.source.annotations import BuildError
+from manifests.source.build import build
+from manifests.source.builders import BUILDERS
 from manifests.source.probe import inspect_many
 from manifests.versioning import read_meta
 
@@ -38,8 +39,7 @@ TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live here (job
 LOCAL_CHUNK = 8  # videos per batch with --workers 0
 
 
-def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int,
-                **opts: Any) -> list[dict[str, Any]]:
+def ray_inspect(paths: list[Path], workers: int, address: str | None, chunk: int, **opts: Any) -> list[dict[str, Any]]:
     """Start (or join) Ray, run inspect_on_ray (opts: inspect_video's keyword arguments), shut Ray down."""
     with cluster.session(address, workers):
         return inspect_on_ray(paths, chunk, **opts)
@@ -52,11 +52,12 @@ def inspect_on_ray(paths: list[Path], chunk: int, progress: bool = True, **opts:
 
     task = ray.remote(**TASK_OPTIONS)(inspect_many)
     limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     results: dict[int, list[dict[str, Any]]] = {}
     with tqdm(total=len(paths), unit="video", desc="probe+hash", file=sys.stderr, disable=not progress) as bar:
-        for i, out in cluster.bounded(ray, lambda i: task.remote([str(p) for p in chunks[i]], **opts),
-                                      range(len(chunks)), limit):
+        for i, out in cluster.bounded(
+            ray, lambda i: task.remote([str(p) for p in chunks[i]], **opts), range(len(chunks)), limit
+        ):
             if isinstance(out, ray.exceptions.RayError):  # retries spent: the job fails, as before
                 raise out
             results[i] = out
@@ -69,8 +70,8 @@ def local_inspect(paths: list[Path], **opts: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     with tqdm(total=len(paths), unit="video", desc="probe+hash", file=sys.stderr) as bar:
         for i in range(0, len(paths), LOCAL_CHUNK):  # chunks: one hand-over to the contained decoder each
-            out += inspect_many(paths[i:i + LOCAL_CHUNK], **opts)
-            bar.update(len(paths[i:i + LOCAL_CHUNK]))
+            out += inspect_many(paths[i : i + LOCAL_CHUNK], **opts)
+            bar.update(len(paths[i : i + LOCAL_CHUNK]))
     return out
 
 
@@ -94,32 +95,48 @@ def check_plan(plan, videos: Path) -> None:
     if not any(e.status == "ok" for e in plan.entries):
         counts = dict(sorted(Counter(e.status for e in plan.entries).items()))
         first = f"; {len(plan.warnings)} warnings, first: {plan.warnings[0]}" if plan.warnings else ""
-        raise checks.UsageError(f"--dataset {plan.dataset}: none of the {len(plan.entries)} videos matches the "
-                                f"annotations (statuses {counts}); wrong --dataset or --annotations?{first}")
+        raise checks.UsageError(
+            f"--dataset {plan.dataset}: none of the {len(plan.entries)} videos matches the "
+            f"annotations (statuses {counts}); wrong --dataset or --annotations?{first}"
+        )
 
 
 def build_main(argv: list[str]) -> str:
-    ap = checks.parser(prog="python -m jobs.build_manifest", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = checks.parser(
+        prog="python -m jobs.build_manifest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dataset", required=True, choices=sorted(BUILDERS))
     ap.add_argument("--videos", required=True, type=Path)
     ap.add_argument("--annotations", type=Path, default=None)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="local Ray CPUs (default: all); 0 = in-process, no Ray")
+    ap.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="local Ray CPUs (default: all); 0 = in-process, no Ray"
+    )
     ap.add_argument("--no-ray", action="store_true", help="same as --workers 0")
     ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster")
     ap.add_argument("--chunk", type=int, default=8, help="videos per Ray task")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="folder: hashed test share")
-    ap.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
-                    help="publish nothing when more than this share of the files is missing, empty or "
-                         f"unreadable, or their decoder crashed or timed out (default {MAX_FAILURE_RATE}; same "
-                         "rule as jobs.extract)")
-    ap.add_argument("--decode-timeout", type=checks.positive_seconds, default=None, metavar="S",
-                    help="seconds a video's probe or decode may take before it is killed and recorded as "
-                         "decode_timeout (default: per video, max(30, frames x pixels / 1e7) from its header)")
-    ap.add_argument("--retry-failed", action="store_true",
-                    help="decode again videos that crashed or timed out in an earlier build under --out")
+    ap.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=MAX_FAILURE_RATE,
+        help="publish nothing when more than this share of the files is missing, empty or "
+        f"unreadable, or their decoder crashed or timed out (default {MAX_FAILURE_RATE}; same "
+        "rule as jobs.extract)",
+    )
+    ap.add_argument(
+        "--decode-timeout",
+        type=checks.positive_seconds,
+        default=None,
+        metavar="S",
+        help="seconds a video's probe or decode may take before it is killed and recorded as "
+        "decode_timeout (default: per video, max(30, frames x pixels / 1e7) from its header)",
+    )
+    ap.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="decode again videos that crashed or timed out in an earlier build under --out",
+    )
     args = ap.parse_args(argv)
     check_args(args)
     plan = BUILDERS[args.dataset](args.videos, args.annotations, test_fraction=args.test_fraction)
@@ -129,15 +146,28 @@ def build_main(argv: list[str]) -> str:
     if args.no_ray or (args.workers == 0 and not args.address):
         inspect = local_inspect
     else:
+
         def inspect(paths, **opts):
             return ray_inspect(paths, args.workers, args.address, args.chunk, **opts)
-    vid, path = build(plan, args.videos, args.annotations, args.out, inspect, require_ok=True,
-                      max_failure_rate=args.max_failure_rate, timeout=args.decode_timeout,
-                      retry_failed=args.retry_failed, log=lambda m: print(m, file=sys.stderr))
+
+    vid, path = build(
+        plan,
+        args.videos,
+        args.annotations,
+        args.out,
+        inspect,
+        require_ok=True,
+        max_failure_rate=args.max_failure_rate,
+        timeout=args.decode_timeout,
+        retry_failed=args.retry_failed,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     write_card_safely(path)  # card.md + figures next to the version; a failure only warns
     meta = read_meta(path)
-    print(f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, "
-          f"parent {meta.parent}", file=sys.stderr)
+    print(
+        f"{path}: {meta.extra['num_videos']} videos, status {meta.extra['status_counts']}, parent {meta.parent}",
+        file=sys.stderr,
+    )
     print(vid)
     return vid
 

@@ -6,6 +6,7 @@ Cards are written automatically when jobs.build_manifest and jobs.extract publis
 rewrites one (e.g. after a card failure warning, or with newer card code). Prints the card's path.
 Exit status 2 with one line on stderr when VERSION is not a readable dataset version.
 """
+
 from __future__ import annotations
 
 import sys

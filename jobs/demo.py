@@ -28,6 +28,7 @@ One local Ray instance is started here and shared by stages 2-3 through RAY_ADDR
 start-up), and shut down at the end. Model selection never looks at the test split: the test videos are
 scored once, by stage 6. See docs/demo.md for the sizes chosen and why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """Sizes of one demo run (docs/demo.md explains the defaults)."""
+
     classes: int = 8  # first 8 target classes: those a horizontal flip maps onto themselves
     pretrain_classes: int | None = None  # all 8 pretrain classes
     target_videos: int = 60  # per class; 12 groups of 5 clips, split1 tests groups 1-4
@@ -80,10 +82,25 @@ class Preset:
 PRESETS = {
     "default": Preset(),
     # CI: the same path end to end at the smallest sizes that run every stage (tests/test_demo.py)
-    "tiny": Preset(classes=3, pretrain_classes=3, target_videos=6, pretrain_videos=4, clips_per_group=2,
-                   pretrain_clips_per_group=2, frames=10, size=(32, 44), clip_len=8, crop=28, pretrain_epochs=1,
-                   finetune_epochs=1, batch_size=4, eval_every=1, test_clips=2, test_crops=1,
-                   flow_params=("inner=2", "solver=2")),
+    "tiny": Preset(
+        classes=3,
+        pretrain_classes=3,
+        target_videos=6,
+        pretrain_videos=4,
+        clips_per_group=2,
+        pretrain_clips_per_group=2,
+        frames=10,
+        size=(32, 44),
+        clip_len=8,
+        crop=28,
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        batch_size=4,
+        eval_every=1,
+        test_clips=2,
+        test_crops=1,
+        flow_params=("inner=2", "solver=2"),
+    ),
 }
 
 
@@ -115,8 +132,7 @@ class Runner:
             f.write("\n--- stdout ---\n" + proc.stdout)
         if proc.returncode != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-            raise StageError(f"stage {stage!r} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                             f"log {log}:\n{tail}")
+            raise StageError(f"stage {stage!r} failed (exit {proc.returncode}): {' '.join(cmd)}\nlog {log}:\n{tail}")
         print(f"[demo] {stage}: {self.timings[stage]:.1f} s", flush=True)
         return proc.stdout
 
@@ -131,22 +147,64 @@ def last_line(text: str, what: str) -> str:
 def prepare_data(run: Runner, p: Preset, data: Path, workers: int) -> dict[str, Path]:
     """Stages 1-3 for the pretrain and target sets; returns {set name: shard dataset version dir}."""
     shards = {}
-    sets = {"pretrain": ("pretrain", p.pretrain_classes, p.pretrain_videos, p.pretrain_clips_per_group, 1),
-            "target": ("target", p.classes, p.target_videos, p.clips_per_group, 0)}
+    sets = {
+        "pretrain": ("pretrain", p.pretrain_classes, p.pretrain_videos, p.pretrain_clips_per_group, 1),
+        "target": ("target", p.classes, p.target_videos, p.clips_per_group, 0),
+    }
     for name, (class_set, classes, videos, per_group, seed) in sets.items():
         src = data / f"{name}-src"
-        args = ["jobs.make_demo_data", "--out", str(src), "--class-set", class_set, "--seed", str(seed),
-                "--videos-per-class", str(videos), "--clips-per-group", str(per_group),
-                "--frames", str(p.frames), "--size", str(p.size[0]), str(p.size[1])]
+        args = [
+            "jobs.make_demo_data",
+            "--out",
+            str(src),
+            "--class-set",
+            class_set,
+            "--seed",
+            str(seed),
+            "--videos-per-class",
+            str(videos),
+            "--clips-per-group",
+            str(per_group),
+            "--frames",
+            str(p.frames),
+            "--size",
+            str(p.size[0]),
+            str(p.size[1]),
+        ]
         if classes is not None:
             args += ["--classes", str(classes)]
         run(f"generate-{name}", args)
-        out = run(f"manifest-{name}", ["jobs.build_manifest", "--dataset", "ucf101", "--videos", str(src / "videos"),
-                                       "--annotations", str(src / "annotations"), "--out", str(data / "manifests" / name),
-                                       "--workers", str(workers)])
+        out = run(
+            f"manifest-{name}",
+            [
+                "jobs.build_manifest",
+                "--dataset",
+                "ucf101",
+                "--videos",
+                str(src / "videos"),
+                "--annotations",
+                str(src / "annotations"),
+                "--out",
+                str(data / "manifests" / name),
+                "--workers",
+                str(workers),
+            ],
+        )
         manifest = data / "manifests" / name / last_line(out, "jobs.build_manifest")
-        args = ["jobs.extract", "--manifest", str(manifest), "--out", str(data / "shards" / name),
-                "--size", str(p.size[0]), str(p.size[1]), "--workers", str(workers), "--bound", str(p.bound)]
+        args = [
+            "jobs.extract",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(data / "shards" / name),
+            "--size",
+            str(p.size[0]),
+            str(p.size[1]),
+            "--workers",
+            str(workers),
+            "--bound",
+            str(p.bound),
+        ]
         for fp in p.flow_params:
             args += ["--flow-param", fp]
         out = run(f"extract-{name}", args)
@@ -154,38 +212,106 @@ def prepare_data(run: Runner, p: Preset, data: Path, workers: int) -> dict[str, 
     return shards
 
 
-def train_and_evaluate(run: Runner, p: Preset, shards: dict[str, Path], runs: Path,
-                       validation_only: bool = False, resume: bool = False) -> dict[str, Path]:
+def train_and_evaluate(
+    run: Runner, p: Preset, shards: dict[str, Path], runs: Path, validation_only: bool = False, resume: bool = False
+) -> dict[str, Path]:
     """Stages 4-6 (4-5 with ``validation_only``); returns {stream or "fused": evaluation dir}."""
-    common = [f"model.name={p.model}", f"model.overrides.width={p.width}", "model.overrides.batch_norm=true",
-              f"model.overrides.fc=[{','.join(map(str, p.fc))}]",
-              f"data.clip_len={p.clip_len}", f"data.crop={p.crop}", f"optim.batch_size={p.batch_size}",
-              f"optim.lr_step={p.lr_step}", "data.num_workers=0", "eval.num_clips=2", "log_every=1000",
-              "device=cpu", f"seed={p.seed}"]
+    common = [
+        f"model.name={p.model}",
+        f"model.overrides.width={p.width}",
+        "model.overrides.batch_norm=true",
+        f"model.overrides.fc=[{','.join(map(str, p.fc))}]",
+        f"data.clip_len={p.clip_len}",
+        f"data.crop={p.crop}",
+        f"optim.batch_size={p.batch_size}",
+        f"optim.lr_step={p.lr_step}",
+        "data.num_workers=0",
+        "eval.num_clips=2",
+        "log_every=1000",
+        "device=cpu",
+        f"seed={p.seed}",
+    ]
     fresh = [] if resume else ["--no-resume"]
     for stream in TRAINED_STREAMS:
-        run(f"pretrain-{stream}", ["jobs.train", "--config", str(CONFIGS / "pretrain.yaml"), *fresh,
-                                   f"data.manifest={shards['pretrain']}", f"out_dir={runs / f'pretrain-{stream}'}",
-                                   f"data.stream={stream}", f"optim.epochs={p.pretrain_epochs}",
-                                   f"optim.lr={p.pretrain_lr}", "data.val_fraction=0", "eval.every=0", *common])
-        run(f"finetune-{stream}", ["jobs.train", "--config", str(CONFIGS / "finetune.yaml"), *fresh,
-                                   f"data.manifest={shards['target']}", f"out_dir={runs / f'finetune-{stream}'}",
-                                   f"init_from={runs / f'pretrain-{stream}' / 'last.pt'}",
-                                   f"data.stream={stream}", f"optim.epochs={p.finetune_epochs}",
-                                   f"optim.lr={p.finetune_lr}", "optim.head_lr_mult=1.0",
-                                   f"data.val_fraction={p.val_fraction}", "data.val_group_rule=ucf101",
-                                   f"eval.every={p.eval_every}", *common])
+        run(
+            f"pretrain-{stream}",
+            [
+                "jobs.train",
+                "--config",
+                str(CONFIGS / "pretrain.yaml"),
+                *fresh,
+                f"data.manifest={shards['pretrain']}",
+                f"out_dir={runs / f'pretrain-{stream}'}",
+                f"data.stream={stream}",
+                f"optim.epochs={p.pretrain_epochs}",
+                f"optim.lr={p.pretrain_lr}",
+                "data.val_fraction=0",
+                "eval.every=0",
+                *common,
+            ],
+        )
+        run(
+            f"finetune-{stream}",
+            [
+                "jobs.train",
+                "--config",
+                str(CONFIGS / "finetune.yaml"),
+                *fresh,
+                f"data.manifest={shards['target']}",
+                f"out_dir={runs / f'finetune-{stream}'}",
+                f"init_from={runs / f'pretrain-{stream}' / 'last.pt'}",
+                f"data.stream={stream}",
+                f"optim.epochs={p.finetune_epochs}",
+                f"optim.lr={p.finetune_lr}",
+                "optim.head_lr_mult=1.0",
+                f"data.val_fraction={p.val_fraction}",
+                "data.val_group_rule=ucf101",
+                f"eval.every={p.eval_every}",
+                *common,
+            ],
+        )
     if validation_only:
         return {}
     evals = {}
-    proto = ["--num-clips", str(p.test_clips), "--num-crops", str(p.test_crops), "--num-workers", "0",
-             "--device", "cpu"]
-    run("evaluate-rgb", ["jobs.evaluate", "--checkpoint", str(runs / "finetune-rgb" / "best.pt"),
-                         "--manifest", str(shards["target"]), "--out", str(runs / "evaluate-rgb"), *proto])
+    proto = [
+        "--num-clips",
+        str(p.test_clips),
+        "--num-crops",
+        str(p.test_crops),
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    run(
+        "evaluate-rgb",
+        [
+            "jobs.evaluate",
+            "--checkpoint",
+            str(runs / "finetune-rgb" / "best.pt"),
+            "--manifest",
+            str(shards["target"]),
+            "--out",
+            str(runs / "evaluate-rgb"),
+            *proto,
+        ],
+    )
     evals["rgb"] = runs / "evaluate-rgb"
-    run("evaluate-rgbf", ["jobs.evaluate", "--checkpoint", str(runs / "finetune-rgbf" / "best.pt"),
-                          "--manifest", str(shards["target"]), "--out", str(runs / "evaluate-rgbf"),
-                          "--fuse", str(runs / "finetune-rgb" / "best.pt"), *proto])
+    run(
+        "evaluate-rgbf",
+        [
+            "jobs.evaluate",
+            "--checkpoint",
+            str(runs / "finetune-rgbf" / "best.pt"),
+            "--manifest",
+            str(shards["target"]),
+            "--out",
+            str(runs / "evaluate-rgbf"),
+            "--fuse",
+            str(runs / "finetune-rgb" / "best.pt"),
+            *proto,
+        ],
+    )
     evals["rgbf"] = runs / "evaluate-rgbf"
     return evals
 
@@ -202,8 +328,9 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str, Path], run: Runner,
-                wall: float) -> dict:
+def make_report(
+    p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str, Path], run: Runner, wall: float
+) -> dict:
     """Stage 7: figures + report.md + summary.json under <runs>/report; returns the summary."""
     import numpy as np
 
@@ -223,28 +350,50 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
     for label in sorted(shown)[:4]:
         rec = shown[label]
         with ShardReader(rec.shard_path) as reader:
-            plots.stream_panel(reader, rec.group, out / f"panel_{rec.video_id}.png",
-                                title=f"{rec.video_id} ({target.labels[label]}): RGB, Flow, RGBF")
+            plots.stream_panel(
+                reader,
+                rec.group,
+                out / f"panel_{rec.video_id}.png",
+                title=f"{rec.video_id} ({target.labels[label]}): RGB, Flow, RGBF",
+            )
         figures[f"Streams of {rec.video_id} ({target.labels[label]})"] = f"panel_{rec.video_id}.png"
     plots.save_colour_wheel(out / "flow_colour_key.png")
     figures["Flow colour key"] = "flow_colour_key.png"
-    histories = {name: _read_json(runs / name / "metrics.json")["history"]
-                 for name in [f"{stage}-{s}" for s in TRAINED_STREAMS for stage in ("pretrain", "finetune")]}
+    histories = {
+        name: _read_json(runs / name / "metrics.json")["history"]
+        for name in [f"{stage}-{s}" for s in TRAINED_STREAMS for stage in ("pretrain", "finetune")]
+    }
     plots.plot_curves({k: v for k, v in histories.items() if k.startswith("pretrain")}, out / "curves_pretrain.png")
     plots.plot_curves({k: v for k, v in histories.items() if k.startswith("finetune")}, out / "curves_finetune.png")
     figures["Pretraining curves (pretrain set)"] = "curves_pretrain.png"
-    figures["Finetuning curves (target set; validation = one held-out training group, selects best.pt)"] = \
+    figures["Finetuning curves (target set; validation = one held-out training group, selects best.pt)"] = (
         "curves_finetune.png"
+    )
     m_rgb, m_rgbf = _read_json(evals["rgb"] / "metrics.json"), _read_json(evals["rgbf"] / "metrics.json")
     names = target.labels
-    plots.plot_confusion({f"RGB  top-1 {m_rgb['video']['top1']:.3f}": (np.array(m_rgb["video"]["confusion_matrix"]), names),
-                            f"RGBF top-1 {m_rgbf['video']['top1']:.3f}": (np.array(m_rgbf["video"]["confusion_matrix"]), names),
-                            f"RGB+RGBF top-1 {m_rgbf['fused']['top1']:.3f}": (np.array(m_rgbf["fused"]["confusion_matrix"]), names)},
-                           out / "confusion.png")
+    plots.plot_confusion(
+        {
+            f"RGB  top-1 {m_rgb['video']['top1']:.3f}": (np.array(m_rgb["video"]["confusion_matrix"]), names),
+            f"RGBF top-1 {m_rgbf['video']['top1']:.3f}": (np.array(m_rgbf["video"]["confusion_matrix"]), names),
+            f"RGB+RGBF top-1 {m_rgbf['fused']['top1']:.3f}": (np.array(m_rgbf["fused"]["confusion_matrix"]), names),
+        },
+        out / "confusion.png",
+    )
     figures["Confusion matrices (target test split, video level)"] = "confusion.png"
-    results = [{"model": p.model, "stream": label, "top1": m["top1"], "mean_class_accuracy": m["mean_class_accuracy"],
-                "n": m["n"]} for label, m in (("RGB", m_rgb["video"]), ("RGBF", m_rgbf["video"]),
-                                              ("RGB+RGBF (mean of scores)", m_rgbf["fused"]))]
+    results = [
+        {
+            "model": p.model,
+            "stream": label,
+            "top1": m["top1"],
+            "mean_class_accuracy": m["mean_class_accuracy"],
+            "n": m["n"],
+        }
+        for label, m in (
+            ("RGB", m_rgb["video"]),
+            ("RGBF", m_rgbf["video"]),
+            ("RGB+RGBF (mean of scores)", m_rgbf["fused"]),
+        )
+    ]
     pre = {s: histories[f"pretrain-{s}"][-1] for s in TRAINED_STREAMS}
     val = validation_numbers(runs)
     run.timings["report"] = time.perf_counter() - t0
@@ -256,14 +405,21 @@ def make_report(p: Preset, shards: dict[str, Path], runs: Path, evals: dict[str,
             f"({', '.join(names)}); split1 of the target set holds out whole groups (scenes) for testing. "
             f"Test protocol: {p.test_clips} clips x {p.test_crops} crops per video, scores averaged; "
             f"best.pt of each finetuning run, selected on the validation group (held out of split1's training "
-            f"groups); the test videos are scored once, never used to select anything."),
+            f"groups); the test videos are scored once, never used to select anything."
+        ),
         "results": results,
         "validation": val,
-        "pretrain_final": {s: {k: pre[s][k] for k in ("train_loss", "train_top1") if k in pre[s]} for s in TRAINED_STREAMS},
+        "pretrain_final": {
+            s: {k: pre[s][k] for k in ("train_loss", "train_top1") if k in pre[s]} for s in TRAINED_STREAMS
+        },
         "timings": {**run.timings, "total": time.perf_counter() - wall},
         "load_average": {"start": run.load_start, "end": list(os.getloadavg())},
-        "settings": {**dataclasses.asdict(p), "shards": {k: str(v) for k, v in shards.items()},
-                     "train_videos": len(target.split("split1", "train")), "test_videos": len(test)},
+        "settings": {
+            **dataclasses.asdict(p),
+            "shards": {k: str(v) for k, v in shards.items()},
+            "train_videos": len(target.split("split1", "train")),
+            "test_videos": len(test),
+        },
         "figures": figures,
         "commands": run.commands,
     }
@@ -276,16 +432,22 @@ def validation_numbers(runs: Path) -> dict:
     out = {}
     for s in TRAINED_STREAMS:
         val = _read_json(runs / f"finetune-{s}" / "metrics.json")["val"]
-        out[s] = {"best_video_top1": val["best_video_top1"], "best_epoch": val["best_epoch"],
-                  "n_val": (val["subset"] or {}).get("n_val"), "groups": (val["subset"] or {}).get("groups")}
+        out[s] = {
+            "best_video_top1": val["best_video_top1"],
+            "best_epoch": val["best_epoch"],
+            "n_val": (val["subset"] or {}).get("n_val"),
+            "groups": (val["subset"] or {}).get("groups"),
+        }
     return out
 
 
 def print_validation(val: dict) -> None:
     for s, v in val.items():
         top1 = "n/a" if v["best_video_top1"] is None else f"{100 * v['best_video_top1']:5.1f}%"
-        print(f"  {s.upper():<28} validation video top-1 {top1} (best epoch {v['best_epoch']}, "
-              f"{v['n_val']} videos of group(s) {', '.join(v['groups'] or [])})")
+        print(
+            f"  {s.upper():<28} validation video top-1 {top1} (best epoch {v['best_epoch']}, "
+            f"{v['n_val']} videos of group(s) {', '.join(v['groups'] or [])})"
+        )
 
 
 def print_summary(summary: dict, report_dir: Path) -> None:
@@ -293,11 +455,15 @@ def print_summary(summary: dict, report_dir: Path) -> None:
     print_validation(summary["validation"])
     for row in summary["results"]:
         print(f"  {row['stream']:<28} video top-1 {100 * row['top1']:5.1f}%  ({row['n']} test videos)")
-    print(f"  wall time {summary['timings']['total']:.0f} s "
-          f"({', '.join(f'{k} {v:.0f}s' for k, v in summary['timings'].items() if k != 'total')})")
+    print(
+        f"  wall time {summary['timings']['total']:.0f} s "
+        f"({', '.join(f'{k} {v:.0f}s' for k, v in summary['timings'].items() if k != 'total')})"
+    )
     load = summary["load_average"]
-    print(f"  load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in load['start'])}, "
-          f"at end {' '.join(f'{x:.2f}' for x in load['end'])}")
+    print(
+        f"  load average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in load['start'])}, "
+        f"at end {' '.join(f'{x:.2f}' for x in load['end'])}"
+    )
     print(f"  report: {report_dir / 'report.md'}")
 
 
@@ -311,10 +477,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None, help="training seed (default 0); the data stay the same")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue (or skip, if finished) the training runs already in --runs")
-    ap.add_argument("--validation-only", action="store_true",
-                    help="stop after finetuning and print the validation numbers (the test videos are not scored)")
+    ap.add_argument(
+        "--resume", action="store_true", help="continue (or skip, if finished) the training runs already in --runs"
+    )
+    ap.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="stop after finetuning and print the validation numbers (the test videos are not scored)",
+    )
     a = ap.parse_args(argv)
     checks.positive_int("--workers", a.workers)
     checks.positive_int("--pretrain-epochs", a.pretrain_epochs, allow_none=True)
@@ -322,9 +492,18 @@ def main(argv: list[str] | None = None) -> int:
     checks.out_dir("--data", a.data)
     checks.out_dir("--runs", a.runs)
     p = PRESETS[a.preset]
-    p = dataclasses.replace(p, **{k: v for k, v in (("pretrain_epochs", a.pretrain_epochs),
-                                                    ("finetune_epochs", a.finetune_epochs), ("seed", a.seed))
-                                  if v is not None})
+    p = dataclasses.replace(
+        p,
+        **{
+            k: v
+            for k, v in (
+                ("pretrain_epochs", a.pretrain_epochs),
+                ("finetune_epochs", a.finetune_epochs),
+                ("seed", a.seed),
+            )
+            if v is not None
+        },
+    )
     wall = time.perf_counter()
     ray, gcs = start_ray(a.workers)
     env = {**os.environ, "RAY_ADDRESS": gcs, "OMP_NUM_THREADS": str(a.workers)}
@@ -337,9 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.validation_only:
         print("\n== demo validation (test videos not scored) ==")
         print_validation(validation_numbers(a.runs))
-        print(f"  wall time {time.perf_counter() - wall:.0f} s, load average at start "
-              f"{' '.join(f'{x:.2f}' for x in run.load_start)}, at end "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"  wall time {time.perf_counter() - wall:.0f} s, load average at start "
+            f"{' '.join(f'{x:.2f}' for x in run.load_start)}, at end "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         return 0
     summary = make_report(p, shards, a.runs, evals, run, wall)
     print_summary(summary, a.runs / "report")

@@ -21,6 +21,7 @@ evaluated and which are missing with the failure stage and reason, so results on
 not pass for comparable. Below ``--min-coverage`` (default 0.98) the job stops before evaluating, with a
 one-line message and exit code 2, unless ``--allow-missing``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,13 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from jobs.cli import checks
-from jobs.training import checkpoints, prediction
 from jobs.report.plots import plot_confusion
+from jobs.training import checkpoints, prediction
 from jobs.training.metrics import classification_report
 from jobs.training.prediction import aggregate, fuse_scores
 from jobs.training.recipe import resolve_device
-from manifests.shards import load_shards, split_coverage
 from manifests.readers.clips import ClipDataset
+from manifests.shards import load_shards, split_coverage
 
 
 @dataclasses.dataclass
@@ -57,29 +58,61 @@ class Evaluation:
     features: np.ndarray | None  # (V, D)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, split: str | None = None,
-                        stream: str | None = None, num_clips: int = 25, num_crops: int = 10, batch_size: int = 4,
-                        num_workers: int = 2, max_videos: int = 0, device: str = "auto",
-                        features: bool = False) -> Evaluation:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    *,
+    split: str | None = None,
+    stream: str | None = None,
+    num_clips: int = 25,
+    num_crops: int = 10,
+    batch_size: int = 4,
+    num_workers: int = 2,
+    max_videos: int = 0,
+    device: str = "auto",
+    features: bool = False,
+) -> Evaluation:
     """Run the test protocol of one checkpoint on the test videos of ``split`` (default: its training split)."""
     ckpt = checkpoints.load_checkpoint(checkpoint)
     d = ckpt["config"]["data"]
     split, stream = split or d["split"], stream or d["stream"]
-    ds = ClipDataset(manifest, split, "test", stream, mode="test", clip_len=d["clip_len"], crop=d["crop"],
-                     mean=d["mean"], std=d["std"], num_clips=num_clips, num_crops=num_crops, max_videos=max_videos)
+    ds = ClipDataset(
+        manifest,
+        split,
+        "test",
+        stream,
+        mode="test",
+        clip_len=d["clip_len"],
+        crop=d["crop"],
+        mean=d["mean"],
+        std=d["std"],
+        num_clips=num_clips,
+        num_crops=num_crops,
+        max_videos=max_videos,
+    )
     if ds.labels != list(ckpt["labels"]):
-        raise ValueError(f"{checkpoint}: trained on {len(ckpt['labels'])} classes that differ from the "
-                         f"{len(ds.labels)} classes of {manifest}")
+        raise ValueError(
+            f"{checkpoint}: trained on {len(ckpt['labels'])} classes that differ from the "
+            f"{len(ds.labels)} classes of {manifest}"
+        )
     dev = resolve_device(device)
     model = checkpoints.model_from_checkpoint(ckpt).to(dev)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda")
     clip_scores, clip_video, feats = prediction.predict(model, loader, dev, ckpt.get("loss", "ce"), features=features)
     n = len(ds.records)
     return Evaluation(
-        checkpoint=str(checkpoint), stream=stream, split=split, labels=ds.labels, multilabel=ds.multilabel,
-        video_ids=[r.video_id for r in ds.records], targets=[tuple(r.labels) for r in ds.records],
-        scores=aggregate(clip_scores, clip_video, n), clip_scores=clip_scores, clip_video=clip_video,
-        features=aggregate(feats, clip_video, n) if features else None)
+        checkpoint=str(checkpoint),
+        stream=stream,
+        split=split,
+        labels=ds.labels,
+        multilabel=ds.multilabel,
+        video_ids=[r.video_id for r in ds.records],
+        targets=[tuple(r.labels) for r in ds.records],
+        scores=aggregate(clip_scores, clip_video, n),
+        clip_scores=clip_scores,
+        clip_video=clip_video,
+        features=aggregate(feats, clip_video, n) if features else None,
+    )
 
 
 def _multi_hot(targets, k: int) -> np.ndarray:
@@ -99,8 +132,10 @@ def report(ev: Evaluation) -> dict:
 
 def coverage_line(cov: dict) -> str:
     """One line: "coverage: 158/160 split1 test videos evaluated (98.8%); missing 2: a (decode), b (flow)"."""
-    line = (f"coverage: {cov['evaluated']}/{cov['videos']} {cov['split']} {cov['subset']} videos evaluated "
-            f"({100 * cov['fraction']:.1f}%)")
+    line = (
+        f"coverage: {cov['evaluated']}/{cov['videos']} {cov['split']} {cov['subset']} videos evaluated "
+        f"({100 * cov['fraction']:.1f}%)"
+    )
     if cov["missing"]:
         shown = ", ".join(f"{m['video_id']} ({m['stage']})" for m in cov["missing"][:5])
         more = f", ... ({len(cov['missing']) - 5} more in metrics.json)" if len(cov["missing"]) > 5 else ""
@@ -110,16 +145,33 @@ def coverage_line(cov: dict) -> str:
     return line
 
 
-def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse: Evaluation | None = None,
-                  coverage: dict | None = None) -> dict:
+def write_outputs(
+    ev: Evaluation,
+    out: Path,
+    manifest: str,
+    protocol: dict,
+    fuse: Evaluation | None = None,
+    coverage: dict | None = None,
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shards = load_shards(manifest)
-    metrics = {"checkpoint": ev.checkpoint, "manifest": str(manifest), "shard_version": shards.meta.version_id,
-               "stream": ev.stream, "split": ev.split, "protocol": protocol,
-               "coverage": {**split_coverage(shards, ev.split, "test", ev.video_ids), **(coverage or {})},
-               **report(ev)}
-    np.savez(out / "scores.npz", video_ids=np.array(ev.video_ids), scores=ev.scores,
-             labels=_multi_hot(ev.targets, len(ev.labels)), class_names=np.array(ev.labels))
+    metrics = {
+        "checkpoint": ev.checkpoint,
+        "manifest": str(manifest),
+        "shard_version": shards.meta.version_id,
+        "stream": ev.stream,
+        "split": ev.split,
+        "protocol": protocol,
+        "coverage": {**split_coverage(shards, ev.split, "test", ev.video_ids), **(coverage or {})},
+        **report(ev),
+    }
+    np.savez(
+        out / "scores.npz",
+        video_ids=np.array(ev.video_ids),
+        scores=ev.scores,
+        labels=_multi_hot(ev.targets, len(ev.labels)),
+        class_names=np.array(ev.labels),
+    )
     title = f"{Path(ev.checkpoint).name} ({ev.stream}) video top-1 {metrics['video']['top1']:.3f}"
     plot_confusion({title: (np.array(metrics["video"]["confusion_matrix"]), ev.labels)}, out / "confusion.png")
     if fuse is not None:
@@ -133,15 +185,30 @@ def write_outputs(ev: Evaluation, out: Path, manifest: str, protocol: dict, fuse
         rep = classification_report(scores, targets, ev.labels, ev.multilabel)
         metrics["other"] = {"checkpoint": fuse.checkpoint, "stream": fuse.stream, **report(fuse)}
         metrics["fused"] = {"streams": [ev.stream, fuse.stream], "rule": "mean of per-video scores", **rep}
-        np.savez(out / "scores_other.npz", video_ids=np.array(fuse.video_ids), scores=fuse.scores,
-                 labels=_multi_hot(fuse.targets, len(fuse.labels)), class_names=np.array(fuse.labels))
-        np.savez(out / "scores_fused.npz", video_ids=np.array(ids), scores=scores,
-                 labels=_multi_hot(targets, len(ev.labels)), class_names=np.array(ev.labels))
+        np.savez(
+            out / "scores_other.npz",
+            video_ids=np.array(fuse.video_ids),
+            scores=fuse.scores,
+            labels=_multi_hot(fuse.targets, len(fuse.labels)),
+            class_names=np.array(fuse.labels),
+        )
+        np.savez(
+            out / "scores_fused.npz",
+            video_ids=np.array(ids),
+            scores=scores,
+            labels=_multi_hot(targets, len(ev.labels)),
+            class_names=np.array(ev.labels),
+        )
         title = f"fused {ev.stream}+{fuse.stream} video top-1 {rep['top1']:.3f}"
         plot_confusion({title: (np.array(rep["confusion_matrix"]), ev.labels)}, out / "confusion_fused.png")
     if ev.features is not None:
-        np.savez(out / "features.npz", video_ids=np.array(ev.video_ids), features=ev.features.astype(np.float32),
-                 labels=_multi_hot(ev.targets, len(ev.labels)), class_names=np.array(ev.labels))
+        np.savez(
+            out / "features.npz",
+            video_ids=np.array(ev.video_ids),
+            features=ev.features.astype(np.float32),
+            labels=_multi_hot(ev.targets, len(ev.labels)),
+            class_names=np.array(ev.labels),
+        )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -183,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=4, help="clips per forward pass (x num-crops)")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--min-coverage", type=float, default=0.98,
-                    help="stop (exit 2) when a smaller fraction of the split's test videos can be evaluated "
-                         "(failed extraction, --max-videos); default 0.98")
+    ap.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.98,
+        help="stop (exit 2) when a smaller fraction of the split's test videos can be evaluated "
+        "(failed extraction, --max-videos); default 0.98",
+    )
     ap.add_argument("--allow-missing", action="store_true", help="evaluate whatever the coverage")
     args = ap.parse_args(argv)
     check_args(args)
@@ -194,18 +265,35 @@ def main(argv: list[str] | None = None) -> int:
     planned = ClipDataset(args.manifest, split, "test", max_videos=args.max_videos)  # opens no HDF5 file
     cov = split_coverage(load_shards(args.manifest), split, "test", [r.video_id for r in planned.records])
     if cov["fraction"] < args.min_coverage and not args.allow_missing:
-        raise checks.UsageError(f"--min-coverage {args.min_coverage}: {coverage_line(cov)}; pass --allow-missing "
-                                f"to evaluate anyway")
-    common = dict(split=args.split, num_clips=args.num_clips, num_crops=args.num_crops, batch_size=args.batch_size,
-                  num_workers=args.num_workers, max_videos=args.max_videos, device=args.device)
-    ev = evaluate_checkpoint(args.checkpoint, args.manifest, stream=args.stream, features=args.export_features,
-                             **common)
+        raise checks.UsageError(
+            f"--min-coverage {args.min_coverage}: {coverage_line(cov)}; pass --allow-missing to evaluate anyway"
+        )
+    common = dict(
+        split=args.split,
+        num_clips=args.num_clips,
+        num_crops=args.num_crops,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        max_videos=args.max_videos,
+        device=args.device,
+    )
+    ev = evaluate_checkpoint(
+        args.checkpoint, args.manifest, stream=args.stream, features=args.export_features, **common
+    )
     other = evaluate_checkpoint(args.fuse, args.manifest, **common) if args.fuse else None
     protocol = {"num_clips": args.num_clips, "num_crops": args.num_crops, "max_videos": args.max_videos}
-    m = write_outputs(ev, Path(args.out), args.manifest, protocol, other,
-                      {"min_coverage": args.min_coverage, "allow_missing": args.allow_missing})
-    line = (f"{ev.stream}: clip top-1 {m['clip']['top1']:.4f}  video top-1 {m['video']['top1']:.4f} "
-            f"top-5 {m['video']['top5']:.4f} ({m['video']['n']} videos)")
+    m = write_outputs(
+        ev,
+        Path(args.out),
+        args.manifest,
+        protocol,
+        other,
+        {"min_coverage": args.min_coverage, "allow_missing": args.allow_missing},
+    )
+    line = (
+        f"{ev.stream}: clip top-1 {m['clip']['top1']:.4f}  video top-1 {m['video']['top1']:.4f} "
+        f"top-5 {m['video']['top5']:.4f} ({m['video']['n']} videos)"
+    )
     if "fused" in m:
         line += f"\nfused {'+'.join(m['fused']['streams'])}: video top-1 {m['fused']['top1']:.4f}"
     print(coverage_line(m["coverage"]))

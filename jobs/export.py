@@ -10,6 +10,7 @@ version and options) skips finished folders. Videos that failed extraction (fail
 exported and are counted in the summary. Exit status: 0, 1 if some video could not be exported (rerun to
 retry), 2 on bad input (one line on stderr, nothing written).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,23 @@ from pathlib import Path
 from tqdm import tqdm
 
 from jobs.cli import checks, cluster
-from manifests.readers.rawframes import (ExportError, ExportOptions, check_options, export_chunk, frame_dirs, prepare_dir,
-                              select, write_lists)
+from manifests.readers.rawframes import (
+    ExportError,
+    ExportOptions,
+    check_options,
+    export_chunk,
+    frame_dirs,
+    prepare_dir,
+    select,
+    write_lists,
+)
 from manifests.shards import load_shards
 
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live in jobs/
 
 
 def _chunks(records: list, size: int) -> list[list]:
-    return [records[i:i + size] for i in range(0, len(records), size)]
+    return [records[i : i + size] for i in range(0, len(records), size)]
 
 
 def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str]) -> list[dict]:
@@ -42,15 +51,24 @@ def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar, names: di
     return results
 
 
-def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str], workers: int | None,
-            address: str | None) -> list[dict]:
+def run_ray(
+    chunks: list[list],
+    out: Path,
+    opts: ExportOptions,
+    bar,
+    names: dict[str, str],
+    workers: int | None,
+    address: str | None,
+) -> list[dict]:
     """One task per chunk, at most ``concurrency + 1`` in flight (jobs.cli.cluster.bounded); results are small
     dicts. A chunk whose task failed for good counts its videos as failed."""
     with cluster.session(address, workers) as ray:
         concurrency = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(**TASK_OPTIONS)(export_chunk)
-        submit = lambda c: task.remote(c, str(out), opts.streams, opts.jpeg_quality,  # noqa: E731
-                                       {r.video_id: names[r.video_id] for r in c})
+
+        def submit(c: list):
+            return task.remote(c, str(out), opts.streams, opts.jpeg_quality, {r.video_id: names[r.video_id] for r in c})
+
         results: list[dict] = []
         for c, res in cluster.bounded(ray, submit, chunks, concurrency + 1):
             if isinstance(res, ray.exceptions.RayError):  # worker lost after retries
@@ -60,8 +78,16 @@ def run_ray(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict
         return results
 
 
-def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int | None = 0, chunk: int = 16,
-           address: str | None = None, log=print) -> dict:
+def export(
+    manifest: str,
+    out: str | os.PathLike,
+    opts_kw: dict,
+    *,
+    workers: int | None = 0,
+    chunk: int = 16,
+    address: str | None = None,
+    log=print,
+) -> dict:
     """Run the export; returns the summary dict. Raises ExportError on bad input (before any work)."""
     t0 = time.time()
     ds = load_shards(manifest)
@@ -75,8 +101,15 @@ def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int
     names = frame_dirs(records)  # video id -> folder name (= the id unless it holds whitespace)
     todo = [r for r in records if not (out / names[r.video_id]).is_dir()]
     skipped = len(records) - len(todo)
-    bar = tqdm(total=len(records), initial=skipped, unit="video", desc="export", file=sys.stderr,
-               mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(records),
+        initial=skipped,
+        unit="video",
+        desc="export",
+        file=sys.stderr,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
     chunks = _chunks(todo, max(1, chunk))
     use_ray = bool(todo) and workers not in (0, 1)  # None: Ray with every CPU of the machine or cluster
     if use_ray:
@@ -86,15 +119,24 @@ def export(manifest: str, out: str | os.PathLike, opts_kw: dict, *, workers: int
     bar.close()
     errors = [r for r in results if r["error"]]
     lists = write_lists(out, records, opts)
-    summary = {"version_id": ds.meta.version_id, "out": str(out), "exported": len(results) - len(errors),
-               "skipped_done": skipped, "errors": len(errors), "extraction_failures": len(ds.failures),
-               "files": sum(r["files"] for r in results), "lists": [p.name for p in lists],
-               "seconds": round(time.time() - t0, 2)}
+    summary = {
+        "version_id": ds.meta.version_id,
+        "out": str(out),
+        "exported": len(results) - len(errors),
+        "skipped_done": skipped,
+        "errors": len(errors),
+        "extraction_failures": len(ds.failures),
+        "files": sum(r["files"] for r in results),
+        "lists": [p.name for p in lists],
+        "seconds": round(time.time() - t0, 2),
+    }
     for e in errors[:20]:
         log(f"export: {e['video_id']}: {e['error']}")
-    log(f"export: {summary['exported']} videos exported, {skipped} done earlier, {len(errors)} failed, "
+    log(
+        f"export: {summary['exported']} videos exported, {skipped} done earlier, {len(errors)} failed, "
         f"{len(ds.failures)} not extracted (failures.parquet, skipped), {summary['files']} files, "
-        f"{len(lists)} file lists, {summary['seconds']} s")
+        f"{len(lists)} file lists, {summary['seconds']} s"
+    )
     return summary
 
 
@@ -106,9 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="only videos in train/test of this split (default: all)")
     p.add_argument("--streams", default="rgb,flow", help="comma-separated: rgb, flow")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95, as OpenCV)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="Ray tasks at a time (and CPUs of a local Ray; default: all CPUs of the machine or "
-                        "cluster); 0 or 1: in-process, no Ray")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray tasks at a time (and CPUs of a local Ray; default: all CPUs of the machine or "
+        "cluster); 0 or 1: in-process, no Ray",
+    )
     p.add_argument("--chunk", type=int, default=16, help="videos per Ray task")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="existing Ray cluster")
     return p
@@ -127,9 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"export: error: {name}: must be {'>= 0' if name == '--workers' else '>= 1'}, got {value}")
             return 2
     try:
-        summary = export(a.manifest, a.out, {"format": a.format, "streams": streams,
-                                             "jpeg_quality": a.jpeg_quality, "split": a.split},
-                         workers=a.workers, chunk=a.chunk, address=a.address, log=log)
+        summary = export(
+            a.manifest,
+            a.out,
+            {"format": a.format, "streams": streams, "jpeg_quality": a.jpeg_quality, "split": a.split},
+            workers=a.workers,
+            chunk=a.chunk,
+            address=a.address,
+            log=log,
+        )
     except ExportError as e:
         log(f"export: error: {e}")
         return 2

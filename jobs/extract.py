@@ -25,6 +25,7 @@ Publishing guards: nothing is published when no video was extracted, or when mor
 rerun, e.g. with a higher rate after reading the reasons, redoes nothing); a shard task that fails for good
 (an unexpected exception, retried by Ray) fails the job. Bad arguments exit 2 before Ray starts (jobs.cli).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,16 +88,30 @@ def config_from_args(a: argparse.Namespace) -> ExtractConfig:
         raise checks.UsageError(f"--bound {a.bound}: must be > 0 px")
     if not a.static_threshold >= 0:
         raise checks.UsageError(f"--static-threshold {a.static_threshold}: must be >= 0 px")
-    codec_opts = {k: v for k, v in {"level": a.level, "quality": a.quality, "chunk_frames": a.chunk_frames}.items()
-                  if v is not None}
+    codec_opts = {
+        k: v
+        for k, v in {"level": a.level, "quality": a.quality, "chunk_frames": a.chunk_frames}.items()
+        if v is not None
+    }
     try:
         sampling.check_sampling(a.fps, a.segments, a.segment_frames)
     except ValueError as e:  # one line, exit status 2, before anything is read or Ray starts
         raise checks.UsageError(str(e)) from None
-    return ExtractConfig(size=checks.size("--size", a.size), resize=a.resize, codec=codec, codec_opts=codec_opts,
-                         shard_size=a.shard_size, flow=flow, bound=a.bound, min_frames=a.min_frames,
-                         static_threshold=a.static_threshold, splits=tuple(sorted(set(a.split or []))),
-                         fps=a.fps, segments=a.segments, segment_frames=a.segment_frames)
+    return ExtractConfig(
+        size=checks.size("--size", a.size),
+        resize=a.resize,
+        codec=codec,
+        codec_opts=codec_opts,
+        shard_size=a.shard_size,
+        flow=flow,
+        bound=a.bound,
+        min_frames=a.min_frames,
+        static_threshold=a.static_threshold,
+        splits=tuple(sorted(set(a.split or []))),
+        fps=a.fps,
+        segments=a.segments,
+        segment_frames=a.segment_frames,
+    )
 
 
 def check_args(a: argparse.Namespace, cfg: ExtractConfig) -> None:
@@ -104,8 +119,10 @@ def check_args(a: argparse.Namespace, cfg: ExtractConfig) -> None:
     checks.positive_int("--workers", a.workers, allow_none=True)
     checks.positive_int("--flow-workers", a.flow_workers, allow_none=True)
     if a.flow_workers is not None and a.mode == "tasks":
-        raise checks.UsageError(f"--flow-workers {a.flow_workers}: only with --mode pipelined or auto "
-                                f"(--mode tasks solves flow inside the shard tasks)")
+        raise checks.UsageError(
+            f"--flow-workers {a.flow_workers}: only with --mode pipelined or auto "
+            f"(--mode tasks solves flow inside the shard tasks)"
+        )
     checks.number_in("--max-failure-rate", a.max_failure_rate, 0.0, 1.0)
     checks.version("--manifest", a.manifest, SOURCE_KIND)
     checks.out_dir("--out", a.out)
@@ -128,46 +145,102 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     p.add_argument("--force", action="store_true", help="redo every shard even if done or published")
     p.add_argument("--verify", action="store_true", help="re-check all checksums of shards done earlier")
-    p.add_argument("--codec", action="append", metavar="NAME|STREAM=NAME",
-                   help=f"codec for all streams or one stream; codecs {sorted(CODECS)}; default {DEFAULT_CODEC}")
+    p.add_argument(
+        "--codec",
+        action="append",
+        metavar="NAME|STREAM=NAME",
+        help=f"codec for all streams or one stream; codecs {sorted(CODECS)}; default {DEFAULT_CODEC}",
+    )
     p.add_argument("--level", type=int, default=None, help="gzip level")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality")
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per HDF5 chunk (array codecs)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=list(d.size))
-    p.add_argument("--resize", choices=RESIZE_MODES, default=d.resize,
-                   help="stretch: each axis to --size (the paper's 128x171); short-side-crop: keep the aspect "
-                        "ratio, scale to cover --size, crop the centre")
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default=d.resize,
+        help="stretch: each axis to --size (the paper's 128x171); short-side-crop: keep the aspect "
+        "ratio, scale to cover --size, crop the centre",
+    )
     p.add_argument("--shard-size", type=int, default=d.shard_size, help="videos per shard")
     p.add_argument("--workers", type=int, default=None, help="shard tasks at a time (and CPUs of a local Ray)")
-    p.add_argument("--flow-preset", default=DEFAULT_PRESET, metavar="NAME",
-                   help=f"Brox preset {tuple(PRESETS)} (pipeline.flow.PRESETS); default {DEFAULT_PRESET}")
-    p.add_argument("--flow-param", action="append", metavar="K=V",
-                   help="Brox parameter overriding the preset (pipeline.flow.BroxParams)")
+    p.add_argument(
+        "--flow-preset",
+        default=DEFAULT_PRESET,
+        metavar="NAME",
+        help=f"Brox preset {tuple(PRESETS)} (pipeline.flow.PRESETS); default {DEFAULT_PRESET}",
+    )
+    p.add_argument(
+        "--flow-param",
+        action="append",
+        metavar="K=V",
+        help="Brox parameter overriding the preset (pipeline.flow.BroxParams)",
+    )
     p.add_argument("--bound", type=float, default=d.bound, help="flow image bound in px")
     p.add_argument("--split", action="append", metavar="NAME", help="only videos in train/test of this split")
     p.add_argument("--min-frames", type=int, default=d.min_frames)
-    p.add_argument("--static-threshold", type=float, default=d.static_threshold,
-                   help="max |flow| in px below which a video counts as static (failure)")
-    p.add_argument("--max-failure-rate", type=float, default=MAX_FAILURE_RATE,
-                   help="do not publish when more than this share of the attempted videos failed "
-                        f"(default {MAX_FAILURE_RATE}); the work dir is kept for a rerun")
-    p.add_argument("--fps", type=float, default=None, metavar="F",
-                   help="resample every video to F frames/s before anything else (default: native rate)")
-    p.add_argument("--segments", type=int, default=None, metavar="K",
-                   help="keep K evenly spaced windows per video (TSN-style; with --segment-frames)")
-    p.add_argument("--segment-frames", type=int, default=None, metavar="L",
-                   help="frames per window (L-1 flows each; flow never crosses windows)")
-    p.add_argument("--decode-timeout", type=checks.positive_seconds, default=None, metavar="S",
-                   help="seconds a video's decode may take before it is killed and recorded as a failure "
-                        "(default: per video, max(30, frames x pixels / 1e7) from the source manifest)")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="decode again videos that crashed or timed out in an earlier run under --out")
-    p.add_argument("--mode", choices=MODES, default="auto",
-                   help="tasks: each shard task solves its own flow; pipelined: shard tasks decode and write on "
-                        "CPU while a pool of flow actors (one per GPU, else per core) solves pairs of several "
-                        "videos per batch; auto (default): pipelined when the cluster has GPUs. Same shards")
-    p.add_argument("--flow-workers", type=int, default=None, metavar="N",
-                   help="flow actors of the pipelined mode (default: one per GPU, else one per CPU)")
+    p.add_argument(
+        "--static-threshold",
+        type=float,
+        default=d.static_threshold,
+        help="max |flow| in px below which a video counts as static (failure)",
+    )
+    p.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=MAX_FAILURE_RATE,
+        help="do not publish when more than this share of the attempted videos failed "
+        f"(default {MAX_FAILURE_RATE}); the work dir is kept for a rerun",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        metavar="F",
+        help="resample every video to F frames/s before anything else (default: native rate)",
+    )
+    p.add_argument(
+        "--segments",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep K evenly spaced windows per video (TSN-style; with --segment-frames)",
+    )
+    p.add_argument(
+        "--segment-frames",
+        type=int,
+        default=None,
+        metavar="L",
+        help="frames per window (L-1 flows each; flow never crosses windows)",
+    )
+    p.add_argument(
+        "--decode-timeout",
+        type=checks.positive_seconds,
+        default=None,
+        metavar="S",
+        help="seconds a video's decode may take before it is killed and recorded as a failure "
+        "(default: per video, max(30, frames x pixels / 1e7) from the source manifest)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="decode again videos that crashed or timed out in an earlier run under --out",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="auto",
+        help="tasks: each shard task solves its own flow; pipelined: shard tasks decode and write on "
+        "CPU while a pool of flow actors (one per GPU, else per core) solves pairs of several "
+        "videos per batch; auto (default): pipelined when the cluster has GPUs. Same shards",
+    )
+    p.add_argument(
+        "--flow-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="flow actors of the pipelined mode (default: one per GPU, else one per CPU)",
+    )
     return p
 
 
@@ -178,10 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     check_args(a, cfg)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  stdout carries only the id
     try:
-        vid = extract(a.manifest, a.out, cfg, address=a.address, force=a.force, workers=a.workers,
-                      verify=a.verify, log=log, max_failure_rate=a.max_failure_rate,
-                      decode_timeout=a.decode_timeout, retry_failed=a.retry_failed, mode=a.mode,
-                      flow_workers=a.flow_workers).version_id
+        vid = extract(
+            a.manifest,
+            a.out,
+            cfg,
+            address=a.address,
+            force=a.force,
+            workers=a.workers,
+            verify=a.verify,
+            log=log,
+            max_failure_rate=a.max_failure_rate,
+            decode_timeout=a.decode_timeout,
+            retry_failed=a.retry_failed,
+            mode=a.mode,
+            flow_workers=a.flow_workers,
+        ).version_id
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         if isinstance(e, checks.UsageError):
             raise

@@ -12,6 +12,7 @@ Writes
 Split files use CRLF line endings like the official UCF-101 files. Same arguments give identical frames
 and (with OpenCV's encoder, which writes no timestamps) identical file bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,19 @@ def _write_crlf(path: Path, lines: list[str]) -> None:
     path.write_bytes("".join(f"{line}\r\n" for line in lines).encode())
 
 
-def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos_per_class: int = 16,
-                 clips_per_group: int = 4, frames: int = 20, size: tuple[int, int] = (48, 64),
-                 class_set: str = "target", ext: str = ".mp4", fps: float = 25.0) -> dict:
+def make_dataset(
+    out: Path,
+    *,
+    seed: int = 0,
+    classes: int | None = None,
+    videos_per_class: int = 16,
+    clips_per_group: int = 4,
+    frames: int = 20,
+    size: tuple[int, int] = (48, 64),
+    class_set: str = "target",
+    ext: str = ".mp4",
+    fps: float = 25.0,
+) -> dict:
     """Render, encode and lay out the dataset under `out`; returns the summary written to synth.json."""
     if ext not in FOURCC:
         raise ValueError(f"ext={ext!r}: expected one of {sorted(FOURCC)}")
@@ -42,8 +53,10 @@ def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos
     pairs = synth.group_clips(videos_per_class, clips_per_group)
     num_groups = pairs[-1][0] if pairs else 0
     if num_groups < 2:
-        raise ValueError(f"videos_per_class={videos_per_class}, clips_per_group={clips_per_group}: "
-                         "need at least 2 groups so that train and test splits are both non-empty")
+        raise ValueError(
+            f"videos_per_class={videos_per_class}, clips_per_group={clips_per_group}: "
+            "need at least 2 groups so that train and test splits are both non-empty"
+        )
     out = Path(out)
     entries = []
     for label, name in enumerate(names, start=1):
@@ -59,9 +72,19 @@ def make_dataset(out: Path, *, seed: int = 0, classes: int | None = None, videos
         train, test = synth.split_file_lines(entries, num_groups, split)
         _write_crlf(ann / f"trainlist{split:02d}.txt", train)
         _write_crlf(ann / f"testlist{split:02d}.txt", test)
-    summary = {"seed": seed, "class_set": class_set, "classes": names, "videos_per_class": videos_per_class,
-               "clips_per_group": clips_per_group, "groups": num_groups, "frames": frames, "size": list(size),
-               "ext": ext, "fps": fps, "videos": len(entries)}
+    summary = {
+        "seed": seed,
+        "class_set": class_set,
+        "classes": names,
+        "videos_per_class": videos_per_class,
+        "clips_per_group": clips_per_group,
+        "groups": num_groups,
+        "frames": frames,
+        "size": list(size),
+        "ext": ext,
+        "fps": fps,
+        "videos": len(entries),
+    }
     (out / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -75,8 +98,10 @@ def check_args(a: argparse.Namespace) -> None:
     checks.positive_int("--videos-per-class", a.videos_per_class)
     checks.positive_int("--clips-per-group", a.clips_per_group)
     if -(-a.videos_per_class // a.clips_per_group) < 2:
-        raise checks.UsageError(f"--videos-per-class {a.videos_per_class}: with --clips-per-group "
-                                f"{a.clips_per_group} that is < 2 groups (train and test need one each)")
+        raise checks.UsageError(
+            f"--videos-per-class {a.videos_per_class}: with --clips-per-group "
+            f"{a.clips_per_group} that is < 2 groups (train and test need one each)"
+        )
     checks.positive_int("--frames", a.frames, minimum=2)
     checks.size("--size", a.size, minimum=16, even=True)
 
@@ -89,18 +114,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=None, help="first N classes of the class set (default all)")
     p.add_argument("--class-set", choices=sorted(synth.CLASS_SETS), default="target")
     p.add_argument("--videos-per-class", type=int, default=16)
-    p.add_argument("--clips-per-group", type=int, default=4, help="clips per group (scene); split k tests "
-                   "the k-th third of the groups")
+    p.add_argument(
+        "--clips-per-group",
+        type=int,
+        default=4,
+        help="clips per group (scene); split k tests the k-th third of the groups",
+    )
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--size", type=int, nargs=2, default=(48, 64), metavar=("H", "W"), help="even sizes")
     p.add_argument("--ext", choices=sorted(FOURCC), default=".mp4")
     a = p.parse_args(argv)
     check_args(a)
-    s = make_dataset(a.out, seed=a.seed, classes=a.classes, videos_per_class=a.videos_per_class,
-                     clips_per_group=a.clips_per_group, frames=a.frames, size=tuple(a.size),
-                     class_set=a.class_set, ext=a.ext)
-    print(f"{a.out}: {s['videos']} videos, {len(s['classes'])} classes ({s['class_set']}), "
-          f"{s['groups']} groups, {s['frames']} frames of {s['size'][0]}x{s['size'][1]}")
+    s = make_dataset(
+        a.out,
+        seed=a.seed,
+        classes=a.classes,
+        videos_per_class=a.videos_per_class,
+        clips_per_group=a.clips_per_group,
+        frames=a.frames,
+        size=tuple(a.size),
+        class_set=a.class_set,
+        ext=a.ext,
+    )
+    print(
+        f"{a.out}: {s['videos']} videos, {len(s['classes'])} classes ({s['class_set']}), "
+        f"{s['groups']} groups, {s['frames']} frames of {s['size'][0]}x{s['size'][1]}"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@
 Writes <out>/<video_id>.png (the panel of jobs.plots.stream_panel) and prints its path. Without --video,
 or with an unknown id, it lists some video ids of the dataset and exits with status 2.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -27,6 +27,7 @@ training video (or ``data.max_clips_per_epoch`` of them), validate without gradi
   on CPU, NCCL with ``--use-gpu``); each worker trains on every N-th sample of the epoch's order.
   Rank 0 writes the outputs, so ``out_dir`` must be on storage shared by all nodes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,9 @@ from torch.utils.data import DataLoader, Subset
 
 import models
 from jobs.cli import checks
+from jobs.report.plots import plot_curves
 from jobs.training import checkpoints, prediction, recipe
 from jobs.training.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config, to_dict
-from jobs.report.plots import plot_curves
 from jobs.training.metrics import classification_report
 from jobs.training.prediction import aggregate
 from manifests.readers.clips import ClipDataset
@@ -52,12 +53,26 @@ from manifests.readers.clips import ClipDataset
 def make_datasets(cfg: TrainConfig) -> tuple[ClipDataset, ClipDataset | None, ClipDataset | None]:
     """(train, validation or None, test for monitoring or None). Validation = the held-out training videos."""
     d = cfg.data
-    common = dict(split=d.split, stream=d.stream, clip_len=d.clip_len, crop=d.crop, mean=d.mean, std=d.std,
-                  val_fraction=d.val_fraction, val_group_rule=d.val_group_rule, val_seed=d.val_seed)
+    common = dict(
+        split=d.split,
+        stream=d.stream,
+        clip_len=d.clip_len,
+        crop=d.crop,
+        mean=d.mean,
+        std=d.std,
+        val_fraction=d.val_fraction,
+        val_group_rule=d.val_group_rule,
+        val_seed=d.val_seed,
+    )
     train_ds = ClipDataset(d.manifest, subset="train", mode="train", seed=cfg.seed, **common)
     val_ds = test_ds = None
-    test_kw = dict(mode="test", num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops,
-                   max_videos=cfg.eval.max_videos, **common)
+    test_kw = dict(
+        mode="test",
+        num_clips=cfg.eval.num_clips,
+        num_crops=cfg.eval.num_crops,
+        max_videos=cfg.eval.max_videos,
+        **common,
+    )
     if cfg.eval.every and d.val_fraction > 0:
         val_ds = ClipDataset(d.manifest, subset="val", **test_kw)
     if cfg.eval.every and cfg.eval.monitor_test:
@@ -97,13 +112,18 @@ def _all_reduce(values: list[float], world: int, device: torch.device) -> list[f
     return t.tolist()
 
 
-def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: str, rank: int, world: int,
-             prefix: str = "val") -> dict:
+def validate(
+    model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: str, rank: int, world: int, prefix: str = "val"
+) -> dict:
     """Video-level scores (eval.num_clips clips x eval.num_crops crops) as ``<prefix>_*`` keys; items
     split over ranks."""
     items = Subset(val_ds, range(rank, len(val_ds), world))
-    loader = DataLoader(items, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        items,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     scores, videos, _ = prediction.predict(model, loader, device, loss_kind)
     if world > 1:
         parts = [None] * world
@@ -115,8 +135,11 @@ def validate(model, val_ds: ClipDataset, cfg: TrainConfig, device, loss_kind: st
     clip_targets = [val_ds.records[v].labels for v in videos]
     rep = classification_report(video_scores, targets, val_ds.labels, multilabel=val_ds.multilabel)
     clip_rep = classification_report(scores, clip_targets, val_ds.labels)
-    out = {f"{prefix}_video_top1": rep["top1"], f"{prefix}_video_top5": rep["top5"],
-           f"{prefix}_clip_top1": clip_rep["top1"]}
+    out = {
+        f"{prefix}_video_top1": rep["top1"],
+        f"{prefix}_video_top5": rep["top5"],
+        f"{prefix}_clip_top1": clip_rep["top1"],
+    }
     if "mAP" in rep:
         out[f"{prefix}_video_mAP"] = rep["mAP"]
     return out
@@ -129,12 +152,21 @@ def run_metrics(history: list[dict], best: float, validation: dict | None, monit
     test_epochs = [h for h in history if h.get("test_video_top1") is not None]
     return {
         "history": history,
-        "val": {"subset": validation, "selection": "best.pt = epoch with the highest val_video_top1"
-                if val_epochs else "no validation: best.pt = last epoch",
-                "best_video_top1": None if best == float("-inf") else best, "best_epoch": best_epoch},
-        "test": {"monitoring_only": True, "note": "never used for selection; score the test set with jobs.evaluate",
-                 "last": {k: v for k, v in test_epochs[-1].items() if k.startswith("test_")}}
-        if monitor_test and test_epochs else None,
+        "val": {
+            "subset": validation,
+            "selection": "best.pt = epoch with the highest val_video_top1"
+            if val_epochs
+            else "no validation: best.pt = last epoch",
+            "best_video_top1": None if best == float("-inf") else best,
+            "best_epoch": best_epoch,
+        },
+        "test": {
+            "monitoring_only": True,
+            "note": "never used for selection; score the test set with jobs.evaluate",
+            "last": {k: v for k, v in test_epochs[-1].items() if k.startswith("test_")},
+        }
+        if monitor_test and test_epochs
+        else None,
         "best_val_video_top1": None if best == float("-inf") else best,
     }
 
@@ -170,8 +202,10 @@ def restore_rng(ckpt: dict, cfg: TrainConfig, rank: int, world: int, say) -> Non
         recipe.set_rng_state(states[rank])
         return
     saved = len(states) if states is not None else "unknown"
-    say(f"warning: checkpoint holds RNG states of {saved} rank(s), this run has {world}: re-seeding each rank "
-        f"from (seed, rank, epoch); dropout masks will differ from an uninterrupted run")
+    say(
+        f"warning: checkpoint holds RNG states of {saved} rank(s), this run has {world}: re-seeding each rank "
+        f"from (seed, rank, epoch); dropout masks will differ from an uninterrupted run"
+    )
     recipe.seed_everything(cfg.seed * 1000003 + 7919 * ckpt["epoch"] + rank, cfg.deterministic)
 
 
@@ -193,6 +227,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
     recipe.seed_everything(cfg.seed + rank, cfg.deterministic)  # rank: distinct dropout masks per worker
     if world > 1:
         import ray.train.torch
+
         device = ray.train.torch.get_device()
     else:
         device = recipe.resolve_device(cfg.device)
@@ -206,8 +241,11 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         say(checkpoints.init_from(model, cfg.init_from, cfg.model.name, train_ds.num_classes))
     model.to(device)
     has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    optimizer = torch.optim.SGD(recipe.param_groups(model, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
-                                lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    optimizer = torch.optim.SGD(
+        recipe.param_groups(model, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+    )
     start, history, best = 0, [], float("-inf")
     if ckpt_path is not None:
         ckpt = checkpoints.load_checkpoint(ckpt_path)
@@ -221,6 +259,7 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         say(f"resumed from {ckpt_path} at epoch {start}")
     if world > 1:
         import ray.train.torch
+
         model = ray.train.torch.prepare_model(model)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -228,12 +267,16 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         other_best = ckpt_path.parent / "best.pt" if ckpt_path is not None else None
         if other_best is not None and other_best.is_file() and not (out / "best.pt").exists():
             shutil.copyfile(other_best, out / "best.pt")  # resumed from another directory: keep its best
-    say(f"{cfg.model.name} {checkpoints.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
+    say(
+        f"{cfg.model.name} {checkpoints.spec_dict(model)['num_classes']} classes, loss {loss_kind}, "
         f"{len(train_ds)} train videos, {len(val_ds.records) if val_ds else 0} val videos "
-        f"({validation['rule'] + ' rule' if validation else 'no validation'}), device {device}, world {world}")
+        f"({validation['rule'] + ' rule' if validation else 'no validation'}), device {device}, world {world}"
+    )
     if test_ds is not None:
-        say(f"monitoring: {len(test_ds.records)} test videos scored at each validation (eval.monitor_test); "
-            f"never used for selection")
+        say(
+            f"monitoring: {len(test_ds.records)} test videos scored at each validation (eval.monitor_test); "
+            f"never used for selection"
+        )
     if start >= cfg.optim.epochs:
         say(f"{ckpt_path}: already trained for {start} epochs (optim.epochs={cfg.optim.epochs}); nothing to do")
         return history[-1] if history else {}
@@ -245,13 +288,23 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         order = recipe.epoch_indices(len(train_ds), epoch, cfg.seed, cfg.data.max_clips_per_epoch, rank, world)
         if has_batch_norm:  # a batch of one clip cannot train BatchNorm
             order = recipe.no_lone_last_batch(order, cfg.optim.batch_size)
-        loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, sampler=order,
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.optim.batch_size,
+            sampler=order,
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch),
+        )
         s = recipe.train_one_epoch(model, loader, optimizer, loss_fn, device, epoch, say, cfg.log_every)
         loss_sum, correct, seen = _all_reduce([s["loss_sum"], s["correct"], s["seen"]], world, device)
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
-                  "train_clips": int(seen)}
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_top1": correct / seen,
+            "train_clips": int(seen),
+        }
         last_epoch = epoch + 1 == cfg.optim.epochs
         due = cfg.eval.every and ((epoch + 1) % cfg.eval.every == 0 or last_epoch)
         if due and val_ds is not None:
@@ -261,29 +314,49 @@ def _fit(cfg: TrainConfig, resume: str, rank: int, world: int, log) -> dict:
         history.append(record)
         say(json.dumps({k: v for k, v in record.items() if not k.startswith("test_")}))
         if due and test_ds is not None:
-            say(f"monitoring (test videos, not used for selection): epoch {epoch + 1} "
-                f"test video top-1 {record['test_video_top1']:.4f}")
+            say(
+                f"monitoring (test videos, not used for selection): epoch {epoch + 1} "
+                f"test video top-1 {record['test_video_top1']:.4f}"
+            )
         metric = record.get("val_video_top1")
         improved = metric is not None and metric > best
         best = metric if improved else best
         rng_ranks = gather_rng(world)  # collective: every rank sends its own states to rank 0
         if main:
-            write_epoch(out, {
-                "model": checkpoints.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1, "rng": rng_ranks[0], "rng_ranks": rng_ranks, "model_name": cfg.model.name,
-                "model_overrides": overrides, "spec": checkpoints.spec_dict(model), "num_classes": train_ds.num_classes,
-                "labels": train_ds.labels, "multilabel": train_ds.multilabel, "loss": loss_kind,
-                "config": to_dict(cfg), "history": history, "best_metric": best, "validation": validation,
-            }, is_best=improved or val_ds is None, plot=last_epoch or (epoch + 1) % 5 == 0,
-                metrics=run_metrics(history, best, validation, test_ds is not None))
+            write_epoch(
+                out,
+                {
+                    "model": checkpoints.unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "rng": rng_ranks[0],
+                    "rng_ranks": rng_ranks,
+                    "model_name": cfg.model.name,
+                    "model_overrides": overrides,
+                    "spec": checkpoints.spec_dict(model),
+                    "num_classes": train_ds.num_classes,
+                    "labels": train_ds.labels,
+                    "multilabel": train_ds.multilabel,
+                    "loss": loss_kind,
+                    "config": to_dict(cfg),
+                    "history": history,
+                    "best_metric": best,
+                    "validation": validation,
+                },
+                is_best=improved or val_ds is None,
+                plot=last_epoch or (epoch + 1) % 5 == 0,
+                metrics=run_metrics(history, best, validation, test_ds is not None),
+            )
         if world > 1:
             import ray.train
+
             ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))})
     return history[-1]
 
 
 def _ray_worker(config: dict) -> None:
     import ray.train
+
     ctx = ray.train.get_context()
     fit(config_from_dict(config["cfg"]), config["resume"], ctx.get_world_rank(), ctx.get_world_size())
 
@@ -298,8 +371,9 @@ def fit_ray(cfg: TrainConfig, resume: str = "auto") -> None:
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config={"cfg": to_dict(cfg), "resume": resume},
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": max(1, cfg.data.num_workers)}),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": max(1, cfg.data.num_workers)}
+        ),
         run_config=RunConfig(name="train", storage_path=str(out / "ray")),
     )
     trainer.fit()
@@ -330,13 +404,15 @@ def check_config(cfg: TrainConfig, resume: str | None) -> None:
 
 @checks.cli("train")
 def main(argv: list[str] | None = None) -> int:
-    ap = checks.parser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="overrides: dotted keys of jobs/config.py, e.g. "
-                                        "data.manifest=data/shards/LATEST "
-                                        "out_dir=runs/x model.name=c3d-b5 model.overrides.width=0.25 optim.epochs=2 "
-                                        "optim.batch_size=4 optim.lr=0.01 data.num_workers=0 data.stream=rgbf "
-                                        "data.split=split1 data.max_clips_per_epoch=64 eval.every=0")
+    ap = checks.parser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="overrides: dotted keys of jobs/config.py, e.g. "
+        "data.manifest=data/shards/LATEST "
+        "out_dir=runs/x model.name=c3d-b5 model.overrides.width=0.25 optim.epochs=2 "
+        "optim.batch_size=4 optim.lr=0.01 data.num_workers=0 data.stream=rgbf "
+        "data.split=split1 data.max_clips_per_epoch=64 eval.every=0",
+    )
     ap.add_argument("--config", help="YAML config (jobs/configs/pretrain.yaml, finetune.yaml)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides")
     g = ap.add_mutually_exclusive_group()

@@ -10,6 +10,7 @@ anything ``manifests.versioning.resolve`` accepts and lists the videos added (+)
 (~) from A to B (source manifests by rel_path, shard datasets by video id); exit status 0 when they are
 equal, 1 when they differ, 2 on bad input (unknown version, different kinds).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ from manifests.versioning import LATEST, VersionMeta, dir_size, find_versions, f
 def _counts(meta: VersionMeta) -> str:
     x = meta.extra
     if meta.kind == "shards":
-        return (f"{x.get('num_videos', '?')} videos, {x.get('num_failures', '?')} failed, "
-                f"{x.get('num_shards', '?')} shards")
+        return (
+            f"{x.get('num_videos', '?')} videos, {x.get('num_failures', '?')} failed, {x.get('num_shards', '?')} shards"
+        )
     bad = sum(n for s, n in x.get("status_counts", {}).items() if s != "ok")
     return f"{x.get('num_videos', '?')} videos, {bad} not ok, {x.get('num_labels', '?')} labels"
 
@@ -36,9 +38,18 @@ def list_rows(root: Path) -> list[dict]:
         meta = VersionMeta.from_file(vdir / "version.json")
         latest = vdir.parent / LATEST
         is_latest = latest.is_file() and latest.read_text().strip() == vdir.name
-        rows.append({"id": meta.version_id, "kind": meta.kind, "parent": meta.parent or "-",
-                     "created": meta.created_at, "counts": _counts(meta), "bytes": dir_size(vdir),
-                     "latest": is_latest, "path": str(vdir)})
+        rows.append(
+            {
+                "id": meta.version_id,
+                "kind": meta.kind,
+                "parent": meta.parent or "-",
+                "created": meta.created_at,
+                "counts": _counts(meta),
+                "bytes": dir_size(vdir),
+                "latest": is_latest,
+                "path": str(vdir),
+            }
+        )
     return rows
 
 
@@ -58,8 +69,19 @@ def ls_main(argv: list[str]) -> int:
         print(f"versions: no dataset versions under {a.root}", file=sys.stderr)
         return 0
     head = ["", "id", "kind", "parent", "created (UTC)", "counts", "size", "path"]
-    table = [["*" if r["latest"] else "", r["id"], r["kind"], r["parent"], r["created"], r["counts"],
-              format_bytes(r["bytes"]), str(Path(r["path"]).parent)] for r in rows]
+    table = [
+        [
+            "*" if r["latest"] else "",
+            r["id"],
+            r["kind"],
+            r["parent"],
+            r["created"],
+            r["counts"],
+            format_bytes(r["bytes"]),
+            str(Path(r["path"]).parent),
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
     for line in [head, *table]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
@@ -88,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"ls": ls_main, "diff": diff_main}
     if not argv or argv[0] not in commands:
         got = repr(argv[0]) if argv else "nothing"
-        raise checks.UsageError(f"expected a command, got {got}; usage: python -m jobs.versions "
-                                f"{{ls ROOT | diff A B}} [--json]")
+        raise checks.UsageError(
+            f"expected a command, got {got}; usage: python -m jobs.versions {{ls ROOT | diff A B}} [--json]"
+        )
     return commands[argv[0]](argv[1:])
 
 

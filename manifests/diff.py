@@ -1,6 +1,7 @@
 """Differences between two dataset versions: videos added, removed and changed (source manifests by
 rel_path, shard datasets by video id). ``diff_versions`` is what ``python -m jobs.versions diff`` (and its
 alias ``python -m jobs.build_manifest diff``) runs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ class ManifestDiff:
         out = [f"+ {p}" for p in self.added] + [f"- {p}" for p in self.removed]
         out += [f"~ {p}: {', '.join(fields)}" for p, fields in self.changed.items()]
         out += [f"+ label {n}" for n in self.labels_added] + [f"- label {n}" for n in self.labels_removed]
-        out.append(f"{self.base} -> {self.other}: {len(self.added)} added, {len(self.removed)} removed, "
-                   f"{len(self.changed)} changed")
+        out.append(
+            f"{self.base} -> {self.other}: {len(self.added)} added, {len(self.removed)} removed, "
+            f"{len(self.changed)} changed"
+        )
         return out
 
     def render(self, as_json: bool = False) -> str:
@@ -59,14 +62,29 @@ def diff_sources(base: SourceManifest, other: SourceManifest) -> ManifestDiff:
     a = {r.rel_path: r for r in base.videos}
     b = {r.rel_path: r for r in other.videos}
     changed = {p: fields for p in sorted(a.keys() & b.keys()) if (fields := changed_fields(a[p], b[p]))}
-    return ManifestDiff(base.meta.version_id, other.meta.version_id, sorted(b.keys() - a.keys()),
-                        sorted(a.keys() - b.keys()), changed,
-                        [n for n in other.labels if n not in base.labels],
-                        [n for n in base.labels if n not in other.labels])
+    return ManifestDiff(
+        base.meta.version_id,
+        other.meta.version_id,
+        sorted(b.keys() - a.keys()),
+        sorted(a.keys() - b.keys()),
+        changed,
+        [n for n in other.labels if n not in base.labels],
+        [n for n in base.labels if n not in other.labels],
+    )
 
 
-SHARD_FIELDS = ("labels", "label_names", "splits", "n_rgb", "n_flow", "height", "width", "checksums",
-                "source_rel_path", "source_sha256")
+SHARD_FIELDS = (
+    "labels",
+    "label_names",
+    "splits",
+    "n_rgb",
+    "n_flow",
+    "height",
+    "width",
+    "checksums",
+    "source_rel_path",
+    "source_sha256",
+)
 
 
 def diff_shards(base, other) -> ManifestDiff:
@@ -77,14 +95,22 @@ def diff_shards(base, other) -> ManifestDiff:
     failure appears as a ``failed`` change when both versions list it with different stages."""
     a = {r.video_id: r for r in base.records}
     b = {r.video_id: r for r in other.records}
-    changed = {v: fields for v in sorted(a.keys() & b.keys())
-               if (fields := [f for f in SHARD_FIELDS if getattr(a[v], f) != getattr(b[v], f)])}
+    changed = {
+        v: fields
+        for v in sorted(a.keys() & b.keys())
+        if (fields := [f for f in SHARD_FIELDS if getattr(a[v], f) != getattr(b[v], f)])
+    }
     fa = {f.video_id: f.stage for f in base.failures}
     fb = {f.video_id: f.stage for f in other.failures}
     for v in sorted(fa.keys() & fb.keys()):
         if fa[v] != fb[v]:
             changed[v] = [f"failed ({fa[v]} -> {fb[v]})"]
-    return ManifestDiff(base.meta.version_id, other.meta.version_id, sorted(b.keys() - a.keys()),
-                        sorted(a.keys() - b.keys()), changed,
-                        [n for n in other.labels if n not in base.labels],
-                        [n for n in base.labels if n not in other.labels])
+    return ManifestDiff(
+        base.meta.version_id,
+        other.meta.version_id,
+        sorted(b.keys() - a.keys()),
+        sorted(a.keys() - b.keys()),
+        changed,
+        [n for n in other.labels if n not in base.labels],
+        [n for n in base.labels if n not in other.labels],
+    )

@@ -16,12 +16,14 @@ extraction across shards; all of these share the root and the file content, not 
 --retry-failed or the new time limit is larger than the one that expired (so a larger --decode-timeout
 retries it by itself).
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from manifests.versioning import utc_now
 
@@ -58,10 +60,26 @@ def skip(rec: dict[str, Any], timeout_s: float, retry_failed: bool) -> bool:
     return timeout_s <= float(rec.get("timeout_s") or 0) + 1e-6
 
 
-def record(sha256: str, kind: str, reason: str, *, timeout_s: float | None = None, size_bytes: int | None = None,
-           path: str = "", job: str = "") -> dict[str, Any]:
-    return {"sha256": sha256, "size_bytes": size_bytes, "kind": kind, "reason": reason, "timeout_s": timeout_s,
-            "path": path, "job": job, "at": utc_now()}
+def record(
+    sha256: str,
+    kind: str,
+    reason: str,
+    *,
+    timeout_s: float | None = None,
+    size_bytes: int | None = None,
+    path: str = "",
+    job: str = "",
+) -> dict[str, Any]:
+    return {
+        "sha256": sha256,
+        "size_bytes": size_bytes,
+        "kind": kind,
+        "reason": reason,
+        "timeout_s": timeout_s,
+        "path": path,
+        "job": job,
+        "at": utc_now(),
+    }
 
 
 def append(root: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:

@@ -11,6 +11,7 @@ A version directory (written once through ``manifests.versioning.publish``)::
 ``load_shards`` is the one place the tables are parsed (docs/style.md §4); ``publish_shards`` is the writer used
 by jobs.extract, and ``write_shard_dataset`` builds a small version from in-memory frames (tests, demos).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,45 +35,50 @@ KIND = "shards"
 SCHEMA_VERSION = 2  # 2: failures.parquet records each video's splits (read: 1 and 2)
 SHARDS_FILE, FAILURES_FILE, LABELS_FILE, SHARDS_DIR = "shards.parquet", "failures.parquet", "labels.parquet", "shards"
 
-SHARDS_SCHEMA = pa.schema([
-    ("video_id", pa.string()),
-    ("shard", pa.string()),  # path relative to the version directory, e.g. shards/00000.h5
-    ("group", pa.string()),  # HDF5 group inside the shard
-    ("n_rgb", pa.int32()),
-    ("n_flow", pa.int32()),  # = n_rgb - number of windows (flow and rgbf streams); n_rgb - 1 by default
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("labels", pa.list_(pa.int32())),
-    ("label_names", pa.list_(pa.string())),
-    ("splits", pa.map_(pa.string(), pa.string())),  # split name -> train | test | unused
-    ("sha256_rgb", pa.string()),  # checksums of the stored stream payloads (pipeline.storage)
-    ("sha256_flow", pa.string()),
-    ("sha256_rgbf", pa.string()),
-    ("shard_sha256", pa.string()),  # sha256 of the whole shard file
-    ("source_rel_path", pa.string()),  # the video in the source manifest
-    ("source_sha256", pa.string()),
-    ("codec", pa.string()),  # JSON {stream: codec name, "opts": {...}}
-    ("flow_params", pa.string()),  # JSON of the Brox / flow-image parameters
-    ("code_version", pa.string()),
-    # temporal sampling (pipeline.sampling): the stored frames are these runs [start, length] of the
-    # resampled timeline, back to back; flow and rgbf hold length - 1 frames per run (never across runs)
-    ("windows", pa.list_(pa.list_(pa.int32()))),
-    ("fps", pa.float64()),  # frame rate of the stored frames (--fps, else the native rate); null if unknown
-])
-FAILURES_SCHEMA = pa.schema([
-    ("video_id", pa.string()),
-    ("source_rel_path", pa.string()),
-    ("stage", pa.string()),  # source | input | decode | length | flow | static | store
-    ("error", pa.string()),  # reason, naming the file
-    ("shard", pa.string()),  # shard the video was assigned to ("" if none)
-    ("splits", pa.map_(pa.string(), pa.string())),  # split name -> train | test | unused (schema 2)
-])
+SHARDS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("shard", pa.string()),  # path relative to the version directory, e.g. shards/00000.h5
+        ("group", pa.string()),  # HDF5 group inside the shard
+        ("n_rgb", pa.int32()),
+        ("n_flow", pa.int32()),  # = n_rgb - number of windows (flow and rgbf streams); n_rgb - 1 by default
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("labels", pa.list_(pa.int32())),
+        ("label_names", pa.list_(pa.string())),
+        ("splits", pa.map_(pa.string(), pa.string())),  # split name -> train | test | unused
+        ("sha256_rgb", pa.string()),  # checksums of the stored stream payloads (pipeline.storage)
+        ("sha256_flow", pa.string()),
+        ("sha256_rgbf", pa.string()),
+        ("shard_sha256", pa.string()),  # sha256 of the whole shard file
+        ("source_rel_path", pa.string()),  # the video in the source manifest
+        ("source_sha256", pa.string()),
+        ("codec", pa.string()),  # JSON {stream: codec name, "opts": {...}}
+        ("flow_params", pa.string()),  # JSON of the Brox / flow-image parameters
+        ("code_version", pa.string()),
+        # temporal sampling (pipeline.sampling): the stored frames are these runs [start, length] of the
+        # resampled timeline, back to back; flow and rgbf hold length - 1 frames per run (never across runs)
+        ("windows", pa.list_(pa.list_(pa.int32()))),
+        ("fps", pa.float64()),  # frame rate of the stored frames (--fps, else the native rate); null if unknown
+    ]
+)
+FAILURES_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("source_rel_path", pa.string()),
+        ("stage", pa.string()),  # source | input | decode | length | flow | static | store
+        ("error", pa.string()),  # reason, naming the file
+        ("shard", pa.string()),  # shard the video was assigned to ("" if none)
+        ("splits", pa.map_(pa.string(), pa.string())),  # split name -> train | test | unused (schema 2)
+    ]
+)
 LABELS_SCHEMA = pa.schema([("label_id", pa.int32()), ("name", pa.string())])
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardRecord:
     """One extracted video: where its streams live and what it is labelled."""
+
     video_id: str
     shard_path: Path  # absolute
     group: str
@@ -131,20 +138,40 @@ def load_shards(path: str | os.PathLike) -> ShardDataset:
     labels = [r["name"] for r in sorted(pq.read_table(vdir / LABELS_FILE).to_pylist(), key=lambda r: r["label_id"])]
     records = []
     for r in pq.read_table(vdir / SHARDS_FILE).to_pylist():
-        records.append(ShardRecord(
-            video_id=r["video_id"], shard_path=(vdir / r["shard"]).resolve(), group=r["group"],
-            n_rgb=r["n_rgb"], n_flow=r["n_flow"], labels=tuple(r["labels"]), label_names=tuple(r["label_names"]),
-            splits=dict(r["splits"]), height=r["height"], width=r["width"],
-            checksums={s: r[f"sha256_{s}"] for s in STREAMS}, shard_sha256=r["shard_sha256"],
-            source_rel_path=r["source_rel_path"], source_sha256=r["source_sha256"],
-            windows=tuple(tuple(w) for w in (r.get("windows") or ())), fps=r.get("fps")))
+        records.append(
+            ShardRecord(
+                video_id=r["video_id"],
+                shard_path=(vdir / r["shard"]).resolve(),
+                group=r["group"],
+                n_rgb=r["n_rgb"],
+                n_flow=r["n_flow"],
+                labels=tuple(r["labels"]),
+                label_names=tuple(r["label_names"]),
+                splits=dict(r["splits"]),
+                height=r["height"],
+                width=r["width"],
+                checksums={s: r[f"sha256_{s}"] for s in STREAMS},
+                shard_sha256=r["shard_sha256"],
+                source_rel_path=r["source_rel_path"],
+                source_sha256=r["source_sha256"],
+                windows=tuple(tuple(w) for w in (r.get("windows") or ())),
+                fps=r.get("fps"),
+            )
+        )
     missing = sorted({str(r.shard_path) for r in records if not r.shard_path.is_file()})
     if missing:
         raise FileNotFoundError(f"{vdir}: {len(missing)} shard files missing, e.g. {missing[0]}")
-    failures = [FailureRecord(video_id=r["video_id"], stage=r["stage"], error=r["error"],
-                              source_rel_path=r["source_rel_path"], shard=r["shard"],
-                              splits=dict(r.get("splits") or {}))
-                for r in pq.read_table(vdir / FAILURES_FILE).to_pylist()]
+    failures = [
+        FailureRecord(
+            video_id=r["video_id"],
+            stage=r["stage"],
+            error=r["error"],
+            source_rel_path=r["source_rel_path"],
+            shard=r["shard"],
+            splits=dict(r.get("splits") or {}),
+        )
+        for r in pq.read_table(vdir / FAILURES_FILE).to_pylist()
+    ]
     return ShardDataset(root=vdir, meta=meta, labels=labels, records=records, failures=failures)
 
 
@@ -161,19 +188,26 @@ def split_coverage(ds: ShardDataset, split: str, subset: str, evaluated: Iterabl
     failures = list(ds.failures)
     if any(not f.splits for f in failures):
         splits = _source_splits(ds)
-        failures = [dataclasses.replace(f, splits=splits.get(f.video_id, {})) if not f.splits else f
-                    for f in failures]
+        failures = [dataclasses.replace(f, splits=splits.get(f.video_id, {})) if not f.splits else f for f in failures]
     ok = [r.video_id for r in ds.records if r.splits.get(split) == subset]
     failed = [f for f in failures if f.splits.get(split) == subset]
     missing = [{"video_id": f.video_id, "stage": f.stage, "error": f.error} for f in failed]
-    missing += [{"video_id": v, "stage": "not evaluated", "error": "extracted but not in this evaluation "
-                 "(--max-videos subset)"} for v in ok if v not in evaluated]
+    missing += [
+        {"video_id": v, "stage": "not evaluated", "error": "extracted but not in this evaluation (--max-videos subset)"}
+        for v in ok
+        if v not in evaluated
+    ]
     total = len(ok) + len(failed)
     done = sum(1 for v in ok if v in evaluated)
-    return {"split": split, "subset": subset, "videos": total, "evaluated": done,
-            "fraction": done / total if total else float("nan"),
-            "missing": sorted(missing, key=lambda m: m["video_id"]),
-            "failures_split_unknown": sum(1 for f in failures if not f.splits)}
+    return {
+        "split": split,
+        "subset": subset,
+        "videos": total,
+        "evaluated": done,
+        "fraction": done / total if total else float("nan"),
+        "missing": sorted(missing, key=lambda m: m["video_id"]),
+        "failures_split_unknown": sum(1 for f in failures if not f.splits),
+    }
 
 
 def _source_splits(ds: ShardDataset) -> dict[str, dict[str, str]]:
@@ -188,24 +222,48 @@ def _source_splits(ds: ShardDataset) -> dict[str, dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def write_tables(dest: Path, records: Sequence[ShardRecord], failures: Sequence[FailureRecord],
-                 labels: Sequence[str], *, codec: Mapping[str, Any] | None = None,
-                 flow_params: Mapping[str, Any] | None = None, code_version: str = "") -> None:
+def write_tables(
+    dest: Path,
+    records: Sequence[ShardRecord],
+    failures: Sequence[FailureRecord],
+    labels: Sequence[str],
+    *,
+    codec: Mapping[str, Any] | None = None,
+    flow_params: Mapping[str, Any] | None = None,
+    code_version: str = "",
+) -> None:
     """Write the three Parquet tables into ``dest``; shard paths are stored as ``shards/<file name>``."""
     codec_s = json.dumps(codec or {}, sort_keys=True)
     flow_s = json.dumps(flow_params or {}, sort_keys=True)
-    rows = [{
-        "video_id": r.video_id, "shard": f"{SHARDS_DIR}/{Path(r.shard_path).name}", "group": r.group,
-        "n_rgb": r.n_rgb, "n_flow": r.n_flow, "height": r.height, "width": r.width,
-        "labels": list(r.labels), "label_names": list(r.label_names), "splits": sorted(r.splits.items()),
-        **{f"sha256_{s}": r.checksums.get(s, "") for s in STREAMS}, "shard_sha256": r.shard_sha256,
-        "source_rel_path": r.source_rel_path, "source_sha256": r.source_sha256,
-        "codec": codec_s, "flow_params": flow_s, "code_version": code_version,
-        "windows": [list(w) for w in (r.windows or ((0, r.n_rgb),))], "fps": r.fps,
-    } for r in sorted(records, key=lambda r: r.video_id)]
+    rows = [
+        {
+            "video_id": r.video_id,
+            "shard": f"{SHARDS_DIR}/{Path(r.shard_path).name}",
+            "group": r.group,
+            "n_rgb": r.n_rgb,
+            "n_flow": r.n_flow,
+            "height": r.height,
+            "width": r.width,
+            "labels": list(r.labels),
+            "label_names": list(r.label_names),
+            "splits": sorted(r.splits.items()),
+            **{f"sha256_{s}": r.checksums.get(s, "") for s in STREAMS},
+            "shard_sha256": r.shard_sha256,
+            "source_rel_path": r.source_rel_path,
+            "source_sha256": r.source_sha256,
+            "codec": codec_s,
+            "flow_params": flow_s,
+            "code_version": code_version,
+            "windows": [list(w) for w in (r.windows or ((0, r.n_rgb),))],
+            "fps": r.fps,
+        }
+        for r in sorted(records, key=lambda r: r.video_id)
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA), dest / SHARDS_FILE)
-    frows = [{**dataclasses.asdict(f), "splits": sorted(f.splits.items())}
-             for f in sorted(failures, key=lambda f: f.video_id)]
+    frows = [
+        {**dataclasses.asdict(f), "splits": sorted(f.splits.items())}
+        for f in sorted(failures, key=lambda f: f.video_id)
+    ]
     pq.write_table(pa.Table.from_pylist(frows, schema=FAILURES_SCHEMA), dest / FAILURES_FILE)
     lrows = [{"label_id": i, "name": n} for i, n in enumerate(labels)]
     pq.write_table(pa.Table.from_pylist(lrows, schema=LABELS_SCHEMA), dest / LABELS_FILE)
@@ -218,11 +276,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def publish_shards(root: str | os.PathLike, version_id: str, shard_files: Iterable[Path],
-                   records: Sequence[ShardRecord], failures: Sequence[FailureRecord], labels: Sequence[str],
-                   *, source: Mapping[str, Any], parent: str | None, codec: Mapping[str, Any] | None = None,
-                   flow_params: Mapping[str, Any] | None = None, code_version: str = "",
-                   extra: Mapping[str, Any] | None = None, update_latest: bool = True) -> Path:
+def publish_shards(
+    root: str | os.PathLike,
+    version_id: str,
+    shard_files: Iterable[Path],
+    records: Sequence[ShardRecord],
+    failures: Sequence[FailureRecord],
+    labels: Sequence[str],
+    *,
+    source: Mapping[str, Any],
+    parent: str | None,
+    codec: Mapping[str, Any] | None = None,
+    flow_params: Mapping[str, Any] | None = None,
+    code_version: str = "",
+    extra: Mapping[str, Any] | None = None,
+    update_latest: bool = True,
+) -> Path:
     """Publish ``<root>/<version_id>``: shard files are hard-linked (copied across filesystems) into the
     version's shards/ directory, then the tables and version.json are written, all atomically."""
     files = sorted({Path(p) for p in shard_files})
@@ -233,18 +302,29 @@ def publish_shards(root: str | os.PathLike, version_id: str, shard_files: Iterab
     stray = [r.video_id for r in records if Path(r.shard_path).name not in known]
     if stray:
         raise ValueError(f"{len(stray)} records point at shards not being published, e.g. {stray[0]}")
-    meta = VersionMeta(version_id=version_id, kind=KIND, schema_version=SCHEMA_VERSION, source=dict(source),
-                       parent=parent, created_at=utc_now(),
-                       extra={"codec": dict(codec or {}), "flow_params": dict(flow_params or {}),
-                              "code_version": code_version, "num_videos": len(records),
-                              "num_failures": len(failures), "num_shards": len(files), **dict(extra or {})})
+    meta = VersionMeta(
+        version_id=version_id,
+        kind=KIND,
+        schema_version=SCHEMA_VERSION,
+        source=dict(source),
+        parent=parent,
+        created_at=utc_now(),
+        extra={
+            "codec": dict(codec or {}),
+            "flow_params": dict(flow_params or {}),
+            "code_version": code_version,
+            "num_videos": len(records),
+            "num_failures": len(failures),
+            "num_shards": len(files),
+            **dict(extra or {}),
+        },
+    )
 
     def write_files(tmp: Path) -> None:
         (tmp / SHARDS_DIR).mkdir()
         for p in files:
             _link_or_copy(p, tmp / SHARDS_DIR / p.name)
-        write_tables(tmp, records, failures, labels, codec=codec, flow_params=flow_params,
-                     code_version=code_version)
+        write_tables(tmp, records, failures, labels, codec=codec, flow_params=flow_params, code_version=code_version)
 
     return publish(Path(root), version_id, write_files, meta, update_latest=update_latest)
 
@@ -252,6 +332,7 @@ def publish_shards(root: str | os.PathLike, version_id: str, shard_files: Iterab
 @dataclasses.dataclass
 class VideoStreams:
     """In-memory input of ``write_shard_dataset``: streams {"rgb": (T,H,W,3), "flow"/"rgbf": (T-1,H,W,3)}."""
+
     video_id: str
     streams: Mapping[str, np.ndarray]
     labels: tuple[int, ...] = ()
@@ -260,9 +341,17 @@ class VideoStreams:
     windows: tuple[tuple[int, int], ...] = ()  # (start, length) runs of the rgb frames; () = one run
 
 
-def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams], labels: Sequence[str], *,
-                        failures: Sequence[FailureRecord] = (), codec: str | Mapping[str, str] | None = None,
-                        shard_size: int = 8, update_latest: bool = True, **codec_opts: Any) -> Path:
+def write_shard_dataset(
+    root: str | os.PathLike,
+    videos: Iterable[VideoStreams],
+    labels: Sequence[str],
+    *,
+    failures: Sequence[FailureRecord] = (),
+    codec: str | Mapping[str, str] | None = None,
+    shard_size: int = 8,
+    update_latest: bool = True,
+    **codec_opts: Any,
+) -> Path:
     """Write a small shard dataset version from in-memory frames, without Ray. Returns the version dir."""
     videos = sorted(videos, key=lambda v: v.video_id)
     root = Path(root)
@@ -274,7 +363,7 @@ def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams],
             path = work / f"{k // shard_size:05d}.h5"
             batch = []
             with ShardWriter(path, codec=codec, **codec_opts) as w:
-                for v in videos[k:k + shard_size]:
+                for v in videos[k : k + shard_size]:
                     if v.windows:
                         sums = _add_windowed(w, v)
                     else:
@@ -285,19 +374,49 @@ def write_shard_dataset(root: str | os.PathLike, videos: Iterable[VideoStreams],
             for v, sums in batch:
                 t, h, wd, _ = v.streams["rgb"].shape
                 names = v.label_names if v.label_names is not None else tuple(labels[i] for i in v.labels)
-                records.append(ShardRecord(v.video_id, path, v.video_id, t, t - max(len(v.windows), 1),
-                                           tuple(v.labels), tuple(names), dict(v.splits), h, wd, sums, digest,
-                                           windows=tuple(v.windows)))
-        vid = content_id([KIND, json.dumps(list(labels)), json.dumps([codec_spec(codec), codec_opts], sort_keys=True), *[f"{r.video_id}:{Path(r.shard_path).name}:{sorted(r.checksums.items())}:{r.labels}:{sorted(r.splits.items())}"
-                            for r in records],  # content, not file bytes (HDF5 padding is not deterministic)
-                          *[f"{f.video_id}:{f.stage}:{f.error}:{sorted(f.splits.items())}" for f in failures]])
-        return publish_shards(root, vid, files, records, failures, labels,
-                              source={"builder": "write_shard_dataset"}, parent=None,
-                              codec={"streams": codec_spec(codec), "opts": codec_opts},
-                              update_latest=update_latest)
+                records.append(
+                    ShardRecord(
+                        v.video_id,
+                        path,
+                        v.video_id,
+                        t,
+                        t - max(len(v.windows), 1),
+                        tuple(v.labels),
+                        tuple(names),
+                        dict(v.splits),
+                        h,
+                        wd,
+                        sums,
+                        digest,
+                        windows=tuple(v.windows),
+                    )
+                )
+        vid = content_id(
+            [
+                KIND,
+                json.dumps(list(labels)),
+                json.dumps([codec_spec(codec), codec_opts], sort_keys=True),
+                *[
+                    f"{r.video_id}:{Path(r.shard_path).name}:{sorted(r.checksums.items())}:{r.labels}:{sorted(r.splits.items())}"
+                    for r in records
+                ],  # content, not file bytes (HDF5 padding is not deterministic)
+                *[f"{f.video_id}:{f.stage}:{f.error}:{sorted(f.splits.items())}" for f in failures],
+            ]
+        )
+        return publish_shards(
+            root,
+            vid,
+            files,
+            records,
+            failures,
+            labels,
+            source={"builder": "write_shard_dataset"},
+            parent=None,
+            codec={"streams": codec_spec(codec), "opts": codec_opts},
+            update_latest=update_latest,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
 
 
 def _add_windowed(w: ShardWriter, v: VideoStreams) -> dict[str, str]:
@@ -308,5 +427,4 @@ def _add_windowed(w: ShardWriter, v: VideoStreams) -> dict[str, str]:
     out = w.stream(v.video_id, h, wd)
     for s in STREAMS:
         out.append(s, np.ascontiguousarray(v.streams[s]))
-    return out.finish({"video_id": v.video_id, "windows": [list(x) for x in v.windows]},
-                      n_flow=t - len(v.windows))
+    return out.finish({"video_id": v.video_id, "windows": [list(x) for x in v.windows]}, n_flow=t - len(v.windows))

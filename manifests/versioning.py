@@ -11,6 +11,7 @@ Layout of a version directory::
     <root>/<version_id>/version.json   # VersionMeta: schema version, kind, source, parent, creation
     <root>/<version_id>/...            # the kind's own tables (Parquet) and files
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 META_FILE = "version.json"
 LATEST = "LATEST"
@@ -42,7 +44,7 @@ class VersionMeta:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_file(cls, path: Path) -> "VersionMeta":
+    def from_file(cls, path: Path) -> VersionMeta:
         data = json.loads(Path(path).read_text())
         return cls(**data)
 

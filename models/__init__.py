@@ -1,10 +1,11 @@
 """Asymmetric 3D-CNN model family: C3D baselines, asymmetric variants, MicroNets, the full model.
 
-    model = models.build_model("b5-asyConv5", num_classes=101, width=0.125, frames=8, size=56)
-    logits = model(clip)            # clip (B, C, T, H, W) -> (B, num_classes)
-    feats = model.features(clip)    # (B, D) penultimate FC activations
-    model.spec                      # frozen NetSpec; models.spec_to_dict / build_from_spec round-trip it
+model = models.build_model("b5-asyConv5", num_classes=101, width=0.125, frames=8, size=56)
+logits = model(clip)            # clip (B, C, T, H, W) -> (B, num_classes)
+feats = model.features(clip)    # (B, D) penultimate FC activations
+model.spec                      # frozen NetSpec; models.spec_to_dict / build_from_spec round-trip it
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -14,9 +15,23 @@ from .net import VideoNet
 from .specs import BASELINE, OVERRIDES, VARIANTS, NetSpec, Stage, spec_from_dict, spec_to_dict
 
 __all__ = [
-    "build_model", "build_from_spec", "list_models", "get_spec", "VideoNet", "NetSpec", "Stage",
-    "AsymConv3d", "ConvBlock", "MicroNet", "LAYERS", "make_layer", "VARIANTS", "BASELINE", "OVERRIDES",
-    "spec_to_dict", "spec_from_dict",
+    "build_model",
+    "build_from_spec",
+    "list_models",
+    "get_spec",
+    "VideoNet",
+    "NetSpec",
+    "Stage",
+    "AsymConv3d",
+    "ConvBlock",
+    "MicroNet",
+    "LAYERS",
+    "make_layer",
+    "VARIANTS",
+    "BASELINE",
+    "OVERRIDES",
+    "spec_to_dict",
+    "spec_from_dict",
 ]
 
 

@@ -3,11 +3,13 @@
 Every kind is a callable ``(in_channels, out_channels, *, norm) -> nn.Module`` that keeps the clip size
 (stride 1, "same" padding) and ends with a ReLU. Shapes are (B, C, T, H, W) throughout.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, cast
+from typing import cast
 
 import torch
 from torch import nn
@@ -40,11 +42,13 @@ class AsymConv3d(nn.Sequential):
     """
 
     def __init__(self, cin: int, cout: int, k: int = 3, t: int = 3, *, norm: bool = False):
-        super().__init__(OrderedDict(
-            height=ConvBlock(cin, cout, (1, k, 1), norm=norm),   # eq. 3
-            width=ConvBlock(cout, cout, (1, 1, k), norm=norm),   # eq. 4
-            time=ConvBlock(cout, cout, (t, 1, 1), norm=norm),    # eq. 5
-        ))
+        super().__init__(
+            OrderedDict(
+                height=ConvBlock(cin, cout, (1, k, 1), norm=norm),  # eq. 3
+                width=ConvBlock(cout, cout, (1, 1, k), norm=norm),  # eq. 4
+                time=ConvBlock(cout, cout, (t, 1, 1), norm=norm),  # eq. 5
+            )
+        )
 
 
 class MicroNet(nn.Module):
@@ -67,10 +71,12 @@ class MicroNet(nn.Module):
         e = cout - d - m
         if e < 1:
             raise ValueError(f"MicroNet needs out_channels >= 4, got {cout}")
-        self.left = nn.Sequential(OrderedDict(
-            reduce=ConvBlock(cin, r1, 1, norm=norm), body=make_layer(left, r1, d, norm=norm)))
-        self.middle = nn.Sequential(OrderedDict(
-            reduce=ConvBlock(cin, r2, 1, norm=norm), body=make_layer(middle, r2, m, norm=norm)))
+        self.left = nn.Sequential(
+            OrderedDict(reduce=ConvBlock(cin, r1, 1, norm=norm), body=make_layer(left, r1, d, norm=norm))
+        )
+        self.middle = nn.Sequential(
+            OrderedDict(reduce=ConvBlock(cin, r2, 1, norm=norm), body=make_layer(middle, r2, m, norm=norm))
+        )
         self.right = ConvBlock(cin, e, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

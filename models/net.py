@@ -1,4 +1,5 @@
 """One network class for the whole family, built from a NetSpec."""
+
 from __future__ import annotations
 
 import string
@@ -37,7 +38,7 @@ class VideoNet(nn.Module):
         self.spec = spec
         body: OrderedDict[str, nn.Module] = OrderedDict()
         cin, dims = spec.in_channels, [spec.frames, spec.size, spec.size]
-        self.stage_of: dict[str, str] = {}                # body child name -> stage name (summaries)
+        self.stage_of: dict[str, str] = {}  # body child name -> stage name (summaries)
         for i, stage in enumerate(spec.stages, start=1):
             cout = scaled(stage.out, spec.width)
             many = len(stage.layers) > 1
@@ -51,7 +52,7 @@ class VideoNet(nn.Module):
         if min(dims) < 1:
             raise ValueError(f"clip {spec.frames}x{spec.size}x{spec.size} is too small for {spec.name}")
         self.body = nn.Sequential(body)
-        self.out_shape = (cin, *dims)                     # (C5, T', H', W') after the last pool
+        self.out_shape = (cin, *dims)  # (C5, T', H', W') after the last pool
 
         head: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten(1))
         d = cin * dims[0] * dims[1] * dims[2]
@@ -73,7 +74,7 @@ class VideoNet(nn.Module):
         return self.head(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.drop(self.features(x)))   # (B, num_classes)
+        return self.classifier(self.drop(self.features(x)))  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised classifier for `num_classes` (fine-tuning on another dataset)."""

@@ -8,6 +8,7 @@ are out_elements x in_channels x kernel volume (bias adds excluded), of an FC la
 ReLU and BatchNorm are not counted. Conv groups (conv1..conv5, micro3..) are reported as in the paper's
 Table 1, with their share of all conv layers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,11 @@ from .net import VideoNet
 
 @dataclass(frozen=True)
 class Row:
-    name: str        # qualified module name without the body./head. prefix, e.g. "conv3a.0"
-    group: str       # stage name ("conv3", "micro4"), "fc" for hidden FC layers, "classifier"
-    kind: str        # Conv3d, Linear, BatchNorm3d
+    name: str  # qualified module name without the body./head. prefix, e.g. "conv3a.0"
+    group: str  # stage name ("conv3", "micro4"), "fc" for hidden FC layers, "classifier"
+    kind: str  # Conv3d, Linear, BatchNorm3d
     kernel: str
-    out_shape: tuple[int, ...]   # per clip, without the batch dimension
+    out_shape: tuple[int, ...]  # per clip, without the batch dimension
     params: int
     macs: int
 
@@ -57,13 +58,26 @@ def profile(model: VideoNet) -> list[Row]:
         kernel = "x".join(map(str, m.kernel_size)) if isinstance(m, nn.Conv3d) else ""
 
         def hook(mod, inp, out, short=short, group=group, kernel=kernel):
-            rows.append(Row(short, group, type(mod).__name__, kernel, tuple(out.shape[1:]),
-                            sum(p.numel() for p in mod.parameters(recurse=False)), _macs(mod, out)))
+            rows.append(
+                Row(
+                    short,
+                    group,
+                    type(mod).__name__,
+                    kernel,
+                    tuple(out.shape[1:]),
+                    sum(p.numel() for p in mod.parameters(recurse=False)),
+                    _macs(mod, out),
+                )
+            )
+
         hooks.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, spec.in_channels, spec.frames, spec.size, spec.size,
-                              device=next(model.parameters()).device))
+            model(
+                torch.zeros(
+                    1, spec.in_channels, spec.frames, spec.size, spec.size, device=next(model.parameters()).device
+                )
+            )
     finally:
         for h in hooks:
             h.remove()
@@ -92,22 +106,26 @@ def conv_totals(rows: list[Row]) -> tuple[int, int]:
 
 def format_summary(name: str, rows: list[Row], spec) -> str:
     shape = f"{spec.in_channels}x{spec.frames}x{spec.size}x{spec.size}"
-    lines = [f"{name}: num_classes={spec.num_classes} clip={shape} width={spec.width} "
-             f"batch_norm={spec.batch_norm}", "",
-             f"{'layer':<36}{'kind':<12}{'kernel':<8}{'output (C,T,H,W)':<18}{'params':>12}{'MACs':>16}"]
+    lines = [
+        f"{name}: num_classes={spec.num_classes} clip={shape} width={spec.width} batch_norm={spec.batch_norm}",
+        "",
+        f"{'layer':<36}{'kind':<12}{'kernel':<8}{'output (C,T,H,W)':<18}{'params':>12}{'MACs':>16}",
+    ]
     for r in rows:
-        lines.append(f"{r.name:<36}{r.kind:<12}{r.kernel:<8}{'x'.join(map(str, r.out_shape)):<18}"
-                     f"{r.params:>12,}{r.macs:>16,}")
+        lines.append(
+            f"{r.name:<36}{r.kind:<12}{r.kernel:<8}{'x'.join(map(str, r.out_shape)):<18}{r.params:>12,}{r.macs:>16,}"
+        )
     cp, cm = conv_totals(rows)
     tp, tm = sum(r.params for r in rows), sum(r.macs for r in rows)
     scale, unit = (1e9, "B") if tm >= 1e9 else (1e6, "M")
     lines += ["", f"{'group':<12}{'params':>10}{'(% conv)':>10}{'MACs':>10}{'(% conv)':>10}"]
     for g, (p, m) in group_totals(rows).items():
-        share = (f"{100 * p / cp:>9.2f}%", f"{100 * m / cm:>9.2f}%") if g not in ("fc", "classifier") \
-            else ("", "")
+        share = (f"{100 * p / cp:>9.2f}%", f"{100 * m / cm:>9.2f}%") if g not in ("fc", "classifier") else ("", "")
         lines.append(f"{g:<12}{p / 1e6:>9.3f}M{share[0]:>10}{m / scale:>9.2f}{unit}{share[1]:>10}")
-    lines += [f"{'conv total':<12}{cp / 1e6:>9.3f}M{'':>10}{cm / scale:>9.2f}{unit}",
-              f"{'total':<12}{tp / 1e6:>9.3f}M{'':>10}{tm / scale:>9.2f}{unit}   ({tp:,} parameters)"]
+    lines += [
+        f"{'conv total':<12}{cp / 1e6:>9.3f}M{'':>10}{cm / scale:>9.2f}{unit}",
+        f"{'total':<12}{tp / 1e6:>9.3f}M{'':>10}{tm / scale:>9.2f}{unit}   ({tp:,} parameters)",
+    ]
     return "\n".join(lines)
 
 
@@ -121,9 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--in-channels", type=int)
     ap.add_argument("--batch-norm", action="store_true", default=None)
     a = ap.parse_args(argv)
-    overrides = {k: v for k, v in dict(width=a.width, frames=a.frames, size=a.size,
-                                       in_channels=a.in_channels, batch_norm=a.batch_norm).items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            width=a.width, frames=a.frames, size=a.size, in_channels=a.in_channels, batch_norm=a.batch_norm
+        ).items()
+        if v is not None
+    }
     with torch.device("meta"):
         model = build_model(a.name, a.num_classes, **overrides)
     print(format_summary(a.name, profile(model), model.spec))

@@ -26,6 +26,7 @@ Horizontal flip of a *flow image* (``pipeline.flowimage``: channel 0 encodes the
 channel 0 becomes ``256 - q``, exactly the encoding of ``-u`` (a 0, never written, becomes 255). RGB and
 RGBF frames are plain images and are only mirrored.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,7 +95,7 @@ def crop(clip: np.ndarray, y: int, x: int, size: int, flip: bool, flow: bool = F
     """Crop (T, H, W, C) uint8 to (T, size, size, C); ``flip`` mirrors horizontally (see module doc).
 
     Returns a view of ``clip`` (no copy; ``normalize`` makes the one copy) except for flipped flow."""
-    out = clip[:, y:y + size, x:x + size]
+    out = clip[:, y : y + size, x : x + size]
     if flip:
         out = out[:, :, ::-1]
         if flow:

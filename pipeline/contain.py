@@ -29,6 +29,7 @@ Contract:
 ``call_contained(fn, ...)`` uses one ``Contained`` per process (``shared()``); ``contained=False`` runs ``fn``
 in-process (what the benchmarks compare against). This module imports nothing of the project.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -43,8 +44,9 @@ import socket
 import sys
 import threading
 import types
+from collections.abc import Callable
 from multiprocessing import reduction
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -224,8 +226,9 @@ class Contained:
         parent, child = ctx.Pipe(duplex=True)
         alive_r, alive_w = ctx.Pipe(duplex=False)
         preload = tuple(dict.fromkeys(self.preload + extra))
-        proc = ctx.Process(target=_child, args=(child, alive_r, dict(os.environ), preload), daemon=True,
-                           name="asym3d-contained")
+        proc = ctx.Process(
+            target=_child, args=(child, alive_r, dict(os.environ), preload), daemon=True, name="asym3d-contained"
+        )
         with _main_hidden():
             proc.start()
         child.close()
@@ -273,8 +276,13 @@ class Contained:
             raise out
         return out
 
-    def map(self, fn: Callable[..., Any], arg_list: list[tuple], timeouts: list[float | None],
-            kwarg_list: list[dict] | None = None) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        arg_list: list[tuple],
+        timeouts: list[float | None],
+        kwarg_list: list[dict] | None = None,
+    ) -> list[Any]:
         """fn(*args) for each args in the child, sent as one batch (one hand-over to the child, which then
         answers each call as it finishes it): per call its result, or the exception instance it raised, or
         Crashed / TimedOut for the call in progress when the child died or its ``timeouts[i]`` ran out
@@ -285,7 +293,7 @@ class Contained:
         out: list[Any] = []
         with self.lock:
             while len(out) < len(calls):
-                self._send_batch(fn, calls[len(out):], mod)
+                self._send_batch(fn, calls[len(out) :], mod)
                 conn = cast("Connection", self.conn)  # _send_batch left a started child
                 while len(out) < len(calls):
                     limit = timeouts[len(out)]
@@ -333,8 +341,13 @@ def shared(preload: tuple[str, ...] = ()) -> Contained:
     return _SHARED
 
 
-def map_contained(fn: Callable[..., Any], arg_list: list[tuple], timeouts: list[float | None],
-                  contained: bool = True, preload: tuple[str, ...] = ()) -> list[Any]:
+def map_contained(
+    fn: Callable[..., Any],
+    arg_list: list[tuple],
+    timeouts: list[float | None],
+    contained: bool = True,
+    preload: tuple[str, ...] = (),
+) -> list[Any]:
     """Contained.map in this process's child (in-process, same result convention, if not ``contained``)."""
     if contained:
         return shared(preload).map(fn, arg_list, timeouts)
@@ -347,8 +360,14 @@ def map_contained(fn: Callable[..., Any], arg_list: list[tuple], timeouts: list[
     return out
 
 
-def call_contained(fn: Callable[..., Any], *args: Any, timeout: float | None = None, contained: bool = True,
-                   preload: tuple[str, ...] = (), **kwargs: Any) -> Any:
+def call_contained(
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = None,
+    contained: bool = True,
+    preload: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> Any:
     """fn(*args, **kwargs) in this process's contained child (or in-process when ``contained`` is False).
     The child imports ``fn``'s module and ``preload`` before it counts as started."""
     if not contained:

@@ -15,13 +15,14 @@ The probe runs the ffmpeg binary as a child process, so a crash or hang there is
 or ``PROBE_TIMEOUT_S`` becomes a DecodeError). In-process decoding (decord) is contained by the callers with
 ``pipeline.contain``, with a time limit from ``decode_timeout``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 import subprocess
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Callable, Generator
 
 import numpy as np
 
@@ -122,8 +123,9 @@ def decode_decord(path: Path, size: tuple[int, int]) -> np.ndarray:
             chunks.append(vr.get_batch(list(range(start, min(n, start + DECORD_BATCH)))).asnumpy())
         except decord.DECORDError as e:
             got = np.concatenate(chunks) if chunks else _empty(size)
-            raise BackendFailure(f"decord failed after {len(got)} of {n} indexed frames: "
-                                 f"{_last_line(str(e))}", got) from None
+            raise BackendFailure(
+                f"decord failed after {len(got)} of {n} indexed frames: {_last_line(str(e))}", got
+            ) from None
     frames = np.concatenate(chunks) if chunks else _empty(size)
     if len(frames) == 0:
         raise BackendFailure("decord decoded no frames", frames)
@@ -136,8 +138,14 @@ def decode_ffmpeg(path: Path, size: tuple[int, int]) -> np.ndarray:
 
     h, w = size
     stream = ffmpeg.input(str(path), threads=DECORD_THREADS).output(
-        "pipe:", format="rawvideo", pix_fmt="rgb24", vf=scale_filter(size), map="0:v:0", fps_mode="passthrough",
-        loglevel="error")
+        "pipe:",
+        format="rawvideo",
+        pix_fmt="rgb24",
+        vf=scale_filter(size),
+        map="0:v:0",
+        fps_mode="passthrough",
+        loglevel="error",
+    )
     try:
         out, err = stream.run(cmd=_ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True)
         failed = None
@@ -159,8 +167,7 @@ DEFAULT_ORDER = ("decord", "ffmpeg")
 
 
 # ---------------------------------------------------------------- public API
-def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
-                    backend: str | None = None) -> Decoded:
+def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, backend: str | None = None) -> Decoded:
     """Decode with `backend` (a BACKENDS key) or, if None, each of DEFAULT_ORDER until one succeeds.
 
     If every backend fails part-way, the longest decoded prefix is returned with a note saying why;
@@ -199,8 +206,9 @@ def decode_timeout(duration_s: float | None, fps: float | None, width: int | Non
     return round(max(DECODE_TIMEOUT_FLOOR_S, frames * width * height / DECODE_PIXEL_RATE), 1)
 
 
-def decode_video(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
-                 backend: str | None = None, resize: str = "stretch") -> np.ndarray:
+def decode_video(
+    path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, backend: str | None = None, resize: str = "stretch"
+) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames at `size` (H, W); T counted by decoding. See decode_video_ex.
 
     ``resize`` (RESIZE_MODES): "stretch" scales each axis to `size` independently (the paper's 128x171,
@@ -218,7 +226,7 @@ def decode_video(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE,
     (h, w), (sh, sw) = size, cover_size(size, (info.height, info.width))
     frames = decode_video_ex(path, (sh, sw), backend).frames  # (T, sh, sw, 3), sh >= h, sw >= w
     y, x = (sh - h) // 2, (sw - w) // 2
-    return np.ascontiguousarray(frames[:, y:y + h, x:x + w])
+    return np.ascontiguousarray(frames[:, y : y + h, x : x + w])
 
 
 RESIZE_MODES = ("stretch", "short-side-crop")
@@ -249,8 +257,14 @@ def parse_ffmpeg_header(stderr: str) -> ProbeInfo | None:
     d = _DURATION.search(stderr)
     duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else None
     header_frames = round(duration * fps) if duration is not None and fps else None
-    return ProbeInfo(duration, fps, int(size.group(1)) if size else 0, int(size.group(2)) if size else 0,
-                     header_frames, m.group("codec"))
+    return ProbeInfo(
+        duration,
+        fps,
+        int(size.group(1)) if size else 0,
+        int(size.group(2)) if size else 0,
+        header_frames,
+        m.group("codec"),
+    )
 
 
 def probe_video(path: str | Path, timeout: float = PROBE_TIMEOUT_S) -> ProbeInfo:
@@ -260,17 +274,21 @@ def probe_video(path: str | Path, timeout: float = PROBE_TIMEOUT_S) -> ProbeInfo
     _check_file(path)
     # `ffmpeg -i FILE` with no output prints the header and exits 1 by design; we only read stderr
     try:
-        res = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-                             capture_output=True, text=True, errors="replace", check=False,
-                             timeout=timeout)
+        res = subprocess.run(
+            [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise DecodeError(path, f"ffmpeg -i did not finish within {timeout:g} s") from None
     if res.returncode < 0:
         raise DecodeError(path, f"ffmpeg -i crashed (signal {-res.returncode})")
     info = parse_ffmpeg_header(res.stderr)
     if info is None:
-        lines = [ln for ln in res.stderr.splitlines()
-                 if ln.strip() and "output file must be specified" not in ln]
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "output file must be specified" not in ln]
         raise DecodeError(path, f"no video stream ({_last_line(chr(10).join(lines)) or 'ffmpeg found none'})")
     return info
 
@@ -298,8 +316,7 @@ class HoldsTooMuch(Exception):
     """stream_decord declines a stream (before any frame) whose read-ahead could exceed ``max_ahead`` bytes."""
 
 
-def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None,
-                  max_ahead: int | None = None):
+def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges | None, max_ahead: int | None = None):
     """decord, yielding (first index, frames) chunks. Sequential get_batch calls read on without seeking;
     with ``ranges`` only those frames are asked for, so decord seeks (to the keyframe before a range, then
     decodes forward) over the gaps. Raises BackendFailure.
@@ -330,8 +347,9 @@ def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
             try:
                 out = vr.get_batch(list(range(start, min(b, start + chunk)))).asnumpy()
             except decord.DECORDError as e:
-                raise BackendFailure(f"decord failed at frame {start} of {n} indexed frames: "
-                                     f"{_last_line(str(e))}") from None
+                raise BackendFailure(
+                    f"decord failed at frame {start} of {n} indexed frames: {_last_line(str(e))}"
+                ) from None
             if start + chunk >= b and i + 1 < len(spans):
                 vr.seek(0)  # stop the decoder thread and drop its queues: nothing decoded past the range
             yield start, np.ascontiguousarray(out, dtype=np.uint8)
@@ -346,9 +364,28 @@ def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
     h, w = size
     frame_bytes = h * w * 3
     stop = ranges[-1][1] if ranges else None
-    cmd = [_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-xerror", "-threads", str(DECORD_THREADS), "-i",
-           str(path), "-map", "0:v:0",
-           "-fps_mode", "passthrough", "-vf", scale_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    cmd = [
+        _ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-xerror",
+        "-threads",
+        str(DECORD_THREADS),
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        "-vf",
+        scale_filter(size),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:",
+    ]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         out = proc.stdout
@@ -397,9 +434,16 @@ class FrameStream:
     prefix is kept. After the iteration: ``count`` frames emitted, ``pos`` (one past the last source index
     emitted), ``backend`` that emitted them, ``note``."""
 
-    def __init__(self, path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, chunk: int = STREAM_CHUNK,
-                 backend: str | None = None, limit: int | None = None, ranges: Ranges | None = None,
-                 resize: str = "stretch"):
+    def __init__(
+        self,
+        path: str | Path,
+        size: tuple[int, int] = DEFAULT_SIZE,
+        chunk: int = STREAM_CHUNK,
+        backend: str | None = None,
+        limit: int | None = None,
+        ranges: Ranges | None = None,
+        resize: str = "stretch",
+    ):
         if resize not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {resize!r}; known: {list(RESIZE_MODES)}")
         self.path, self.size, self.chunk, self.resize = Path(path), (int(size[0]), int(size[1])), int(chunk), resize
@@ -419,7 +463,7 @@ class FrameStream:
         for a, b in self.ranges if self.ranges is not None else [(0, base + len(frames))]:
             lo, hi = max(a, base, self.pos), min(b, base + len(frames))
             if lo < hi:
-                yield lo, frames[lo - base:hi - base]
+                yield lo, frames[lo - base : hi - base]
 
     def __iter__(self):
         _check_file(self.path)
@@ -433,7 +477,7 @@ class FrameStream:
         for base, frames in self._decode(size):
             if crop is not None:
                 y, x = crop
-                frames = np.ascontiguousarray(frames[:, y:y + self.size[0], x:x + self.size[1]])
+                frames = np.ascontiguousarray(frames[:, y : y + self.size[0], x : x + self.size[1]])
             yield base, frames
 
     def _decode(self, size: tuple[int, int]):
@@ -477,8 +521,15 @@ class FrameStream:
 _OPEN: dict[int, tuple[FrameStream, Generator[tuple[int, np.ndarray], None, None]]] = {}
 
 
-def stream_open(path: str, size: tuple[int, int], chunk: int = STREAM_CHUNK, backend: str | None = None,
-                limit: int | None = None, ranges: Ranges | None = None, resize: str = "stretch") -> int:
+def stream_open(
+    path: str,
+    size: tuple[int, int],
+    chunk: int = STREAM_CHUNK,
+    backend: str | None = None,
+    limit: int | None = None,
+    ranges: Ranges | None = None,
+    resize: str = "stretch",
+) -> int:
     """Open a FrameStream in this process; returns its token (closes any stream left open before)."""
     for t in list(_OPEN):
         stream_close(t)

@@ -12,6 +12,7 @@ See docs/flow.md for the exact discretisation.
 Convention: `brox_flow(prev, next)` returns w = (u, v) in pixels with prev(x) ≈ next(x + w(x)).
 All pairs of a batch are solved together; loops run over levels and iterations only.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,31 +26,32 @@ import torch.nn.functional as F
 
 from pipeline import sornative
 
-EPS2 = 1e-6         # ε² of the robust penalty
-OMEGA = 1.99        # SOR over-relaxation
-MIN_LEVEL = 15      # a pyramid level whose width or height would be <= this is not built
+EPS2 = 1e-6  # ε² of the robust penalty
+OMEGA = 1.99  # SOR over-relaxation
+MIN_LEVEL = 15  # a pyramid level whose width or height would be <= this is not built
 WARP_MODES = ("bilinear", "bicubic")
 BORDER_MODES = ("mirror", "ignore")
-RANGE_TOL = 0.1     # inputs may exceed [0, 1] by this much (bicubic resampling overshoot); they are clamped
+RANGE_TOL = 0.1  # inputs may exceed [0, 1] by this much (bicubic resampling overshoot); they are clamped
 
 
 @dataclass(frozen=True)
 class BroxParams:
     """Solver parameters. The field defaults are OpenCV's CUDA BroxOpticalFlow as the action-recognition tools
     (TSN dense_flow, mmaction2) call it, i.e. the `opencv` preset; `brox_params` resolves a named preset."""
-    alpha: float = 0.197   # smoothness weight
-    gamma: float = 50.0    # gradient-constancy weight
-    scale: float = 0.8     # pyramid scale factor
-    inner: int = 10        # lagged fixed-point iterations per warp
-    outer: int = 77        # maximum number of pyramid levels
-    solver: int = 10       # red–black SOR sweeps per fixed-point iteration
-    warp: str = "bilinear"     # interpolation of I1 and its derivatives at x+w: "bilinear" (OpenCV) or "bicubic"
-    border: str = "mirror"     # where x+w leaves the frame: "mirror" addressing (OpenCV) or "ignore" (no data term)
-    warps: int = 1         # warps per pyramid level (each: re-warp, `inner` fixed-point iterations)
-    median: int = 0        # median filter size applied to the flow after each warp (0: off; odd >= 3)
-    texture: float = 0.0   # structure-texture pre-filter: I - texture·G_sigma*I (0: off; in [0, 1))
-    edge: float = 0.0      # smoothness weight times exp(-edge·|∇I0|) across a link (0: off)
-    omega: float = 1.99    # SOR over-relaxation, in (0, 2)
+
+    alpha: float = 0.197  # smoothness weight
+    gamma: float = 50.0  # gradient-constancy weight
+    scale: float = 0.8  # pyramid scale factor
+    inner: int = 10  # lagged fixed-point iterations per warp
+    outer: int = 77  # maximum number of pyramid levels
+    solver: int = 10  # red–black SOR sweeps per fixed-point iteration
+    warp: str = "bilinear"  # interpolation of I1 and its derivatives at x+w: "bilinear" (OpenCV) or "bicubic"
+    border: str = "mirror"  # where x+w leaves the frame: "mirror" addressing (OpenCV) or "ignore" (no data term)
+    warps: int = 1  # warps per pyramid level (each: re-warp, `inner` fixed-point iterations)
+    median: int = 0  # median filter size applied to the flow after each warp (0: off; odd >= 3)
+    texture: float = 0.0  # structure-texture pre-filter: I - texture·G_sigma*I (0: off; in [0, 1))
+    edge: float = 0.0  # smoothness weight times exp(-edge·|∇I0|) across a link (0: off)
+    omega: float = 1.99  # SOR over-relaxation, in (0, 2)
 
     def __post_init__(self):
         for name in ("alpha", "gamma", "scale", "texture", "edge", "omega"):
@@ -111,6 +113,7 @@ def brox_params(preset: str | None = None, **overrides) -> BroxParams:
 class FlowConfig:
     """A flow configuration resolved once (`resolve`: a preset name plus overrides) and carried typed from the
     command line to the flow stage: the preset it starts from (provenance) and every solver parameter."""
+
     preset: str = DEFAULT_PRESET
     params: BroxParams = field(default_factory=lambda: BroxParams(**PRESETS[DEFAULT_PRESET]))
 
@@ -184,9 +187,9 @@ def _warp(stack: torch.Tensor, u: torch.Tensor, v: torch.Tensor, mode: str) -> t
     b, _, h, w = stack.shape
     xs = torch.arange(w, device=u.device, dtype=u.dtype)
     ys = torch.arange(h, device=u.device, dtype=u.dtype)
-    px, py = u + xs, v + ys[:, None]                        # (B, H, W) sample points in pixels
+    px, py = u + xs, v + ys[:, None]  # (B, H, W) sample points in pixels
     inside = (px >= -1e-3) & (px <= w - 1 + 1e-3) & (py >= -1e-3) & (py <= h - 1 + 1e-3)
-    grid = torch.stack((px * (2 / (w - 1)) - 1, py * (2 / (h - 1)) - 1), dim=-1)   # (B, H, W, 2) in [-1, 1]
+    grid = torch.stack((px * (2 / (w - 1)) - 1, py * (2 / (h - 1)) - 1), dim=-1)  # (B, H, W, 2) in [-1, 1]
     return F.grid_sample(stack, grid, mode=mode, padding_mode="reflection", align_corners=True), inside
 
 
@@ -195,11 +198,11 @@ def _smoothness(uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns (horizontal links (B, H, W-1) between x and x+1, vertical links (B, H-1, W) between y and y+1);
     the derivative across a link is a difference, the one along it an average of central differences."""
-    p = F.pad(uv, (1, 1, 1, 1), mode="replicate")           # (B, 2, H+2, W+2)
-    gx = uv[..., :, 1:] - uv[..., :, :-1]                   # (B, 2, H, W-1)
+    p = F.pad(uv, (1, 1, 1, 1), mode="replicate")  # (B, 2, H+2, W+2)
+    gx = uv[..., :, 1:] - uv[..., :, :-1]  # (B, 2, H, W-1)
     gy = (p[..., 2:, 1:-2] + p[..., 2:, 2:-1] - p[..., :-2, 1:-2] - p[..., :-2, 2:-1]) * 0.25
     hx = (gx.square_() + gy.square_()).sum(1).add_(EPS2).rsqrt_().mul_(0.5)
-    gy = uv[..., 1:, :] - uv[..., :-1, :]                   # (B, 2, H-1, W)
+    gy = uv[..., 1:, :] - uv[..., :-1, :]  # (B, 2, H-1, W)
     gx = (p[..., 1:-2, 2:] + p[..., 2:-1, 2:] - p[..., 1:-2, :-2] - p[..., 2:-1, :-2]) * 0.25
     vy = (gx.square_() + gy.square_()).sum(1).add_(EPS2).rsqrt_().mul_(0.5)
     return hx, vy
@@ -207,8 +210,8 @@ def _smoothness(uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _divergence(hx: torch.Tensor, vy: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Σ_n s_n (uv_n − uv) over the 4 neighbours, for uv (B, 2, H, W) and link weights from `_smoothness`."""
-    fx = hx[:, None] * (uv[..., :, 1:] - uv[..., :, :-1])   # (B, 2, H, W-1) flux across horizontal links
-    fy = vy[:, None] * (uv[..., 1:, :] - uv[..., :-1, :])   # (B, 2, H-1, W)
+    fx = hx[:, None] * (uv[..., :, 1:] - uv[..., :, :-1])  # (B, 2, H, W-1) flux across horizontal links
+    fy = vy[:, None] * (uv[..., 1:, :] - uv[..., :-1, :])  # (B, 2, H-1, W)
     return F.pad(fx, (0, 1)) - F.pad(fx, (1, 0)) + F.pad(fy, (0, 0, 0, 1)) - F.pad(fy, (0, 0, 1, 0))
 
 
@@ -219,30 +222,40 @@ def _checkerboard(h: int, w: int, device) -> torch.Tensor:
     return (ys + xs) % 2 == 0
 
 
-def _sor_checkerboard(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
-         a12: torch.Tensor, rhs: torch.Tensor, sweeps: int, red: torch.Tensor, omega: float = OMEGA) -> None:
+def _sor_checkerboard(
+    duv: torch.Tensor,
+    hx: torch.Tensor,
+    vy: torch.Tensor,
+    d11: torch.Tensor,
+    d22: torch.Tensor,
+    a12: torch.Tensor,
+    rhs: torch.Tensor,
+    sweeps: int,
+    red: torch.Tensor,
+    omega: float = OMEGA,
+) -> None:
     """Red–black SOR on (d11 du + a12 dv − Σ s_n du_n = rhs_u, a12 du + d22 dv − Σ s_n dv_n = rhs_v), in place.
 
     duv (B, 2, H+2, W+2): the increment with a one-pixel frame (kept 0; its link weights are 0).
     hx (B, H, W-1), vy (B, H-1, W): link weights; d11, d22, a12 (B, H, W); rhs (B, 2, H, W); red (H, W) bool.
     Each colour updates du then dv at its pixels (Gauss–Seidel within the pixel), fully vectorised: the
     update is computed on the whole grid and blended by the colour mask."""
-    sw = F.pad(hx, (1, 0))[:, None]                         # (B, 1, H, W) weight to the west neighbour
+    sw = F.pad(hx, (1, 0))[:, None]  # (B, 1, H, W) weight to the west neighbour
     se = F.pad(hx, (0, 1))[:, None]
     sn = F.pad(vy, (0, 0, 1, 0))[:, None]
     ss = F.pad(vy, (0, 0, 0, 1))[:, None]
-    du, dv = duv[:, 0, 1:-1, 1:-1], duv[:, 1, 1:-1, 1:-1]   # (B, H, W) views into duv
+    du, dv = duv[:, 0, 1:-1, 1:-1], duv[:, 1, 1:-1, 1:-1]  # (B, H, W) views into duv
     west, east = duv[:, :, 1:-1, :-2], duv[:, :, 1:-1, 2:]
     north, south = duv[:, :, :-2, 1:-1], duv[:, :, 2:, 1:-1]
     neg_a12 = -a12
     colours = []
     for mask in (red, ~red):
-        m = mask.to(d11.dtype)                              # (H, W) 1 on this colour
-        keep = 1 - omega * m                                # du <- keep·du + k·(...)
+        m = mask.to(d11.dtype)  # (H, W) 1 on this colour
+        keep = 1 - omega * m  # du <- keep·du + k·(...)
         colours.append((keep, (omega * m) / d11, (omega * m) / d22))
     for _ in range(sweeps):
         for keep, k11, k22 in colours:
-            sig = torch.addcmul(rhs, sw, west)              # (B, 2, H, W) rhs + Σ s_n duv_n
+            sig = torch.addcmul(rhs, sw, west)  # (B, 2, H, W) rhs + Σ s_n duv_n
             sig.addcmul_(se, east).addcmul_(sn, north).addcmul_(ss, south)
             su, sv = sig[:, 0], sig[:, 1]
             su.addcmul_(neg_a12, dv)
@@ -251,7 +264,7 @@ def _sor_checkerboard(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11
             dv.mul_(keep).addcmul_(k22, sv)
 
 
-NATIVE_SOR = True   # on CPU, run the checkerboard sweeps in pipeline/_sor.c when it compiles (same iterates)
+NATIVE_SOR = True  # on CPU, run the checkerboard sweeps in pipeline/_sor.c when it compiles (same iterates)
 
 
 def _sor_for(device: torch.device):
@@ -266,14 +279,16 @@ def _median(uv: torch.Tensor, k: int) -> torch.Tensor:
     b, c, h, w = uv.shape
     r = k // 2
     p = F.pad(uv, (r, r, r, r), mode="replicate").reshape(b * c, 1, h + 2 * r, w + 2 * r)
-    return F.unfold(p, k).median(dim=1).values.reshape(b, c, h, w)     # unfold: (B·2, k², H·W)
+    return F.unfold(p, k).median(dim=1).values.reshape(b, c, h, w)  # unfold: (B·2, k², H·W)
 
 
 def _edge_links(i0: torch.Tensor, edge: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Link factors exp(−edge·|∇I0|) with |∇I0| averaged over the link's two pixels: (B, H, W-1), (B, H-1, W)."""
-    g = torch.sqrt(_dx(i0).square() + _dy(i0).square())                   # (B, H, W)
-    return (torch.exp(-edge * 0.5 * (g[..., :, 1:] + g[..., :, :-1])),
-            torch.exp(-edge * 0.5 * (g[..., 1:, :] + g[..., :-1, :])))
+    g = torch.sqrt(_dx(i0).square() + _dy(i0).square())  # (B, H, W)
+    return (
+        torch.exp(-edge * 0.5 * (g[..., :, 1:] + g[..., :, :-1])),
+        torch.exp(-edge * 0.5 * (g[..., 1:, :] + g[..., :-1, :])),
+    )
 
 
 def _structure_texture(x: torch.Tensor, weight: float, sigma: float = 3.0) -> torch.Tensor:
@@ -294,7 +309,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxPa
     b, h, w = i0.shape
     ix0, iy0 = _dx(i0), _dy(i0)
     ix1, iy1 = _dx(i1), _dy(i1)
-    stack = torch.stack((i1, ix1, iy1, _dx(ix1), _dy(ix1), _dy(iy1)), dim=1)   # (B, 6, H, W)
+    stack = torch.stack((i1, ix1, iy1, _dx(ix1), _dy(ix1), _dy(iy1)), dim=1)  # (B, 6, H, W)
     red = _checkerboard(h, w, uv.device)
     links = _edge_links(i0, p.edge) if p.edge > 0 else None
     for _ in range(p.warps):
@@ -315,13 +330,14 @@ def _solve_warp(i0, ix0, iy0, stack, uv, red, links, p: BroxParams) -> torch.Ten
     a11 = ix * ix + g * (ixx * ixx + ixy * ixy)
     a12 = ix * iy + g * (ixx * ixy + ixy * iyy)
     a22 = iy * iy + g * (ixy * ixy + iyy * iyy)
-    b12 = -torch.stack((ix * iz + g * (ixx * ixz + ixy * iyz),
-                        iy * iz + g * (ixy * ixz + iyy * iyz)), dim=1)            # (B, 2, H, W)
-    if p.border == "ignore":        # no data term where x+w left the frame: smoothness fills the flow in
+    b12 = -torch.stack(
+        (ix * iz + g * (ixx * ixz + ixy * iyz), iy * iz + g * (ixy * ixz + iyy * iyz)), dim=1
+    )  # (B, 2, H, W)
+    if p.border == "ignore":  # no data term where x+w left the frame: smoothness fills the flow in
         m = inside.to(a11.dtype)
         a11, a12, a22, b12 = a11 * m, a12 * m, a22 * m, b12 * m[:, None]
     duv = uv.new_zeros(b, 2, h + 2, w + 2)
-    inc = duv[:, :, 1:-1, 1:-1]                                                   # (B, 2, H, W) view
+    inc = duv[:, :, 1:-1, 1:-1]  # (B, 2, H, W) view
     sor = _sor_for(uv.device)
     inv_alpha_half = 0.5 / p.alpha
     for _ in range(p.inner):
@@ -336,8 +352,18 @@ def _solve_warp(i0, ix0, iy0, stack, uv, red, links, p: BroxParams) -> torch.Ten
             hx, vy = hx.mul_(links[0]), vy.mul_(links[1])
         ssum = F.pad(hx, (1, 0)) + F.pad(hx, (0, 1)) + F.pad(vy, (0, 0, 1, 0)) + F.pad(vy, (0, 0, 0, 1))
         rhs = _divergence(hx, vy, uv).addcmul_(psi[:, None], b12)
-        sor(duv, hx, vy, torch.addcmul(ssum, psi, a11), torch.addcmul(ssum, psi, a22), psi * a12, rhs,
-            p.solver, red, p.omega)
+        sor(
+            duv,
+            hx,
+            vy,
+            torch.addcmul(ssum, psi, a11),
+            torch.addcmul(ssum, psi, a22),
+            psi * a12,
+            rhs,
+            p.solver,
+            red,
+            p.omega,
+        )
     return uv + inc
 
 
@@ -348,7 +374,7 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
     if p.texture > 0:
         i0, i1 = _structure_texture(i0, p.texture), _structure_texture(i1, p.texture)
     sizes = pyramid_sizes(h, w, p.scale, p.outer)
-    pyr = [torch.stack((i0, i1), dim=1)]                                      # (B, 2, H, W) per level
+    pyr = [torch.stack((i0, i1), dim=1)]  # (B, 2, H, W) per level
     for size in sizes[1:]:
         pyr.append(F.interpolate(pyr[-1], size=size, mode="area"))
     uv = None
@@ -359,11 +385,11 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
         else:
             ch, cw = uv.shape[-2:]
             uv = F.interpolate(uv, size=(lh, lw), mode="bicubic", align_corners=False)
-            uv[:, 0] *= lw / cw                     # Python scalars: no host-to-device copy
+            uv[:, 0] *= lw / cw  # Python scalars: no host-to-device copy
             uv[:, 1] *= lh / ch
         uv = _solve_level(pyr[k][:, 0].contiguous(), pyr[k][:, 1].contiguous(), uv, p)
     assert uv is not None  # pyramid_sizes gives at least one level
-    return torch.nan_to_num_(uv, nan=0.0, posinf=0.0, neginf=0.0)           # guard; never triggered in tests
+    return torch.nan_to_num_(uv, nan=0.0, posinf=0.0, neginf=0.0)  # guard; never triggered in tests
 
 
 def brox_flow(prev: torch.Tensor, next: torch.Tensor, preset: str | None = None, **params) -> torch.Tensor:
@@ -395,7 +421,7 @@ def rgb_to_gray(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() @ w).mul_(1 / 255).clamp_(0, 1)
 
 
-BYTES_PER_PIXEL = 600   # peak device memory per pixel of a pair during a solve (estimate, float32 temporaries)
+BYTES_PER_PIXEL = 600  # peak device memory per pixel of a pair during a solve (estimate, float32 temporaries)
 
 
 def batch_for_memory(h: int, w: int, free_bytes: int, cap: int = 1024) -> int:
@@ -412,14 +438,16 @@ class BroxFlow:
     max_batch None: 8 on CPU (larger batches gain nothing there, docs/benchmarks/flow.md); on CUDA as many
     as half the free memory holds (`batch_for_memory`, at most 1024)."""
 
-    def __init__(self, params: BroxParams | None = None, device: str | torch.device | None = None,
-                 max_batch: int | None = None):
+    def __init__(
+        self, params: BroxParams | None = None, device: str | torch.device | None = None, max_batch: int | None = None
+    ):
         if params is not None and not isinstance(params, BroxParams):
             raise ValueError(f"params must be BroxParams, got {type(params).__name__}")
         self.params = params if params is not None else brox_params()
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer))
-                                      or max_batch < 1):
+        if max_batch is not None and (
+            isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1
+        ):
             raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         self.max_batch = None if max_batch is None else int(max_batch)
         if self.max_batch is None and self.device.type != "cuda":
@@ -453,19 +481,21 @@ class BroxFlow:
             pairs = [(i, k) for i in idx for k in range(len(seqs[i]) - 1)]  # (sequence, first frame of the pair)
             step = self.batch_size(h, w)
             for s in range(0, len(pairs), step):
-                part = pairs[s:s + step]
+                part = pairs[s : s + step]
                 runs: dict[int, list[int]] = {}  # sequence -> its pairs in this batch (consecutive)
                 for i, k in part:
                     runs.setdefault(i, []).append(k)
                 i0, i1 = [], []
                 for i, ks in runs.items():  # a run of n pairs moves n + 1 frames to the device
-                    gray = rgb_to_gray(torch.from_numpy(seqs[i][ks[0]:ks[-1] + 2]).to(self.device))
+                    gray = rgb_to_gray(torch.from_numpy(seqs[i][ks[0] : ks[-1] + 2]).to(self.device))
                     i0.append(gray[:-1])
                     i1.append(gray[1:])
-                uv = solve_pairs(torch.cat(i0), torch.cat(i1), self.params).permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 2)
+                uv = (
+                    solve_pairs(torch.cat(i0), torch.cat(i1), self.params).permute(0, 2, 3, 1).cpu().numpy()
+                )  # (n, H, W, 2)
                 at = 0
                 for i, ks in runs.items():
-                    out[i][ks[0]:ks[-1] + 1] = uv[at:at + len(ks)]
+                    out[i][ks[0] : ks[-1] + 1] = uv[at : at + len(ks)]
                     at += len(ks)
         return out
 

@@ -11,6 +11,7 @@ reads as −b); one step is b / 127 px and for |u| <= b the round-trip error is 
 Channel 2 is redundant for decoding. (Before extraction code version extract-2 the mapping was
 round(255 · (u + b) / 2b): 256 levels, zero flow decoded to +b/255 px and flipped to −b/255 px.)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -92,7 +93,7 @@ def color_wheel() -> np.ndarray:
     CB 11, BM 13, MR 6."""
     ry, yg, gc, cb, bm, mr = 15, 6, 4, 11, 13, 6
 
-    def ramp(n):                                            # 0 .. <255 in n steps, floored as in the original
+    def ramp(n):  # 0 .. <255 in n steps, floored as in the original
         return np.floor(255 * np.arange(n) / n)
 
     def full(n):
@@ -101,14 +102,16 @@ def color_wheel() -> np.ndarray:
     def zero(n):
         return np.zeros(n)
 
-    return np.concatenate([
-        np.stack([full(ry), ramp(ry), zero(ry)], 1),         # red -> yellow
-        np.stack([255 - ramp(yg), full(yg), zero(yg)], 1),   # yellow -> green
-        np.stack([zero(gc), full(gc), ramp(gc)], 1),         # green -> cyan
-        np.stack([zero(cb), 255 - ramp(cb), full(cb)], 1),   # cyan -> blue
-        np.stack([ramp(bm), zero(bm), full(bm)], 1),         # blue -> magenta
-        np.stack([full(mr), zero(mr), 255 - ramp(mr)], 1),   # magenta -> red
-    ])
+    return np.concatenate(
+        [
+            np.stack([full(ry), ramp(ry), zero(ry)], 1),  # red -> yellow
+            np.stack([255 - ramp(yg), full(yg), zero(yg)], 1),  # yellow -> green
+            np.stack([zero(gc), full(gc), ramp(gc)], 1),  # green -> cyan
+            np.stack([zero(cb), 255 - ramp(cb), full(cb)], 1),  # cyan -> blue
+            np.stack([ramp(bm), zero(bm), full(bm)], 1),  # blue -> magenta
+            np.stack([full(mr), zero(mr), 255 - ramp(mr)], 1),  # magenta -> red
+        ]
+    )
 
 
 def flow_to_color(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray:
@@ -127,12 +130,12 @@ def flow_to_color(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray
     u, v, rad = u / scale, v / scale, rad / scale
     wheel = color_wheel()
     ncols = len(wheel)
-    a = np.arctan2(-v, -u) / np.pi                          # (-1, 1]
+    a = np.arctan2(-v, -u) / np.pi  # (-1, 1]
     fk = (a + 1) / 2 * (ncols - 1)
     k0 = np.floor(fk).astype(int)
     k1 = (k0 + 1) % ncols
     f = (fk - k0)[..., None]
-    col = ((1 - f) * wheel[k0] + f * wheel[k1]) / 255.0     # (H, W, 3)
+    col = ((1 - f) * wheel[k0] + f * wheel[k1]) / 255.0  # (H, W, 3)
     r = rad[..., None]
     col = np.where(r <= 1, 1 - r * (1 - col), col * 0.75)
     return np.rint(col * 255).astype(np.uint8)

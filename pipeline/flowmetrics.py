@@ -1,4 +1,5 @@
 """Optical-flow error metrics on channel-last flows (..., H, W, 2): endpoint error and Barron's angular error."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,9 +64,13 @@ def warp_pair(source: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndar
     if np.abs(flow).max() >= m - 1:
         raise ValueError(f"flow reaches {np.abs(flow).max():.1f} px, beyond the source margin {m} px")
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    i0 = cv2.remap(source.astype(np.float32), xs + m + flow[..., 0].astype(np.float32),
-                   ys + m + flow[..., 1].astype(np.float32), cv2.INTER_CUBIC)
-    return np.clip(i0, 0, 1), np.ascontiguousarray(source[m:m + h, m:m + w], dtype=np.float32)
+    i0 = cv2.remap(
+        source.astype(np.float32),
+        xs + m + flow[..., 0].astype(np.float32),
+        ys + m + flow[..., 1].astype(np.float32),
+        cv2.INTER_CUBIC,
+    )
+    return np.clip(i0, 0, 1), np.ascontiguousarray(source[m : m + h, m : m + w], dtype=np.float32)
 
 
 def flow_field(kind: str, h: int, w: int) -> np.ndarray:
@@ -87,8 +92,13 @@ def flow_field(kind: str, h: int, w: int) -> np.ndarray:
     return np.stack(fields[kind], -1).astype(np.float32)
 
 
-def moving_object_pair(background: np.ndarray, obj: np.ndarray, bg_flow: np.ndarray, box: tuple[int, int, int, int],
-                       shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def moving_object_pair(
+    background: np.ndarray,
+    obj: np.ndarray,
+    bg_flow: np.ndarray,
+    box: tuple[int, int, int, int],
+    shift: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A textured rectangle moving over a background that moves differently, with occlusions.
 
     background (H + 2m, W + 2m) float32, obj (h, w) float32 texture, bg_flow (H, W, 2) with |w| < m − 1,
@@ -102,17 +112,19 @@ def moving_object_pair(background: np.ndarray, obj: np.ndarray, bg_flow: np.ndar
     y, x, oh, ow = box
     dx, dy = int(round(shift[0])), int(round(shift[1]))
     i1 = i1.copy()
-    i1[y:y + oh, x:x + ow] = obj
+    i1[y : y + oh, x : x + ow] = obj
     y0, x0 = y - dy, x - dx
-    if not (0 <= y0 and y0 + oh <= h and 0 <= x0 and x0 + ow <= w and 0 <= y and y + oh <= h and 0 <= x and x + ow <= w):
+    if not (
+        0 <= y0 and y0 + oh <= h and 0 <= x0 and x0 + ow <= w and 0 <= y and y + oh <= h and 0 <= x and x + ow <= w
+    ):
         raise ValueError(f"object box {box} shifted by {shift} leaves the {h}x{w} frame")
-    i0[y0:y0 + oh, x0:x0 + ow] = obj
+    i0[y0 : y0 + oh, x0 : x0 + ow] = obj
     gt = bg_flow.copy()
-    gt[y0:y0 + oh, x0:x0 + ow] = (dx, dy)
+    gt[y0 : y0 + oh, x0 : x0 + ow] = (dx, dy)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     px, py = xs + gt[..., 0], ys + gt[..., 1]
     in_obj0 = np.zeros((h, w), bool)
-    in_obj0[y0:y0 + oh, x0:x0 + ow] = True
+    in_obj0[y0 : y0 + oh, x0 : x0 + ow] = True
     under = (px >= x - 0.5) & (px <= x + ow - 0.5) & (py >= y - 0.5) & (py <= y + oh - 0.5)
     inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
     return i0, i1, gt, inside & (in_obj0 | ~under)

@@ -6,16 +6,17 @@ Zero-division rule: when a frame's magnitude range |F|max − |F|min is <= `STAT
 pure translation, where the magnitude is constant), there is no evidence of where motion is relative to the
 rest of the frame, so the confidence map is all 0 and the RGBF frame is black.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-STATIC_EPS = 1e-6   # px; magnitude ranges at or below this count as constant
+STATIC_EPS = 1e-6  # px; magnitude ranges at or below this count as constant
 
 
 def motion_confidence(flow: np.ndarray) -> np.ndarray:
     """flow (N, H, W, 2) -> float32 (N, H, W) confidence in [0, 1] (min–max normalised magnitude per frame)."""
-    mag = np.sqrt(np.square(flow.astype(np.float32)).sum(-1))          # (N, H, W)
+    mag = np.sqrt(np.square(flow.astype(np.float32)).sum(-1))  # (N, H, W)
     lo = mag.min(axis=(1, 2), keepdims=True)
     rng = mag.max(axis=(1, 2), keepdims=True) - lo
     static = rng <= STATIC_EPS
@@ -34,5 +35,5 @@ def make_rgbf(rgb: np.ndarray, flow: np.ndarray) -> np.ndarray:
         raise ValueError(f"rgb {rgb.shape} and flow {flow.shape} must agree on (N, H, W)")
     if not np.isfinite(flow).all():
         raise ValueError("flow contains NaN or inf")
-    conf = motion_confidence(flow)[..., None]                          # (N, H, W, 1)
+    conf = motion_confidence(flow)[..., None]  # (N, H, W, 1)
     return np.rint(rgb.astype(np.float32) * conf).clip(0, 255).astype(np.uint8)

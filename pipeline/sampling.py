@@ -15,10 +15,12 @@ Two steps, both on frame indices (no pixels), so every decode backend gives the 
 
 A window is ``(start, length)`` in output frames. Flow exists only inside a window: ``length - 1`` flows each.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator, cast
+from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 
@@ -33,10 +35,12 @@ def check_sampling(fps: float | None, segments: int | None, segment_frames: int 
         raise ValueError("--segments and --segment-frames go together (give both or neither)")
     if segments is not None and (isinstance(segments, bool) or int(segments) != segments or segments < 1):
         raise ValueError(f"--segments must be an integer >= 1, got {segments!r}")
-    if segment_frames is not None and (isinstance(segment_frames, bool) or int(segment_frames) != segment_frames
-                                       or segment_frames < 2):
-        raise ValueError(f"--segment-frames must be an integer >= 2 (a window needs one flow pair), "
-                         f"got {segment_frames!r}")
+    if segment_frames is not None and (
+        isinstance(segment_frames, bool) or int(segment_frames) != segment_frames or segment_frames < 2
+    ):
+        raise ValueError(
+            f"--segment-frames must be an integer >= 2 (a window needs one flow pair), got {segment_frames!r}"
+        )
 
 
 def source_index(k: np.ndarray | int, native_fps: float, fps: float | None) -> np.ndarray:
@@ -127,8 +131,10 @@ class FrameSelector:
             if hi > self.k:
                 src = source_index(np.arange(self.k, hi), self.native_fps, self.fps) - self.base
                 if src[0] < 0:
-                    raise ValueError(f"output frame {self.k} needs source frame {src[0] + self.base}, "
-                                     f"before this chunk (starting at {self.base})")
+                    raise ValueError(
+                        f"output frame {self.k} needs source frame {src[0] + self.base}, "
+                        f"before this chunk (starting at {self.base})"
+                    )
                 yield self.win, chunk[src]
                 self.k = hi
             if stop is not None and self.k >= stop:

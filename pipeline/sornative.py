@@ -6,6 +6,7 @@ concurrent workers can race safely, and loaded with ctypes: no Python dependency
 `available()` is False and pipeline.flow keeps its PyTorch sweeps (same iterates up to float rounding).
 `ASYM3D_NATIVE_SOR=0` disables it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -58,19 +59,31 @@ def available() -> bool:
         try:
             _LIB = _compile()
         except (OSError, subprocess.SubprocessError) as e:
-            warnings.warn(f"native SOR kernel unavailable ({e}); using the PyTorch sweeps", RuntimeWarning)
+            warnings.warn(
+                f"native SOR kernel unavailable ({e}); using the PyTorch sweeps", RuntimeWarning, stacklevel=2
+            )
             _LIB = None
     return _LIB is not None
 
 
-def sor_native(duv: torch.Tensor, hx: torch.Tensor, vy: torch.Tensor, d11: torch.Tensor, d22: torch.Tensor,
-               a12: torch.Tensor, rhs: torch.Tensor, sweeps: int, red: torch.Tensor, omega: float) -> None:
+def sor_native(
+    duv: torch.Tensor,
+    hx: torch.Tensor,
+    vy: torch.Tensor,
+    d11: torch.Tensor,
+    d22: torch.Tensor,
+    a12: torch.Tensor,
+    rhs: torch.Tensor,
+    sweeps: int,
+    red: torch.Tensor,
+    omega: float,
+) -> None:
     """Same contract as pipeline.flow._sor_checkerboard (`red` unused), CPU float32 tensors, duv contiguous."""
     if not available():
         raise RuntimeError("native SOR kernel unavailable")
     if duv.device.type != "cpu" or duv.dtype != torch.float32 or not duv.is_contiguous():
         raise ValueError("sor_native needs a contiguous float32 CPU duv")
     b, _, hp, wp = duv.shape
-    args = [t.contiguous() for t in (hx, vy, d11, d22, a12, rhs)]    # keep references alive during the call
+    args = [t.contiguous() for t in (hx, vy, d11, d22, a12, rhs)]  # keep references alive during the call
     lib = cast(ctypes.CDLL, _LIB)  # loaded: available() is True
     lib.sor_rb(b, hp - 2, wp - 2, duv.data_ptr(), *(t.data_ptr() for t in args), int(sweeps), float(omega))

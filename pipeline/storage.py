@@ -22,6 +22,7 @@ Checksums are sha256 of a stream's stored *payload*: the raw uint8 array bytes f
 length-prefixed JPEG byte strings for JPEG codecs. They are computed while writing and re-checked when
 the shard is closed (re-opened from disk) before the temporary file is renamed into place.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,9 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import cv2
 import h5py
@@ -55,6 +57,7 @@ class ArrayCodec:
 
     One chunk holds ``chunk_frames`` frames, so reading a clip decompresses only the chunks it touches.
     """
+
     name: str
     compression: str | None = None  # None | "gzip" | "lzf"
     level: int | None = None  # gzip level 0-9
@@ -68,15 +71,16 @@ class ArrayCodec:
             kw.update(compression=self.compression, shuffle=self.shuffle)
             if self.compression == "gzip":
                 kw["compression_opts"] = 4 if self.level is None else self.level
-        return parent.create_dataset(key, shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8,
-                                     track_times=False, **kw)
+        return parent.create_dataset(
+            key, shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8, track_times=False, **kw
+        )
 
     def append(self, ds: h5py.Dataset, frames: np.ndarray, payload: Any) -> None:
         """Append (N, h, w, 3) frames; ``payload`` (a hashlib object) takes the stored bytes."""
         t, n = ds.shape[0], len(frames)
         frames = np.ascontiguousarray(frames)
         ds.resize(t + n, axis=0)
-        ds[t:t + n] = frames
+        ds[t : t + n] = frames
         payload.update(frames.tobytes())
 
     def reader(self, ds: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
@@ -87,7 +91,7 @@ class ArrayCodec:
         """sha256 of the array bytes, read DIGEST_FRAMES frames at a time (memory bounded for any length)."""
         h = hashlib.sha256()
         for s in range(0, ds.shape[0], DIGEST_FRAMES):
-            h.update(np.ascontiguousarray(ds[s:s + DIGEST_FRAMES]).tobytes())
+            h.update(np.ascontiguousarray(ds[s : s + DIGEST_FRAMES]).tobytes())
         return h.hexdigest()
 
 
@@ -100,6 +104,7 @@ class JpegCodec:
     never mixed or subsampled: the layout for flow images (x, y, magnitude), like mmaction2's grayscale
     flow_x / flow_y frames.
     """
+
     name: str
     quality: int = 95  # OpenCV's default, as in mmaction2's frame folders
     planar: bool = False
@@ -116,8 +121,9 @@ class JpegCodec:
 
     def create(self, parent: h5py.Group, key: str, h: int, w: int) -> h5py.Dataset:
         """An empty resizable dataset of JPEG byte strings, one per frame."""
-        ds = parent.create_dataset(key, shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.vlen_dtype(np.uint8),
-                                   track_times=False)
+        ds = parent.create_dataset(
+            key, shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.vlen_dtype(np.uint8), track_times=False
+        )
         ds.attrs["frame_shape"] = (h, w, 3)
         return ds
 
@@ -140,18 +146,19 @@ class JpegCodec:
             for i, buf in enumerate(ds[start:stop]):
                 if self.planar:
                     img = _imdecode(ds, buf, cv2.IMREAD_GRAYSCALE)  # (3H, W)
-                    cv2.merge([img[k * h:(k + 1) * h] for k in range(c)], dst=out[i])
+                    cv2.merge([img[k * h : (k + 1) * h] for k in range(c)], dst=out[i])
                 elif _IMREAD_RGB is not None:
                     out[i] = _imdecode(ds, buf, _IMREAD_RGB)
                 else:
                     cv2.cvtColor(_imdecode(ds, buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB, dst=out[i])
             return out
+
         return read
 
     def digest(self, ds: h5py.Dataset) -> str:
         h = hashlib.sha256()
         for s in range(0, ds.shape[0], DIGEST_FRAMES):
-            for buf in ds[s:s + DIGEST_FRAMES]:
+            for buf in ds[s : s + DIGEST_FRAMES]:
                 h.update(len(buf).to_bytes(8, "little"))
                 h.update(buf.tobytes())
         return h.hexdigest()
@@ -264,8 +271,9 @@ class ShardWriter:
         self._index: list[str] = []
         self._sums: dict[str, dict[str, str]] = {}
 
-    def add(self, group: str, streams: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
-            ) -> dict[str, str]:
+    def add(
+        self, group: str, streams: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None
+    ) -> dict[str, str]:
         """Store one video's streams, already in memory, under ``group`` (through ``stream``); returns
         {stream: sha256 of its stored payload}."""
         t, h, w = _check_streams(group, streams)
@@ -295,7 +303,7 @@ class ShardWriter:
             raise
         return self.path
 
-    def stream(self, group: str, height: int, width: int) -> "GroupStream":
+    def stream(self, group: str, height: int, width: int) -> GroupStream:
         """Start writing ``group`` frame chunk by frame chunk (bounded memory); see GroupStream."""
         if self._f is None:
             raise ShardError(f"{self.path}: writer is closed")
@@ -310,7 +318,7 @@ class ShardWriter:
             self._f = None
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -337,15 +345,18 @@ class GroupStream:
             codec = writer.codecs[s]
             ds = codec.create(self.g, s, self.h, self.wd)
             ds.attrs["codec"] = codec.name
-            ds.attrs["codec_opts"] = json.dumps({k: v for k, v in dataclasses.asdict(codec).items()
-                                                 if k in CODEC_OPTIONS})
+            ds.attrs["codec_opts"] = json.dumps(
+                {k: v for k, v in dataclasses.asdict(codec).items() if k in CODEC_OPTIONS}
+            )
             self.ds[s] = ds
 
     def append(self, stream: str, frames: np.ndarray) -> None:
         """Append uint8 (N, H, W, 3) frames to ``stream``."""
         if frames.dtype != np.uint8 or frames.shape[1:] != (self.h, self.wd, 3):
-            raise ValueError(f"group {self.group!r}: {stream} frames must be uint8 (N, {self.h}, {self.wd}, 3), "
-                             f"got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"group {self.group!r}: {stream} frames must be uint8 (N, {self.h}, {self.wd}, 3), "
+                f"got {frames.dtype} {frames.shape}"
+            )
         if len(frames):
             self.w.codecs[stream].append(self.ds[stream], frames, self.hash[stream])
 
@@ -421,7 +432,7 @@ class ShardReader:
         return read(start, stop)
 
     def _stream(self, group: str, stream: str) -> tuple[h5py.Dataset, Callable[[int, int], np.ndarray]]:
-        self.file  # (re)opens first, which clears the cache after a fork
+        _ = self.file  # (re)opens first, which clears the cache after a fork
         key = (group, stream)
         if key not in self._streams:
             ds = self._dataset(group, stream)
@@ -470,7 +481,7 @@ class ShardReader:
             self._f.close()
         self._f, self._streams = None, {}
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,10 +6,11 @@ direction over noise), or, with ``coords=True``, so that every pixel tells where
 frames) for exact crop/flip checks.
 Written with ``manifests.shards.write_shard_dataset`` (the storage codec default unless given).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -23,10 +24,22 @@ def coord_frames(n: int, h: int, w: int, video: int = 0) -> np.ndarray:
     return np.stack([y, x, t + 30 * video], axis=-1).astype(np.uint8)
 
 
-def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int = 2, frames: int | Sequence[int] = 10,
-                     height: int = 20, width: int = 26, coords: bool = False, multilabel: bool = False,
-                     test_every: int = 4, codec: str | None = None, shard_size: int = 8, seed: int = 0,
-                     failures: Sequence[FailureRecord] = ()) -> Path:
+def synthetic_shards(
+    root: str | Path,
+    *,
+    num_videos: int = 8,
+    num_classes: int = 2,
+    frames: int | Sequence[int] = 10,
+    height: int = 20,
+    width: int = 26,
+    coords: bool = False,
+    multilabel: bool = False,
+    test_every: int = 4,
+    codec: str | None = None,
+    shard_size: int = 8,
+    seed: int = 0,
+    failures: Sequence[FailureRecord] = (),
+) -> Path:
     """Write a shard dataset version under ``root``; returns the version directory.
 
     Video i has label i % num_classes (plus (i + 1) % num_classes when ``multilabel`` and i is even),
@@ -46,6 +59,12 @@ def synthetic_shards(root: str | Path, *, num_videos: int = 8, num_classes: int 
         diff, rgbf = difference_streams(rgb)  # (n-1, H, W, 3) each
         rgbf = rgb[:-1] if coords else rgbf
         split = "test" if i % test_every == test_every - 1 else "train"
-        videos.append(VideoStreams(f"v{i:03d}", {"rgb": rgb, "flow": diff if not coords else rgb[1:], "rgbf": rgbf},
-                                   lab, {"split1": split, "split2": "train" if split == "test" else "test"}))
+        videos.append(
+            VideoStreams(
+                f"v{i:03d}",
+                {"rgb": rgb, "flow": diff if not coords else rgb[1:], "rgbf": rgbf},
+                lab,
+                {"split1": split, "split2": "train" if split == "test" else "test"},
+            )
+        )
     return write_shard_dataset(root, videos, labels, codec=codec, shard_size=shard_size, failures=failures)

@@ -1,4 +1,5 @@
 """Dataset cards (jobs.report.dataset_card, jobs.card, publishing hooks) and version listing / diffs (jobs.versions)."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,23 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fixtures import synthetic_shards
-from jobs import build_manifest, card as card_job, versions
-from jobs.report import dataset_card as card, plots
-from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
+from jobs import build_manifest, versions
+from jobs import card as card_job
+from jobs.report import dataset_card as card
+from jobs.report import plots
 from manifests.shards import FailureRecord, VideoStreams, load_shards, write_shard_dataset
+from manifests.source.schema import (
+    KIND,
+    LABELS_FILE,
+    SCHEMA_VERSION,
+    VIDEOS_FILE,
+    VideoRecord,
+    labels_table,
+    videos_table,
+)
 from manifests.versioning import VersionMeta, file_digest, publish, utc_now
+
+from fixtures import synthetic_shards
 from videoutil import moving_square, write_video
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -20,22 +32,93 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def make_source(root) -> str:
     """A source manifest version with 6 ok videos and 3 failures of two kinds."""
-    recs = [VideoRecord(f"v{i}", f"c{i % 2}/v{i}.avi", (i % 2,), (f"c{i % 2}",),
-                        {"split1": "test" if i % 3 == 2 else "train"},
-                        1000 + i, f"{i:064x}", 1.0 + i / 2, 25.0, 64, 48, 25 + 12 * i, "ok", None) for i in range(6)]
-    recs += [VideoRecord("gone", "c0/gone.avi", (0,), ("c0",), {"split1": "train"}, None, None, None, None, None,
-                         None, None, "missing", "no such file"),
-             VideoRecord("txt", "c1/txt.avi", (1,), ("c1",), {"split1": "test"}, 10, "ab", None, None, None, None,
-                         None, "unreadable", "c1/txt.avi: Invalid data found when processing input"),
-             VideoRecord("zero", "c1/zero.avi", (1,), ("c1",), {"split1": "train"}, 0, "cd", None, None, None, None,
-                         None, "empty", "empty file (0 bytes)")]
-    meta = VersionMeta("src0000000000001", KIND, SCHEMA_VERSION, {"videos_root": str(root / "videos")}, None, utc_now(),
-                       extra={"num_videos": len(recs), "status_counts": {"ok": 6, "missing": 1, "unreadable": 1,
-                                                                          "empty": 1}, "num_labels": 2})
+    recs = [
+        VideoRecord(
+            f"v{i}",
+            f"c{i % 2}/v{i}.avi",
+            (i % 2,),
+            (f"c{i % 2}",),
+            {"split1": "test" if i % 3 == 2 else "train"},
+            1000 + i,
+            f"{i:064x}",
+            1.0 + i / 2,
+            25.0,
+            64,
+            48,
+            25 + 12 * i,
+            "ok",
+            None,
+        )
+        for i in range(6)
+    ]
+    recs += [
+        VideoRecord(
+            "gone",
+            "c0/gone.avi",
+            (0,),
+            ("c0",),
+            {"split1": "train"},
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "missing",
+            "no such file",
+        ),
+        VideoRecord(
+            "txt",
+            "c1/txt.avi",
+            (1,),
+            ("c1",),
+            {"split1": "test"},
+            10,
+            "ab",
+            None,
+            None,
+            None,
+            None,
+            None,
+            "unreadable",
+            "c1/txt.avi: Invalid data found when processing input",
+        ),
+        VideoRecord(
+            "zero",
+            "c1/zero.avi",
+            (1,),
+            ("c1",),
+            {"split1": "train"},
+            0,
+            "cd",
+            None,
+            None,
+            None,
+            None,
+            None,
+            "empty",
+            "empty file (0 bytes)",
+        ),
+    ]
+    meta = VersionMeta(
+        "src0000000000001",
+        KIND,
+        SCHEMA_VERSION,
+        {"videos_root": str(root / "videos")},
+        None,
+        utc_now(),
+        extra={
+            "num_videos": len(recs),
+            "status_counts": {"ok": 6, "missing": 1, "unreadable": 1, "empty": 1},
+            "num_labels": 2,
+        },
+    )
 
     def write(tmp):
         pq.write_table(videos_table(recs), tmp / VIDEOS_FILE)
         pq.write_table(labels_table(["c0", "c1"]), tmp / LABELS_FILE)
+
     return publish(root / "manifests", meta.version_id, write, meta)
 
 
@@ -44,10 +127,19 @@ def shards_with_failures(root, n=5, seed=0):
     vids = []
     for i in range(n):
         rgb = rng.integers(0, 255, (6 + i, 20, 24, 3), dtype=np.uint8)
-        vids.append(VideoStreams(f"v{i}", {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[:-1]}, (i % 2,),
-                                 {"split1": "train" if i % 2 else "test"}))
-    fails = [FailureRecord("bad0", "decode", "bad0.avi: Invalid data"), FailureRecord("bad1", "static", "no motion"),
-             FailureRecord("bad2", "decode", "bad2.avi: moov atom not found")]
+        vids.append(
+            VideoStreams(
+                f"v{i}",
+                {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[:-1]},
+                (i % 2,),
+                {"split1": "train" if i % 2 else "test"},
+            )
+        )
+    fails = [
+        FailureRecord("bad0", "decode", "bad0.avi: Invalid data"),
+        FailureRecord("bad1", "static", "no motion"),
+        FailureRecord("bad2", "decode", "bad2.avi: moov atom not found"),
+    ]
     return write_shard_dataset(root, vids, ["c0", "c1"], failures=fails, shard_size=2)
 
 
@@ -98,8 +190,12 @@ def test_build_manifest_publishes_a_card(tmp_path, capsys):
     for i, cls in enumerate(("Jump", "Jump", "Run")):
         write_video(videos / cls / f"v_{cls}_{i}.avi", moving_square(8 + i, 32, 40, seed=i))
     (videos / "Run" / "v_Run_text.avi").write_text("not a video\n" * 20)
-    assert build_manifest.main(["--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "m"),
-                                "--workers", "0"]) == 0
+    assert (
+        build_manifest.main(
+            ["--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "m"), "--workers", "0"]
+        )
+        == 0
+    )
     vid = capsys.readouterr().out.strip().splitlines()[-1]
     text = (tmp_path / "m" / vid / "card.md").read_text()
     assert "| unreadable | 1 |" in text and (tmp_path / "m" / vid / "card" / "lengths.png").is_file()
@@ -150,10 +246,27 @@ def test_extract_publishes_a_card_without_changing_the_id(tmp_path, monkeypatch,
     videos = tmp_path / "videos"
     for i, cls in enumerate(("Jump", "Run", "Run")):
         write_video(videos / cls / f"v_{cls}_{i}.avi", moving_square(5, 32, 40, seed=i))
-    assert build_manifest.main(["--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "m"),
-                                "--workers", "0"]) == 0
-    args = ["--manifest", str(tmp_path / "m"), "--size", "24", "32", "--workers", "1", "--flow-param", "inner=2",
-            "--flow-param", "outer=2", "--flow-param", "solver=2"]
+    assert (
+        build_manifest.main(
+            ["--dataset", "folder", "--videos", str(videos), "--out", str(tmp_path / "m"), "--workers", "0"]
+        )
+        == 0
+    )
+    args = [
+        "--manifest",
+        str(tmp_path / "m"),
+        "--size",
+        "24",
+        "32",
+        "--workers",
+        "1",
+        "--flow-param",
+        "inner=2",
+        "--flow-param",
+        "outer=2",
+        "--flow-param",
+        "solver=2",
+    ]
     assert extract.main([*args, "--out", str(tmp_path / "s")]) == 0
     vid = capsys.readouterr().out.strip().splitlines()[-1]
     text = (tmp_path / "s" / vid / "card.md").read_text()

@@ -5,6 +5,7 @@ loader) and compares a snapshot of the test's directory tree before and after, s
 moved LATEST or a half-written work dir fails the case. A few cases run as subprocesses to check what a
 user sees (exit status, stderr) and the <= 30 s bound of an --address that does not answer.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -43,9 +44,17 @@ def world(tmp_path_factory) -> dict[str, Path]:
     locked = d / "locked"
     locked.mkdir()
     locked.chmod(0o500)
-    return {"root": d, "source": make_source(d / "manifests", vids), "shards": synthetic_shards(d / "shards"),
-            "file": d / "a_file", "locked": locked, "empty": d / "empty", "ucf": ucf,
-            "not_ckpt": d / "not_ckpt.pt", "videos": d / "videos"}
+    return {
+        "root": d,
+        "source": make_source(d / "manifests", vids),
+        "shards": synthetic_shards(d / "shards"),
+        "file": d / "a_file",
+        "locked": locked,
+        "empty": d / "empty",
+        "ucf": ucf,
+        "not_ckpt": d / "not_ckpt.pt",
+        "videos": d / "videos",
+    }
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -68,13 +77,15 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("build_manifest", "--dataset folder --videos {empty} --out {root}/m1 --workers 0", "no video files"),
     ("build_manifest", "--dataset ucf999 --videos {videos} --out {root}/m1", "--dataset"),
     ("build_manifest", "--dataset hmdb51 --videos {ucf}/videos --annotations {ucf}/ann --out {root}/m1", "ann"),
-    ("build_manifest", "--dataset ucf101 --videos {ucf}/videos --annotations {file} --out {root}/m1",
-     "--annotations"),
+    ("build_manifest", "--dataset ucf101 --videos {ucf}/videos --annotations {file} --out {root}/m1", "--annotations"),
     ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --test-fraction 1.5", "--test-fraction"),
     ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --address 127.0.0.1:1", "--address"),
     ("build_manifest", "--dataset folder --videos {videos}", "--out"),
-    ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --max-failure-rate -0.1",
-     "--max-failure-rate"),
+    (
+        "build_manifest",
+        "--dataset folder --videos {videos} --out {root}/m1 --max-failure-rate -0.1",
+        "--max-failure-rate",
+    ),
     ("build_manifest", "diff {root}/nope {source}", "base"),
     # extract
     ("extract", "--manifest {source} --out {root}/s1 --workers -1", "--workers -1"),
@@ -169,6 +180,7 @@ def test_bad_input_one_line_exit_2_nothing_written(stage, template, expect, worl
     assert lines[0].startswith(f"{stage}: error: ") and expect in lines[0], lines[0]
     assert snapshot(world["root"]) == before  # nothing published, created or moved
     import ray
+
     assert not ray.is_initialized()  # the check came before Ray
 
 
@@ -181,19 +193,27 @@ def test_matrix_covers_every_stage_with_30_cases():
 def run_cli(stage: str, argv: list[str], timeout: float = 60) -> tuple[int, str, str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *argv], cwd=REPO, capture_output=True, text=True,
-                       env=env, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", f"jobs.{stage}", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
 
 
 def test_subprocess_address_that_does_not_answer_fails_fast_and_leaves_nothing(world, tmp_path):
     out = tmp_path / "s"
-    rc, _, err, secs = run_cli("extract", ["--manifest", str(world["source"]), "--out", str(out),
-                                           "--address", "127.0.0.1:1", *FAST])
+    rc, _, err, secs = run_cli(
+        "extract", ["--manifest", str(world["source"]), "--out", str(out), "--address", "127.0.0.1:1", *FAST]
+    )
     assert rc == 2 and secs < 30 and err.count("\n") == 1 and "--address 127.0.0.1:1" in err, err
     assert not out.exists()  # no .work-<id>, not even the root
     # a black-holed address (TEST-NET-1, never routed) times out within the check's bound
     from jobs.cli import checks
+
     t0 = time.monotonic()
     with pytest.raises(checks.UsageError, match="192.0.2.1:6379"):
         checks.ray_address("--address", "192.0.2.1:6379", timeout=2)
@@ -201,8 +221,9 @@ def test_subprocess_address_that_does_not_answer_fails_fast_and_leaves_nothing(w
 
 
 def test_subprocess_out_is_a_file(world):
-    rc, out, err, _ = run_cli("build_manifest", ["--dataset", "folder", "--videos", str(world["videos"]),
-                                                 "--out", str(world["file"])])
+    rc, out, err, _ = run_cli(
+        "build_manifest", ["--dataset", "folder", "--videos", str(world["videos"]), "--out", str(world["file"])]
+    )
     assert rc == 2 and out == "" and err.strip().count("\n") == 0 and "Traceback" not in err, err
     assert f"--out {world['file']}: is a file" in err
 

@@ -1,4 +1,5 @@
 """Clip sampling and crop geometry (pipeline.clips) and the shard-backed ClipDataset (manifests.readers.clips)."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import coord_frames, synthetic_shards
-from pipeline import clips
 from manifests.readers.clips import ClipDataset
+from pipeline import clips
+
+from fixtures import coord_frames, synthetic_shards
 
 H, W, S, T = 20, 26, 16, 4
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # dataset output = raw pixel values
@@ -43,8 +45,18 @@ def test_crop_and_flip_exact_pixels():
 
 def test_ten_crops_order():
     params = clips.ten_crop_params(H, W, S)
-    assert params == [(2, 5, False), (0, 0, False), (0, 10, False), (4, 0, False), (4, 10, False),
-                      (2, 5, True), (0, 0, True), (0, 10, True), (4, 0, True), (4, 10, True)]
+    assert params == [
+        (2, 5, False),
+        (0, 0, False),
+        (0, 10, False),
+        (4, 0, False),
+        (4, 10, False),
+        (2, 5, True),
+        (0, 0, True),
+        (0, 10, True),
+        (4, 0, True),
+        (4, 10, True),
+    ]
     assert clips.ten_crop_params(H, W, S, 1) == [(2, 5, False)]
     with pytest.raises(ValueError):
         clips.ten_crop_params(H, W, S, 3)
@@ -82,9 +94,16 @@ def test_normalize_layout():
 @pytest.fixture(scope="module")
 def coord_shards(tmp_path_factory):
     # 8 videos: v003 and v007 are test videos; v001 is short (3 frames)
-    return synthetic_shards(tmp_path_factory.mktemp("shards"), num_videos=8, num_classes=3, coords=True,
-                            frames=[10, 3, 10, 12, 10, 10, 10, 20], height=H, width=W,
-                            codec="lzf")  # lossless: pixel values are checked exactly
+    return synthetic_shards(
+        tmp_path_factory.mktemp("shards"),
+        num_videos=8,
+        num_classes=3,
+        coords=True,
+        frames=[10, 3, 10, 12, 10, 10, 10, 20],
+        height=H,
+        width=W,
+        codec="lzf",
+    )  # lossless: pixel values are checked exactly
 
 
 def _raw(x: torch.Tensor) -> np.ndarray:

@@ -4,6 +4,7 @@ started by ``ray start`` with token authentication (Ray 2.60's default for ``ray
 Every process is found and killed by PID (never ``ray stop``, which would hit other users' clusters): the
 ``ray start`` daemons by a marker environment variable and the private temp dir in their command lines.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,6 +22,7 @@ import pytest
 
 from jobs.cli.reaper import _stat, descendants
 from manifests.shards import load_shards
+
 from fixtures import synthetic_shards
 from test_extract import ARGS, BAD, GOOD_FRAMES, make_source, make_videos, wait_for_shard
 
@@ -35,8 +37,19 @@ def source(tmp_path_factory) -> Path:
 
 
 def extract_cmd(source: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.extract", "--manifest", str(source), "--out", str(out), "--shard-size", "1",
-            *ARGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "jobs.extract",
+        "--manifest",
+        str(source),
+        "--out",
+        str(out),
+        "--shard-size",
+        "1",
+        *ARGS,
+        *extra,
+    ]
 
 
 def env_with(**kv: str) -> dict[str, str]:
@@ -58,8 +71,14 @@ def alive(procs: dict[int, int]) -> list[int]:
 def test_local_cluster_goes_with_the_driver_and_failure_rate_guard(source, tmp_path):
     out = tmp_path / "shards"
     # 1. kill -9 of the driver mid-run: every process it started is gone within 10 s
-    p = subprocess.Popen(extract_cmd(source, out, "--workers", "1"), cwd=REPO, env=env_with(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        extract_cmd(source, out, "--workers", "1"),
+        cwd=REPO,
+        env=env_with(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_shard(out, p)
     tree = descendants(p.pid)
     assert len(tree) >= 3  # gcs_server, raylet, workers, agents, the watchdog
@@ -75,8 +94,14 @@ def test_local_cluster_goes_with_the_driver_and_failure_rate_guard(source, tmp_p
     # 2. the rerun finishes; 4 of 12 videos fail (33%): refused under --max-failure-rate 0.2, the work dir kept
     log = tmp_path / "run2.log"
     with open(log, "w") as f:  # a file, not a pipe: nobody reads while we sample
-        p = subprocess.Popen(extract_cmd(source, out, "--workers", "1", "--max-failure-rate", "0.2"), cwd=REPO,
-                             env=env_with(), stdout=subprocess.DEVNULL, stderr=f, text=True)
+        p = subprocess.Popen(
+            extract_cmd(source, out, "--workers", "1", "--max-failure-rate", "0.2"),
+            cwd=REPO,
+            env=env_with(),
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+            text=True,
+        )
         seen: dict[int, int] = {}
         while p.poll() is None:  # every process the job starts, sampled while it runs
             seen.update(descendants(p.pid))
@@ -93,8 +118,14 @@ def test_local_cluster_goes_with_the_driver_and_failure_rate_guard(source, tmp_p
         time.sleep(0.1)
     assert not alive(seen), f"outlived the job: {alive(seen)}"
     # 4. the default rate publishes from the kept shards: nothing is redone
-    r = subprocess.run(extract_cmd(source, out, "--workers", "1"), cwd=REPO, env=env_with(), capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        extract_cmd(source, out, "--workers", "1"),
+        cwd=REPO,
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert f"({len(GOOD_FRAMES) + len(BAD)} done earlier)" in r.stderr and "ok 0, failed 0" in r.stderr
     assert len(load_shards(out / r.stdout.split()[-1]).records) == len(GOOD_FRAMES)
@@ -123,11 +154,27 @@ class TokenCluster:
 
     def ray_start(self, *args: str) -> None:
         ports = free_ports(7)
-        common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-                  "--object-store-memory", str(80 * 2**20), "--node-manager-port", str(ports[0]),
-                  "--object-manager-port", str(ports[1]), "--dashboard-agent-listen-port", str(ports[2]),
-                  "--dashboard-agent-grpc-port", str(ports[3]), "--metrics-export-port", str(ports[4]),
-                  "--runtime-env-agent-port", str(ports[5])]
+        common = [
+            "--num-cpus",
+            "1",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(80 * 2**20),
+            "--node-manager-port",
+            str(ports[0]),
+            "--object-manager-port",
+            str(ports[1]),
+            "--dashboard-agent-listen-port",
+            str(ports[2]),
+            "--dashboard-agent-grpc-port",
+            str(ports[3]),
+            "--metrics-export-port",
+            str(ports[4]),
+            "--runtime-env-agent-port",
+            str(ports[5]),
+        ]
         r = subprocess.run([RAY, "start", *args, *common], env=self.env, capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed: {r.stderr[-2000:]}")
@@ -180,8 +227,17 @@ def test_token_auth_cluster_node_lost_mid_run_equals_uninterrupted_run(source, t
     c = TokenCluster()
     try:
         try:
-            c.ray_start("--head", "--port", str(c.port), "--temp-dir", str(c.tmp), "--include-dashboard", "false",
-                        "--ray-client-server-port", str(free_ports(1)[0]))
+            c.ray_start(
+                "--head",
+                "--port",
+                str(c.port),
+                "--temp-dir",
+                str(c.tmp),
+                "--include-dashboard",
+                "false",
+                "--ray-client-server-port",
+                str(free_ports(1)[0]),
+            )
         except RuntimeError as e:
             pytest.skip(f"`ray start` cannot run here: {e}")
         head_raylets = c.raylets()
@@ -190,41 +246,71 @@ def test_token_auth_cluster_node_lost_mid_run_equals_uninterrupted_run(source, t
         assert len(head_raylets) == 1 and len(worker_raylet) == 1, c.processes()
 
         # a driver without the token is refused with one line (authentication is never turned off for it)
-        r = subprocess.run(extract_cmd(source, tmp_path / "refused", "--address", c.address), cwd=REPO,
-                           env={k: v for k, v in c.env.items() if not k.startswith("RAY_AUTH")},
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            extract_cmd(source, tmp_path / "refused", "--address", c.address),
+            cwd=REPO,
+            env={k: v for k, v in c.env.items() if not k.startswith("RAY_AUTH")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         last = [ln for ln in r.stderr.splitlines() if ln.startswith("extract: error:")]
         assert r.returncode == 2 and len(last) == 1 and "RAY_AUTH_MODE=token" in last[0], r.stderr[-1500:]
         assert not (tmp_path / "refused").exists()
         # the other stages that join a cluster start Ray through the same helper (jobs.cli.cluster): same line
         videos, shards = source.parents[1] / "videos", synthetic_shards(tmp_path / "syn")
-        for stage, argv in (("build_manifest", ["--dataset", "folder", "--videos", str(videos)]),
-                            ("export", ["--manifest", str(shards), "--workers", "2"])):
-            r = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *argv, "--out", str(tmp_path / stage),
-                                "--address", c.address], cwd=REPO, capture_output=True, text=True, timeout=120,
-                               env={k: v for k, v in c.env.items() if not k.startswith("RAY_AUTH")})
+        for stage, argv in (
+            ("build_manifest", ["--dataset", "folder", "--videos", str(videos)]),
+            ("export", ["--manifest", str(shards), "--workers", "2"]),
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", f"jobs.{stage}", *argv, "--out", str(tmp_path / stage), "--address", c.address],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={k: v for k, v in c.env.items() if not k.startswith("RAY_AUTH")},
+            )
             last = [ln for ln in r.stderr.splitlines() if ln.startswith(f"{stage}: error:")]
             assert r.returncode == 2 and len(last) == 1 and "RAY_AUTH_MODE=token" in last[0], r.stderr[-1500:]
             assert f"--address {c.address}: the cluster refused the connection" in last[0]
 
         # with the token: extract through --address; the second node's raylet dies mid-run
         out = tmp_path / "lost"
-        p = subprocess.Popen(extract_cmd(source, out, "--address", c.address, "--workers", "2"), cwd=REPO,
-                             env=c.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            extract_cmd(source, out, "--address", c.address, "--workers", "2"),
+            cwd=REPO,
+            env=c.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for_shard(out, p, timeout=240)
         os.kill(worker_raylet.pop(), signal.SIGKILL)
         stdout, stderr = p.communicate(timeout=400)
         if p.returncode != 0:  # retries exhausted: nothing published, the rerun finishes
             assert "nothing published" in stderr, stderr[-2000:]
-            r = subprocess.run(extract_cmd(source, out, "--address", c.address), cwd=REPO, env=c.env,
-                               capture_output=True, text=True, timeout=400)
+            r = subprocess.run(
+                extract_cmd(source, out, "--address", c.address),
+                cwd=REPO,
+                env=c.env,
+                capture_output=True,
+                text=True,
+                timeout=400,
+            )
             assert r.returncode == 0, r.stderr[-2000:]
             stdout = r.stdout
         vid = stdout.split()[-1]
 
         # an uninterrupted run of the same inputs (the remaining node) gives the same version, byte for byte
-        r = subprocess.run(extract_cmd(source, tmp_path / "clean", "--address", c.address), cwd=REPO, env=c.env,
-                           capture_output=True, text=True, timeout=400)
+        r = subprocess.run(
+            extract_cmd(source, tmp_path / "clean", "--address", c.address),
+            cwd=REPO,
+            env=c.env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert r.returncode == 0 and r.stdout.split()[-1] == vid, r.stderr[-2000:]
         lost, clean = shard_hashes(out / vid), shard_hashes(tmp_path / "clean" / vid)
         assert sorted(lost) == sorted(GOOD_FRAMES) and lost == clean

@@ -1,5 +1,6 @@
 """pipeline.contain: results and exceptions come back, a crash or a hang costs one call, the child is reused
 and restarted, and it does not outlive its caller."""
+
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from pipeline.contain import Contained, Crashed, TimedOut
 from pipeline.decode import DecodeError, decode_timeout, decode_video_ex
+
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +94,10 @@ def test_timeout_kills_grandchildren(box):
 
 
 def test_child_exits_when_the_caller_is_killed(tmp_path):
-    code = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); from pipeline.contain import Contained;"
-            "c = Contained(); print(c.call(os.getpid), flush=True); c.call(time.sleep, 300)")
+    code = (
+        "import os, sys, time; sys.path.insert(0, sys.argv[1]); from pipeline.contain import Contained;"
+        "c = Contained(); print(c.call(os.getpid), flush=True); c.call(time.sleep, 300)"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([sys.executable, "-c", code, str(REPO)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     child = int(p.stdout.readline())
@@ -126,7 +130,9 @@ def test_map_batch_attributes_crash_and_timeout_to_one_call(box):
     calls = [(3,), (4,), (5,), (6,)]
     out = box.map(frames, calls, [None] * 4)
     assert [o.shape[0] for o in out] == [3, 4, 5, 6] and box.starts == 1
-    out = box.map(ident_or_fault, [("a",), ("segv",), ("b",), ("hang",), ("fail",), ("c",)], [5.0, 5.0, 5.0, 0.5, 5.0, 5.0])
+    out = box.map(
+        ident_or_fault, [("a",), ("segv",), ("b",), ("hang",), ("fail",), ("c",)], [5.0, 5.0, 5.0, 0.5, 5.0, 5.0]
+    )
     assert out[0] == "a" and out[2] == "b" and out[5] == "c"
     assert isinstance(out[1], Crashed) and out[1].signal == signal.SIGSEGV
     assert isinstance(out[3], TimedOut) and isinstance(out[4], DecodeError)

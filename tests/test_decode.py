@@ -1,4 +1,5 @@
 """pipeline.decode: frame counts from decoding, resize, RGB order, ffmpeg fallback, truncated/bad files."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 from pipeline import decode
 from pipeline.decode import BackendFailure, DecodeError, decode_video, decode_video_ex, probe_video
+
 from videoutil import moving_square, write_video
 
 
@@ -20,21 +22,43 @@ def clips(tmp_path_factory):
     # moov atom first, then cut the file in half: the header still claims 60 frames, the data holds fewer
     full = write_video(d / "long.mp4", moving_square(60, seed=2))
     fast = d / "fast.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(full), "-c",
-                    "copy", "-movflags", "+faststart", str(fast)], check=True)
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(full),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(fast),
+        ],
+        check=True,
+    )
     short = d / "header_lies.mp4"
     short.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     half = d / "half.mp4"  # moov at the end: cut off, nothing can be decoded
     half.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
     zeroed = bytearray(fast.read_bytes())  # header intact, a quarter of the data zeroed mid-file
     n = len(zeroed)
-    zeroed[n // 2: 3 * n // 4] = bytes(3 * n // 4 - n // 2)
+    zeroed[n // 2 : 3 * n // 4] = bytes(3 * n // 4 - n // 2)
     (d / "zeroed.mp4").write_bytes(bytes(zeroed))
     text = d / "notes.avi"
     text.write_text("this is not a video\n" * 20)
     empty = d / "empty.avi"
     empty.write_bytes(b"")
-    return {"mp4": mp4, "avi": avi, "short": short, "zeroed": d / "zeroed.mp4", "half": half, "text": text, "empty": empty}
+    return {
+        "mp4": mp4,
+        "avi": avi,
+        "short": short,
+        "zeroed": d / "zeroed.mp4",
+        "half": half,
+        "text": text,
+        "empty": empty,
+    }
 
 
 @pytest.mark.parametrize("kind,n", [("mp4", 40), ("avi", 30)])
@@ -74,6 +98,7 @@ def test_rgb_channel_order(tmp_path, backend):
 def test_falls_back_to_ffmpeg_when_decord_fails(clips, monkeypatch):
     def broken(path, size):
         raise BackendFailure("decord exploded")
+
     monkeypatch.setitem(decode.BACKENDS, "decord", broken)
     d = decode_video_ex(clips["mp4"])
     assert d.backend == "ffmpeg" and d.frames.shape[0] == 40 and "decord exploded" in d.note
@@ -108,7 +133,9 @@ def test_longest_partial_prefix_is_kept_with_reason(clips, monkeypatch):
     def partial(n):
         def backend(path, size):
             raise BackendFailure(f"stopped at {n}", np.zeros((n, *size, 3), np.uint8))
+
         return backend
+
     monkeypatch.setitem(decode.BACKENDS, "decord", partial(7))
     monkeypatch.setitem(decode.BACKENDS, "ffmpeg", partial(3))
     d = decode_video_ex(clips["mp4"], size=(8, 8))
@@ -116,8 +143,7 @@ def test_longest_partial_prefix_is_kept_with_reason(clips, monkeypatch):
     assert d.note.startswith("truncated") and "stopped at 7" in d.note and "stopped at 3" in d.note
 
 
-@pytest.mark.parametrize("kind,reason", [("half", "Invalid data"), ("text", "Invalid data"),
-                                         ("empty", "empty file")])
+@pytest.mark.parametrize("kind,reason", [("half", "Invalid data"), ("text", "Invalid data"), ("empty", "empty file")])
 def test_bad_files_raise_decode_error_naming_file(clips, kind, reason):
     for fn in (decode_video, probe_video):
         with pytest.raises(DecodeError) as e:
@@ -140,10 +166,12 @@ def test_probe(clips):
 
 
 def test_parse_ffmpeg_header_text():
-    text = ("Input #0, avi, from 'x.avi':\n  Duration: 00:01:02.50, start: 0.000000, bitrate: 1 kb/s\n"
-            "  Stream #0:0: Audio: mp3, 44100 Hz\n"
-            "  Stream #0:1: Video: h264 (High), yuv420p(tv, bt709, progressive), 320x240 [SAR 1:1 DAR 4:3],"
-            " 29.97 fps, 29.97 tbr, 90k tbn\n")
+    text = (
+        "Input #0, avi, from 'x.avi':\n  Duration: 00:01:02.50, start: 0.000000, bitrate: 1 kb/s\n"
+        "  Stream #0:0: Audio: mp3, 44100 Hz\n"
+        "  Stream #0:1: Video: h264 (High), yuv420p(tv, bt709, progressive), 320x240 [SAR 1:1 DAR 4:3],"
+        " 29.97 fps, 29.97 tbr, 90k tbn\n"
+    )
     info = decode.parse_ffmpeg_header(text)
     assert (info.codec, info.width, info.height, info.fps) == ("h264", 320, 240, 29.97)
     assert info.duration_s == pytest.approx(62.5) and info.header_frames == round(62.5 * 29.97)

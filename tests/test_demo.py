@@ -1,4 +1,5 @@
 """The demo path end to end at the tiny preset (every stage CLI as a subprocess), the report and preview."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.report import markdown, plots
 from jobs.demokit import synth
+from jobs.report import markdown, plots
 from pipeline import flowimage, rgbf
 from pipeline.storage import ShardReader, ShardWriter
 
@@ -20,15 +21,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    proc = _run(["jobs.demo", "--preset", "tiny", "--workers", "2", "--data", str(root / "data"),
-                 "--runs", str(root / "runs")], timeout=600)
+    proc = _run(
+        ["jobs.demo", "--preset", "tiny", "--workers", "2", "--data", str(root / "data"), "--runs", str(root / "runs")],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root, proc.stdout
 
@@ -37,8 +41,14 @@ def demo(tmp_path_factory):
 def test_demo_writes_a_sane_report(demo):
     root, stdout = demo
     out = root / "runs" / "report"
-    for name in ("report.md", "summary.json", "confusion.png", "curves_pretrain.png", "curves_finetune.png",
-                 "flow_colour_key.png"):
+    for name in (
+        "report.md",
+        "summary.json",
+        "confusion.png",
+        "curves_pretrain.png",
+        "curves_finetune.png",
+        "flow_colour_key.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert list(out.glob("panel_*.png"))
     s = json.loads((out / "summary.json").read_text())
@@ -62,8 +72,9 @@ def test_demo_writes_a_sane_report(demo):
 def test_preview_renders_a_video_of_the_demo_shards(demo, tmp_path):
     root, _ = demo
     shards = root / "data" / "shards" / "target"
-    proc = _run(["jobs.preview", "--manifest", str(shards), "--video", "v_MoveUp_g01_c01", "--out", str(tmp_path)],
-                timeout=120)
+    proc = _run(
+        ["jobs.preview", "--manifest", str(shards), "--video", "v_MoveUp_g01_c01", "--out", str(tmp_path)], timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "v_MoveUp_g01_c01.png").stat().st_size > 0
     bad = _run(["jobs.preview", "--manifest", str(shards), "--video", "v_Nope", "--out", str(tmp_path)], timeout=120)
@@ -96,10 +107,15 @@ def test_colour_wheel_matches_flow_to_color():
 
 
 def test_markdown_lists_results_and_figures():
-    s = {"title": "t", "description": "d", "results": [{"model": "m", "stream": "RGBF", "top1": 0.95,
-                                                       "mean_class_accuracy": 0.9, "n": 20}],
-         "timings": {"extract": 1.5}, "settings": {"a": 1}, "figures": {"Curves": "curves.png"},
-         "commands": [["python", "-m", "jobs.extract"]]}
+    s = {
+        "title": "t",
+        "description": "d",
+        "results": [{"model": "m", "stream": "RGBF", "top1": 0.95, "mean_class_accuracy": 0.9, "n": 20}],
+        "timings": {"extract": 1.5},
+        "settings": {"a": 1},
+        "figures": {"Curves": "curves.png"},
+        "commands": [["python", "-m", "jobs.extract"]],
+    }
     md = markdown.markdown(s)
     assert "| m | RGBF | 95.0% | 90.0% | 20 |" in md and "![Curves](curves.png)" in md
 
@@ -112,8 +128,12 @@ def test_demo_training_commands_select_on_validation(tmp_path):
     calls = []
     p = demo.PRESETS["default"]
     shards = {"pretrain": tmp_path / "pre", "target": tmp_path / "tgt"}
-    assert demo.train_and_evaluate(lambda stage, args: calls.append((stage, args)), p, shards, tmp_path,
-                                   validation_only=True) == {}
+    assert (
+        demo.train_and_evaluate(
+            lambda stage, args: calls.append((stage, args)), p, shards, tmp_path, validation_only=True
+        )
+        == {}
+    )
     stages = [s for s, _ in calls]
     assert stages == ["pretrain-rgb", "finetune-rgb", "pretrain-rgbf", "finetune-rgbf"]  # no evaluate-*
     args = dict(calls)

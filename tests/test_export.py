@@ -1,4 +1,5 @@
 """jobs.export: mmaction2 rawframes folders and file lists, read back and checked against the shards."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from fixtures import synthetic_shards
 from jobs import export as export_job
 from manifests.readers.rawframes import MARKER, list_name, parse_list
 from manifests.shards import load_shards
 from pipeline.storage import ShardReader
+
+from fixtures import synthetic_shards
 
 
 def _read(path) -> np.ndarray:
@@ -23,8 +25,9 @@ def _read(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
-    return synthetic_shards(root, num_videos=6, num_classes=3, frames=[5, 6, 7, 5, 6, 7], multilabel=True,
-                            height=24, width=32, test_every=3)
+    return synthetic_shards(
+        root, num_videos=6, num_classes=3, frames=[5, 6, 7, 5, 6, 7], multilabel=True, height=24, width=32, test_every=3
+    )
 
 
 def test_rawframes_round_trip(shards, tmp_path, capsys):
@@ -72,29 +75,39 @@ def test_rawframes_round_trip(shards, tmp_path, capsys):
 
 def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
     out = tmp_path / "rf"
-    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0",
-                            "--split", "split1", "--streams", "flow"]) == 0
+    assert (
+        export_job.main(
+            ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--split", "split1", "--streams", "flow"]
+        )
+        == 0
+    )
     victim = sorted(p for p in out.iterdir() if p.is_dir())[0]
     for p in victim.iterdir():
         p.unlink()
     victim.rmdir()
     (out / ".tmp-junk-1234").mkdir()  # a killed run's partial folder
     capsys.readouterr()
-    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0",
-                            "--split", "split1", "--streams", "flow"]) == 0
+    assert (
+        export_job.main(
+            ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--split", "split1", "--streams", "flow"]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "1 videos exported, 5 done earlier" in err and not (out / ".tmp-junk-1234").exists()
-    assert sorted((out / victim.name).glob("flow_x_*"))  and not list((out / victim.name).glob("img_*"))
+    assert sorted((out / victim.name).glob("flow_x_*")) and not list((out / victim.name).glob("img_*"))
     # same dir, other options: refused; a non-empty foreign dir: refused; bad split / stream / format
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x.txt").write_text("x")
-    cases = [(["--out", str(out), "--split", "split1"], "--out"),
-             (["--out", str(foreign)], "--out"),
-             (["--out", str(tmp_path / "a"), "--split", "nope"], "--split"),
-             (["--out", str(tmp_path / "b"), "--streams", "rgb,depth"], "--streams"),
-             (["--out", str(tmp_path / "c"), "--format", "videos"], "--format"),
-             (["--out", str(tmp_path / "e"), "--chunk", "0"], "--chunk")]
+    cases = [
+        (["--out", str(out), "--split", "split1"], "--out"),
+        (["--out", str(foreign)], "--out"),
+        (["--out", str(tmp_path / "a"), "--split", "nope"], "--split"),
+        (["--out", str(tmp_path / "b"), "--streams", "rgb,depth"], "--streams"),
+        (["--out", str(tmp_path / "c"), "--format", "videos"], "--format"),
+        (["--out", str(tmp_path / "e"), "--chunk", "0"], "--chunk"),
+    ]
     for args, name in cases:
         capsys.readouterr()
         assert export_job.main(["--manifest", str(shards), "--workers", "0", *args]) == 2
@@ -121,8 +134,10 @@ def test_ids_with_whitespace_get_mmaction2_safe_folders(tmp_path):
     from manifests.shards import VideoStreams, write_shard_dataset
 
     rgb = np.random.default_rng(0).integers(0, 255, (4, 16, 20, 3), dtype=np.uint8)
-    vids = [VideoStreams(v, {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[:-1]}, (i,), {"split1": "train"})
-            for i, v in enumerate(["v odd name", "v_odd_name", "plain"])]
+    vids = [
+        VideoStreams(v, {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[:-1]}, (i,), {"split1": "train"})
+        for i, v in enumerate(["v odd name", "v_odd_name", "plain"])
+    ]
     shards = write_shard_dataset(tmp_path / "s", vids, ["a", "b", "c"])
     out = tmp_path / "rf"
     assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0"]) == 0
@@ -142,13 +157,17 @@ def test_windowed_videos_export_one_folder_per_window(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(9, 16, 20, 3), dtype=np.uint8)  # windows of 4 and 5 frames
     flow = rng.integers(1, 256, size=(7, 16, 20, 3), dtype=np.uint8)  # 3 + 4 flows, none across the gap
-    videos = [VideoStreams("v_a", {"rgb": rgb, "flow": flow, "rgbf": flow}, (0,), {"split1": "train"},
-                           windows=((0, 4), (20, 5))),
-              VideoStreams("v_b", {"rgb": rgb[:5], "flow": flow[:4], "rgbf": flow[:4]}, (1,), {"split1": "test"})]
+    videos = [
+        VideoStreams(
+            "v_a", {"rgb": rgb, "flow": flow, "rgbf": flow}, (0,), {"split1": "train"}, windows=((0, 4), (20, 5))
+        ),
+        VideoStreams("v_b", {"rgb": rgb[:5], "flow": flow[:4], "rgbf": flow[:4]}, (1,), {"split1": "test"}),
+    ]
     shards = write_shard_dataset(tmp_path / "shards", videos, ["c0", "c1"], codec="lzf")
     out = tmp_path / "rawframes"
-    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0",
-                            "--jpeg-quality", "100"]) == 0
+    assert (
+        export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", "--jpeg-quality", "100"]) == 0
+    )
     assert sorted(p.name for p in (out / "v_a").iterdir()) == ["w00", "w01"]
     for sub, first, n in (("w00", 0, 4), ("w01", 4, 5)):
         imgs = sorted((out / "v_a" / sub).glob("img_*.jpg"))

@@ -1,5 +1,6 @@
 """jobs.extract: bad-input policy (no Ray), then the Ray job on one shared multi-node cluster: a node killed
 mid-job, the driver killed with SIGKILL mid-run, reruns; every good video lands exactly once."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,11 +16,20 @@ import numpy as np
 import pytest
 
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
-from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table, videos_table
 from manifests.shards import load_shards
+from manifests.source.schema import (
+    KIND,
+    LABELS_FILE,
+    SCHEMA_VERSION,
+    VIDEOS_FILE,
+    VideoRecord,
+    labels_table,
+    videos_table,
+)
 from manifests.versioning import VersionMeta, content_id, file_digest, publish, utc_now
 from pipeline.flow import FlowConfig
 from pipeline.storage import ShardReader
+
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +42,10 @@ BAD = {"corrupt": "decode", "empty": "decode", "short": "length", "still": "stat
 
 def make_videos(root: Path) -> dict[str, Path]:
     """Good moving-square videos plus one of each bad kind, all tiny."""
-    paths = {v: write_video(root / f"{v}.avi", moving_square(n, 48, 64, seed=i))
-             for i, (v, n) in enumerate(GOOD_FRAMES.items())}
+    paths = {
+        v: write_video(root / f"{v}.avi", moving_square(n, 48, 64, seed=i))
+        for i, (v, n) in enumerate(GOOD_FRAMES.items())
+    }
     paths["corrupt"] = root / "corrupt.avi"
     paths["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     paths["empty"] = root / "empty.avi"
@@ -45,19 +57,51 @@ def make_videos(root: Path) -> dict[str, Path]:
 
 def make_source(root: Path, videos: dict[str, Path]) -> Path:
     """A source manifest version listing every video as status ok (the bad ones fail in extraction)."""
-    recs = [VideoRecord(video_id=v, rel_path=p.name, labels=(i % 2,), label_names=(("a", "b")[i % 2],),
-                        splits={"split1": "train" if i % 3 else "test"}, size_bytes=p.stat().st_size,
-                        sha256=file_digest(p), duration_s=None, fps=None, width=None, height=None,
-                        num_frames=None, status="ok", error=None)
-            for i, (v, p) in enumerate(sorted(videos.items()))]
-    recs.append(VideoRecord("missing", "missing.avi", (0,), ("a",), {}, None, None, None, None, None, None, None,
-                            "missing", "no such file"))
+    recs = [
+        VideoRecord(
+            video_id=v,
+            rel_path=p.name,
+            labels=(i % 2,),
+            label_names=(("a", "b")[i % 2],),
+            splits={"split1": "train" if i % 3 else "test"},
+            size_bytes=p.stat().st_size,
+            sha256=file_digest(p),
+            duration_s=None,
+            fps=None,
+            width=None,
+            height=None,
+            num_frames=None,
+            status="ok",
+            error=None,
+        )
+        for i, (v, p) in enumerate(sorted(videos.items()))
+    ]
+    recs.append(
+        VideoRecord(
+            "missing",
+            "missing.avi",
+            (0,),
+            ("a",),
+            {},
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "missing",
+            "no such file",
+        )
+    )
     vid = content_id([r.video_id + r.sha256 if r.sha256 else r.video_id for r in recs])
-    meta = VersionMeta(vid, KIND, SCHEMA_VERSION, {"videos_root": str(next(iter(videos.values())).parent)},
-                       None, utc_now())
+    meta = VersionMeta(
+        vid, KIND, SCHEMA_VERSION, {"videos_root": str(next(iter(videos.values())).parent)}, None, utc_now()
+    )
 
     def write(tmp: Path) -> None:
         import pyarrow.parquet as pq
+
         pq.write_table(videos_table(recs), tmp / VIDEOS_FILE)
         pq.write_table(labels_table(["a", "b"]), tmp / LABELS_FILE)
 
@@ -98,9 +142,29 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     from manifests.extraction.bookkeeping import select_videos, shard_rows
     from manifests.source.loader import load_source
 
-    a = build_parser().parse_args(["--manifest", "m", "--out", "o", "--codec", "lzf", "--codec", "flow=jpeg-planar",
-                                   "--flow-param", "inner=2", "--flow-param", "alpha=0.3", "--split", "split1",
-                                   "--size", "32", "40", "--quality", "80"])
+    a = build_parser().parse_args(
+        [
+            "--manifest",
+            "m",
+            "--out",
+            "o",
+            "--codec",
+            "lzf",
+            "--codec",
+            "flow=jpeg-planar",
+            "--flow-param",
+            "inner=2",
+            "--flow-param",
+            "alpha=0.3",
+            "--split",
+            "split1",
+            "--size",
+            "32",
+            "40",
+            "--quality",
+            "80",
+        ]
+    )
     cfg = config_from_args(a)
     assert cfg.codec == {"rgb": "lzf", "flow": "jpeg-planar", "rgbf": "lzf"} and cfg.codec_opts == {"quality": 80}
     # the preset and every resolved Brox parameter are part of the config (and so of the version id)
@@ -110,8 +174,11 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     assert cfg.size == (32, 40) and cfg.splits == ("split1",)
     opencv = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-preset", "opencv"]))
     assert opencv.flow.preset == "opencv" and opencv.flow.params.warp == "bilinear"
-    for bad, name in ((["--flow-param", "levels=3"], "levels"), (["--flow-param", "alpha=-1"], "alpha"),
-                      (["--flow-preset", "fastest"], "--flow-preset")):
+    for bad, name in (
+        (["--flow-param", "levels=3"], "levels"),
+        (["--flow-param", "alpha=-1"], "alpha"),
+        (["--flow-preset", "fastest"], "--flow-preset"),
+    ):
         with pytest.raises(ValueError, match=name):  # bad Brox preset / parameter: a UsageError before any work
             config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", *bad]))
     src = load_source(source)
@@ -119,22 +186,42 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     assert len(tasks) == len(GOOD_FRAMES) + len(BAD) and [f.video_id for f in fails] == ["missing"]
     # failures keep the video's splits (jobs.evaluate counts them as missing test videos)
     rows = {r.video_id: r for r in src.videos}
-    _, failed = shard_rows([{"path": "x/00000.h5", "name": "00000.h5", "sha256": "s", "videos": [],
-                           "failures": [{"video_id": "corrupt", "stage": "decode", "error": "e"}]}], rows)
+    _, failed = shard_rows(
+        [
+            {
+                "path": "x/00000.h5",
+                "name": "00000.h5",
+                "sha256": "s",
+                "videos": [],
+                "failures": [{"video_id": "corrupt", "stage": "decode", "error": "e"}],
+            }
+        ],
+        rows,
+    )
     assert failed[0].splits == rows["corrupt"].splits and failed[0].splits["split1"] in ("train", "test")
     assert version_id(src, CFG, "c1") == version_id(src, ExtractConfig(**vars(CFG)), "c1")
-    assert len({version_id(src, CFG, "c1"), version_id(src, CFG, "c2"),
-                version_id(src, ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=3)), "c1")}) == 3
+    assert (
+        len(
+            {
+                version_id(src, CFG, "c1"),
+                version_id(src, CFG, "c2"),
+                version_id(src, ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=3)), "c1"),
+            }
+        )
+        == 3
+    )
 
     # the layout from what the cluster has: never a GPU it lacks; auto = pipelined only with GPUs
     assert layout({"CPU": 4.0}) == Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", 4)
     assert layout({"CPU": 2.0}, workers=1) == Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", 1)
     assert layout({"CPU": 16.0, "GPU": 2.0}, "tasks") == Layout("tasks", {"num_cpus": 1, "num_gpus": 1}, "cuda", 2)
-    assert layout({"CPU": 16.0, "GPU": 2.0}) == Layout("pipelined", {"num_cpus": 1, "num_gpus": 0}, "cuda", 14, 2,
-                                                       {"num_cpus": 1, "num_gpus": 1})
+    assert layout({"CPU": 16.0, "GPU": 2.0}) == Layout(
+        "pipelined", {"num_cpus": 1, "num_gpus": 0}, "cuda", 14, 2, {"num_cpus": 1, "num_gpus": 1}
+    )
     # without GPUs each core holds one flow actor and one shard task: 0.75 + 0.25 CPU
-    assert layout({"CPU": 2.0}, "pipelined") == Layout("pipelined", {"num_cpus": 0.25, "num_gpus": 0}, "cpu", 2, 2,
-                                                       {"num_cpus": 0.75, "num_gpus": 0})
+    assert layout({"CPU": 2.0}, "pipelined") == Layout(
+        "pipelined", {"num_cpus": 0.25, "num_gpus": 0}, "cpu", 2, 2, {"num_cpus": 0.75, "num_gpus": 0}
+    )
     assert layout({"CPU": 8.0}, "pipelined", workers=3, flow_workers=5).flow_workers == 5
 
 
@@ -152,12 +239,25 @@ def cluster():
     c.shutdown()
 
 
-def job(source: Path, out: Path, address: str, *extra: str, args: list[str] = ARGS,
-        stall_s: float | None = None) -> subprocess.Popen:
+def job(
+    source: Path, out: Path, address: str, *extra: str, args: list[str] = ARGS, stall_s: float | None = None
+) -> subprocess.Popen:
     """``python -m jobs.extract`` on the cluster; with ``stall_s``, through tests/stalled_extract.py."""
     entry = ["-m", "jobs.extract"] if stall_s is None else [str(REPO / "tests" / "stalled_extract.py"), str(stall_s)]
-    cmd = [sys.executable, *entry, "--manifest", str(source), "--out", str(out),
-           "--address", address, "--shard-size", "1", *args, *extra]
+    cmd = [
+        sys.executable,
+        *entry,
+        "--manifest",
+        str(source),
+        "--out",
+        str(out),
+        "--address",
+        address,
+        "--shard-size",
+        "1",
+        *args,
+        *extra,
+    ]
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -230,6 +330,7 @@ def test_driver_sigkill_then_rerun_resumes(cluster, source, tmp_path):
     # a third run finds the published version: same id, nothing redone, Ray not even started
     from jobs.extract import build_parser, config_from_args
     from jobs.extraction.driver import extract
+
     cfg = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--shard-size", "1", *ARGS]))
     msgs = []
     again = extract(source, out, cfg, address="unused:0", log=msgs.append)
@@ -263,9 +364,10 @@ def flow_actors() -> dict[int, tuple[str, float]]:
 def long_source(tmp_path_factory) -> Path:
     """Three videos of 130 frames: three flow requests each (64 + 64 + 1 pairs)."""
     d = tmp_path_factory.mktemp("long")
-    return make_source(d / "manifests", {f"long{i}": write_video(d / "videos" / f"long{i}.avi",
-                                                                  moving_square(130, 48, 64, seed=i))
-                                         for i in range(3)})
+    return make_source(
+        d / "manifests",
+        {f"long{i}": write_video(d / "videos" / f"long{i}.avi", moving_square(130, 48, 64, seed=i)) for i in range(3)},
+    )
 
 
 LONG_ARGS = ["--size", "48", "64"]  # the default Brox preset: ~0.6 s per request of 64 pairs here
@@ -318,8 +420,7 @@ def test_pipelined_node_lost_mid_run_gives_the_same_shards(cluster, long_source,
     stall + ping (2 s each here); the same shards as --mode tasks."""
     vid, reference = tasks_reference
     out = tmp_path / "pipe"
-    p = job(long_source, out, cluster.address, "--mode", "pipelined", args=LONG_ARGS,
-            stall_s=2)
+    p = job(long_source, out, cluster.address, "--mode", "pipelined", args=LONG_ARGS, stall_s=2)
     wait_for_shard(out, p)
     worker = [n for n in cluster.list_all_nodes() if n is not cluster.head_node][0]
     cluster.remove_node(worker, allow_graceful=False)
@@ -327,8 +428,9 @@ def test_pipelined_node_lost_mid_run_gives_the_same_shards(cluster, long_source,
         rc, stdout, stderr = finish(p, timeout=300)
         if rc != 0:  # retries exhausted: nothing published, a rerun finishes the remaining shards
             assert "nothing published" in stderr and not (out / "LATEST").exists()
-            rc, stdout, stderr = finish(job(long_source, out, cluster.address, "--mode", "pipelined",
-                                            args=LONG_ARGS, stall_s=2), timeout=300)
+            rc, stdout, stderr = finish(
+                job(long_source, out, cluster.address, "--mode", "pipelined", args=LONG_ARGS, stall_s=2), timeout=300
+            )
         assert rc == 0, stderr
         assert stdout.strip().splitlines()[-1] == vid
         assert "(1 did not answer)" in stderr  # the lost node's actor is still waiting for room

@@ -1,4 +1,5 @@
 """Brox flow against exact synthetic ground truth: I0(x) = I1(x + w(x)) for a known smooth w."""
+
 import dataclasses
 import importlib.util
 from pathlib import Path
@@ -8,12 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.flow import (DEFAULT_PRESET, PRESETS, BroxFlow, BroxParams, FlowConfig, batch_for_memory, brox_flow, brox_params,
-                           pyramid_sizes, rgb_to_gray)
+from pipeline.flow import (
+    DEFAULT_PRESET,
+    PRESETS,
+    BroxFlow,
+    BroxParams,
+    FlowConfig,
+    batch_for_memory,
+    brox_flow,
+    brox_params,
+    pyramid_sizes,
+    rgb_to_gray,
+)
 from pipeline.flowmetrics import angular_error, epe, epe_map, flow_field, smooth_texture, warp_pair
 
 H, W, M = 64, 80, 12
-FAST = dict(outer=4, inner=5, solver=5)      # for tests that are not about accuracy at the defaults
+FAST = dict(outer=4, inner=5, solver=5)  # for tests that are not about accuracy at the defaults
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -51,7 +62,7 @@ def solved_by_preset():
     for field, mod, _, _ in CASES.values():
         gt = flow_field(field, H, W)
         i0, i1 = warp_pair(src, gt)
-        if mod == "bright":         # additive brightness change: gray constancy fails, gradient constancy holds
+        if mod == "bright":  # additive brightness change: gray constancy fails, gradient constancy holds
             i0 = np.clip(i0 + 0.08, 0, 1)
         elif mod == "noise":
             i0, i1 = _noisy(i0, rng), _noisy(i1, rng)
@@ -124,8 +135,12 @@ def _reference_sor(du, dv, hx, vy, d11, d22, a12, rhs, sweeps, omega=1.99):
                 for x in range(w):
                     if (x + y) % 2 != colour:
                         continue
-                    nbrs = [(y, x - 1, hx[y, x - 1] if x > 0 else 0), (y, x + 1, hx[y, x] if x < w - 1 else 0),
-                            (y - 1, x, vy[y - 1, x] if y > 0 else 0), (y + 1, x, vy[y, x] if y < h - 1 else 0)]
+                    nbrs = [
+                        (y, x - 1, hx[y, x - 1] if x > 0 else 0),
+                        (y, x + 1, hx[y, x] if x < w - 1 else 0),
+                        (y - 1, x, vy[y - 1, x] if y > 0 else 0),
+                        (y + 1, x, vy[y, x] if y < h - 1 else 0),
+                    ]
                     su = sum(s * du[j, i] for j, i, s in nbrs if s) + rhs[0, y, x] - a12[y, x] * dv[y, x]
                     du[y, x] = (1 - omega) * du[y, x] + omega * su / d11[y, x]
                     sv = sum(s * dv[j, i] for j, i, s in nbrs if s) + rhs[1, y, x] - a12[y, x] * du[y, x]
@@ -136,6 +151,7 @@ def _reference_sor(du, dv, hx, vy, d11, d22, a12, rhs, sweeps, omega=1.99):
 def test_sor_matches_pixelwise_reference():
     from pipeline import sornative
     from pipeline.flow import _checkerboard, _sor_checkerboard
+
     rng = np.random.default_rng(1)
     h, w = 5, 6
     du0, dv0 = rng.normal(size=(h, w)), rng.normal(size=(h, w))
@@ -158,31 +174,33 @@ def test_sor_matches_pixelwise_reference():
 def test_smoothness_weights_match_reference():
     """Staggered-grid weights: difference across the link, mean of two central differences along it."""
     from pipeline.flow import _smoothness
+
     rng = np.random.default_rng(2)
     h, w = 4, 5
     uv = rng.normal(size=(2, h, w))
-    p = np.pad(uv, ((0, 0), (1, 1), (1, 1)), mode="edge")              # replicated borders
+    p = np.pad(uv, ((0, 0), (1, 1), (1, 1)), mode="edge")  # replicated borders
     hx, vy = _smoothness(torch.tensor(uv, dtype=torch.float32)[None])
     for y in range(h):
         for x in range(w - 1):
             gx = uv[:, y, x + 1] - uv[:, y, x]
             gy = 0.25 * (p[:, y + 2, x + 1] + p[:, y + 2, x + 2] - p[:, y, x + 1] - p[:, y, x + 2])
-            assert np.isclose(hx[0, y, x].item(), 0.5 / np.sqrt((gx ** 2 + gy ** 2).sum() + 1e-6), rtol=1e-4)
+            assert np.isclose(hx[0, y, x].item(), 0.5 / np.sqrt((gx**2 + gy**2).sum() + 1e-6), rtol=1e-4)
     for y in range(h - 1):
         for x in range(w):
             gy = uv[:, y + 1, x] - uv[:, y, x]
             gx = 0.25 * (p[:, y + 1, x + 2] + p[:, y + 2, x + 2] - p[:, y + 1, x] - p[:, y + 2, x])
-            assert np.isclose(vy[0, y, x].item(), 0.5 / np.sqrt((gx ** 2 + gy ** 2).sum() + 1e-6), rtol=1e-4)
+            assert np.isclose(vy[0, y, x].item(), 0.5 / np.sqrt((gx**2 + gy**2).sum() + 1e-6), rtol=1e-4)
 
 
 def test_derivative_kernel():
     from pipeline.flow import _dx, _dy
+
     ys, xs = np.mgrid[0:9, 0:11].astype(np.float32)
-    img = torch.from_numpy(0.5 * xs ** 2 + 3 * ys)[None]
+    img = torch.from_numpy(0.5 * xs**2 + 3 * ys)[None]
     dx, dy = _dx(img)[0].numpy(), _dy(img)[0].numpy()
-    assert np.allclose(dx[:, 2:-2], xs[:, 2:-2], atol=1e-4)               # the 5-tap kernel is exact on quadratics
+    assert np.allclose(dx[:, 2:-2], xs[:, 2:-2], atol=1e-4)  # the 5-tap kernel is exact on quadratics
     assert np.allclose(dy[2:-2], 3, atol=1e-4)
-    assert np.allclose(dx[:, 0], 0, atol=1e-4) and np.allclose(dy[0], 0, atol=1e-4)   # mirrored border: symmetric
+    assert np.allclose(dx[:, 0], 0, atol=1e-4) and np.allclose(dy[0], 0, atol=1e-4)  # mirrored border: symmetric
 
 
 def test_batch_equals_single_pairs():
@@ -192,7 +210,7 @@ def test_batch_equals_single_pairs():
     i1 = torch.from_numpy(np.stack([p[1] for p in pairs]))
     both = brox_flow(i0, i1, **FAST)
     for b in range(2):
-        single = brox_flow(i0[b:b + 1, None], i1[b:b + 1, None], **FAST)     # (1, 1, H, W) input form
+        single = brox_flow(i0[b : b + 1, None], i1[b : b + 1, None], **FAST)  # (1, 1, H, W) input form
         assert torch.allclose(both[b], single[0], atol=1e-4)
 
 
@@ -214,7 +232,7 @@ def test_frames_smaller_than_a_pyramid_level(size):
     i0, i1 = warp_pair(src, gt)
     uv = brox_flow(torch.from_numpy(i0)[None], torch.from_numpy(i1)[None])[0].permute(1, 2, 0).numpy()
     assert np.isfinite(uv).all()
-    assert epe(uv, gt) < 0.15                   # |w| = 0.5: a zero or wrong-signed estimate fails
+    assert epe(uv, gt) < 0.15  # |w| = 0.5: a zero or wrong-signed estimate fails
 
 
 def test_smallest_frames_are_finite():
@@ -236,38 +254,54 @@ def test_empty_batch():
     assert uv.shape == (0, 2, 20, 24)
 
 
-@pytest.mark.parametrize("prev, next, match", [
-    (torch.zeros(2, 20, 24), torch.zeros(2, 20, 25), "same shape"),
-    (torch.zeros(2, 20, 24, dtype=torch.uint8), torch.zeros(2, 20, 24), "prev must be a floating"),
-    (torch.zeros(2, 20, 24), torch.full((2, 20, 24), 255.0), "next must be gray values in"),
-    (torch.zeros(2, 20, 24), torch.full((2, 20, 24), float("nan")), "next contains NaN"),
-    (torch.zeros(2, 20, 24), torch.full((2, 20, 24), float("inf")), "next contains NaN or inf"),
-    (torch.zeros(20, 24), torch.zeros(20, 24), "prev must have shape"),
-    (torch.zeros(2, 3, 20, 24), torch.zeros(2, 3, 20, 24), "prev must have shape"),
-    (torch.zeros(1, 2, 24), torch.zeros(1, 2, 24), "at least 3x3"),
-    (np.zeros((1, 20, 24), np.float32), torch.zeros(1, 20, 24), "prev must be a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "prev, next, match",
+    [
+        (torch.zeros(2, 20, 24), torch.zeros(2, 20, 25), "same shape"),
+        (torch.zeros(2, 20, 24, dtype=torch.uint8), torch.zeros(2, 20, 24), "prev must be a floating"),
+        (torch.zeros(2, 20, 24), torch.full((2, 20, 24), 255.0), "next must be gray values in"),
+        (torch.zeros(2, 20, 24), torch.full((2, 20, 24), float("nan")), "next contains NaN"),
+        (torch.zeros(2, 20, 24), torch.full((2, 20, 24), float("inf")), "next contains NaN or inf"),
+        (torch.zeros(20, 24), torch.zeros(20, 24), "prev must have shape"),
+        (torch.zeros(2, 3, 20, 24), torch.zeros(2, 3, 20, 24), "prev must have shape"),
+        (torch.zeros(1, 2, 24), torch.zeros(1, 2, 24), "at least 3x3"),
+        (np.zeros((1, 20, 24), np.float32), torch.zeros(1, 20, 24), "prev must be a torch.Tensor"),
+    ],
+)
 def test_bad_inputs(prev, next, match):
     with pytest.raises(ValueError, match=match):
         brox_flow(prev, next)
 
 
-@pytest.mark.parametrize("params, match", [
-    (dict(alpha=0), "alpha"), (dict(scale=1.0), "scale"), (dict(inner=0), "inner"),
-    (dict(solver=2.5), "solver"), (dict(gamma=float("nan")), "gamma"), (dict(warp="nearest"), "warp"),
-    (dict(border="zeros"), "border"), (dict(alpha="1"), "alpha"),
-    (dict(warps=0), "warps"), (dict(median=4), "median"), (dict(median=1), "median"), (dict(texture=1.0), "texture"),
-    (dict(edge=-1.0), "edge"), (dict(omega=2.0), "omega"), (dict(omega=0), "omega"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(alpha=0), "alpha"),
+        (dict(scale=1.0), "scale"),
+        (dict(inner=0), "inner"),
+        (dict(solver=2.5), "solver"),
+        (dict(gamma=float("nan")), "gamma"),
+        (dict(warp="nearest"), "warp"),
+        (dict(border="zeros"), "border"),
+        (dict(alpha="1"), "alpha"),
+        (dict(warps=0), "warps"),
+        (dict(median=4), "median"),
+        (dict(median=1), "median"),
+        (dict(texture=1.0), "texture"),
+        (dict(edge=-1.0), "edge"),
+        (dict(omega=2.0), "omega"),
+        (dict(omega=0), "omega"),
+    ],
+)
 def test_bad_params(params, match):
     with pytest.raises(ValueError, match=match):
         BroxParams(**params)
-    with pytest.raises(ValueError, match=match):        # the same through the public entry points
+    with pytest.raises(ValueError, match=match):  # the same through the public entry points
         brox_flow(torch.zeros(1, 20, 24), torch.zeros(1, 20, 24), **params)
 
 
 def test_presets():
-    assert brox_params("opencv") == BroxParams()                         # the dataclass defaults are OpenCV's
+    assert brox_params("opencv") == BroxParams()  # the dataclass defaults are OpenCV's
     assert brox_params() == brox_params(DEFAULT_PRESET) and DEFAULT_PRESET == "accurate"
     acc = brox_params("accurate", alpha=0.3)
     assert acc.alpha == 0.3 and acc.warp == "bicubic" and acc.border == "ignore"
@@ -299,29 +333,31 @@ def test_overshoot_is_clamped_not_rejected():
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=3)
     i0, i1 = (torch.from_numpy(x)[None] for x in warp_pair(src, flow_field("translate", H, W)))
     lo, hi = min(i0.min(), i1.min()), max(i0.max(), i1.max())
-    over0, over1 = ((x - lo) / (hi - lo) * 1.02 - 0.01 for x in (i0, i1))   # range [-0.01, 1.01]
+    over0, over1 = ((x - lo) / (hi - lo) * 1.02 - 0.01 for x in (i0, i1))  # range [-0.01, 1.01]
     assert min(over0.min(), over1.min()) < 0 and max(over0.max(), over1.max()) > 1
     got = brox_flow(over0, over1, **FAST)
     assert torch.isfinite(got).all()
     assert torch.equal(got, brox_flow(over0.clamp(0, 1), over1.clamp(0, 1), **FAST))
     with pytest.raises(ValueError, match="prev must be gray values in"):
-        brox_flow(i0 * 1.5, i1, **FAST)                                   # not an overshoot: rejected
+        brox_flow(i0 * 1.5, i1, **FAST)  # not an overshoot: rejected
 
 
 def test_median_filter_matches_numpy():
     from pipeline.flow import _median
+
     g = torch.Generator().manual_seed(0)
     uv = torch.randn(2, 2, 9, 11, generator=g)
     got = _median(uv, 5).numpy()
     pad = np.pad(uv.numpy(), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="edge")
-    win = np.lib.stride_tricks.sliding_window_view(pad, (5, 5), axis=(2, 3))       # (2, 2, 9, 11, 5, 5)
+    win = np.lib.stride_tricks.sliding_window_view(pad, (5, 5), axis=(2, 3))  # (2, 2, 9, 11, 5, 5)
     assert np.allclose(got, np.median(win.reshape(*win.shape[:4], 25), -1))
 
 
 def test_structure_texture_removes_lighting():
     """The pre-filter output stays in [0, 1] and a smooth brightness ramp is attenuated by about `weight`."""
     from pipeline.flow import _structure_texture
-    ramp = torch.linspace(0.2, 0.8, 60).repeat(40, 1)[None]               # (1, 40, 60) horizontal ramp
+
+    ramp = torch.linspace(0.2, 0.8, 60).repeat(40, 1)[None]  # (1, 40, 60) horizontal ramp
     tex = _structure_texture(ramp, 0.5)
     assert tex.min() >= 0 and tex.max() <= 1
     inner = tex[0, 10:-10, 10:-10]
@@ -342,8 +378,8 @@ def test_extras_are_finite_and_consistent():
 
 def test_batch_for_memory():
     assert batch_for_memory(128, 171, 0) == 1
-    assert batch_for_memory(128, 171, 10 ** 15) == 1024
-    assert batch_for_memory(256, 340, 80 * 2 ** 30) == 80 * 2 ** 30 // 2 // (600 * 256 * 340)
+    assert batch_for_memory(128, 171, 10**15) == 1024
+    assert batch_for_memory(256, 340, 80 * 2**30) == 80 * 2**30 // 2 // (600 * 256 * 340)
 
 
 def test_broxflow_stage_on_rgb_frames():
@@ -434,6 +470,7 @@ def test_native_sor_matches_pytorch_sweeps():
     default preset (ω = 1.95, a stable iteration) agrees with the PyTorch path to float rounding."""
     from pipeline import flow, sornative
     from pipeline.flow import _checkerboard, _sor_checkerboard
+
     if not sornative.available():
         pytest.skip("no working C compiler: the native SOR kernel is not built")
     g = torch.Generator().manual_seed(1)
@@ -472,7 +509,7 @@ def test_solve_never_reads_tensor_values_on_the_host(monkeypatch):
 
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=8)
     i0, i1 = (torch.from_numpy(x)[None] for x in warp_pair(src, flow_field("affine", H, W)))
-    p = brox_params("best", edge=3.0, **FAST)                      # every optional stage switched on
+    p = brox_params("best", edge=3.0, **FAST)  # every optional stage switched on
     monkeypatch.setattr(flow, "NATIVE_SOR", False)
     for name in ("item", "__bool__", "__float__", "__int__", "tolist", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, refuse)

@@ -1,12 +1,19 @@
 """Flow images (section 3.4), .flo files and the Middlebury colour wheel."""
+
 import cv2
 import numpy as np
 import pytest
 
 from pipeline import clips
-
-from pipeline.flowimage import (color_wheel, flow_to_color, flow_to_image, image_to_flow, read_flo,
-                                write_color_png, write_flo)
+from pipeline.flowimage import (
+    color_wheel,
+    flow_to_color,
+    flow_to_image,
+    image_to_flow,
+    read_flo,
+    write_color_png,
+    write_flo,
+)
 
 
 def test_flow_image_mapping_and_round_trip():
@@ -19,12 +26,12 @@ def test_flow_image_mapping_and_round_trip():
     step = 20 / 127
     assert np.abs(back - np.clip(flow, -20, 20)).max() <= step / 2 + 1e-5  # half a quantisation step
     # fixed points of the mapping: -bound -> 1, +bound -> 255, 0 -> 128; beyond bound clips
-    f = np.array([[[-20.0, 20.0], [0.0, 0.0], [-100.0, 100.0], [3.0, 4.0]]], np.float32)   # (1, 4, 2)
+    f = np.array([[[-20.0, 20.0], [0.0, 0.0], [-100.0, 100.0], [3.0, 4.0]]], np.float32)  # (1, 4, 2)
     im = flow_to_image(f, bound=20)
     assert im[0, 0].tolist() == [1, 255, 255]
     assert im[0, 1].tolist() == [128, 128, 0]
     assert im[0, 2].tolist() == [1, 255, 255]
-    assert im[0, 3, 2] == round(5 / 20 * 255)          # magnitude channel: |w| / bound, saturating
+    assert im[0, 3, 2] == round(5 / 20 * 255)  # magnitude channel: |w| / bound, saturating
     assert flow_to_image(f[None]).shape == (1, 1, 4, 3)
     assert image_to_flow(np.zeros((1, 1, 3), np.uint8), bound=20).tolist() == [[[-20.0, -20.0]]]  # 0 clips
 
@@ -45,8 +52,10 @@ def test_flow_image_exact_zero_and_flip_symmetry():
     mirrored = field[:, :, ::-1] * np.array([-1, 1], np.float32)
     flipped = clips.crop(flow_to_image(field, bound=8), 0, 0, 6, flip=True, flow=True)
     np.testing.assert_array_equal(flipped[..., :2], flow_to_image(mirrored, bound=8)[..., :2])
-    np.testing.assert_array_equal(image_to_flow(np.ascontiguousarray(flipped), bound=8)[..., 0],
-                                  -image_to_flow(flow_to_image(field, bound=8), bound=8)[:, :, ::-1, 0])
+    np.testing.assert_array_equal(
+        image_to_flow(np.ascontiguousarray(flipped), bound=8)[..., 0],
+        -image_to_flow(flow_to_image(field, bound=8), bound=8)[:, :, ::-1, 0],
+    )
 
 
 def test_flow_image_bad_input():
@@ -67,8 +76,8 @@ def test_flo_round_trip_and_layout(tmp_path):
     path = write_flo(tmp_path / "a.flo", flow)
     raw = path.read_bytes()
     assert np.frombuffer(raw[:4], "<f4")[0] == np.float32(202021.25)
-    assert np.frombuffer(raw[4:12], "<i4").tolist() == [4, 3]            # width, then height
-    assert np.frombuffer(raw[12:20], "<f4").tolist() == [flow[0, 0, 0], flow[0, 0, 1]]   # u, v interleaved
+    assert np.frombuffer(raw[4:12], "<i4").tolist() == [4, 3]  # width, then height
+    assert np.frombuffer(raw[12:20], "<f4").tolist() == [flow[0, 0, 0], flow[0, 0, 1]]  # u, v interleaved
     assert np.array_equal(read_flo(path), flow)
 
 
@@ -101,7 +110,7 @@ def test_color_wheel_and_colors(tmp_path):
     flow[0, 2] = (0, 1)
     col = flow_to_color(flow)
     assert col.shape == (3, 3, 3) and col.dtype == np.uint8
-    assert col[1, 1].tolist() == [255, 255, 255]                       # zero flow is white
+    assert col[1, 1].tolist() == [255, 255, 255]  # zero flow is white
     # Middlebury key at full saturation: +x (right) -> red, -x -> wheel index 27 (cyan-blue),
     # +y (down) -> index 13.5 (between orange and yellow)
     assert col[0, 0].tolist() == [255, 0, 0]

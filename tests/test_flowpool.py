@@ -1,18 +1,20 @@
 """jobs.extraction.flowpool without Ray: the batcher gathers requests of several callers into one batch, a bad
 request fails alone, and the results (and a shard written through a flow service) equal solving locally."""
+
 from __future__ import annotations
 
 import asyncio
-import os
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from jobs.extraction.flowpool import FlowBatcher
+from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from pipeline.flow import BroxFlow, FlowConfig, brox_params, check_frames
+
 from videoutil import moving_square, write_video
 
 FAST = {"inner": 2, "outer": 2, "solver": 2}
@@ -20,9 +22,11 @@ FAST = {"inner": 2, "outer": 2, "solver": 2}
 
 def fake_solver(log: list):
     """solve_many that records each batch and returns, per pair, the sum of its two frames (traceable)."""
+
     def solve_many(seqs):
         log.append([len(s) - 1 for s in seqs])
         return [np.stack([(s[k].astype(np.float32) + s[k + 1])[..., :2] for k in range(len(s) - 1)]) for s in seqs]
+
     return solve_many
 
 
@@ -57,8 +61,9 @@ def test_bad_request_fails_alone_and_solver_errors_reach_the_batch():
     good = np.zeros((3, 4, 5, 3), np.uint8)
 
     async def main():
-        return await asyncio.gather(b.submit(good), b.submit(np.zeros((3, 4, 5), np.uint8)), b.submit(good),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            b.submit(good), b.submit(np.zeros((3, 4, 5), np.uint8)), b.submit(good), return_exceptions=True
+        )
 
     res = run(main())
     assert isinstance(res[1], ValueError) and "shape" in str(res[1])
@@ -66,6 +71,7 @@ def test_bad_request_fails_alone_and_solver_errors_reach_the_batch():
 
     def broken(seqs):
         raise RuntimeError("device lost")
+
     b2 = FlowBatcher(broken, lambda h, w: 100, max_wait_s=0.05)
 
     async def main2():
@@ -135,8 +141,13 @@ def test_shard_through_a_flow_service_is_byte_identical(tmp_path):
 def ray_local():
     ray = pytest.importorskip("ray")
     here = Path(__file__).resolve().parent  # workers import this module's actor classes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}},
+    )
     yield ray
     ray.shutdown()
 
@@ -181,6 +192,7 @@ def test_remote_flow_moves_requests_off_a_dead_or_stuck_actor(ray_local):
     # a request already sent to the stuck actor: no answer, no ping -> the dead one (actor error) -> echo
     assert np.array_equal(flow.result([frames, 0, stuck.solve.remote(frames)]), frames[1:, ..., :2])
     from jobs.extraction.flowpool import _DOWN
+
     assert {k for (tok, k) in _DOWN if tok == flow.token} == {0, 1}  # both skipped by this process for a while
     assert flow.at(0).submit(frames)[1] == 2
     with pytest.raises(ValueError, match="shape"):  # the request's own error is the caller's, not a failover

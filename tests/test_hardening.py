@@ -1,5 +1,6 @@
 """Issue 12 without Ray: publishing guards, unexpected errors in shard code, byte-identical shard files,
 permissions that follow the umask, NFC video ids, the short-side-crop resize."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,19 +12,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures import synthetic_shards
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from pipeline.decode import cover_size, decode_video
 from pipeline.flow import FlowConfig
+
+from fixtures import synthetic_shards
 from videoutil import moving_square, write_video
 
 CFG = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=2, outer=2, solver=2))
 
 
 def summary(ok: int, failures: list[tuple[str, str]]) -> dict:
-    return {"videos": [{"video_id": f"v{i}"} for i in range(ok)],
-            "failures": [{"video_id": f"f{i}", "stage": st, "error": f"/data/f{i}.avi: {err}"}
-                         for i, (st, err) in enumerate(failures)]}
+    return {
+        "videos": [{"video_id": f"v{i}"} for i in range(ok)],
+        "failures": [
+            {"video_id": f"f{i}", "stage": st, "error": f"/data/f{i}.avi: {err}"}
+            for i, (st, err) in enumerate(failures)
+        ],
+    }
 
 
 # ------------------------------------------------------------------------------------------- publishing guards
@@ -34,10 +40,18 @@ def test_check_publishable_refuses_zero_ok_and_too_many_failures(tmp_path):
     with pytest.raises(PublishRefused, match="no video was extracted.*Top reasons: 2 x decode: moov atom"):
         check_publishable([summary(0, [("decode", "moov atom not found")] * 2)], 1.0, tmp_path)
     with pytest.raises(PublishRefused, match=r"3 of 4 videos failed \(75% > --max-failure-rate 0.5\)"):
-        check_publishable([summary(1, [("length", "1 decoded frames"), ("static", "still")]),
-                           summary(0, [("length", "1 decoded frames")])], 0.5, tmp_path)
-    assert failure_report(summary(0, [("length", "short")] * 3 + [("static", "s")])["failures"]) == \
-        ["3 x length: short", "1 x static: s"]  # grouped without the file names, most common first
+        check_publishable(
+            [
+                summary(1, [("length", "1 decoded frames"), ("static", "still")]),
+                summary(0, [("length", "1 decoded frames")]),
+            ],
+            0.5,
+            tmp_path,
+        )
+    assert failure_report(summary(0, [("length", "short")] * 3 + [("static", "s")])["failures"]) == [
+        "3 x length: short",
+        "1 x static: s",
+    ]  # grouped without the file names, most common first
 
 
 def test_unexpected_exception_in_shard_code_fails_the_task(tmp_path, monkeypatch):
@@ -48,6 +62,7 @@ def test_unexpected_exception_in_shard_code_fails_the_task(tmp_path, monkeypatch
 
     def broken(*_a, **_k):
         raise TypeError("a regression")
+
     monkeypatch.setattr(ex, "flow_to_image", broken)  # inside the streaming flow stage (WindowFlow)
     with pytest.raises(RuntimeError, match="unexpected TypeError while streaming: a regression"):
         build_shard(plan, CFG, str(tmp_path / "shards"))
@@ -59,8 +74,9 @@ def test_build_manifest_with_no_usable_video_publishes_nothing(tmp_path, capsys)
 
     (tmp_path / "v" / "a").mkdir(parents=True)
     (tmp_path / "v" / "a" / "x.avi").write_bytes(b"\0" * 100)  # listed, but no video decodes
-    rc = build_manifest.main(["--dataset", "folder", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "m"),
-                              "--workers", "0"])
+    rc = build_manifest.main(
+        ["--dataset", "folder", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "m"), "--workers", "0"]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "no video is usable (statuses {'unreadable': 1}); nothing published" in err, err
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
@@ -98,7 +114,7 @@ def test_published_files_follow_the_umask(tmp_path, umask, dir_mode, file_mode):
 
 # ---------------------------------------------------------------------------------------------- Unicode ids
 def test_video_ids_are_nfc_and_lookups_accept_nfd(tmp_path):
-    from manifests.source.annotations import Plan, Entry
+    from manifests.source.annotations import Entry, Plan
     from manifests.source.build import build, video_ids
     from manifests.source.loader import load_source
 
@@ -115,8 +131,9 @@ def test_video_ids_are_nfc_and_lookups_accept_nfd(tmp_path):
     from manifests.shards import VideoStreams, write_shard_dataset
 
     rgb = moving_square(3, 16, 16)
-    shards = write_shard_dataset(tmp_path / "s", [VideoStreams("Café", {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[1:]},
-                                                               (0,))], ["x"])
+    shards = write_shard_dataset(
+        tmp_path / "s", [VideoStreams("Café", {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[1:]}, (0,))], ["x"]
+    )
     for query in ("Café", unicodedata.normalize("NFD", "Café")):
         assert preview(shards, query, tmp_path / "p", frames=2).is_file()
 
@@ -166,6 +183,7 @@ def test_progress_postfix_matches_the_summary_counts():
 
                 def remote(self, plan, *_):
                     return Ref(plan)
+
             return R()
 
         def put(self, x):

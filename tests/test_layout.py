@@ -7,6 +7,7 @@
 
 Read from the source with ``ast`` (no import is executed), including imports inside functions.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,18 @@ ALLOWED = {
     "jobs": {"jobs", "manifests", "models", "pipeline"},
 }
 # jobs/ top level: one module per command-line stage; libraries live in subpackages
-CLI_STAGES = {"build_manifest", "extract", "train", "evaluate", "preview", "make_demo_data", "demo", "export", "card",
-              "versions"}
+CLI_STAGES = {
+    "build_manifest",
+    "extract",
+    "train",
+    "evaluate",
+    "preview",
+    "make_demo_data",
+    "demo",
+    "export",
+    "card",
+    "versions",
+}
 CLI_IMPORTERS = {"bench"}  # benchmarks may call a stage's functions; stages never import each other
 
 
@@ -42,7 +53,7 @@ def project_imports(path: Path) -> list[tuple[int, str]]:
             names = names[:1] if node.module.split(".")[0] not in PACKAGES else names
         elif isinstance(node, ast.ImportFrom):  # relative: resolve against the module's own package
             pkg = list(path.relative_to(ROOT).parent.parts) if path.is_relative_to(ROOT) else [path.parent.name]
-            base = pkg[:len(pkg) - node.level + 1]
+            base = pkg[: len(pkg) - node.level + 1]
             names = [".".join(base + ([node.module] if node.module else []))]
         else:
             continue
@@ -117,8 +128,10 @@ def test_stages_do_not_import_each_other():
 def test_the_checker_sees_violations(tmp_path):
     """The reader finds module-level, function-level and from-imports (so the rules above can fail)."""
     f = tmp_path / "x.py"
-    f.write_text("import os\nfrom manifests.shards import load_shards\n\ndef f():\n    import jobs.train\n"
-                 "    from pipeline import flow\n")
+    f.write_text(
+        "import os\nfrom manifests.shards import load_shards\n\ndef f():\n    import jobs.train\n"
+        "    from pipeline import flow\n"
+    )
     names = [n for _, n in project_imports(f)]
     assert "manifests.shards" in names and "jobs.train" in names and "pipeline" in names
     rel = ROOT / "models" / "layers.py"  # a relative import resolves to the module's own package

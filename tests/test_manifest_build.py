@@ -1,5 +1,6 @@
 """End-to-end source manifest builds on real encoded videos: bad inputs get a status and a reason,
 load_source returns the contract's records, the CLI prints the version id, Ray and in-process agree."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import pytest
 from jobs import build_manifest
 from manifests.source.build import build
 from manifests.source.builders import FCVID_NUM_CATEGORIES, build_fcvid, build_ucf101
-from manifests.source.probe import inspect_video
 from manifests.source.loader import load_source
+from manifests.source.probe import inspect_video
+
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,10 +44,21 @@ def ucf(tmp_path_factory):
     (v / A / "v_zero_g07_c01.avi").write_bytes(b"")
     (v / H / "v_text_g02_c01.avi").write_text("not a video, just text\n" * 30)
     crlf(a / "classInd.txt", [f"1 {A}", f"2 {H}"])
-    crlf(a / "trainlist01.txt", [f"{A}/{n} 1" for n in ("v_ApplyEyeMakeup_g01_c01.mp4", "v_odd name é_g03_c01.mp4",
-                                                       "v_copy_g05_c01.mp4", "v_half_g06_c01.mp4",
-                                                       "v_zero_g07_c01.avi", "v_gone_g08_c01.mp4")]
-         + [f"{H}/v_HandstandPushups_g01_c01.avi 2", "Mystery/v_Mystery_g01_c01.mp4 3"])
+    crlf(
+        a / "trainlist01.txt",
+        [
+            f"{A}/{n} 1"
+            for n in (
+                "v_ApplyEyeMakeup_g01_c01.mp4",
+                "v_odd name é_g03_c01.mp4",
+                "v_copy_g05_c01.mp4",
+                "v_half_g06_c01.mp4",
+                "v_zero_g07_c01.avi",
+                "v_gone_g08_c01.mp4",
+            )
+        ]
+        + [f"{H}/v_HandstandPushups_g01_c01.avi 2", "Mystery/v_Mystery_g01_c01.mp4 3"],
+    )
     crlf(a / "testlist01.txt", [f"{A}/v_ApplyEyeMakeup_g02_c01.mp4", f"{H}/v_text_g02_c01.avi"])
     crlf(a / "trainlist02.txt", [f"{A}/v_ApplyEyeMakeup_g02_c01.mp4 1"])
     crlf(a / "testlist02.txt", [])
@@ -65,11 +78,17 @@ def rec(manifest, name):
 
 
 EXPECTED = {
-    "v_ApplyEyeMakeup_g01_c01.mp4": "ok", "v_ApplyEyeMakeup_g02_c01.mp4": "ok",
-    "v_HandStandPushups_g01_c01.avi": "ok", "v_odd name é_g03_c01.mp4": "ok",
-    "v_unlisted_g04_c01.mp4": "unlisted", "v_Mystery_g01_c01.mp4": "unknown_class",
-    "v_copy_g05_c01.mp4": "duplicate", "v_half_g06_c01.mp4": "unreadable", "v_zero_g07_c01.avi": "empty",
-    "v_text_g02_c01.avi": "unreadable", "v_gone_g08_c01.mp4": "missing",
+    "v_ApplyEyeMakeup_g01_c01.mp4": "ok",
+    "v_ApplyEyeMakeup_g02_c01.mp4": "ok",
+    "v_HandStandPushups_g01_c01.avi": "ok",
+    "v_odd name é_g03_c01.mp4": "ok",
+    "v_unlisted_g04_c01.mp4": "unlisted",
+    "v_Mystery_g01_c01.mp4": "unknown_class",
+    "v_copy_g05_c01.mp4": "duplicate",
+    "v_half_g06_c01.mp4": "unreadable",
+    "v_zero_g07_c01.avi": "empty",
+    "v_text_g02_c01.avi": "unreadable",
+    "v_gone_g08_c01.mp4": "missing",
 }
 
 
@@ -101,7 +120,8 @@ def test_records_follow_the_contract(built):
     assert odd.num_frames == 12 and m.path(odd).is_file()
     assert rec(m, "v_ApplyEyeMakeup_g02_c01.mp4").splits == {"split1": "test", "split2": "train"}
     assert [r.rel_path for r in m.split("split1", "train")] == sorted(
-        [f"{A}/v_ApplyEyeMakeup_g01_c01.mp4", f"{A}/v_odd name é_g03_c01.mp4", r.rel_path])
+        [f"{A}/v_ApplyEyeMakeup_g01_c01.mp4", f"{A}/v_odd name é_g03_c01.mp4", r.rel_path]
+    )
     assert len({r.video_id for r in m.videos}) == len(m.videos)
 
 
@@ -122,6 +142,7 @@ def test_inspect_video_is_pure_and_never_raises(ucf, tmp_path, monkeypatch):
 
     def denied(path):
         raise PermissionError(13, "Permission denied")
+
     monkeypatch.setattr("manifests.source.probe.file_digest", denied)
     f = inspect_video(v / A / "v_ApplyEyeMakeup_g01_c01.mp4")
     assert f["status"] == "unreadable" and "Permission denied" in f["error"]
@@ -146,8 +167,14 @@ def test_cli_prints_version_id_last_and_ray_matches_in_process(ucf, built):
     v, a, root = ucf
     args = ["--dataset", "ucf101", "--videos", str(v), "--annotations", str(a), "--out", str(root / "cli")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "jobs.build_manifest", *args, "--workers", "0"],
-                         capture_output=True, text=True, cwd=REPO, env=env, check=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "jobs.build_manifest", *args, "--workers", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
     assert res.stdout.strip().splitlines()[-1] == built[0]
     # the default path: Ray tasks on a local 2-CPU cluster (started and shut down inside main)
     assert build_manifest.main(args + ["--workers", "2", "--chunk", "3"]) == 0

@@ -3,6 +3,7 @@
 Builders only read annotations and list directories, so the video files here are placeholder bytes;
 tests/test_manifest_build.py covers real encoded videos.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from manifests.source.annotations import BuildError, read_lines
-from manifests.source.builders import (BUILDERS, FCVID_NUM_CATEGORIES, build_fcvid, build_folder, build_hmdb51,
-                                build_ucf101, hashed_part, load_fcvid170)
+from manifests.source.builders import (
+    BUILDERS,
+    FCVID_NUM_CATEGORIES,
+    build_fcvid,
+    build_folder,
+    build_hmdb51,
+    build_ucf101,
+    hashed_part,
+    load_fcvid170,
+)
 
 
 def crlf(path: Path, lines: list[str]) -> Path:
@@ -40,22 +49,36 @@ def test_read_lines_handles_crlf_bom_and_blank_lines(tmp_path):
 @pytest.fixture
 def ucf(tmp_path):
     v, a = tmp_path / "videos", tmp_path / "ann"
-    touch(v, "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
-          "HandstandPushups/v_HandStandPushups_g01_c01.avi", "HandstandPushups/v_HandStandPushups_g02_c01.avi",
-          "ApplyEyeMakeup/v_extra_g09_c01.avi", "Mystery/v_Mystery_g01_c01.avi",
-          "ApplyEyeMakeup/v_odd name é_g03_c01.avi")
+    touch(
+        v,
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi",
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+        "HandstandPushups/v_HandStandPushups_g01_c01.avi",
+        "HandstandPushups/v_HandStandPushups_g02_c01.avi",
+        "ApplyEyeMakeup/v_extra_g09_c01.avi",
+        "Mystery/v_Mystery_g01_c01.avi",
+        "ApplyEyeMakeup/v_odd name é_g03_c01.avi",
+    )
     crlf(a / "classInd.txt", ["1 ApplyEyeMakeup", "2 HandstandPushups"])
-    crlf(a / "trainlist01.txt", [
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",
-        "HandstandPushups/v_HandstandPushups_g01_c01.avi 2",  # case differs from the file on disk
-        "ApplyEyeMakeup/v_odd name é_g03_c01.avi 1",  # spaces and unicode
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",  # listed twice
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g99_c01.avi 1",  # not on disk
-        "Mystery/v_Mystery_g01_c01.avi 3",  # not a class in classInd
-    ])
-    crlf(a / "testlist01.txt", ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
-                                "HandstandPushups/v_HandStandPushups_g02_c01.avi",
-                                "HandstandPushups/v_HandStandPushups_g01_c01.avi"])  # also train in split1
+    crlf(
+        a / "trainlist01.txt",
+        [
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",
+            "HandstandPushups/v_HandstandPushups_g01_c01.avi 2",  # case differs from the file on disk
+            "ApplyEyeMakeup/v_odd name é_g03_c01.avi 1",  # spaces and unicode
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",  # listed twice
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g99_c01.avi 1",  # not on disk
+            "Mystery/v_Mystery_g01_c01.avi 3",  # not a class in classInd
+        ],
+    )
+    crlf(
+        a / "testlist01.txt",
+        [
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+            "HandstandPushups/v_HandStandPushups_g02_c01.avi",
+            "HandstandPushups/v_HandStandPushups_g01_c01.avi",
+        ],
+    )  # also train in split1
     crlf(a / "trainlist02.txt", ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 2"])  # label disagrees w/ folder
     crlf(a / "testlist02.txt", [])  # empty split file
     return v, a
@@ -92,8 +115,15 @@ def test_ucf101_requires_class_index(tmp_path):
 
 def test_hmdb51(tmp_path):
     v, a = tmp_path / "videos", tmp_path / "ann"
-    touch(v, "brush_hair/a.avi", "brush_hair/b c.avi", "brush_hair/d.avi", "wave/w1.avi", "wave/w2.avi",
-          "wave/unlisted.avi")
+    touch(
+        v,
+        "brush_hair/a.avi",
+        "brush_hair/b c.avi",
+        "brush_hair/d.avi",
+        "wave/w1.avi",
+        "wave/w2.avi",
+        "wave/unlisted.avi",
+    )
     for s in (1, 2):
         crlf(a / f"brush_hair_test_split{s}.txt", ["a.avi 1 ", "b c.avi 2 ", "d.avi 0 "])
         crlf(a / f"wave_test_split{s}.txt", ["w1.avi 1", "w2.avi 2" if s == 1 else "w2.avi 1"])
@@ -128,14 +158,29 @@ def test_fcvid170_is_the_human_motion_reconstruction():
 
 def test_fcvid_multilabel_filter(tmp_path):
     v, a = tmp_path / "videos", tmp_path / "ann"
-    touch(v, "accordionPerformance/x1.mp4", "archery/x2.mp4", "beach/x3.mp4", "archery/x4.mp4",
-          "archery/x5.mp4", "archery/x6.mp4")
-    crlf(a / "FCVID_VideoName_TrainTestSplit.txt", [
-        "accordionPerformance/x1.mp4 train", "archery/x2.mp4 test", "beach/x3.mp4 train",
-        "videos/archery/x4.mp4 test",  # different prefix: matched by the unique file name
-        "archery/x5.mp4 train", "archery/x6.mp4 train"])
-    crlf(a / "FCVID_Label.txt", [fcvid_row(1), fcvid_row(5, 16, 3), fcvid_row(16), fcvid_row(5),
-                                 "1 0 1"])  # x5: short row; x6: no row
+    touch(
+        v,
+        "accordionPerformance/x1.mp4",
+        "archery/x2.mp4",
+        "beach/x3.mp4",
+        "archery/x4.mp4",
+        "archery/x5.mp4",
+        "archery/x6.mp4",
+    )
+    crlf(
+        a / "FCVID_VideoName_TrainTestSplit.txt",
+        [
+            "accordionPerformance/x1.mp4 train",
+            "archery/x2.mp4 test",
+            "beach/x3.mp4 train",
+            "videos/archery/x4.mp4 test",  # different prefix: matched by the unique file name
+            "archery/x5.mp4 train",
+            "archery/x6.mp4 train",
+        ],
+    )
+    crlf(
+        a / "FCVID_Label.txt", [fcvid_row(1), fcvid_row(5, 16, 3), fcvid_row(16), fcvid_row(5), "1 0 1"]
+    )  # x5: short row; x6: no row
     plan = build_fcvid(v, a)
     assert len(plan.labels) == 170 and plan.labels[0] == "accordionPerformance"
     kept = {i: lid for lid, i in enumerate(plan.label_source_index)}

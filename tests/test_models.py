@@ -1,6 +1,8 @@
 """The model family: paper parameter counts (Tables 1-3), every registered model on a tiny clip, overrides."""
+
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,10 +13,11 @@ from torch import nn
 
 import models
 from models.layers import LAYERS, AsymConv3d, MicroNet, make_layer
-from models.summary import conv_totals, group_totals, main as summary_main, profile_model
+from models.summary import conv_totals, group_totals, profile_model
+from models.summary import main as summary_main
 
 EXPECT = json.loads((Path(__file__).parent / "expect" / "model_params.json").read_text())
-TINY = dict(width=0.125, frames=8, size=32)       # a few ms per model on a CPU
+TINY = dict(width=0.125, frames=8, size=32)  # a few ms per model on a CPU
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +30,7 @@ def one_thread():
 
 
 def n_params(name: str, **kw) -> int:
-    with torch.device("meta"):                      # no memory, no init cost, even for c3d-b8
+    with torch.device("meta"):  # no memory, no init cost, even for c3d-b8
         return sum(p.numel() for p in models.build_model(name, **kw).parameters())
 
 
@@ -70,7 +73,7 @@ def test_table1_c3d_b8_rows():
 def test_every_model_tiny_clip(name):
     torch.manual_seed(0)
     model = models.build_model(name, num_classes=7, **TINY)
-    x = torch.randn(2, 3, 8, 32, 32, requires_grad=True)        # (B, C, T, H, W)
+    x = torch.randn(2, 3, 8, 32, 32, requires_grad=True)  # (B, C, T, H, W)
     y = model(x)
     assert y.shape == (2, 7) and torch.isfinite(y).all()
     y.square().sum().backward()
@@ -130,8 +133,8 @@ def test_spec_round_trip():
     back = models.spec_from_dict(json.loads(json.dumps(d)))
     assert back == spec
     assert replace(spec, width=1.0) == models.get_spec("asym3dcnn", num_classes=51, batch_norm=True)
-    with pytest.raises(Exception):
-        spec.width = 2.0                                          # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.width = 2.0  # frozen
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
@@ -140,15 +143,16 @@ def test_layer_kinds_keep_shape(kind):
     assert make_layer(kind, 8, 16)(x).shape == (1, 16, 4, 9, 9)
 
 
-@pytest.mark.parametrize("kind, support", [("conv3", (3, 3, 3)), ("asym3", (3, 3, 3)),
-                                           ("conv3x2", (5, 5, 5)), ("asym5", (3, 5, 5))])
+@pytest.mark.parametrize(
+    "kind, support", [("conv3", (3, 3, 3)), ("asym3", (3, 3, 3)), ("conv3x2", (5, 5, 5)), ("asym5", (3, 5, 5))]
+)
 def test_receptive_field(kind, support):
     """An output voxel sees exactly a t x k x k input window (Fig. 2): gradient support of the centre."""
     torch.manual_seed(0)
     layer = make_layer(kind, 2, 4)
     for m in layer.modules():
         if isinstance(m, nn.Conv3d):
-            nn.init.uniform_(m.weight, 0.1, 1.0)                # positive: ReLUs stay open
+            nn.init.uniform_(m.weight, 0.1, 1.0)  # positive: ReLUs stay open
     x = torch.rand(1, 2, 9, 11, 11, requires_grad=True)
     layer(x)[0, :, 4, 5, 5].sum().backward()
     nz = x.grad[0].abs().sum(0).nonzero()
@@ -177,11 +181,35 @@ def test_summary_cli(capsys):
 
 
 def test_bench_models_smoke(tmp_path):
-    from jobs.bench.models import main as bench_main, resolve_models
+    from jobs.bench.models import main as bench_main
+    from jobs.bench.models import resolve_models
+
     assert resolve_models("b5-asyConv3,table4")[:2] == ["c3d-b5", "b5-asyConv3"]
     assert len(resolve_models("table2")) == 16
     out = tmp_path / "models.md"
-    bench_main(["--device", "cpu", "--models", "b5-M3", "--width", "0.0625", "--frames", "4", "--size", "16",
-                "--batch", "1", "--iters", "1", "--rounds", "2", "--warmup", "0", "--out", str(out)])
+    bench_main(
+        [
+            "--device",
+            "cpu",
+            "--models",
+            "b5-M3",
+            "--width",
+            "0.0625",
+            "--frames",
+            "4",
+            "--size",
+            "16",
+            "--batch",
+            "1",
+            "--iters",
+            "1",
+            "--rounds",
+            "2",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     text = out.read_text()
     assert "| c3d-b5 |" in text and "| b5-M3 | c3d-b5 |" in text

@@ -5,6 +5,7 @@ clips through the contained decoder, the default Brox preset and two codec / sam
 The shard file depends on the decoder's frames and on HDF5's object encoding (pinned by
 ``pipeline.storage.LIBVER``); the expect file also records every stream's content checksum, which is
 independent of HDF5, so a failure says which of the two moved."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,15 @@ HERE = Path(__file__).resolve().parent / "expect" / "pinned"
 EXPECT = HERE / "expect.json"
 CONFIGS = {
     "default": ExtractConfig(size=(32, 40)),
-    "jpeg-segments": ExtractConfig(size=(36, 44), codec={"rgb": "jpeg", "flow": "jpeg-planar", "rgbf": "gzip"},
-                                   codec_opts={"quality": 80, "level": 6}, resize="short-side-crop",
-                                   segments=2, segment_frames=4, fps=20.0),
+    "jpeg-segments": ExtractConfig(
+        size=(36, 44),
+        codec={"rgb": "jpeg", "flow": "jpeg-planar", "rgbf": "gzip"},
+        codec_opts={"quality": 80, "level": 6},
+        resize="short-side-crop",
+        segments=2,
+        segment_frames=4,
+        fps=20.0,
+    ),
 }
 
 
@@ -32,8 +39,19 @@ def _plan(root: Path) -> ShardPlan:
     for src in sorted(HERE.glob("clip*.avi")):
         dst = root / src.name
         shutil.copyfile(src, dst)
-        videos.append(VideoTask(src.stem, str(dst), src.name, file_digest(dst), dst.stat().st_size,
-                                timeout_s=120.0, num_frames=None, fps=25.0, duration_s=None))
+        videos.append(
+            VideoTask(
+                src.stem,
+                str(dst),
+                src.name,
+                file_digest(dst),
+                dst.stat().st_size,
+                timeout_s=120.0,
+                num_frames=None,
+                fps=25.0,
+                duration_s=None,
+            )
+        )
     return ShardPlan(0, "00000.h5", tuple(videos))
 
 

@@ -4,6 +4,7 @@ Faults are injected with the test-only hook tests/faults/sitecustomize.py (FAULT
 sends itself SIGSEGV on crash.avi and sleeps an hour on hang.avi). Both CLI stages run end to end on a local
 Ray cluster (PYTHONPATH and the variable reach the Ray workers and their contained children); reruns skip the
 recorded files, --retry-failed decodes them again."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ import pytest
 from manifests import poison
 from manifests.shards import load_shards
 from manifests.source.loader import load_source
+
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +37,9 @@ def run(module: str, *args: str, faults: str = "", timeout: float = 150) -> tupl
         env["PYTHONPATH"] += os.pathsep + str(REPO / "tests" / "faults")
         env[FAULT_ENV] = faults
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     return p.returncode, p.stdout, p.stderr, time.time() - t0
 
 
@@ -55,18 +58,23 @@ def statuses(manifest: Path) -> dict[str, tuple[str, str | None]]:
 def test_build_manifest_contains_crash_and_hang_then_rerun_skips_them(videos, tmp_path):
     out = tmp_path / "manifests"
     args = ["--dataset", "folder", "--videos", str(videos), "--out", str(out)]
-    rc, stdout, stderr, secs = run("jobs.build_manifest", *args, "--workers", "2", "--chunk", "6",
-                                   "--decode-timeout", str(TIMEOUT), faults=FAULTS)
+    rc, stdout, stderr, secs = run(
+        "jobs.build_manifest", *args, "--workers", "2", "--chunk", "6", "--decode-timeout", str(TIMEOUT), faults=FAULTS
+    )
     assert rc == 0, stderr
     st = statuses(out / stdout.split()[-1])
-    assert {v: s for v, (s, _) in st.items()} == {**dict.fromkeys(GOOD, "ok"), "crash": "decode_crash",
-                                                   "hang": "decode_timeout"}
+    assert {v: s for v, (s, _) in st.items()} == {
+        **dict.fromkeys(GOOD, "ok"),
+        "crash": "decode_crash",
+        "hang": "decode_timeout",
+    }
     assert st["crash"][1].endswith("crash.avi: decoder crashed (signal 11, SIGSEGV)")
     assert st["hang"][1].endswith(f"hang.avi: decoder timed out after {TIMEOUT} s")
     assert {r["kind"] for r in poison.load(out).values()} == {"crash", "timeout"}
     # a rerun (in-process this time) skips both recorded files: no decoder started for them, no wait
-    rc, stdout2, stderr, secs = run("jobs.build_manifest", *args, "--workers", "0", "--decode-timeout",
-                                    str(TIMEOUT), faults=FAULTS)
+    rc, stdout2, stderr, secs = run(
+        "jobs.build_manifest", *args, "--workers", "0", "--decode-timeout", str(TIMEOUT), faults=FAULTS
+    )
     assert rc == 0, stderr
     assert stdout2.split()[-1] == stdout.split()[-1] and secs < 60  # same content: the same version id
     assert "poison: 2 videos skipped" in stderr
@@ -78,8 +86,9 @@ def test_build_manifest_contains_crash_and_hang_then_rerun_skips_them(videos, tm
 
 def test_extract_contains_crash_and_hang_preview_and_retry(videos, tmp_path):
     manifests, shards = tmp_path / "manifests", tmp_path / "shards"
-    rc, stdout, stderr, _ = run("jobs.build_manifest", "--dataset", "folder", "--videos", str(videos),
-                                "--out", str(manifests), "--workers", "0")
+    rc, stdout, stderr, _ = run(
+        "jobs.build_manifest", "--dataset", "folder", "--videos", str(videos), "--out", str(manifests), "--workers", "0"
+    )
     assert rc == 0, stderr
     source = manifests / stdout.split()[-1]
     args = ["--manifest", str(source), "--out", str(shards), "--shard-size", "2", "--workers", "2", *FAST]
@@ -96,8 +105,9 @@ def test_extract_contains_crash_and_hang_preview_and_retry(videos, tmp_path):
     assert fails["hang"][1].endswith(f"decoder timed out after {TIMEOUT} s")
     assert len(poison.load(shards)) == 2
     # preview of a poison video: one line naming the video and the reason, exit 2
-    rc, out, err, _ = run("jobs.preview", "--manifest", str(shards / vid), "--video", "crash",
-                          "--out", str(tmp_path / "pv"))
+    rc, out, err, _ = run(
+        "jobs.preview", "--manifest", str(shards / vid), "--video", "crash", "--out", str(tmp_path / "pv")
+    )
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "decoder crashed (signal 11" in err, err
     # the published version is kept as it is on a plain rerun
     rc, stdout2, stderr, _ = run("jobs.extract", *args, "--decode-timeout", str(TIMEOUT), faults=FAULTS)
@@ -118,9 +128,14 @@ def test_extract_contains_crash_and_hang_preview_and_retry(videos, tmp_path):
 def test_poison_log_rules(tmp_path):
     assert poison.load(tmp_path) == {} and poison.append(tmp_path, []) == 0
     assert not (tmp_path / poison.POISON_FILE).exists()  # nothing to record: no file
-    poison.append(tmp_path, [poison.record("a" * 64, "crash", "decoder crashed (signal 11, SIGSEGV)"),
-                             poison.record("b" * 64, "timeout", "decoder timed out after 30 s", timeout_s=30.0),
-                             poison.record("c" * 64, "crash", "decoder crashed (signal 6, SIGABRT)")])
+    poison.append(
+        tmp_path,
+        [
+            poison.record("a" * 64, "crash", "decoder crashed (signal 11, SIGSEGV)"),
+            poison.record("b" * 64, "timeout", "decoder timed out after 30 s", timeout_s=30.0),
+            poison.record("c" * 64, "crash", "decoder crashed (signal 6, SIGABRT)"),
+        ],
+    )
     poison.append(tmp_path, [poison.record("c" * 64, "cleared", "decoded")])
     with open(tmp_path / poison.POISON_FILE, "a") as f:
         f.write('{"sha256": "d')  # torn last line of a killed driver

@@ -1,5 +1,6 @@
 """manifests.readers.raydata.clip_dataset on a local Ray instance: rows equal ClipDataset items, shards are read in
 tasks (never on the driver), batches feed torch."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import synthetic_shards
 from manifests.readers.clips import ClipDataset
 from manifests.readers.raydata import clip_dataset, index_rows
 from pipeline import storage
+
+from fixtures import synthetic_shards
 
 ray = pytest.importorskip("ray")
 
@@ -33,14 +35,23 @@ def test_index_rows_cover_every_item_once_per_epoch():
 
 @pytest.mark.slow
 def test_clips_match_clip_dataset(tmp_path, local_ray, monkeypatch):
-    shards = synthetic_shards(tmp_path / "s", num_videos=8, num_classes=2, frames=[6, 9, 7, 12, 8, 10, 5, 11],
-                              coords=True, height=20, width=26)
+    shards = synthetic_shards(
+        tmp_path / "s",
+        num_videos=8,
+        num_classes=2,
+        frames=[6, 9, 7, 12, 8, 10, 5, 11],
+        coords=True,
+        height=20,
+        width=26,
+    )
 
     def no_driver_reads(*a, **k):
         raise AssertionError("a shard was read on the driver")
+
     monkeypatch.setattr(storage.ShardReader, "read", no_driver_reads)  # worker processes are unaffected
-    ds = clip_dataset(shards, "split1", "train", "flow", clip_len=4, crop=16, epoch=2, epochs=2, seed=7,
-                      items_per_batch=3)
+    ds = clip_dataset(
+        shards, "split1", "train", "flow", clip_len=4, crop=16, epoch=2, epochs=2, seed=7, items_per_batch=3
+    )
     rows = ds.take_all()
     monkeypatch.undo()
     ref = ClipDataset(shards, "split1", "train", "flow", clip_len=4, crop=16, seed=7)
@@ -79,6 +90,7 @@ def test_ray_train_ingests_clip_dataset(tmp_path, local_ray):
         import json
 
         import ray.train
+
         from models import build_model
 
         model = build_model("c3d-b8", num_classes=2, width=0.0625, frames=4, size=16)
@@ -95,9 +107,13 @@ def test_ray_train_ingests_clip_dataset(tmp_path, local_ray):
 
     shards = synthetic_shards(tmp_path / "s", num_videos=6, num_classes=2, frames=6, test_every=3)
     ds = clip_dataset(shards, "split1", "train", "rgbf", clip_len=4, crop=16, epochs=2)
-    trainer = TorchTrainer(_train_loop, train_loop_config={"out": str(tmp_path / "m.json")}, datasets={"train": ds},
-                           scaling_config=ScalingConfig(num_workers=1),
-                           run_config=RunConfig(name="raydata", storage_path=str(tmp_path / "ray")))
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"out": str(tmp_path / "m.json")},
+        datasets={"train": ds},
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="raydata", storage_path=str(tmp_path / "ray")),
+    )
     trainer.fit()
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["clips"] == 2 * 4 and np.isfinite(metrics["loss"])  # 4 train videos x 2 epochs

@@ -1,15 +1,17 @@
 """Temporal sampling (--fps, --segments/--segment-frames) and bounded-memory streaming extraction (no Ray)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from manifests.extraction import shard as extraction
 from manifests.extraction import ExtractConfig, Rejected, VideoTask, flow_stage, stream_video, streams_of
+from manifests.extraction import shard as extraction
 from pipeline import sampling
 from pipeline.decode import FrameStream, decode_video
 from pipeline.flow import FlowConfig
 from pipeline.storage import ShardReader, ShardWriter
+
 from videoutil import moving_square, write_video
 
 CFG = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=2, outer=2, solver=2))
@@ -48,24 +50,39 @@ def test_frame_selector_matches_direct_indexing(fps, chunk):
         ranges = sel.source_ranges() or [(0, n)]
         for a, b in ranges:  # only the source frames the windows need, as a seeking decoder gives them
             for s in range(a, b, chunk):
-                for w, frames in sel.push(src[s:min(b, s + chunk)], s):
+                for w, frames in sel.push(src[s : min(b, s + chunk)], s):
                     got.setdefault(w, []).extend(frames[:, 0, 0, 0].tolist())
         runs = wins or [(0, t)]
         want = {i: sampling.source_index(np.arange(a, a + m), native, fps).tolist() for i, (a, m) in enumerate(runs)}
         assert got == want
 
 
-@pytest.mark.parametrize("bad", [{"fps": 0}, {"fps": -1.0}, {"fps": float("nan")}, {"segments": 0, "segment_frames": 4},
-                                 {"segments": 2, "segment_frames": 1}, {"segments": 2, "segment_frames": None}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"fps": 0},
+        {"fps": -1.0},
+        {"fps": float("nan")},
+        {"segments": 0, "segment_frames": 4},
+        {"segments": 2, "segment_frames": 1},
+        {"segments": 2, "segment_frames": None},
+    ],
+)
 def test_check_sampling_rejects(bad):
     args = {"fps": None, "segments": None, "segment_frames": None, **bad}
     with pytest.raises(ValueError, match="--"):
         sampling.check_sampling(**args)
 
 
-@pytest.mark.parametrize("argv,name", [(["--fps", "0"], "--fps"), (["--fps", "-2"], "--fps"),
-                                       (["--segments", "0", "--segment-frames", "8"], "--segments"),
-                                       (["--segments", "4", "--segment-frames", "1"], "--segment-frames")])
+@pytest.mark.parametrize(
+    "argv,name",
+    [
+        (["--fps", "0"], "--fps"),
+        (["--fps", "-2"], "--fps"),
+        (["--segments", "0", "--segment-frames", "8"], "--segments"),
+        (["--segments", "4", "--segment-frames", "1"], "--segment-frames"),
+    ],
+)
 def test_cli_bad_sampling_exit_2_one_line(argv, name, tmp_path, capsys):
     from jobs.extract import main
 
@@ -93,7 +110,7 @@ def test_frame_stream_chunks_equal_whole_decode(tmp_path):
         got = list(FrameStream(p, (32, 40), chunk=4, backend=backend, ranges=[(2, 4), (9, 15), (20, 30)]))
         idx = [b + i for b, c in got for i in range(len(c))]
         assert idx == [2, 3, *range(9, 15), 20, 21, 22] and max(len(c) for _, c in got) <= 4
-        assert all(np.array_equal(c, whole[b:b + len(c)]) for b, c in got)
+        assert all(np.array_equal(c, whole[b : b + len(c)]) for b, c in got)
     assert sum(len(c) for _, c in FrameStream(p, (32, 40), chunk=4, limit=9)) == 9
 
 
@@ -183,9 +200,9 @@ def test_segments_and_fps_extract_windows(tmp_path, monkeypatch):
     for i, (a, m) in enumerate(wins):  # each window: its frames, and flow only inside it
         frames = whole[sampling.source_index(np.arange(a, a + m), 25.0, 12.5)]
         ref = streams_of(frames, flow, cfg)
-        assert np.array_equal(got["rgb"][4 * i:4 * i + 4], ref["rgb"])
-        assert np.array_equal(got["flow"][3 * i:3 * i + 3], ref["flow"])
-        assert np.array_equal(got["rgbf"][3 * i:3 * i + 3], ref["rgbf"])
+        assert np.array_equal(got["rgb"][4 * i : 4 * i + 4], ref["rgb"])
+        assert np.array_equal(got["flow"][3 * i : 3 * i + 3], ref["flow"])
+        assert np.array_equal(got["rgbf"][3 * i : 3 * i + 3], ref["rgbf"])
 
 
 def test_video_shorter_than_one_window_is_a_failure(tmp_path):
@@ -214,8 +231,14 @@ def test_failure_part_way_discards_the_group(tmp_path, monkeypatch):
     with ShardWriter(tmp_path / "s.h5", codec="lzf") as w:
         with pytest.raises(Rejected, match="NaN"):
             stream_video(_task(p, 20), CFG, flaky, w, "g", contained=False)
-        w.add("other", {"rgb": np.zeros((2, 32, 40, 3), np.uint8), "flow": np.zeros((1, 32, 40, 3), np.uint8),
-                        "rgbf": np.zeros((1, 32, 40, 3), np.uint8)})
+        w.add(
+            "other",
+            {
+                "rgb": np.zeros((2, 32, 40, 3), np.uint8),
+                "flow": np.zeros((1, 32, 40, 3), np.uint8),
+                "rgbf": np.zeros((1, 32, 40, 3), np.uint8),
+            },
+        )
     with ShardReader(tmp_path / "s.h5") as r:
         assert r.verify(full=True) == ["other"]
 
@@ -227,11 +250,25 @@ def _damaged_in_the_middle(path, n: int):
     import imageio_ffmpeg
 
     src = write_video(path.with_name("src.mp4"), moving_square(n, 48, 64, seed=3))
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-c", "copy",
-                    "-movflags", "+faststart", str(path)], check=True)
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(src),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ],
+        check=True,
+    )
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    data[mid : mid + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
 
@@ -239,8 +276,7 @@ def _damaged_in_the_middle(path, n: int):
 # decord first (it raises; in the contained child, as in production) / ffmpeg first (-xerror; in-process, so
 # that the monkeypatched limit applies)
 @pytest.mark.parametrize("decord_ahead,contained", [(None, True), (0, False)])
-def test_corrupt_frame_mid_video_is_a_failure_and_nothing_else_is_lost(tmp_path, monkeypatch, decord_ahead,
-                                                                         contained):
+def test_corrupt_frame_mid_video_is_a_failure_and_nothing_else_is_lost(tmp_path, monkeypatch, decord_ahead, contained):
     """Issue 10 (bad input): a corrupt frame in the middle of a long video makes the video a failure with
     its reason (stage decode, after the frames streamed before the damage), through build_shard; the other
     video of the shard is extracted as usual."""
@@ -284,16 +320,19 @@ def test_window_clip_starts_stay_inside_windows():
 
 
 def test_clip_dataset_never_crosses_a_window_gap(tmp_path):
-    from fixtures import coord_frames
     from manifests.readers.clips import ClipDataset
     from manifests.shards import VideoStreams, load_shards, write_shard_dataset
+
+    from fixtures import coord_frames
 
     wins = ((0, 10), (30, 4), (50, 12))  # 26 stored rgb frames; storage ranges [0,10) [10,14) [14,26)
     rgb = coord_frames(26, 20, 26)
     cut = np.cumsum([0] + [n for _, n in wins])
-    flow = np.concatenate([rgb[a + 1:b] for a, b in zip(cut, cut[1:])])  # 23 = 26 - 3 frames
-    videos = [VideoStreams(f"v{i}", {"rgb": rgb, "flow": flow, "rgbf": flow}, (0,), {"split1": split}, windows=wins)
-              for i, split in enumerate(["train", "test"])]
+    flow = np.concatenate([rgb[a + 1 : b] for a, b in zip(cut, cut[1:])])  # 23 = 26 - 3 frames
+    videos = [
+        VideoStreams(f"v{i}", {"rgb": rgb, "flow": flow, "rgbf": flow}, (0,), {"split1": split}, windows=wins)
+        for i, split in enumerate(["train", "test"])
+    ]
     root = write_shard_dataset(tmp_path / "shards", videos, ["a"], codec="lzf")
     rec = load_shards(root).records[0]
     assert rec.windows == wins and rec.n_rgb == 26 and rec.n_flow == 23

@@ -1,4 +1,5 @@
 """pipeline.storage codecs and shard files, manifests.shards tables (no Ray)."""
+
 from __future__ import annotations
 
 import pickle
@@ -10,6 +11,7 @@ import pytest
 
 from manifests.shards import FailureRecord, VideoStreams, load_shards, write_shard_dataset
 from pipeline.storage import CODECS, STREAMS, ShardError, ShardReader, ShardWriter, make_codec
+
 from videoutil import moving_square
 
 
@@ -26,7 +28,7 @@ def streams(t: int = 6, h: int = 32, w: int = 40, seed: int = 0) -> dict[str, np
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.mark.parametrize("codec", sorted(CODECS))
@@ -107,8 +109,10 @@ def test_verify_detects_corruption(tmp_path):
 
 
 def test_write_and_load_shard_dataset(tmp_path):
-    vids = [VideoStreams(f"v{i}", streams(4 + i, seed=i), labels=(i % 2,), splits={"split1": "train" if i else "test"})
-            for i in range(5)]
+    vids = [
+        VideoStreams(f"v{i}", streams(4 + i, seed=i), labels=(i % 2,), splits={"split1": "train" if i else "test"})
+        for i in range(5)
+    ]
     fails = [FailureRecord("bad", "decode", "bad.avi: cannot decode")]
     vdir = write_shard_dataset(tmp_path / "shards", vids, ["a", "b"], failures=fails, shard_size=2, codec="lzf")
     ds = load_shards(tmp_path / "shards")  # via LATEST

@@ -1,4 +1,5 @@
 """The embedded demo dataset: determinism, UCF-101 layout and split files, frame counts, motion sanity."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,7 @@ SIZE = (48, 64)
 def _mean_flow(frames: np.ndarray) -> np.ndarray:
     """(T-1, H, W, 2) Farneback flow between consecutive frames."""
     g = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 3, 5, 1.1, 0)
-                     for a, b in zip(g[:-1], g[1:])])
+    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 3, 5, 1.1, 0) for a, b in zip(g[:-1], g[1:])])
 
 
 def _moving_mask(flow: np.ndarray) -> np.ndarray:
@@ -54,8 +54,9 @@ def test_group_shares_appearance_clips_differ_in_motion():
     assert same_scene < other_scene
 
 
-@pytest.mark.parametrize("name, axis, sign", [("MoveRight", 0, 1), ("MoveLeft", 0, -1),
-                                              ("MoveUp", 1, -1), ("MoveDown", 1, 1)])
+@pytest.mark.parametrize(
+    "name, axis, sign", [("MoveRight", 0, 1), ("MoveLeft", 0, -1), ("MoveUp", 1, -1), ("MoveDown", 1, 1)]
+)
 def test_translation_classes_flow_points_their_way(name, axis, sign):
     means = []  # textures such as stripes bias a single clip's flow sideways (aperture problem): average 3
     for group in (1, 2, 3):
@@ -76,8 +77,9 @@ def _curl_div(flow: np.ndarray) -> tuple[float, float]:
     return float((rx * v - ry * u).mean()), float((rx * u + ry * v).mean())
 
 
-@pytest.mark.parametrize("name, curl_sign, div_sign", [("RotateCW", 1, 0), ("RotateCCW", -1, 0),
-                                                       ("ZoomIn", 0, 1), ("ZoomOut", 0, -1)])
+@pytest.mark.parametrize(
+    "name, curl_sign, div_sign", [("RotateCW", 1, 0), ("RotateCCW", -1, 0), ("ZoomIn", 0, 1), ("ZoomOut", 0, -1)]
+)
 def test_rotation_and_zoom_classes(name, curl_sign, div_sign):
     curl, div = _curl_div(_mean_flow(synth.render_video(name, seed=1, group=1, frames=10, size=SIZE)))
     if curl_sign:
@@ -159,8 +161,12 @@ def test_layout_split_files_and_frame_counts(tmp_path):
 
 def test_encoded_bytes_are_deterministic(tmp_path):
     def digests(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
     _dataset(tmp_path / "a", classes=2, videos_per_class=4)
     _dataset(tmp_path / "b", classes=2, videos_per_class=4)
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
@@ -172,24 +178,40 @@ def test_decoded_video_keeps_motion_direction(tmp_path):
     assert flow[_moving_mask(flow)][:, 1].mean() < -0.5
 
 
-@pytest.mark.parametrize("kw, match", [({"size": (48, 63)}, "even"), ({"videos_per_class": 2}, "2 groups"),
-                                       ({"ext": ".mkv"}, "ext")])
+@pytest.mark.parametrize(
+    "kw, match", [({"size": (48, 63)}, "even"), ({"videos_per_class": 2}, "2 groups"), ({"ext": ".mkv"}, "ext")]
+)
 def test_bad_arguments_are_named(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         _dataset(tmp_path, **kw)
 
 
 def test_cli_writes_dataset(tmp_path):
-    rc = make_demo_data.main(["--out", str(tmp_path), "--classes", "2", "--videos-per-class", "4",
-                              "--clips-per-group", "2", "--frames", "6", "--size", "32", "48"])
+    rc = make_demo_data.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--classes",
+            "2",
+            "--videos-per-class",
+            "4",
+            "--clips-per-group",
+            "2",
+            "--frames",
+            "6",
+            "--size",
+            "32",
+            "48",
+        ]
+    )
     assert rc == 0
     assert len(list((tmp_path / "videos").rglob("*.mp4"))) == 8
     assert (tmp_path / "synth.json").is_file()
 
 
 def test_write_video_round_trip_and_errors(tmp_path):
-    from pipeline.decode import decode_video
     from jobs.demokit.encode import write_video
+    from pipeline.decode import decode_video
 
     frames = synth.render_video("MoveUp", frames=6, size=(32, 48))
     for ext in (".mp4", ".avi"):

@@ -1,4 +1,5 @@
 """Training recipes and loop (jobs.training, jobs.train) on tiny synthetic shards."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,11 +11,21 @@ import models
 from jobs import train as train_mod
 from jobs.training import checkpoints, recipe
 from jobs.training.config import ConfigError, load_config, save_config
+
 from fixtures import synthetic_shards
 
-TINY = ["model.name=c3d-b8", "model.overrides={width: 0.0625}", "data.clip_len=4", "data.crop=16",
-        "optim.batch_size=3", "data.num_workers=0", "eval.num_clips=2", "eval.batch_size=4", "eval.every=1",
-        "log_every=0"]
+TINY = [
+    "model.name=c3d-b8",
+    "model.overrides={width: 0.0625}",
+    "data.clip_len=4",
+    "data.crop=16",
+    "optim.batch_size=3",
+    "data.num_workers=0",
+    "eval.num_clips=2",
+    "eval.batch_size=4",
+    "eval.every=1",
+    "log_every=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +51,10 @@ def test_step_schedules_of_the_paper():
 
 
 def test_config_overrides_types_and_errors(tmp_path):
-    cfg = load_config("jobs/configs/finetune.yaml", ["optim.lr=3e-3", "data.mean=[0.4,0.4,0.4]", "data.split=2",
-                                                    "model.overrides.dropout=0.1", "out_dir=/x/y"])
+    cfg = load_config(
+        "jobs/configs/finetune.yaml",
+        ["optim.lr=3e-3", "data.mean=[0.4,0.4,0.4]", "data.split=2", "model.overrides.dropout=0.1", "out_dir=/x/y"],
+    )
     assert cfg.optim.lr == 3e-3 and cfg.data.mean == [0.4, 0.4, 0.4] and cfg.data.split == "2"
     assert cfg.model.overrides == {"dropout": 0.1} and cfg.out_dir == "/x/y" and cfg.optim.lr_step == 8
     save_config(cfg, tmp_path / "c.yaml")
@@ -59,7 +72,9 @@ def test_config_overrides_types_and_errors(tmp_path):
 
 def test_epoch_indices_permute_cut_and_shard():
     a = recipe.epoch_indices(10, 0, seed=1)
-    assert sorted(a) == list(range(10)) and a == recipe.epoch_indices(10, 0, seed=1) != recipe.epoch_indices(10, 1, seed=1)
+    assert sorted(a) == list(range(10)) and a == recipe.epoch_indices(10, 0, seed=1) != recipe.epoch_indices(
+        10, 1, seed=1
+    )
     assert recipe.epoch_indices(10, 0, seed=1, max_items=4) == a[:4]
     parts = [recipe.epoch_indices(9, 3, seed=0, rank=r, world=2) for r in range(2)]
     assert len(parts[0]) == len(parts[1]) == 5 and set(parts[0]) | set(parts[1]) == set(range(9))
@@ -132,8 +147,9 @@ def test_finetune_replaces_head_with_10x_lr(first_epoch, tmp_path):
     assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in model.classifier.parameters()}
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
     # the same through the fine-tune recipe
-    ft = tiny_cfg(target, tmp_path / "ft", "optim.epochs=1", f"init_from={first_epoch}",
-                  config="jobs/configs/finetune.yaml")
+    ft = tiny_cfg(
+        target, tmp_path / "ft", "optim.epochs=1", f"init_from={first_epoch}", config="jobs/configs/finetune.yaml"
+    )
     logs = []
     train_mod.fit(ft, resume="auto", log=logs.append)
     assert any("classifier replaced" in m for m in logs)
@@ -141,16 +157,19 @@ def test_finetune_replaces_head_with_10x_lr(first_epoch, tmp_path):
     assert ck["num_classes"] == 2 and ck["model"]["classifier.weight"].shape[0] == 2
     assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == [1e-4, pytest.approx(1e-3)]
     with pytest.raises(ValueError, match="holds model 'c3d-b8'"):
-        checkpoints.init_from(models.build_model("c3d-b5", 2, width=0.0625, frames=8, size=32),
-                     first_epoch, "c3d-b5", 2)
+        checkpoints.init_from(
+            models.build_model("c3d-b5", 2, width=0.0625, frames=8, size=32), first_epoch, "c3d-b5", 2
+        )
 
 
 def test_nan_loss_stops_with_clear_message(shards, tmp_path, monkeypatch, capsys):
     def nan_loss(kind, multilabel):
         return "ce", lambda logits, target: logits.sum() * float("nan")
+
     monkeypatch.setattr(recipe, "make_loss", nan_loss)
-    rc = train_mod.main(["--config", "jobs/configs/pretrain.yaml", f"data.manifest={shards}",
-                         f"out_dir={tmp_path / 'nan'}", *TINY])
+    rc = train_mod.main(
+        ["--config", "jobs/configs/pretrain.yaml", f"data.manifest={shards}", f"out_dir={tmp_path / 'nan'}", *TINY]
+    )
     assert rc == 3
     err = capsys.readouterr().err
     assert "non-finite training loss" in err and "epoch 0 step 0" in err

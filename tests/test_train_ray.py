@@ -1,4 +1,5 @@
 """Ray Train: 2 CPU workers (DDP over gloo) on tiny shards: a smoke run, and resume with per-rank RNG states."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import torch
 
 from jobs import train as train_mod
 from jobs.training.config import load_config
+
 from fixtures import synthetic_shards
 
 ray = pytest.importorskip("ray")
@@ -22,10 +24,24 @@ def ray_local():
 
 
 def ray_cfg(shards, out, *extra):
-    return load_config("jobs/configs/pretrain.yaml", [
-        f"data.manifest={shards}", f"out_dir={out}", "model.name=c3d-b8",
-        "model.overrides={width: 0.0625, dropout: 0.5}", "data.clip_len=4", "data.crop=16", "optim.batch_size=2",
-        "optim.epochs=1", "data.num_workers=0", "eval.num_clips=2", "log_every=0", "workers=2", *extra])
+    return load_config(
+        "jobs/configs/pretrain.yaml",
+        [
+            f"data.manifest={shards}",
+            f"out_dir={out}",
+            "model.name=c3d-b8",
+            "model.overrides={width: 0.0625, dropout: 0.5}",
+            "data.clip_len=4",
+            "data.crop=16",
+            "optim.batch_size=2",
+            "optim.epochs=1",
+            "data.num_workers=0",
+            "eval.num_clips=2",
+            "log_every=0",
+            "workers=2",
+            *extra,
+        ],
+    )
 
 
 FAST = ("data.val_fraction=0.25", "eval.every=1", "optim.lr=0.05")

@@ -1,20 +1,21 @@
-"""The validation subset carved from a split's training videos (manifests.readers.validation) and its use in jobs.train."""
+"""The validation subset carved from a split's training videos (manifests.readers.validation) and its use in
+jobs.train."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from jobs import train as train_mod
+from jobs.demokit.shards import moving_frames
 from jobs.training.config import ConfigError, load_config
 from manifests.readers.clips import ClipDataset
-from manifests.shards import VideoStreams, write_shard_dataset
 from manifests.readers.validation import carve, group_of, resolve_rule
-from jobs.demokit.shards import moving_frames
-
-import numpy as np
+from manifests.shards import VideoStreams, write_shard_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +77,14 @@ def ucf_shards(tmp_path_factory):
         for g in range(1, 7):
             for k in (1, 2):
                 rgb = moving_frames(8, 20, 26, c, rng)
-                videos.append(VideoStreams(f"v_Class{c}_g{g:02d}_c{k:02d}", {"rgb": rgb, "flow": rgb[1:],
-                                           "rgbf": rgb[1:]}, (c,), {"split1": "test" if g <= 2 else "train"}))
+                videos.append(
+                    VideoStreams(
+                        f"v_Class{c}_g{g:02d}_c{k:02d}",
+                        {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[1:]},
+                        (c,),
+                        {"split1": "test" if g <= 2 else "train"},
+                    )
+                )
     return write_shard_dataset(tmp_path_factory.mktemp("ucf"), videos, ["Class0", "Class1", "Class2"])
 
 
@@ -96,11 +103,27 @@ def test_clip_dataset_train_val_test_are_disjoint(ucf_shards):
 
 
 def test_training_selects_on_validation_and_monitors_test_apart(ucf_shards, tmp_path):
-    cfg = load_config("jobs/configs/pretrain.yaml", [
-        f"data.manifest={ucf_shards}", f"out_dir={tmp_path / 'run'}", "model.name=c3d-b8",
-        "model.overrides={width: 0.0625}", "data.clip_len=4", "data.crop=16", "optim.batch_size=3",
-        "data.num_workers=0", "eval.num_clips=2", "eval.batch_size=4", "log_every=0", "optim.epochs=3",
-        "optim.lr=0.01", "data.val_fraction=0.25", "eval.monitor_test=true", "eval.every=1"])
+    cfg = load_config(
+        "jobs/configs/pretrain.yaml",
+        [
+            f"data.manifest={ucf_shards}",
+            f"out_dir={tmp_path / 'run'}",
+            "model.name=c3d-b8",
+            "model.overrides={width: 0.0625}",
+            "data.clip_len=4",
+            "data.crop=16",
+            "optim.batch_size=3",
+            "data.num_workers=0",
+            "eval.num_clips=2",
+            "eval.batch_size=4",
+            "log_every=0",
+            "optim.epochs=3",
+            "optim.lr=0.01",
+            "data.val_fraction=0.25",
+            "eval.monitor_test=true",
+            "eval.every=1",
+        ],
+    )
     logs = []
     train_mod.fit(cfg, resume="never", log=logs.append)
     run = tmp_path / "run"

@@ -1,5 +1,6 @@
 """Content-addressed source manifest versions: same inputs -> same id, changes -> new id and a diff,
 parent recorded, published versions immutable."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from manifests.diff import diff_sources
 from manifests.source.build import build
 from manifests.source.builders import build_folder
-from manifests.diff import diff_sources
 from manifests.source.loader import load_source
 from manifests.versioning import VersionMeta, content_id, publish, read_meta, resolve
+
 from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +59,12 @@ def test_changed_file_new_id_parent_and_diff(videos, tmp_path):
     assert list(d.changed) == ["walk/c2.mp4"]
     assert {"sha256", "size_bytes", "num_frames"} <= set(d.changed["walk/c2.mp4"])
     assert d.lines()[-1] == f"{v1} -> {v2}: 1 added, 1 removed, 1 changed"
-    res = subprocess.run([sys.executable, "-m", "jobs.build_manifest", "diff", str(p1), str(out / "LATEST")],
-                         capture_output=True, text=True, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "jobs.build_manifest", "diff", str(p1), str(out / "LATEST")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 1 and "~ walk/c2.mp4: " in res.stdout and "+ walk/c3.mp4" in res.stdout
     assert diff_sources(load_source(p2), load_source(p2)).empty
 
@@ -112,8 +118,23 @@ def test_load_source_rejects_other_kinds_and_newer_schemas(videos, tmp_path):
 def test_cli_reports_build_errors_without_traceback(videos, tmp_path):
     from jobs.build_manifest import main
 
-    assert main(["--dataset", "ucf101", "--videos", str(videos), "--annotations", str(tmp_path),
-                 "--out", str(tmp_path / "m"), "--workers", "0"]) == 2
+    assert (
+        main(
+            [
+                "--dataset",
+                "ucf101",
+                "--videos",
+                str(videos),
+                "--annotations",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "m"),
+                "--workers",
+                "0",
+            ]
+        )
+        == 2
+    )
 
 
 def test_diagnostic_note_is_not_part_of_the_id(videos):

@@ -8,6 +8,7 @@ Uses only the public API (docs/architecture.md): ``manifests.shards.load_shards`
 for ``subset="train"``), a plain ``torch.utils.data.DataLoader`` and ``models.build_model``. Prints the
 loss per step and the clip accuracy of the last batches; nothing is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,21 @@ def main(argv: list[str] | None = None) -> float:
     a = p.parse_args(argv)
 
     version = load_shards(a.shards)  # parses the Parquet tables only
-    print(f"version {version.meta.version_id}: {len(version)} videos, {len(version.labels)} classes, "
-          f"{len(version.failures)} failed extraction")
+    print(
+        f"version {version.meta.version_id}: {len(version)} videos, {len(version.labels)} classes, "
+        f"{len(version.failures)} failed extraction"
+    )
     data = ClipDataset(a.shards, a.split, a.subset, a.stream, clip_len=a.clip_len, crop=a.crop, mode="train")
-    loader = DataLoader(data, batch_size=a.batch_size, shuffle=True, num_workers=a.workers, drop_last=False,
-                        persistent_workers=a.workers > 0)
+    loader = DataLoader(
+        data,
+        batch_size=a.batch_size,
+        shuffle=True,
+        num_workers=a.workers,
+        drop_last=False,
+        persistent_workers=a.workers > 0,
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(a.model, num_classes=data.num_classes, width=a.width, frames=a.clip_len,
-                        size=a.crop).to(device)
+    model = build_model(a.model, num_classes=data.num_classes, width=a.width, frames=a.clip_len, size=a.crop).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss() if data.multilabel else torch.nn.CrossEntropyLoss()
 

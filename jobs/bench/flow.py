@@ -17,10 +17,10 @@ the same pairs. EPE and angular error are averaged over valid pixels: x + w insi
 All methods run interleaved (the order reverses every round) with `--threads` threads for torch and OpenCV;
 Brox solves 8 pairs per call as the extraction stage does; times are process CPU seconds per pair.
 """
+
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 import datetime
 import importlib.util
 import os
@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -36,7 +37,7 @@ import torch
 
 from pipeline import flow, sornative
 from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
-from pipeline.flowmetrics import (angular_error_map, epe_map, moving_object_pair, smooth_texture, warp_pair)
+from pipeline.flowmetrics import angular_error_map, epe_map, moving_object_pair, smooth_texture, warp_pair
 
 CASES = ("affine", "translate", "object", "gain", "offset", "noise")
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
@@ -89,7 +90,7 @@ def _affine(rng, h: int, w: int, max_px: float) -> np.ndarray:
     x, y = (xs - (w - 1) / 2) / w, (ys - (h - 1) / 2) / h
     a = rng.uniform(-1, 1, 6)
     f = np.stack((a[0] + a[1] * x + a[2] * y, a[3] + a[4] * x + a[5] * y), -1)
-    return (f * (max_px / np.sqrt((f ** 2).sum(-1)).max())).astype(np.float32)
+    return (f * (max_px / np.sqrt((f**2).sum(-1)).max())).astype(np.float32)
 
 
 def make_case(case: str, frame: np.ndarray, h: int, w: int, seed: int):
@@ -106,9 +107,13 @@ def make_case(case: str, frame: np.ndarray, h: int, w: int, seed: int):
         oh, ow = h // 3, w // 3
         y, x = rng.integers(8, h - oh - 8), rng.integers(8, w - ow - 8)
         ang = rng.uniform(0, 2 * np.pi)
-        shift = (float(np.clip(np.round(5 * np.cos(ang)), -x + 1, w - ow - x - 1)),
-                 float(np.clip(np.round(5 * np.sin(ang)), -y + 1, h - oh - y - 1)))
-        obj = cv2.resize(np.flipud(frame).copy(), (ow * 3, oh * 3), interpolation=cv2.INTER_AREA)[oh:2 * oh, ow:2 * ow]
+        shift = (
+            float(np.clip(np.round(5 * np.cos(ang)), -x + 1, w - ow - x - 1)),
+            float(np.clip(np.round(5 * np.sin(ang)), -y + 1, h - oh - y - 1)),
+        )
+        obj = cv2.resize(np.flipud(frame).copy(), (ow * 3, oh * 3), interpolation=cv2.INTER_AREA)[
+            oh : 2 * oh, ow : 2 * ow
+        ]
         i0, i1, gt, valid = moving_object_pair(src, obj, gt, (y, x, oh, ow), shift)
     else:
         i0, i1 = warp_pair(src, gt)
@@ -127,8 +132,11 @@ def make_case(case: str, frame: np.ndarray, h: int, w: int, seed: int):
 
 
 def make_suite(frames, h: int, w: int) -> list[dict]:
-    return [dict(zip(("i0", "i1", "gt", "valid"), make_case(c, f, h, w, seed=100 * t + k)), case=c)
-            for t, f in enumerate(frames) for k, c in enumerate(CASES)]
+    return [
+        dict(zip(("i0", "i1", "gt", "valid"), make_case(c, f, h, w, seed=100 * t + k)), case=c)
+        for t, f in enumerate(frames)
+        for k, c in enumerate(CASES)
+    ]
 
 
 def brox_runner(device: torch.device, params: dict, native: bool = True):
@@ -140,20 +148,23 @@ def brox_runner(device: torch.device, params: dict, native: bool = True):
         flow.NATIVE_SOR = native
         out = []
         for s in range(0, len(pairs), BATCH):
-            chunk = pairs[s:s + BATCH]
+            chunk = pairs[s : s + BATCH]
             i0 = torch.from_numpy(np.stack([p["i0"] for p in chunk])).to(device).float().div_(255)
             i1 = torch.from_numpy(np.stack([p["i1"] for p in chunk])).to(device).float().div_(255)
             out += list(brox_flow(i0, i1, preset="opencv", **stage_params).permute(0, 2, 3, 1).cpu().numpy())
         flow.NATIVE_SOR = True
         return out
+
     return run
 
 
 def opencv_runners() -> dict:
     tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
     deep = cv2.optflow.createOptFlow_DeepFlow()
-    return {"OpenCV DeepFlow": lambda ps: [deep.calc(p["i0"], p["i1"], None) for p in ps],
-            "OpenCV DualTVL1": lambda ps: [tvl1.calc(p["i0"], p["i1"], None) for p in ps]}
+    return {
+        "OpenCV DeepFlow": lambda ps: [deep.calc(p["i0"], p["i1"], None) for p in ps],
+        "OpenCV DualTVL1": lambda ps: [tvl1.calc(p["i0"], p["i1"], None) for p in ps],
+    }
 
 
 def errors(flow: np.ndarray, p: dict) -> tuple[float, float]:
@@ -167,16 +178,16 @@ def run_suite(size, frames, runners: dict, rounds: int) -> dict:
     w, h = size
     pairs = make_suite(frames, h, w)
     res = {n: {"cpu": []} for n in runners}
-    for name in runners:                                  # warm-up: allocator, OpenCV init
+    for name in runners:  # warm-up: allocator, OpenCV init
         runners[name](pairs[:1])
     for r in range(rounds):
-        for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+        for name in list(runners) if r % 2 == 0 else list(runners)[::-1]:
             c = time.process_time()
             flows = runners[name](pairs)
             res[name]["cpu"].append((time.process_time() - c) / len(pairs))
             res[name]["flows"] = flows
             res[name]["nonfinite"] = res[name].get("nonfinite", 0) + sum(int((~np.isfinite(f)).sum()) for f in flows)
-    for name, d in res.items():
+    for d in res.values():
         errs = [errors(f, p) for f, p in zip(d.pop("flows"), pairs)]
         for key, idx in (("epe", 0), ("ae", 1)):
             d[key] = {c: float(np.mean([e[idx] for e, p in zip(errs, pairs) if p["case"] == c])) for c in CASES}
@@ -187,8 +198,10 @@ def run_suite(size, frames, runners: dict, rounds: int) -> dict:
 def table(results: dict, sizes) -> list[str]:
     """One row per method: mean EPE per case and size, overall EPE and AE, CPU s/pair (median over rounds)."""
     cols = [f"{c} {w}x{h}" for c in (*CASES, "all") for w, h in sizes]
-    lines = ["| method | " + " | ".join(f"EPE {c}" for c in cols) + " | AE all deg | CPU s/pair | NaN/inf values |",
-             "| --- |" + " ---: |" * (len(cols) + 3)]
+    lines = [
+        "| method | " + " | ".join(f"EPE {c}" for c in cols) + " | AE all deg | CPU s/pair | NaN/inf values |",
+        "| --- |" + " ---: |" * (len(cols) + 3),
+    ]
     for name in results[sizes[0]]:
         epes = [results[s][name]["epe"][c] for c in (*CASES, "all") for s in sizes]
         ae = " / ".join(f"{results[s][name]['ae']['all']:.2f}" for s in sizes)
@@ -212,9 +225,12 @@ def batch_invariance(frames, device: torch.device, preset: str) -> list[str]:
     together = BroxFlow(params, device=device, max_batch=5).solve_sequences(seq)
     worst = max(float(np.abs(a - b).max()) for a, b in zip(alone, together))
     same = all(np.array_equal(a, b) for a, b in zip(alone, together))
-    return [f"### Batch invariance ({preset}, 171x128, two 9-frame sequences alone vs mixed in batches of 5)", "",
-            f"bit-identical: {'yes' if same else 'NO'}; largest difference {worst:.3g} px"
-            + ("" if same else " (the pipelined mode's shards then differ from --mode tasks in the last bits)")]
+    return [
+        f"### Batch invariance ({preset}, 171x128, two 9-frame sequences alone vs mixed in batches of 5)",
+        "",
+        f"bit-identical: {'yes' if same else 'NO'}; largest difference {worst:.3g} px"
+        + ("" if same else " (the pipelined mode's shards then differ from --mode tasks in the last bits)"),
+    ]
 
 
 def gpu_report(frames, device: torch.device, batches: list[int], preset: str) -> list[str]:
@@ -226,9 +242,16 @@ def gpu_report(frames, device: torch.device, batches: list[int], preset: str) ->
     ref = brox_flow(i0, i1, preset=preset).permute(0, 2, 3, 1).numpy()
     got = brox_flow(i0.to(device), i1.to(device), preset=preset).permute(0, 2, 3, 1).cpu().numpy()
     diff = float(epe_map(got, ref).mean())
-    lines += [f"mean EPE between CUDA and CPU flows: {diff:.2e} px (goal <= 1e-3: {'met' if diff <= 1e-3 else 'NOT met'})",
-              "", *batch_invariance(frames, device, preset), "", "### Batch sweep", "",
-              "| size (WxH) | batch | s/call | pairs/s | peak memory GiB |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        f"mean EPE between CUDA and CPU flows: {diff:.2e} px (goal <= 1e-3: {'met' if diff <= 1e-3 else 'NOT met'})",
+        "",
+        *batch_invariance(frames, device, preset),
+        "",
+        "### Batch sweep",
+        "",
+        "| size (WxH) | batch | s/call | pairs/s | peak memory GiB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     print("\n".join(lines), flush=True)
     p = brox_params(preset)
     for w, h in ((171, 128), (320, 256), (340, 256)):
@@ -238,7 +261,7 @@ def gpu_report(frames, device: torch.device, batches: list[int], preset: str) ->
             a = torch.from_numpy(np.stack([base[k]["i0"] for k in idx])).to(device).float().div_(255)
             c = torch.from_numpy(np.stack([base[k]["i1"] for k in idx])).to(device).float().div_(255)
             try:
-                solve_pairs(a, c, p)                                          # warm-up
+                solve_pairs(a, c, p)  # warm-up
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 t = time.perf_counter()
@@ -246,7 +269,7 @@ def gpu_report(frames, device: torch.device, batches: list[int], preset: str) ->
                     solve_pairs(a, c, p)
                 torch.cuda.synchronize(device)
                 wall = (time.perf_counter() - t) / 3
-                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+                peak = torch.cuda.max_memory_allocated(device) / 2**30
                 lines.append(f"| {w}x{h} | {b} | {wall:.4f} | {b / wall:.0f} | {peak:.2f} |")
             except torch.cuda.OutOfMemoryError:
                 lines.append(f"| {w}x{h} | {b} | OOM | | |")
@@ -254,23 +277,32 @@ def gpu_report(frames, device: torch.device, batches: list[int], preset: str) ->
             del a, c
             torch.cuda.empty_cache()
     free = torch.cuda.mem_get_info(device)[0]
-    lines += ["", f"Batch `BroxFlow` would choose from free memory ({free / 2 ** 30:.1f} GiB free): "
-              + ", ".join(f"{w}x{h}: {BroxFlow(p, device=device).batch_size(h, w)}"
-                          for w, h in ((171, 128), (320, 256), (340, 256))), f"(levels at 340x256: "
-              f"{len(pyramid_sizes(256, 340, p.scale, p.outer))})"]
+    lines += [
+        "",
+        f"Batch `BroxFlow` would choose from free memory ({free / 2**30:.1f} GiB free): "
+        + ", ".join(
+            f"{w}x{h}: {BroxFlow(p, device=device).batch_size(h, w)}" for w, h in ((171, 128), (320, 256), (340, 256))
+        ),
+        f"(levels at 340x256: {len(pyramid_sizes(256, 340, p.scale, p.outer))})",
+    ]
     return lines
 
 
 def machine(device: torch.device) -> list[str]:
     cpu = platform.processor() or "unknown"
     if Path("/proc/cpuinfo").exists():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
-    lines = [f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-             f"- CPU: {cpu}, {os.cpu_count()} logical cores; load average at start {os.getloadavg()[0]:.2f}",
-             f"- torch {torch.__version__}, OpenCV {cv2.__version__}, numpy {np.__version__}, "
-             f"Python {platform.python_version()}"]
+    lines = [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; load average at start {os.getloadavg()[0]:.2f}",
+        f"- torch {torch.__version__}, OpenCV {cv2.__version__}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}",
+    ]
     if device.type == "cuda":
         lines.append(f"- GPU: {torch.cuda.get_device_name(device)}")
     return lines
@@ -286,8 +318,12 @@ def main(argv=None) -> None:
     ap.add_argument("--textures", type=int, default=4, help="textures (x 6 cases = pairs per size)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds per size")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
-    ap.add_argument("--pytorch-sor", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run the presets with the PyTorch SOR sweeps (the pre-native code path)")
+    ap.add_argument(
+        "--pytorch-sor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the presets with the PyTorch SOR sweeps (the pre-native code path)",
+    )
     ap.add_argument("--batches", default="1,8,64,256,1024", help="GPU batch sizes")
     ap.add_argument("--preset", default="accurate", choices=tuple(PRESETS), help="preset of the GPU sweep")
     args = ap.parse_args(argv)
@@ -298,23 +334,32 @@ def main(argv=None) -> None:
     cv2.setNumThreads(args.threads)
     cmd = "python -m jobs.bench.flow " + " ".join(argv if argv is not None else sys.argv[1:])
     frames, source = source_frames(args.textures)
-    report = ["# Optical flow: Brox presets (this repo) vs OpenCV DeepFlow and DualTVL1", "", *machine(device),
-              f"- command: `{cmd}`", f"- threads: {args.threads} (torch and OpenCV)", f"- textures: {source}"]
+    report = [
+        "# Optical flow: Brox presets (this repo) vs OpenCV DeepFlow and DualTVL1",
+        "",
+        *machine(device),
+        f"- command: `{cmd}`",
+        f"- threads: {args.threads} (torch and OpenCV)",
+        f"- textures: {source}",
+    ]
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda given but torch sees no CUDA device")
-        report += ["", "## GPU", ""] + gpu_report(frames, device, [int(b) for b in args.batches.split(",")],
-                                                   args.preset)
+        report += ["", "## GPU", ""] + gpu_report(
+            frames, device, [int(b) for b in args.batches.split(",")], args.preset
+        )
     else:
         sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-        variants = {f"Brox {n}": brox_params(n) for n in PRESETS}   # native SOR where it compiles
+        variants = {f"Brox {n}": brox_params(n) for n in PRESETS}  # native SOR where it compiles
         if args.ablation:
             variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
-        if args.pytorch_sor and device.type == "cpu" and sornative.available():   # the PyTorch sweeps, side by side
-            runners = {"Brox opencv, PyTorch SOR": brox_runner(device, asdict(brox_params("opencv")), native=False),
-                       "Brox accurate, PyTorch SOR": brox_runner(device, asdict(brox_params("accurate")), native=False),
-                       **runners}
+        if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
+            runners = {
+                "Brox opencv, PyTorch SOR": brox_runner(device, asdict(brox_params("opencv")), native=False),
+                "Brox accurate, PyTorch SOR": brox_runner(device, asdict(brox_params("accurate")), native=False),
+                **runners,
+            }
         runners.update(opencv_runners())
         for n, p in variants.items():
             report.append(f"- {n}: " + ", ".join(f"{k}={v}" for k, v in asdict(p).items()))
@@ -325,16 +370,21 @@ def main(argv=None) -> None:
             partial = args.out.with_name(args.out.stem + ".partial" + args.out.suffix)
             partial.write_text("\n".join(report + [""] + table(results, list(results))) + "\n")
         partial.unlink()
-        report += ["", f"## Masked EPE (px) per case, {len(frames)} textures x {len(CASES)} cases per size, "
-                   f"{args.rounds} interleaved rounds", "",
-                   "Mean over valid pixels (x + w inside the frame, not occluded); 'all' is the mean over all pairs;",
-                   "AE: mean angular error (Barron) over all pairs; CPU s/pair: median over rounds; sizes in the",
-                   "order of the columns (a / b).", ""]
+        report += [
+            "",
+            f"## Masked EPE (px) per case, {len(frames)} textures x {len(CASES)} cases per size, "
+            f"{args.rounds} interleaved rounds",
+            "",
+            "Mean over valid pixels (x + w inside the frame, not occluded); 'all' is the mean over all pairs;",
+            "AE: mean angular error (Barron) over all pairs; CPU s/pair: median over rounds; sizes in the",
+            "order of the columns (a / b).",
+            "",
+        ]
         report += table(results, sizes)
     report += ["", f"Load average at end: {os.getloadavg()[0]:.2f} (the machine is shared; times are noisy)."]
     print("\n".join(report), flush=True)
     out = args.out
-    if device.type == "cuda" and not out.stem.endswith("-gpu"):   # keep the CPU report: flow.md -> flow-gpu.md
+    if device.type == "cuda" and not out.stem.endswith("-gpu"):  # keep the CPU report: flow.md -> flow-gpu.md
         out = out.with_name(out.stem + "-gpu" + out.suffix)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(report) + "\n")

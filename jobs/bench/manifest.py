@@ -13,6 +13,7 @@ Each build is timed in phases: plan (list + annotations), Ray startup, probe+has
 process (pipeline.contain, the default of the job) and in the task's own process, one right after the other,
 in ``--rounds`` rounds of alternating order; the report gives both and the overhead of the best runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def base_clip(seed: int, n: int = 16, h: int = 64, w: int = 80) -> np.ndarray:
     rng = np.random.default_rng(seed)
     frames = np.repeat(rng.integers(30, 90, (1, h, w, 3), dtype=np.uint8), n, axis=0)
     for i in range(n):
-        frames[i, 10:26, 4 + 2 * i:20 + 2 * i] = 200
+        frames[i, 10:26, 4 + 2 * i : 20 + 2 * i] = 200
     return frames
 
 
@@ -100,9 +101,20 @@ def run_one(videos: Path, workers: int, chunk: int, contained: bool = True) -> d
     if statuses != {"ok"} or len({r.sha256 for r in records}) != len(records):
         raise RuntimeError(f"{videos}: benchmark videos not all ok/distinct: {statuses}")
     n = len(records)
-    return {"n": n, "workers": workers, "contained": contained, "load": load, "kb": sum(r.size_bytes for r in records) / n / 1e3,
-            "plan": t1 - t0, "ray_init": t2 - t1, "probe": t3 - t2, "write": t4 - t3b, "total": (t4 - t0) - (t3b - t3), "vps_probe": n / (t3 - t2),
-            "vps_total": n / ((t4 - t0) - (t3b - t3))}
+    return {
+        "n": n,
+        "workers": workers,
+        "contained": contained,
+        "load": load,
+        "kb": sum(r.size_bytes for r in records) / n / 1e3,
+        "plan": t1 - t0,
+        "ray_init": t2 - t1,
+        "probe": t3 - t2,
+        "write": t4 - t3b,
+        "total": (t4 - t0) - (t3b - t3),
+        "vps_probe": n / (t3 - t2),
+        "vps_total": n / ((t4 - t0) - (t3b - t3)),
+    }
 
 
 def contain_costs(calls: int = 200) -> dict:
@@ -151,12 +163,16 @@ def cpu_per_video(videos: Path, n: int = 200, chunk: int = 8, rounds: int = 2) -
     child = contain.shared()
     out: dict[str, list[float]] = {"on": [], "off": []}
     for k in range(rounds):
-        for mode in (["on", "off"] if k % 2 == 0 else ["off", "on"]):
+        for mode in ["on", "off"] if k % 2 == 0 else ["off", "on"]:
             pid = child.proc.pid if mode == "on" and child.proc is not None else None
-            c0 = time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime \
-                + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime + (_proc_cpu(pid) if pid else 0.0)
+            c0 = (
+                time.process_time()
+                + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+                + (_proc_cpu(pid) if pid else 0.0)
+            )
             for i in range(0, len(paths), chunk):
-                inspect_many(paths[i:i + chunk], contained=mode == "on")
+                inspect_many(paths[i : i + chunk], contained=mode == "on")
             ru = resource.getrusage(resource.RUSAGE_CHILDREN)
             pid2 = child.proc.pid if mode == "on" and child.proc is not None else None
             c1 = time.process_time() + ru.ru_utime + ru.ru_stime + (_proc_cpu(pid2) if pid2 == pid and pid else 0.0)
@@ -166,41 +182,60 @@ def cpu_per_video(videos: Path, n: int = 200, chunk: int = 8, rounds: int = 2) -
 
 
 def machine() -> list[str]:
+    import subprocess
+
     import decord
     import imageio_ffmpeg
     import pyarrow
     import ray
 
-    import subprocess
-
     exe = imageio_ffmpeg.get_ffmpeg_exe()
     ffv = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return [f"- Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-            f"- CPU: {cpu}, {os.cpu_count()} cores visible; load average at start "
-            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (machine shared with other jobs)",
-            f"- Python {platform.python_version()}, Ray {ray.__version__}, decord {decord.__version__}, "
-            f"pyarrow {pyarrow.__version__}, {' '.join(ffv.split()[:3])} "
-            f"(imageio-ffmpeg {imageio_ffmpeg.__version__})"]
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return [
+        f"- Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- CPU: {cpu}, {os.cpu_count()} cores visible; load average at start "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (machine shared with other jobs)",
+        f"- Python {platform.python_version()}, Ray {ray.__version__}, decord {decord.__version__}, "
+        f"pyarrow {pyarrow.__version__}, {' '.join(ffv.split()[:3])} "
+        f"(imageio-ffmpeg {imageio_ffmpeg.__version__})",
+    ]
 
 
-def report(rows: list[dict], cmd: str, head: list[str], chunk: int, costs: dict | None = None,
-           cpu: dict | None = None) -> str:
-    lines = ["# Source manifest build benchmark", "", *head, "", f"Command: `{cmd}`", "",
-             f"Dataset: `folder` layout, {NUM_CLASSES} classes, tiny mp4 clips (16 frames, 64×80, "
-             f"{rows[0]['kb'] if rows else 0:.1f} KB on average) made distinct by an MP4 `free` box (see "
-             f"jobs/bench/manifest.py). Per video: sha256 of the bytes, `ffmpeg -i` header probe, decode "
-             f"to count frames (decord). Ray tasks of {chunk} videos, at most 2 tasks per CPU in flight.",
-             " Decoding contained: in the contained child process of each Ray worker (pipeline.contain, the job's "
-             "default), or in-process (no containment); runs of one size and worker count one after the other.",
-             "", "| videos | workers | decoding | load avg (1 min) | plan s | Ray start s | probe+hash s | write s | "
-             "total s | videos/s (probe+hash) | videos/s (total) |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def report(
+    rows: list[dict], cmd: str, head: list[str], chunk: int, costs: dict | None = None, cpu: dict | None = None
+) -> str:
+    lines = [
+        "# Source manifest build benchmark",
+        "",
+        *head,
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Dataset: `folder` layout, {NUM_CLASSES} classes, tiny mp4 clips (16 frames, 64×80, "
+        f"{rows[0]['kb'] if rows else 0:.1f} KB on average) made distinct by an MP4 `free` box (see "
+        f"jobs/bench/manifest.py). Per video: sha256 of the bytes, `ffmpeg -i` header probe, decode "
+        f"to count frames (decord). Ray tasks of {chunk} videos, at most 2 tasks per CPU in flight.",
+        " Decoding contained: in the contained child process of each Ray worker (pipeline.contain, the job's "
+        "default), or in-process (no containment); runs of one size and worker count one after the other.",
+        "",
+        "| videos | workers | decoding | load avg (1 min) | plan s | Ray start s | probe+hash s | write s | "
+        "total s | videos/s (probe+hash) | videos/s (total) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['workers']} | {'contained' if r['contained'] else 'in-process'} | "
-                     f"{r['load']:.1f} | {r['plan']:.2f} | {r['ray_init']:.1f} | {r['probe']:.1f} "
-                     f"| {r['write']:.2f} | {r['total']:.1f} | {r['vps_probe']:.1f} | {r['vps_total']:.1f} |")
+        lines.append(
+            f"| {r['n']} | {r['workers']} | {'contained' if r['contained'] else 'in-process'} | "
+            f"{r['load']:.1f} | {r['plan']:.2f} | {r['ray_init']:.1f} | {r['probe']:.1f} "
+            f"| {r['write']:.2f} | {r['total']:.1f} | {r['vps_probe']:.1f} | {r['vps_total']:.1f} |"
+        )
     lines += ["", "Total excludes Ray shutdown. Load average: 1-minute, just before the run.", ""]
     pairs = sorted({(r["n"], r["workers"]) for r in rows})
     cmp = []
@@ -209,22 +244,32 @@ def report(rows: list[dict], cmd: str, head: list[str], chunk: int, costs: dict 
         off = [r for r in rows if (r["n"], r["workers"], r["contained"]) == (n, w, False)]
         if on and off:
             a, b = max(x["vps_probe"] for x in on), max(x["vps_probe"] for x in off)
-            cmp.append(f"- {n} videos, {w} workers: contained {a:.1f} videos/s, in-process {b:.1f} videos/s "
-                       f"(best run of each): containment costs {100 * (b / a - 1):+.1f} % time per video.")
+            cmp.append(
+                f"- {n} videos, {w} workers: contained {a:.1f} videos/s, in-process {b:.1f} videos/s "
+                f"(best run of each): containment costs {100 * (b / a - 1):+.1f} % time per video."
+            )
     if cmp:
         lines += ["Containment overhead on the normal path (goal <= 5 %):", "", *cmp, ""]
     if costs:
-        lines += [f"Costs of pipeline.contain measured alone (load average {costs['load']:.1f}): first call "
-                  f"{costs['first']:.2f} s (fork server, child start, imports of decord / ffmpeg-python; once per "
-                  f"Ray worker), a call's round trip {costs['call_ms']:.3f} ms, one item of a batch "
-                  f"{costs['item_ms']:.3f} ms, a restart after a crash or timeout {costs['restart']:.2f} s.", ""]
+        lines += [
+            f"Costs of pipeline.contain measured alone (load average {costs['load']:.1f}): first call "
+            f"{costs['first']:.2f} s (fork server, child start, imports of decord / ffmpeg-python; once per "
+            f"Ray worker), a call's round trip {costs['call_ms']:.3f} ms, one item of a batch "
+            f"{costs['item_ms']:.3f} ms, a restart after a crash or timeout {costs['restart']:.2f} s.",
+            "",
+        ]
     if cpu:
         on, off = min(cpu["on"]), min(cpu["off"])
-        lines += [f"CPU time per video (load-independent; {cpu['n']} videos in one process, chunks of {chunk}, "
-                  f"own + ffmpeg -i + contained child CPU; load average {cpu['load']:.1f}): contained "
-                  + ", ".join(f"{1e3 * x:.1f}" for x in cpu["on"]) + " ms, in-process "
-                  + ", ".join(f"{1e3 * x:.1f}" for x in cpu["off"]) + f" ms; lowest of each: "
-                  f"{100 * (on / off - 1):+.1f} %.", ""]
+        lines += [
+            f"CPU time per video (load-independent; {cpu['n']} videos in one process, chunks of {chunk}, "
+            f"own + ffmpeg -i + contained child CPU; load average {cpu['load']:.1f}): contained "
+            + ", ".join(f"{1e3 * x:.1f}" for x in cpu["on"])
+            + " ms, in-process "
+            + ", ".join(f"{1e3 * x:.1f}" for x in cpu["off"])
+            + f" ms; lowest of each: "
+            f"{100 * (on / off - 1):+.1f} %.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -235,8 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cache", type=Path, default=Path("data/cache/bench_manifest"))
     ap.add_argument("--chunk", type=int, default=8)
-    ap.add_argument("--containment", nargs="+", choices=["on", "off"], default=["on", "off"],
-                    help="decode in the contained child (on, the job's default) and/or in-process (off)")
+    ap.add_argument(
+        "--containment",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on", "off"],
+        help="decode in the contained child (on, the job's default) and/or in-process (off)",
+    )
     ap.add_argument("--rounds", type=int, default=1, help="rounds per (size, workers); order alternates")
     args = ap.parse_args(argv)
     head = machine()
@@ -245,15 +295,21 @@ def main(argv: list[str] | None = None) -> int:
         videos = ensure_dataset(args.cache, n)
         for w in args.workers:
             for k in range(args.rounds):
-                for mode in (args.containment if k % 2 == 0 else args.containment[::-1]):
+                for mode in args.containment if k % 2 == 0 else args.containment[::-1]:
                     rows.append(r := run_one(videos, w, args.chunk, contained=mode == "on"))
-                    print(f"{n} videos, {w} workers, containment {mode}: {r['vps_probe']:.1f} videos/s "
-                          f"probe+hash, {r['total']:.1f} s total, load {r['load']:.1f}", file=sys.stderr)
+                    print(
+                        f"{n} videos, {w} workers, containment {mode}: {r['vps_probe']:.1f} videos/s "
+                        f"probe+hash, {r['total']:.1f} s total, load {r['load']:.1f}",
+                        file=sys.stderr,
+                    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python -m jobs.bench.manifest " + " ".join(sys.argv[1:] if argv is None else argv)
     costs = contain_costs() if "on" in args.containment else None
-    cpu = cpu_per_video(ensure_dataset(args.cache, args.sizes[0]), chunk=args.chunk) \
-        if set(args.containment) == {"on", "off"} else None
+    cpu = (
+        cpu_per_video(ensure_dataset(args.cache, args.sizes[0]), chunk=args.chunk)
+        if set(args.containment) == {"on", "off"}
+        else None
+    )
     args.out.write_text(report(rows, cmd, head, args.chunk, costs, cpu))
     print(args.out)
     return 0

@@ -9,6 +9,7 @@ every model alike; the report gives the median and the minimum per-iteration tim
 Defaults depend on the device: cuda -> batch 16 (the paper's), 16x112x112, 10 iters x 3 rounds, all
 models; cpu -> batch 2, 16x56x56, 1 iter x 4 rounds, 1 thread, the 16 models of Table 2 (a few minutes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,22 @@ from models.summary import profile_model
 
 # the paper's Table 2 training speed (s/iter, batch 16, one unnamed GPU)
 PAPER_S_PER_ITER = {
-    "c3d-b5": 1.10, "b5-asyConv3": 0.85, "b5-asyConv4": 0.94, "b5-asyConv5": 0.94, "b5-asyConv34": 0.82,
-    "b5-asyConv35": 0.82, "b5-asyConv45": 0.83, "b5-asyConv345": 0.81,
-    "c3d-b8": 1.28, "b8-asyConv3": 0.99, "b8-asyConv4": 1.00, "b8-asyConv5": 1.03, "b8-asyConv34": 0.95,
-    "b8-asyConv35": 0.97, "b8-asyConv45": 0.97, "b8-asyConv345": 0.93,
+    "c3d-b5": 1.10,
+    "b5-asyConv3": 0.85,
+    "b5-asyConv4": 0.94,
+    "b5-asyConv5": 0.94,
+    "b5-asyConv34": 0.82,
+    "b5-asyConv35": 0.82,
+    "b5-asyConv45": 0.83,
+    "b5-asyConv345": 0.81,
+    "c3d-b8": 1.28,
+    "b8-asyConv3": 0.99,
+    "b8-asyConv4": 1.00,
+    "b8-asyConv5": 1.03,
+    "b8-asyConv34": 0.95,
+    "b8-asyConv35": 0.97,
+    "b8-asyConv45": 0.97,
+    "b8-asyConv345": 0.93,
 }
 GROUPS = {
     "table2": list(PAPER_S_PER_ITER),
@@ -66,15 +79,26 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
+
     return step
 
 
-def run(names: list[str], device: torch.device, batch: int, frames: int, size: int, width: float,
-        iters: int, rounds: int, warmup: int, log=print) -> dict[str, dict[str, list[float]]]:
+def run(
+    names: list[str],
+    device: torch.device,
+    batch: int,
+    frames: int,
+    size: int,
+    width: float,
+    iters: int,
+    rounds: int,
+    warmup: int,
+    log=print,
+) -> dict[str, dict[str, list[float]]]:
     """name -> {"wall": [...], "cpu": [...]}: seconds per step (iters x rounds values each); "cpu" is this
     process's CPU time, less sensitive than wall time to other jobs on a shared CPU."""
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, frames, size, size, device=device)       # (B, C, T, H, W)
+    x = torch.randn(batch, 3, frames, size, size, device=device)  # (B, C, T, H, W)
     y = torch.randint(0, 101, (batch,), device=device)
     steps = {}
     for n in names:
@@ -96,28 +120,31 @@ def run(names: list[str], device: torch.device, batch: int, frames: int, size: i
                 sync(device)
                 times[n]["wall"].append(time.perf_counter() - t)
                 times[n]["cpu"].append(time.process_time() - c)
-        log(f"  round {r + 1}/{rounds} (median wall ms): " + ", ".join(
-            f"{n} {1e3 * statistics.median(times[n]['wall']):.0f}" for n in names))
+        log(
+            f"  round {r + 1}/{rounds} (median wall ms): "
+            + ", ".join(f"{n} {1e3 * statistics.median(times[n]['wall']):.0f}" for n in names)
+        )
     return times
 
 
 def machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     desc = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
-        desc += f"; GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, " \
-                f"cudnn.benchmark={torch.backends.cudnn.benchmark}"
+        desc += (
+            f"; GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, "
+            f"cudnn.benchmark={torch.backends.cudnn.benchmark}"
+        )
     return desc
 
 
 def report(names, times, a, device, elapsed) -> str:
     gpu = device.type == "cuda"
-    clock = "wall" if gpu else "cpu"          # the clock the speed-up is computed from
+    clock = "wall" if gpu else "cpu"  # the clock the speed-up is computed from
     med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
     lines = [
         "# Model training-step benchmark",
@@ -131,15 +158,15 @@ def report(names, times, a, device, elapsed) -> str:
         f"- timing: {a.warmup} warm-up step(s), then {a.rounds} interleaved round(s) of {a.iters} step(s) "
         f"per model (order reversed every round); median and minimum over the {a.rounds * a.iters} timed steps",
         f"- speed-up = baseline median / model median of the **{clock}** time"
-        + ("" if gpu else " (this process's CPU time, steadier than wall time when other jobs share the "
-                          "CPU)")
-        + "; the paper's \"faster by 29%\" is 1.29. Paper columns: Table 2 (batch 16, 16x112x112, one GPU)",
+        + ("" if gpu else " (this process's CPU time, steadier than wall time when other jobs share the CPU)")
+        + '; the paper\'s "faster by 29%" is 1.29. Paper columns: Table 2 (batch 16, 16x112x112, one GPU)',
         "- params (101 classes) and MACs per clip at the benchmark clip size: the FC input follows the clip "
         "size, so below 112x112 the params are smaller than the paper's (models.summary)",
         f"- machine load average (1 min) at start / end: {a.load[0]:.2f} / {os.getloadavg()[0]:.2f}",
         "",
         "| model | baseline | params (M) | GMACs/clip | wall ms/iter (median) | wall ms/iter (min) |"
-        + ("" if gpu else " CPU ms/iter (median) |") + " speed-up | paper s/iter | paper speed-up |",
+        + ("" if gpu else " CPU ms/iter (median) |")
+        + " speed-up | paper s/iter | paper speed-up |",
         "|---|---|---:|---:|---:|---:|" + ("" if gpu else "---:|") + "---:|---:|---:|",
     ]
     for n in names:
@@ -153,16 +180,21 @@ def report(names, times, a, device, elapsed) -> str:
         lines.append(
             f"| {n} | {base or '—'} | {params / 1e6:.2f} | {macs / 1e9:.2f} | {1e3 * med[n]['wall']:.0f} | "
             f"{1e3 * min(times[n]['wall']):.0f} |{cpu_col} {speed} | {f'{ps:.2f}' if ps else '—'} | "
-            f"{f'{pbase / ps:.2f}' if ps and pbase else '—'} |")
+            f"{f'{pbase / ps:.2f}' if ps and pbase else '—'} |"
+        )
     lines += [
         "",
         "Reading it: the paper's claim (Table 2: asymmetric variants 1.17-1.38x the baseline speed) was measured on a "
         "GPU at batch 16 and 16x112x112. "
-        + ("" if gpu else
-           "This is a CPU run at the clip and batch above, so it does not test that claim: CPU kernels (oneDNN) "
-           "and GPU kernels (cuDNN) trade MACs against per-layer costs differently, and the asymmetric "
-           "cascade triples the number of layers it replaces. The same script runs on CUDA when available (`--device cuda`, batch 16, "
-           "16x112x112 and all models by default). ")
+        + (
+            ""
+            if gpu
+            else "This is a CPU run at the clip and batch above, so it does not test that claim: CPU kernels "
+            "(oneDNN) and GPU kernels (cuDNN) trade MACs against per-layer costs differently, and the asymmetric "
+            "cascade triples the number of layers it replaces. The same script runs on CUDA when available "
+            "(`--device cuda`, batch 16, "
+            "16x112x112 and all models by default). "
+        )
         + "See docs/models.md for the interpretation of the latest run.",
     ]
     return "\n".join(lines) + "\n"
@@ -179,9 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--models", help="comma list of names or groups: table2, table3, table4, all")
-    ap.add_argument("--threads", type=int,
-                    help="torch.set_num_threads; cpu default 1 (multi-threaded steps on a shared, loaded "
-                         "machine are dominated by thread contention; see docs/models.md)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads; cpu default 1 (multi-threaded steps on a shared, loaded "
+        "machine are dominated by thread contention; see docs/models.md)",
+    )
     ap.add_argument("--out", type=Path, help="markdown report (printed to stdout too)")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
@@ -207,11 +242,23 @@ def _bench(a: argparse.Namespace, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
     names = resolve_models(a.models)
     a.load = os.getloadavg()
-    print(f"benchmarking {len(names)} models on {device}: batch {a.batch}, clip 3x{a.frames}x{a.size}x{a.size}",
-          flush=True)
+    print(
+        f"benchmarking {len(names)} models on {device}: batch {a.batch}, clip 3x{a.frames}x{a.size}x{a.size}",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    times = run(names, device, a.batch, a.frames, a.size, a.width, a.iters, a.rounds, a.warmup,
-                log=lambda s: print(s, flush=True))
+    times = run(
+        names,
+        device,
+        a.batch,
+        a.frames,
+        a.size,
+        a.width,
+        a.iters,
+        a.rounds,
+        a.warmup,
+        log=lambda s: print(s, flush=True),
+    )
     text = report(names, times, a, device, time.perf_counter() - t0)
     print(text)
     if a.out:

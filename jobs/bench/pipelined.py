@@ -11,6 +11,7 @@ a flow actor per GPU and a shard task per remaining core). Every run extracts th
 directory; the shard files are checked to be byte-identical across modes. Brox runs with the default
 preset unless --flow-param says otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ from pathlib import Path
 from jobs.bench.extract import machine, make_source
 from jobs.bench.scale import load
 from jobs.extract import _kv
-from jobs.extraction.driver import extract
 from jobs.extraction import flowpool
+from jobs.extraction.driver import extract
 from manifests.extraction import ExtractConfig
 from manifests.shards import load_shards
 from pipeline.flow import FlowConfig
@@ -41,12 +42,23 @@ def run_modes(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log) ->
             s = extract(source, out, cfg, mode=mode, log=lines.append)
             wall = time.time() - t
             shards = {rec.video_id: rec.shard_sha256 for rec in load_shards(s.path).records}
-            rows.append({"mode": mode, "round": r, "wall_s": wall, "ray_init_s": s.ray_init_s,
-                         "shards_s": s.shards_s, "task_cpu_s": s.task_cpu_s, "ok": s.ok, "failed": s.failed,
-                         "load_before": la, "load_after": load(),
-                         "pool": flowpool.describe(s.flow_stats, s.shards_s) if s.flow_stats else "",
-                         "layout": next((x for x in lines if "tasks at a time" in x), "").replace("extract: ", ""),
-                         "shards": shards})
+            rows.append(
+                {
+                    "mode": mode,
+                    "round": r,
+                    "wall_s": wall,
+                    "ray_init_s": s.ray_init_s,
+                    "shards_s": s.shards_s,
+                    "task_cpu_s": s.task_cpu_s,
+                    "ok": s.ok,
+                    "failed": s.failed,
+                    "load_before": la,
+                    "load_after": load(),
+                    "pool": flowpool.describe(s.flow_stats, s.shards_s) if s.flow_stats else "",
+                    "layout": next((x for x in lines if "tasks at a time" in x), "").replace("extract: ", ""),
+                    "shards": shards,
+                }
+            )
             log(f"{mode} round {r}: wall {wall:.1f} s, shards {s.shards_s:.1f} s, ok {s.ok}, load {la}")
     return rows
 
@@ -56,31 +68,43 @@ def report(rows: list[dict], cfg: ExtractConfig, args, cmd: str) -> str:
     med = {m: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "shards_s")} for m, rs in by.items()}
     same = all(r["shards"] == rows[0]["shards"] for r in rows)
     videos = rows[0]["ok"] + rows[0]["failed"]
-    L = ["# Pipelined extraction against per-shard tasks", "",
-         f"- machine: {machine()}",
-         f"- command: `{cmd}`",
-         f"- input: {videos} synthetic demo videos of {args.frames} frames (jobs.make_demo_data), extracted at "
-         f"{cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, Brox preset "
-         f"`{cfg.flow.preset}`"
-         + (f" with {args.flow_param}" if args.flow_param else "") + ".",
-         f"- each mode {args.rounds} times, alternating, each on a fresh local Ray cluster (`ray.init` counted in "
-         f"the wall time, not in the shard phase).", "",
-         "| run | mode | layout | wall s | shard phase s | task CPU s | load before -> after |",
-         "|---|---|---|---|---|---|---|"]
+    L = [
+        "# Pipelined extraction against per-shard tasks",
+        "",
+        f"- machine: {machine()}",
+        f"- command: `{cmd}`",
+        f"- input: {videos} synthetic demo videos of {args.frames} frames (jobs.make_demo_data), extracted at "
+        f"{cfg.size[0]}x{cfg.size[1]}, shards of {cfg.shard_size} videos, Brox preset "
+        f"`{cfg.flow.preset}`" + (f" with {args.flow_param}" if args.flow_param else "") + ".",
+        f"- each mode {args.rounds} times, alternating, each on a fresh local Ray cluster (`ray.init` counted in "
+        f"the wall time, not in the shard phase).",
+        "",
+        "| run | mode | layout | wall s | shard phase s | task CPU s | load before -> after |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rows):
         lay = r["layout"].split("at a time, ")[-1] if r["layout"] else ""
-        L.append(f"| {i + 1} | {r['mode']} | {lay} | {r['wall_s']:.1f} | {r['shards_s']:.1f} | "
-                 f"{r['task_cpu_s']:.1f} | {r['load_before']} -> {r['load_after']} |")
+        L.append(
+            f"| {i + 1} | {r['mode']} | {lay} | {r['wall_s']:.1f} | {r['shards_s']:.1f} | "
+            f"{r['task_cpu_s']:.1f} | {r['load_before']} -> {r['load_after']} |"
+        )
     ratio_w = med["pipelined"]["wall_s"] / med["tasks"]["wall_s"]
     ratio_s = med["pipelined"]["shards_s"] / med["tasks"]["shards_s"]
-    L += ["", f"**Pipelined / tasks** (medians): shard phase {ratio_s:.3f}, whole run {ratio_w:.3f} "
-              f"(below 1: the pipelined mode is faster).",
-          f"Shard files byte-identical across all runs and both modes: {'yes' if same else '**NO**'}.", ""]
+    L += [
+        "",
+        f"**Pipelined / tasks** (medians): shard phase {ratio_s:.3f}, whole run {ratio_w:.3f} "
+        f"(below 1: the pipelined mode is faster).",
+        f"Shard files byte-identical across all runs and both modes: {'yes' if same else '**NO**'}.",
+        "",
+    ]
     pools = [r["pool"] for r in rows if r["pool"]]
     if pools:
         L += ["Flow pool of each pipelined run (from the job log):", ""] + [f"- {p}" for p in pools] + [""]
-    L += ["Task CPU s counts the shard tasks' own process CPU; in the pipelined mode the Brox solves run in "
-          "the flow actors, so it holds decoding, flow images, RGBF, codecs and writing only.", ""]
+    L += [
+        "Task CPU s counts the shard tasks' own process CPU; in the pipelined mode the Brox solves run in "
+        "the flow actors, so it holds decoding, flow images, RGBF, codecs and writing only.",
+        "",
+    ]
     return "\n".join(L)
 
 

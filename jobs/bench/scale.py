@@ -9,6 +9,7 @@ plus that of its child processes), which is what a dedicated core delivers, and 
 shared machine depend on the load (printed with every table). Every number in the written report comes from
 this run; assumptions of the projection are inputs, listed as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,29 @@ def generate(path: Path, wh: tuple[int, int], seconds: float, fps: int = 25) -> 
     from pipeline.decode import _ffmpeg_exe
 
     if not path.exists():
-        subprocess.run([_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                        f"testsrc2=size={wh[0]}x{wh[1]}:rate={fps}:duration={seconds}", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p", str(path)], check=True)
+        subprocess.run(
+            [
+                _ffmpeg_exe(),
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc2=size={wh[0]}x{wh[1]}:rate={fps}:duration={seconds}",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "250",
+                "-pix_fmt",
+                "yuv420p",
+                str(path),
+            ],
+            check=True,
+        )
     return path
 
 
@@ -81,12 +102,23 @@ def bench_decode(work: Path, seconds: float) -> list[dict]:
                     n = 0
                     for _, frames in FrameStream(path, size, backend=backend):
                         if how != "in decoder":
-                            frames = np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-                                               for f in frames])
+                            frames = np.stack(
+                                [cv2.resize(f, (hw[1], hw[0]), interpolation=cv2.INTER_AREA) for f in frames]
+                            )
                         n += len(frames)
                     wall, cpu = time.perf_counter() - t, cpu_now() - c
-                    rows.append({"source": src, "size": name, "backend": backend, "how": how, "frames": n,
-                                 "fps_wall": n / wall, "fps_cpu": n / cpu, "load": load()})
+                    rows.append(
+                        {
+                            "source": src,
+                            "size": name,
+                            "backend": backend,
+                            "how": how,
+                            "frames": n,
+                            "fps_wall": n / wall,
+                            "fps_cpu": n / cpu,
+                            "load": load(),
+                        }
+                    )
                     print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -125,10 +157,20 @@ def bench_flow(work: Path, pairs: int) -> list[dict]:
             g.finish(n_flow=64)
         wall2, cpu2 = time.perf_counter() - t2, time.process_time() - c2
         nbytes = out.stat().st_size
-        rows.append({"size": name, "preset": DEFAULT_PRESET, "pairs": len(flow), "pairs_s_cpu": len(flow) / cpu,
-                     "pairs_s_wall": len(flow) / wall,
-                     "write_s_per_frame_cpu": cpu2 / 64, "write_mb_s_cpu": nbytes / 1e6 / cpu2,
-                     "write_mb_s_wall": nbytes / 1e6 / wall2, "bytes_per_frame": nbytes / 64, "load": load()})
+        rows.append(
+            {
+                "size": name,
+                "preset": DEFAULT_PRESET,
+                "pairs": len(flow),
+                "pairs_s_cpu": len(flow) / cpu,
+                "pairs_s_wall": len(flow) / wall,
+                "write_s_per_frame_cpu": cpu2 / 64,
+                "write_mb_s_cpu": nbytes / 1e6 / cpu2,
+                "write_mb_s_wall": nbytes / 1e6 / wall2,
+                "bytes_per_frame": nbytes / 64,
+                "load": load(),
+            }
+        )
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -145,8 +187,12 @@ def rss_child(path: str, size: str) -> None:
     from pipeline.storage import ShardWriter
 
     torch.set_num_threads(1)
-    cfg = ExtractConfig(size=SIZES[size], flow=FlowConfig.resolve(inner=1, outer=1, solver=1), static_threshold=0.0,
-                        codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"})
+    cfg = ExtractConfig(
+        size=SIZES[size],
+        flow=FlowConfig.resolve(inner=1, outer=1, solver=1),
+        static_threshold=0.0,
+        codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},
+    )
     task = VideoTask("v", path, Path(path).name, None, None)
     flow = flow_stage(cfg, "cpu")
     grand = GrandchildPeak(lambda: shared().proc)
@@ -159,8 +205,17 @@ def rss_child(path: str, size: str) -> None:
     ffmpeg_mb = grand.stop()
     shared().close()
     out.unlink()
-    print(json.dumps({"frames": n, "seconds": time.perf_counter() - t, "worker_mb": vm_hwm_mb("self"),
-                      "decoder_mb": decoder_mb, "ffmpeg_mb": ffmpeg_mb}))
+    print(
+        json.dumps(
+            {
+                "frames": n,
+                "seconds": time.perf_counter() - t,
+                "worker_mb": vm_hwm_mb("self"),
+                "decoder_mb": decoder_mb,
+                "ffmpeg_mb": ffmpeg_mb,
+            }
+        )
+    )
 
 
 class GrandchildPeak:
@@ -205,8 +260,12 @@ def bench_rss(work: Path, lengths: list[float]) -> list[dict]:
     for secs in lengths:
         path = generate(work / f"long_{int(secs)}s.mp4", SOURCES["1280x720"], secs)
         for size in SIZES:
-            res = subprocess.run([sys.executable, "-m", "jobs.bench.scale", "--rss-child", str(path), size],
-                                 capture_output=True, text=True, env=os.environ)
+            res = subprocess.run(
+                [sys.executable, "-m", "jobs.bench.scale", "--rss-child", str(path), size],
+                capture_output=True,
+                text=True,
+                env=os.environ,
+            )
             if res.returncode != 0:
                 raise RuntimeError(f"rss child failed: {res.stderr[-2000:]}")
             r = json.loads(res.stdout.strip().splitlines()[-1])
@@ -217,20 +276,28 @@ def bench_rss(work: Path, lengths: list[float]) -> list[dict]:
 
 def rss_table(rows: list[dict]) -> list[str]:
     """Markdown lines of the memory table (also printed by a partial ``--sections rss`` run)."""
-    L = ["| video s | frames | target | path | worker peak RSS MB | decoder child peak RSS MB | its ffmpeg peak RSS MB "
-         "| wall s | load |", "|---:|---:|---|---|---:|---:|---:|---:|---|"]
+    L = [
+        "| video s | frames | target | path | worker peak RSS MB | decoder child peak RSS MB | its ffmpeg peak RSS MB "
+        "| wall s | load |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         ff = r.get("ffmpeg_mb")
-        L.append(f"| {r['seconds_video']:.0f} | {r['frames']} | {r['size']} | {r['mode']} | {r['worker_mb']:.0f} | "
-                 f"{r['decoder_mb']:.0f} | {'-' if not ff else f'{ff:.0f}'} | {r['seconds']:.0f} | {r['load']} |")
+        L.append(
+            f"| {r['seconds_video']:.0f} | {r['frames']} | {r['size']} | {r['mode']} | {r['worker_mb']:.0f} | "
+            f"{r['decoder_mb']:.0f} | {'-' if not ff else f'{ff:.0f}'} | {r['seconds']:.0f} | {r['load']} |"
+        )
     return L
 
 
 # ------------------------------------------------------------------------------------------------ model
 def model_cpu_s(frames_dec: float, src: str, size: str, pairs: float, stored: float, rates: dict) -> dict:
     """CPU seconds per video by stage (decode, flow on CPU, streams + write) from the measured rates."""
-    return {"decode": frames_dec / rates["decode"][(src, size)], "flow_cpu": pairs / rates["flow"][size],
-            "write": stored * rates["write"][size]}
+    return {
+        "decode": frames_dec / rates["decode"][(src, size)],
+        "flow_cpu": pairs / rates["flow"][size],
+        "write": stored * rates["write"][size],
+    }
 
 
 def gpu_rate(size: str) -> float:
@@ -267,13 +334,24 @@ def project(rates: dict, bytes_per_frame: dict) -> list[dict]:
                 per_video = max(cpu["decode"], pairs / gpu_rate(size) + cpu["write"])
                 today = videos * per_video / gpus
                 # --mode pipelined: all other cores decode / write, GPU flow actors only solve flow
-                piped = max(videos * (cpu["decode"] + cpu["write"]) / max(cores - gpus, 1),
-                            total_pairs / (gpus * gpu_rate(size)))
+                piped = max(
+                    videos * (cpu["decode"] + cpu["write"]) / max(cores - gpus, 1),
+                    total_pairs / (gpus * gpu_rate(size)),
+                )
             else:
                 today = piped = videos * sum(cpu.values()) / cores
-            rows.append({"dataset": ds, "setting": label, "cluster": cl, "pairs": total_pairs,
-                         "tb": total_bytes / 1e12, "hours_today": today / 3600, "hours_pipelined": piped / 3600,
-                         "per_video_cpu": cpu})
+            rows.append(
+                {
+                    "dataset": ds,
+                    "setting": label,
+                    "cluster": cl,
+                    "pairs": total_pairs,
+                    "tb": total_bytes / 1e12,
+                    "hours_today": today / 3600,
+                    "hours_pipelined": piped / 3600,
+                    "per_video_cpu": cpu,
+                }
+            )
     return rows
 
 
@@ -283,24 +361,36 @@ def check_model(work: Path, n_videos: int) -> dict:
 
     Prediction = fixed cost of a job (measured: a 2-video job) + n_videos x wall seconds per video
     (measured: stream_video in this process on CALIBRATION_VIDEOS of the videos, run right before)."""
+    import torch
+
     from jobs.build_manifest import build_main
     from jobs.extraction.driver import extract
-    from manifests.extraction.bookkeeping import select_videos
     from jobs.make_demo_data import make_dataset
     from manifests.extraction import ExtractConfig, flow_stage, stream_video
+    from manifests.extraction.bookkeeping import select_videos
     from manifests.source.loader import load_source
-    from pipeline.flow import FlowConfig
     from pipeline.contain import shared
+    from pipeline.flow import FlowConfig
     from pipeline.storage import ShardWriter
-
-    import torch
 
     torch.set_num_threads(1)  # as in a Ray task (1 CPU); more threads on a loaded machine run far slower
     flow = {"inner": 3, "outer": 3, "solver": 3}
     cfg = ExtractConfig(size=(128, 171), flow=FlowConfig.resolve(**flow), shard_size=25)
     make_dataset(work / "demo", classes=10, videos_per_class=-(-n_videos // 10), frames=16, size=(128, 172))
-    vid = build_main(["--dataset", "ucf101", "--videos", str(work / "demo/videos"), "--annotations",
-                      str(work / "demo/annotations"), "--out", str(work / "manifests"), "--workers", "0"])
+    vid = build_main(
+        [
+            "--dataset",
+            "ucf101",
+            "--videos",
+            str(work / "demo/videos"),
+            "--annotations",
+            str(work / "demo/annotations"),
+            "--out",
+            str(work / "manifests"),
+            "--workers",
+            "0",
+        ]
+    )
     source = load_source(work / "manifests" / vid)
     tasks, _, _ = select_videos(source, cfg)
     n = len(tasks)
@@ -310,7 +400,7 @@ def check_model(work: Path, n_videos: int) -> dict:
     with ShardWriter(work / "cal.h5", codec=cfg.codec) as w:
         stream_video(tasks[0], cfg, fn, w, "warm")
         t, c = time.perf_counter(), time.process_time()
-        for i, v in enumerate(tasks[1:1 + CALIBRATION_VIDEOS]):
+        for i, v in enumerate(tasks[1 : 1 + CALIBRATION_VIDEOS]):
             stream_video(v, cfg, fn, w, f"g{i}")
         per_video = (time.perf_counter() - t) / CALIBRATION_VIDEOS
         cpu_video = (time.process_time() - c) / CALIBRATION_VIDEOS
@@ -318,8 +408,20 @@ def check_model(work: Path, n_videos: int) -> dict:
     # 2) fixed cost of a job (Ray start, worker and decoder child start-up): a 2-video manifest
     one = work / "one"
     make_dataset(one / "demo", classes=1, videos_per_class=2, clips_per_group=1, frames=16, size=(128, 172))
-    vid1 = build_main(["--dataset", "ucf101", "--videos", str(one / "demo/videos"), "--annotations",
-                       str(one / "demo/annotations"), "--out", str(one / "manifests"), "--workers", "0"])
+    vid1 = build_main(
+        [
+            "--dataset",
+            "ucf101",
+            "--videos",
+            str(one / "demo/videos"),
+            "--annotations",
+            str(one / "demo/annotations"),
+            "--out",
+            str(one / "manifests"),
+            "--workers",
+            "0",
+        ]
+    )
     t = time.perf_counter()
     extract(one / "manifests" / vid1, one / "shards", cfg, workers=1, log=lambda m: None)
     fixed = time.perf_counter() - t - 2 * per_video
@@ -328,94 +430,148 @@ def check_model(work: Path, n_videos: int) -> dict:
     t = time.perf_counter()
     summary = extract(work / "manifests" / vid, work / "shards", cfg, workers=1, log=lambda m: None)
     measured = time.perf_counter() - t
-    return {"videos": n, "ok": summary.ok, "failed": summary.failed, "per_video_s": per_video, "fixed_s": fixed,
-            "predicted_s": predicted, "measured_s": measured, "error": (predicted - measured) / measured,
-            "cpu_per_video_s": cpu_video, "predicted_cpu_s": n * cpu_video, "measured_cpu_s": summary.task_cpu_s,
-            "cpu_error": (n * cpu_video - summary.task_cpu_s) / summary.task_cpu_s,
-            "load_calibration": load_cal, "load_after": load(), "flow": flow}
+    return {
+        "videos": n,
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "per_video_s": per_video,
+        "fixed_s": fixed,
+        "predicted_s": predicted,
+        "measured_s": measured,
+        "error": (predicted - measured) / measured,
+        "cpu_per_video_s": cpu_video,
+        "predicted_cpu_s": n * cpu_video,
+        "measured_cpu_s": summary.task_cpu_s,
+        "cpu_error": (n * cpu_video - summary.task_cpu_s) / summary.task_cpu_s,
+        "load_calibration": load_cal,
+        "load_after": load(),
+        "flow": flow,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ report
 def report(out: Path, res: dict, args) -> None:
-    L = ["# Extraction at dataset scale: stage throughput, worker memory, projection", "",
-         f"- date: {res['date']}; machine: {res['machine']}",
-         f"- command: `python -m jobs.bench.scale --out {args.out} --rss-seconds "
-         f"{' '.join(str(int(s)) for s in args.rss_seconds)} --check-videos {args.check_videos}`"
-         + (", assembled with `--merge` from partial runs (`--sections decode flow rss`, `--sections check`, "
-            "`--rss-child`)" if args.merge else ""),
-         "- sources: lavfi testsrc2 (moving pattern), H.264 ultrafast, keyframe every 250 frames, 25 fps, "
-         "generated by the imageio-ffmpeg binary. The machine is shared (2 cores, several other jobs): wall "
-         "rates depend on the load printed in each row; per-CPU-second rates are what one dedicated core gives.",
-         "", "## Decode (frames/s)", "",
-         "| source | target | backend | resize | frames | frames/s per CPU s | frames/s wall | load |",
-         "|---|---|---|---|---:|---:|---:|---|"]
+    L = [
+        "# Extraction at dataset scale: stage throughput, worker memory, projection",
+        "",
+        f"- date: {res['date']}; machine: {res['machine']}",
+        f"- command: `python -m jobs.bench.scale --out {args.out} --rss-seconds "
+        f"{' '.join(str(int(s)) for s in args.rss_seconds)} --check-videos {args.check_videos}`"
+        + (
+            ", assembled with `--merge` from partial runs (`--sections decode flow rss`, `--sections check`, "
+            "`--rss-child`)"
+            if args.merge
+            else ""
+        ),
+        "- sources: lavfi testsrc2 (moving pattern), H.264 ultrafast, keyframe every 250 frames, 25 fps, "
+        "generated by the imageio-ffmpeg binary. The machine is shared (2 cores, several other jobs): wall "
+        "rates depend on the load printed in each row; per-CPU-second rates are what one dedicated core gives.",
+        "",
+        "## Decode (frames/s)",
+        "",
+        "| source | target | backend | resize | frames | frames/s per CPU s | frames/s wall | load |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
     for r in res["decode"]:
-        L.append(f"| {r['source']} | {r['size']} | {r['backend']} | {r['how']} | {r['frames']} | "
-                 f"{r['fps_cpu']:.0f} | {r['fps_wall']:.0f} | {r['load']} |")
-    L += ["", "CPU time includes the ffmpeg child process. `in decoder`: decord `width/height` or ffmpeg `-s` "
-          "(libswscale); `full + cv2.resize`: decode at the source size, then `cv2.resize(INTER_AREA)` per frame.",
-          "", "## Flow and write", "",
-          "| size | Brox pairs | pairs/s per CPU s (1 thread) | pairs/s wall | streams+write CPU ms/frame | "
-          "write MB/s per CPU s | write MB/s wall | shard bytes/frame (rgb+flow+rgbf) | load |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        L.append(
+            f"| {r['source']} | {r['size']} | {r['backend']} | {r['how']} | {r['frames']} | "
+            f"{r['fps_cpu']:.0f} | {r['fps_wall']:.0f} | {r['load']} |"
+        )
+    L += [
+        "",
+        "CPU time includes the ffmpeg child process. `in decoder`: decord `width/height` or ffmpeg `-s` "
+        "(libswscale); `full + cv2.resize`: decode at the source size, then `cv2.resize(INTER_AREA)` per frame.",
+        "",
+        "## Flow and write",
+        "",
+        "| size | Brox pairs | pairs/s per CPU s (1 thread) | pairs/s wall | streams+write CPU ms/frame | "
+        "write MB/s per CPU s | write MB/s wall | shard bytes/frame (rgb+flow+rgbf) | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in res["flow"]:
-        L.append(f"| {r['size']} | {r['pairs']} | {r['pairs_s_cpu']:.2f} | {r['pairs_s_wall']:.2f} | "
-                 f"{1000 * r['write_s_per_frame_cpu']:.1f} | {r['write_mb_s_cpu']:.1f} | {r['write_mb_s_wall']:.1f} | "
-                 f"{r['bytes_per_frame']:,.0f} | {r['load']} |")
-    L += ["", "Brox: the default preset (`pipeline.flow.DEFAULT_PRESET`, `accurate` when measured: bicubic warp, "
-          "border ignore, texture 0.5, inner 5, native SOR 20 sweeps at omega 1.95), batch 8, torch 1 thread. "
-          "Streams+write: flow image, RGBF and the default codecs (rgb JPEG q95, "
-          "flow gzip-4, rgbf JPEG) into a shard through `GroupStream`, 64 frames.", "",
-          "## Peak memory of one worker against video length (1280x720 source)", "",
-          *rss_table(res["rss"])]
-    L += ["", "`stream`: this code (`stream_video`: chunks of 64 frames through decode, flow, streams and the "
-          "shard, decoding in the contained child; through an ffmpeg process that the child reads from a pipe "
-          "when decord could hold more than `DECORD_AHEAD_MAX_BYTES` ahead, whose peak is the ffmpeg column, "
-          "sampled every 0.5 s; `-`: decord streamed). `whole` (rows measured before 2026-12-05 only): the "
-          "previous per-video path (decode the whole video in the child, send it back, flow on all of it, then "
-          "write), removed from the code on 2026-12-05. Brox with inner=outer=solver=1 and lzf for every stream here (memory does "
-          "not depend on the iteration counts or the codec: a batch's arrays have the same shapes; the run time "
-          "does). Each row is a fresh process; peak "
-          "RSS is `VmHWM` of /proc/PID/status of the worker and of its contained decoder child, read at the end "
-          "(not `ru_maxrss`, which Linux carries over from the parent process).", ""]
+        L.append(
+            f"| {r['size']} | {r['pairs']} | {r['pairs_s_cpu']:.2f} | {r['pairs_s_wall']:.2f} | "
+            f"{1000 * r['write_s_per_frame_cpu']:.1f} | {r['write_mb_s_cpu']:.1f} | {r['write_mb_s_wall']:.1f} | "
+            f"{r['bytes_per_frame']:,.0f} | {r['load']} |"
+        )
+    L += [
+        "",
+        "Brox: the default preset (`pipeline.flow.DEFAULT_PRESET`, `accurate` when measured: bicubic warp, "
+        "border ignore, texture 0.5, inner 5, native SOR 20 sweeps at omega 1.95), batch 8, torch 1 thread. "
+        "Streams+write: flow image, RGBF and the default codecs (rgb JPEG q95, "
+        "flow gzip-4, rgbf JPEG) into a shard through `GroupStream`, 64 frames.",
+        "",
+        "## Peak memory of one worker against video length (1280x720 source)",
+        "",
+        *rss_table(res["rss"]),
+    ]
+    L += [
+        "",
+        "`stream`: this code (`stream_video`: chunks of 64 frames through decode, flow, streams and the "
+        "shard, decoding in the contained child; through an ffmpeg process that the child reads from a pipe "
+        "when decord could hold more than `DECORD_AHEAD_MAX_BYTES` ahead, whose peak is the ffmpeg column, "
+        "sampled every 0.5 s; `-`: decord streamed). `whole` (rows measured before 2026-12-05 only): the "
+        "previous per-video path (decode the whole video in the child, send it back, flow on all of it, then "
+        "write), removed from the code on 2026-12-05. Brox with inner=outer=solver=1 and lzf for every stream "
+        "here (memory does "
+        "not depend on the iteration counts or the codec: a batch's arrays have the same shapes; the run time "
+        "does). Each row is a fresh process; peak "
+        "RSS is `VmHWM` of /proc/PID/status of the worker and of its contained decoder child, read at the end "
+        "(not `ru_maxrss`, which Linux carries over from the parent process).",
+        "",
+    ]
     L += [f"- {n}" for n in res.get("rss_notes", [])] + ([""] if res.get("rss_notes") else [])
     ck = res["check"]
-    L += ["## Check of the model on this machine", "",
-          f"`jobs.extract --workers 1` on {ck['videos']} demo videos (16 frames, 128x172 source, 128x171, Brox "
-          f"{ck['flow']}): predicted {ck['predicted_s']:.0f} s = fixed {ck['fixed_s']:.0f} s (a 2-video job less 2 "
-          f"videos' cost, "
-          f"measured) + {ck['videos']} x {ck['per_video_s']:.2f} s per video (measured in-process on "
-          f"{CALIBRATION_VIDEOS} videos "
-          f"just before); measured {ck['measured_s']:.0f} s: error {100 * ck['error']:+.0f}% "
-          f"({ck['ok']} ok, {ck['failed']} failed). Load: {ck['load_calibration']} at calibration, "
-          f"{ck['load_after']} after the run.", "",
-          f"CPU time (what the projection's per-CPU-second rates model; independent of the other jobs' load): "
-          f"predicted {ck['predicted_cpu_s']:.0f} CPU s = {ck['videos']} x {ck['cpu_per_video_s']:.3f} CPU s per video "
-          f"(the same calibration), measured {ck['measured_cpu_s']:.0f} CPU s summed over the job's shard tasks: "
-          f"error {100 * ck['cpu_error']:+.0f}%.", ""]
+    L += [
+        "## Check of the model on this machine",
+        "",
+        f"`jobs.extract --workers 1` on {ck['videos']} demo videos (16 frames, 128x172 source, 128x171, Brox "
+        f"{ck['flow']}): predicted {ck['predicted_s']:.0f} s = fixed {ck['fixed_s']:.0f} s (a 2-video job less 2 "
+        f"videos' cost, "
+        f"measured) + {ck['videos']} x {ck['per_video_s']:.2f} s per video (measured in-process on "
+        f"{CALIBRATION_VIDEOS} videos "
+        f"just before); measured {ck['measured_s']:.0f} s: error {100 * ck['error']:+.0f}% "
+        f"({ck['ok']} ok, {ck['failed']} failed). Load: {ck['load_calibration']} at calibration, "
+        f"{ck['load_after']} after the run.",
+        "",
+        f"CPU time (what the projection's per-CPU-second rates model; independent of the other jobs' load): "
+        f"predicted {ck['predicted_cpu_s']:.0f} CPU s = {ck['videos']} x {ck['cpu_per_video_s']:.3f} CPU s per video "
+        f"(the same calibration), measured {ck['measured_cpu_s']:.0f} CPU s summed over the job's shard tasks: "
+        f"error {100 * ck['cpu_error']:+.0f}%.",
+        "",
+    ]
     L += [f"- {n}" for n in res.get("check_notes", [])] + ([""] if res.get("check_notes") else [])
-    L += ["## Projection", "",
-          "Inputs measured above (per CPU second), plus these **assumptions** (not measured here):", "",
-          f"- GPU Brox: {GPU_PAIRS_PER_S_340x256:.0f} pairs/s at 340x256 per GPU, the flow engine's goal "
-          f"(docs/flow.md), scaled by pixel count: {gpu_rate('128x171'):.0f} pairs/s at 128x171, "
-          f"{gpu_rate('256x320'):.0f} at 256x320. **No GPU was measured in this task.**",
-          *[f"- {k}: {v[3]}; source {v[2]}." for k, v in DATASETS.items()],
-          f"- FCVID-170 recipe: --fps {RECIPE['fps']:g} --segments {RECIPE['segments']} --segment-frames "
-          f"{RECIPE['segment_frames']} --size 256 320; decoding seeks to each window (decord), costing the "
-          "window plus on average 125 frames from the keyframe before it (keyframe every 250 frames assumed).",
-          "- Bytes: shard bytes per frame measured above on testsrc2 (synthetic, compresses differently from "
-          "real footage; docs/benchmarks/storage.md has real-footage sizes at 128x171).",
-          "- Cluster shapes: `1 GPU (8 cores)`, `8 GPUs + 64 cores`, `100 CPU cores`. `today` (`--mode tasks`): one shard task "
-          "per GPU (decode in its prefetch thread overlapped with GPU flow; streams and write in the task), "
-          "so wall = videos x max(decode, flow_gpu + write) / GPUs; on CPU-only clusters every core runs a "
-          "task: wall = videos x (decode + flow + write) / cores. `pipelined` (`--mode pipelined`, the "
-          "default with GPUs; docs/extract.md): all other cores decode and write, GPU flow actors only solve flow: wall = max(CPU work / (cores - "
-          "GPUs), pairs / (GPUs x GPU rate)). Perfect scaling, no stragglers or I/O limits.", "",
-          "| dataset | setting | cluster | flow pairs | shard TB | wall h today | wall h pipelined |",
-          "|---|---|---|---:|---:|---:|---:|"]
+    L += [
+        "## Projection",
+        "",
+        "Inputs measured above (per CPU second), plus these **assumptions** (not measured here):",
+        "",
+        f"- GPU Brox: {GPU_PAIRS_PER_S_340x256:.0f} pairs/s at 340x256 per GPU, the flow engine's goal "
+        f"(docs/flow.md), scaled by pixel count: {gpu_rate('128x171'):.0f} pairs/s at 128x171, "
+        f"{gpu_rate('256x320'):.0f} at 256x320. **No GPU was measured in this task.**",
+        *[f"- {k}: {v[3]}; source {v[2]}." for k, v in DATASETS.items()],
+        f"- FCVID-170 recipe: --fps {RECIPE['fps']:g} --segments {RECIPE['segments']} --segment-frames "
+        f"{RECIPE['segment_frames']} --size 256 320; decoding seeks to each window (decord), costing the "
+        "window plus on average 125 frames from the keyframe before it (keyframe every 250 frames assumed).",
+        "- Bytes: shard bytes per frame measured above on testsrc2 (synthetic, compresses differently from "
+        "real footage; docs/benchmarks/storage.md has real-footage sizes at 128x171).",
+        "- Cluster shapes: `1 GPU (8 cores)`, `8 GPUs + 64 cores`, `100 CPU cores`. `today` (`--mode tasks`): "
+        "one shard task "
+        "per GPU (decode in its prefetch thread overlapped with GPU flow; streams and write in the task), "
+        "so wall = videos x max(decode, flow_gpu + write) / GPUs; on CPU-only clusters every core runs a "
+        "task: wall = videos x (decode + flow + write) / cores. `pipelined` (`--mode pipelined`, the "
+        "default with GPUs; docs/extract.md): all other cores decode and write, GPU flow actors only solve "
+        "flow: wall = max(CPU work / (cores - "
+        "GPUs), pairs / (GPUs x GPU rate)). Perfect scaling, no stragglers or I/O limits.",
+        "",
+        "| dataset | setting | cluster | flow pairs | shard TB | wall h today | wall h pipelined |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in res["projection"]:
-        L.append(f"| {r['dataset']} | {r['setting']} | {r['cluster']} | {r['pairs']:.3g} | {r['tb']:.2f} | "
-                 f"{r['hours_today']:.1f} | {r['hours_pipelined']:.1f} |")
+        L.append(
+            f"| {r['dataset']} | {r['setting']} | {r['cluster']} | {r['pairs']:.3g} | {r['tb']:.2f} | "
+            f"{r['hours_today']:.1f} | {r['hours_pipelined']:.1f} |"
+        )
     L += ["", "CPU seconds per video by stage (decode / flow on CPU / streams+write):", ""]
     seen = set()
     for r in res["projection"]:
@@ -430,16 +586,29 @@ def report(out: Path, res: dict, args) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.bench.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/benchmarks/scale.md")
-    p.add_argument("--rss-seconds", type=float, nargs="+", default=[10, 30, 90],
-                   help="lengths of the generated 1280x720 videos for the memory table")
+    p.add_argument(
+        "--rss-seconds",
+        type=float,
+        nargs="+",
+        default=[10, 30, 90],
+        help="lengths of the generated 1280x720 videos for the memory table",
+    )
     p.add_argument("--work", help="folder for the generated sources, kept and reused (default: a temporary one)")
     p.add_argument("--decode-seconds", type=float, default=10, help="length of the decode sources")
     p.add_argument("--pairs", type=int, default=8, help="Brox pairs per size")
     p.add_argument("--check-videos", type=int, default=200)
-    p.add_argument("--sections", nargs="+", default=["decode", "flow", "rss", "check"],
-                   help="parts to run (a partial run writes only the JSON next to --out)")
-    p.add_argument("--merge", nargs="+", metavar="JSON",
-                   help="write the report from the JSON files of partial runs (--sections) instead of measuring")
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        default=["decode", "flow", "rss", "check"],
+        help="parts to run (a partial run writes only the JSON next to --out)",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="write the report from the JSON files of partial runs (--sections) instead of measuring",
+    )
     p.add_argument("--rss-child", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.rss_child:
@@ -472,10 +641,15 @@ def main(argv: list[str] | None = None) -> int:
         if "rss" in a.sections:
             print("\n".join(rss_table(res["rss"])), file=sys.stderr)
         return 0
-    rates = {"decode": {(r["source"], r["size"]): r["fps_cpu"] for r in res["decode"]
-                        if r["backend"] == "decord" and r["how"] == "in decoder"},
-             "flow": {r["size"]: r["pairs_s_cpu"] for r in res["flow"]},
-             "write": {r["size"]: r["write_s_per_frame_cpu"] for r in res["flow"]}}
+    rates = {
+        "decode": {
+            (r["source"], r["size"]): r["fps_cpu"]
+            for r in res["decode"]
+            if r["backend"] == "decord" and r["how"] == "in decoder"
+        },
+        "flow": {r["size"]: r["pairs_s_cpu"] for r in res["flow"]},
+        "write": {r["size"]: r["write_s_per_frame_cpu"] for r in res["flow"]},
+    }
     res["projection"] = project(rates, {r["size"]: r["bytes_per_frame"] for r in res["flow"]})
     Path(a.out).with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
     report(Path(a.out), res, a)

@@ -11,6 +11,7 @@
    for a few models at full size (16x112x112); seconds per step after one warm-up step.
 Device: cuda when available (``--device``). The machine description goes into the Markdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import models
+from jobs.demokit.shards import moving_square_shards
 from jobs.training import recipe
 from jobs.training.recipe import resolve_device
-from jobs.demokit.shards import moving_square_shards
 from manifests.readers.clips import ClipDataset
 from pipeline.storage import DEFAULT_CODEC
 
@@ -60,9 +61,10 @@ def machine(device: torch.device) -> list[str]:
 def loader_rate(ds: ClipDataset, workers: int, batch: int, clips: int) -> tuple[float, float, float]:
     """(first-batch seconds, clips/s over the next ``clips`` clips, clips per CPU-second of this process
     and its workers over the whole run) for one DataLoader setting."""
-    order = (recipe.epoch_indices(len(ds), 0, seed=0) * (1 + (clips + batch) // len(ds)))[:clips + batch]
-    loader = DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers,
-                        generator=torch.Generator().manual_seed(0))
+    order = (recipe.epoch_indices(len(ds), 0, seed=0) * (1 + (clips + batch) // len(ds)))[: clips + batch]
+    loader = DataLoader(
+        ds, batch_size=batch, sampler=order, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     it = iter(loader)
@@ -89,8 +91,7 @@ def item_cpu_ms(ds: ClipDataset, n: int) -> float:
     return (time.process_time() - t0) / n * 1000
 
 
-def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int, steps: int,
-                    workers: int) -> float:
+def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int, steps: int, workers: int) -> float:
     """Seconds per training step of ``name`` (data from ``ds``), after one warm-up step."""
     torch.manual_seed(0)
     model = models.build_model(name, num_classes=ds.num_classes).to(device)
@@ -99,7 +100,7 @@ def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int
     _, loss_fn = recipe.make_loss("ce", False)
 
     def loader(n_batches: int, epoch: int) -> DataLoader:
-        order = recipe.epoch_indices(len(ds), epoch, seed=0)[:n_batches * batch]
+        order = recipe.epoch_indices(len(ds), epoch, seed=0)[: n_batches * batch]
         return DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, pin_memory=device.type == "cuda")
 
     recipe.train_one_epoch(model, loader(1, 0), opt, loss_fn, device, 0, log_every=0)  # warm-up
@@ -115,8 +116,9 @@ def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int
 def write_data(root: Path, videos: int, codec: str | None) -> tuple[Path, str]:
     """Synthetic shards (40 frames of 128x171 per video) with ``codec`` (None = storage default)."""
     t0 = time.perf_counter()
-    shards = moving_square_shards(root, num_videos=videos, num_classes=8, frames=40, height=128, width=171,
-                                  shard_size=16, codec=codec)
+    shards = moving_square_shards(
+        root, num_videos=videos, num_classes=8, frames=40, height=128, width=171, shard_size=16, codec=codec
+    )
     files = list((shards / "shards").glob("*.h5"))
     size = sum(p.stat().st_size for p in files) / 2**20
     name = f"{codec} (all streams)" if codec else f"default {DEFAULT_CODEC}"
@@ -143,14 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (10 if cuda else 3)
     workers = [int(w) for w in args.workers.split(",")]
     codecs = [None if c == "default" else c for c in args.codecs.split(",")]
-    lines = ["# Training input pipeline and step speed", "", "Machine:", *machine(device), "",
-             f"Command: `python -m jobs.bench.train {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-             f"Data: {args.videos} synthetic videos (`jobs.demokit.shards`, smooth texture + moving square) x 40 "
-             "frames of 128x171; training clips 16x112x112 (random start, corner/centre crop, flip, normalised "
-             "float), DataLoader batch 16.", "",
-             "## Loader (training mode, rgb stream)", "",
-             "| shards | DataLoader workers | first batch (s) | clips/s (wall) | clips per CPU-second |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "# Training input pipeline and step speed",
+        "",
+        "Machine:",
+        *machine(device),
+        "",
+        f"Command: `python -m jobs.bench.train {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        "",
+        f"Data: {args.videos} synthetic videos (`jobs.demokit.shards`, smooth texture + moving square) x 40 "
+        "frames of 128x171; training clips 16x112x112 (random start, corner/centre crop, flip, normalised "
+        "float), DataLoader batch 16.",
+        "",
+        "## Loader (training mode, rgb stream)",
+        "",
+        "| shards | DataLoader workers | first batch (s) | clips/s (wall) | clips per CPU-second |",
+        "|---|---:|---:|---:|---:|",
+    ]
     rates: dict[tuple[str, int], float] = {}
     items: list[str] = []
     with tempfile.TemporaryDirectory(dir=args.data) as tmp:
@@ -164,34 +175,54 @@ def main(argv: list[str] | None = None) -> int:
             for w in workers:
                 first, rate, per_cpu = loader_rate(ds, w, 16, args.clips)
                 rates[(desc, w)] = rate
-                print(f"{desc} workers {w}: first batch {first:.2f} s, {rate:.1f} clips/s, "
-                      f"{per_cpu:.1f} clips/CPU-s", flush=True)
+                print(
+                    f"{desc} workers {w}: first batch {first:.2f} s, {rate:.1f} clips/s, {per_cpu:.1f} clips/CPU-s",
+                    flush=True,
+                )
                 lines.append(f"| {desc} | {w} | {first:.2f} | {rate:.1f} | {per_cpu:.1f} |")
-        lines += ["", "clips/s (wall): measured on the shared machine as it was; clips per CPU-second: "
-                  "throughput per fully available core (CPU time of the process and its workers over the run, "
-                  "batch collation included), i.e. what each idle core adds.", "",
-                  "`ClipDataset.__getitem__` alone (read + decode + crop + normalise one training clip, main "
-                  "process, no DataLoader):", "", "| shards | CPU ms per clip | clips per CPU-second |",
-                  "|---|---:|---:|", *items]
+        lines += [
+            "",
+            "clips/s (wall): measured on the shared machine as it was; clips per CPU-second: "
+            "throughput per fully available core (CPU time of the process and its workers over the run, "
+            "batch collation included), i.e. what each idle core adds.",
+            "",
+            "`ClipDataset.__getitem__` alone (read + decode + crop + normalise one training clip, main "
+            "process, no DataLoader):",
+            "",
+            "| shards | CPU ms per clip | clips per CPU-second |",
+            "|---|---:|---:|",
+            *items,
+        ]
 
         ds = datasets[codecs[0]]
         test_ds = ClipDataset(ds.manifest, "split1", "train", "rgb", mode="test", clip_len=16, crop=112)
         w = max(workers)
         _, rate, _ = loader_rate(test_ds, w, 4, min(args.clips // 4, 64))
         print(f"test items (10 crops): {rate:.1f} items/s", flush=True)
-        lines += ["", f"## Test items (25 clips x 10 crops protocol, {args.codecs.split(',')[0]} shards)", "",
-                  f"{w} DataLoader workers, batch 4: {rate:.1f} items/s (one item = one clip in 10 crops, "
-                  f"i.e. {rate * 10:.0f} crops/s).", "",
-                  f"## Training step ({device}, batch {batch}, 16x112x112, {steps} timed steps after 1 warm-up, "
-                  f"data from the {args.codecs.split(',')[0]} shards with {w} workers)", "",
-                  "| model | s/step | clips/s |", "|---|---:|---:|"]
+        lines += [
+            "",
+            f"## Test items (25 clips x 10 crops protocol, {args.codecs.split(',')[0]} shards)",
+            "",
+            f"{w} DataLoader workers, batch 4: {rate:.1f} items/s (one item = one clip in 10 crops, "
+            f"i.e. {rate * 10:.0f} crops/s).",
+            "",
+            f"## Training step ({device}, batch {batch}, 16x112x112, {steps} timed steps after 1 warm-up, "
+            f"data from the {args.codecs.split(',')[0]} shards with {w} workers)",
+            "",
+            "| model | s/step | clips/s |",
+            "|---|---:|---:|",
+        ]
         for name in filter(None, args.models.split(",")):
             sec = train_step_time(name, ds, device, batch, steps, w)
             print(f"{name}: {sec:.2f} s/step", flush=True)
             lines.append(f"| {name} | {sec:.3f} | {batch / sec:.2f} |")
     (best_desc, best_w), best = max(rates.items(), key=lambda kv: kv[1])
-    lines += ["", f"Goal >= 100 clips/s from the loader: best {best:.1f} clips/s ({best_desc}, {best_w} workers): "
-              f"{'met' if best >= 100 else 'not met'} on this run.", ""]
+    lines += [
+        "",
+        f"Goal >= 100 clips/s from the loader: best {best:.1f} clips/s ({best_desc}, {best_w} workers): "
+        f"{'met' if best >= 100 else 'not met'} on this run.",
+        "",
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")

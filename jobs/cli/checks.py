@@ -16,6 +16,7 @@ stderr and exit status 2, never a traceback::
 
 Checks never create anything: ``out_dir`` only proves the directory could be created and written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ import socket
 import sys
 import time
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 ADDRESS_TIMEOUT_S = 10.0  # TCP connect to a Ray cluster's GCS; the whole check stays well under 30 s
 EXIT_USAGE = 2
@@ -57,6 +59,7 @@ def parser(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
 
 def cli(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Decorate a stage's ``main``: UsageError -> ``<prog>: error: <msg>`` on stderr and return 2."""
+
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(*args: Any, **kwargs: Any) -> int:
@@ -65,7 +68,9 @@ def cli(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
             except UsageError as e:
                 print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
                 return EXIT_USAGE
+
         return run
+
     return wrap
 
 
@@ -183,7 +188,7 @@ def split_in(arg: str, split: str, known: Iterable[str], where: object) -> str:
 
 def _strip_path(msg: str, path: object) -> str:
     prefix = f"{path}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
 def nfc(text: str) -> str:
@@ -209,13 +214,16 @@ def ray_address(arg: str, address: str | None, timeout: float = ADDRESS_TIMEOUT_
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
-    except socket.timeout:
-        raise UsageError(f"{arg} {address}: no answer within {timeout:.0f} s (is `ray start --head` running "
-                         f"there, and the port open?)") from None
+    except TimeoutError:
+        raise UsageError(
+            f"{arg} {address}: no answer within {timeout:.0f} s (is `ray start --head` running "
+            f"there, and the port open?)"
+        ) from None
     except OSError as e:
-        raise UsageError(f"{arg} {address}: cannot connect ({e.strerror or e}) after "
-                         f"{time.monotonic() - t0:.1f} s; start the head with `ray start --head --port={port}`"
-                         ) from None
+        raise UsageError(
+            f"{arg} {address}: cannot connect ({e.strerror or e}) after "
+            f"{time.monotonic() - t0:.1f} s; start the head with `ray start --head --port={port}`"
+        ) from None
     return address
 
 

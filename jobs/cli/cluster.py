@@ -1,19 +1,22 @@
 """Ray for the command-line stages: start a local instance or join a cluster, and run tasks a few at a time.
 
-``start(address, workers)`` joins ``address`` (the caller's ``--address``, which defaults to ``RAY_ADDRESS``), turning a refusal into one line that says
-how to fix it (token authentication), or starts a new local instance of our own with ``workers`` CPUs,
-never one another process left running, and the watchdog that takes it down with the driver
-(``jobs.cli.reaper``). ``session`` is the same as a context manager that shuts Ray down at the end.
+``start(address, workers)`` joins ``address`` (the caller's ``--address``, which defaults to ``RAY_ADDRESS``),
+turning a refusal into one line that says how to fix it (token authentication), or starts a new local
+instance of our own with ``workers`` CPUs, never one another process left running, and the watchdog that
+takes it down with the driver (``jobs.cli.reaper``). ``session`` is the same as a context manager that
+shuts Ray down at the end.
 
 ``bounded(ray, submit, items, limit)`` submits one task per item with at most ``limit`` in flight
 (``ray.wait``), so the driver holds few ObjectRefs however many items there are, and yields (item, result)
 as tasks finish; a task that failed for good yields its ``RayError`` as the result.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from jobs.cli import checks, reaper
 

@@ -9,6 +9,7 @@ recorded ones still alive (matched by PID *and* start time, so a reused PID is n
 It touches nothing but processes descended from the driver; connecting to a cluster (--address) starts
 no watchdog. Linux only (reads /proc); elsewhere ``watch`` does nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,9 +80,14 @@ def watch() -> subprocess.Popen | None:
         return _WATCHER
     code = "import sys; from jobs.cli.reaper import run; run(int(sys.argv[1]), int(sys.argv[2]))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    _WATCHER = subprocess.Popen([sys.executable, "-c", code, str(os.getpid()), str(me[1])], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    _WATCHER = subprocess.Popen(
+        [sys.executable, "-c", code, str(os.getpid()), str(me[1])],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     return _WATCHER
 
 

@@ -3,6 +3,7 @@
 Used by the demo dataset generator (jobs.make_demo_data) and the tests' video fixtures; both containers
 are decodable by decord and by ffmpeg.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,6 +2,7 @@
 class-specific direction over a smooth texture. Used by the training benchmark (jobs.bench.train) and, with
 pixel-coordinate frames, by the tests (tests/fixtures.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,7 @@ def moving_frames(n: int, h: int, w: int, label: int, rng: np.random.Generator) 
     for t in range(n):
         y = (y0 + dy * t * max(1, side // 2)) % (h - side)
         x = (x0 + dx * t * max(1, side // 2)) % (w - side)
-        frames[t, y:y + side, x:x + side] = colour
+        frames[t, y : y + side, x : x + side] = colour
     return frames
 
 
@@ -40,8 +41,18 @@ def difference_streams(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return diff, rgbf
 
 
-def moving_square_shards(root: str | Path, *, num_videos: int, num_classes: int, frames: int, height: int,
-                         width: int, codec: str | None = None, shard_size: int = 16, seed: int = 0) -> Path:
+def moving_square_shards(
+    root: str | Path,
+    *,
+    num_videos: int,
+    num_classes: int,
+    frames: int,
+    height: int,
+    width: int,
+    codec: str | None = None,
+    shard_size: int = 16,
+    seed: int = 0,
+) -> Path:
     """Write a shard dataset version of ``num_videos`` moving-square videos (all in split1 train) under
     ``root``; video i has label i % num_classes. The flow and rgbf streams are derived from the RGB frames
     (frame differences), not real flow. Returns the version directory."""
@@ -50,7 +61,9 @@ def moving_square_shards(root: str | Path, *, num_videos: int, num_classes: int,
     for i in range(num_videos):
         rgb = moving_frames(frames, height, width, i % num_classes, rng)  # (T, H, W, 3)
         diff, rgbf = difference_streams(rgb)
-        videos.append(VideoStreams(f"v{i:05d}", {"rgb": rgb, "flow": diff, "rgbf": rgbf}, (i % num_classes,),
-                                   {"split1": "train"}))
-    return write_shard_dataset(root, videos, [f"class{c}" for c in range(num_classes)], codec=codec,
-                               shard_size=shard_size)
+        videos.append(
+            VideoStreams(f"v{i:05d}", {"rgb": rgb, "flow": diff, "rgbf": rgbf}, (i % num_classes,), {"split1": "train"})
+        )
+    return write_shard_dataset(
+        root, videos, [f"class{c}" for c in range(num_classes)], codec=codec, shard_size=shard_size
+    )

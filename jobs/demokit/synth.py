@@ -13,10 +13,11 @@ a model has to use motion (with scenes tied to classes, a small model memorises 
 Two disjoint class sets: `TARGET_CLASSES` (the demo's evaluation task) and `PRETRAIN_CLASSES` (different
 motions used to pretrain before finetuning on the target set). `mirror_class` says which class a
 horizontal flip turns a class into: the first 8 target classes and all pretrain classes are flip-invariant,
-so flip augmentation keeps their labels right; MoveRight/MoveLeft and RotateCW/RotateCCW swap. Layout helpers (`video_rel_path`,
-`split_of_group`, `split_file_lines`) give UCF-101 names and split-file lines; jobs.make_demo_data writes
-them to disk.
+so flip augmentation keeps their labels right; MoveRight/MoveLeft and RotateCW/RotateCCW swap. Layout
+helpers (`video_rel_path`, `split_of_group`, `split_file_lines`) give UCF-101 names and split-file lines;
+jobs.make_demo_data writes them to disk.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ class Motion:
     (clockwise / growing vs counter-clockwise / shrinking for rotate, orbit, zoom; multiplies the
     direction otherwise), 0 = drawn at random per clip.
     """
+
     kind: str
     direction: tuple[float, float] = (0.0, 0.0)
     sign: int = 1
@@ -142,15 +144,15 @@ def _shape_mask(shape: str, size: int) -> np.ndarray:
         cv2.fillPoly(m, [np.array([[c, 1], [size - 2, size - 2], [1, size - 2]], np.int32)], 1)
     elif shape == "cross":
         t = size // 6
-        m[c - t:c + t + 1, 1:-1] = 1
-        m[1:-1, c - t:c + t + 1] = 1
+        m[c - t : c + t + 1, 1:-1] = 1
+        m[1:-1, c - t : c + t + 1] = 1
     elif shape == "star":
         ang = np.arange(10) * math.pi / 5 - math.pi / 2
         rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
         pts = np.stack([c + rad * np.cos(ang), c + rad * np.sin(ang)], 1).round().astype(np.int32)
         cv2.fillPoly(m, [pts], 1)
     elif shape == "bar":
-        m[c - size // 5:c + size // 5 + 1, 1:-1] = 1
+        m[c - size // 5 : c + size // 5 + 1, 1:-1] = 1
     else:
         raise ValueError(f"shape {shape!r}: expected one of {SHAPES}")
     return cv2.GaussianBlur(m.astype(np.float32), (3, 3), 0)
@@ -247,24 +249,39 @@ def _still(m, t, n, h, w, rng, base):
 
 
 # kind -> f(motion, t, n, h, w, rng, base) -> {track column: (n,) values} replacing the static base
-MOTIONS = {"translate": _translate, "accelerate": _accelerate, "oscillate": _oscillate, "rotate": _rotate,
-           "wobble": _wobble, "zoom": _zoom, "pulse": _pulse, "orbit": _orbit, "bounce": _bounce,
-           "jitter": _jitter, "still": _still}
+MOTIONS = {
+    "translate": _translate,
+    "accelerate": _accelerate,
+    "oscillate": _oscillate,
+    "rotate": _rotate,
+    "wobble": _wobble,
+    "zoom": _zoom,
+    "pulse": _pulse,
+    "orbit": _orbit,
+    "bounce": _bounce,
+    "jitter": _jitter,
+    "still": _still,
+}
 
 
 def motion_track(motion: Motion, n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """(n, 4) float64 per frame: centre x, centre y (pixels), angle (degrees, clockwise), scale."""
     if motion.kind not in MOTIONS:
         raise ValueError(f"motion kind {motion.kind!r}: expected one of {sorted(MOTIONS)}")
-    base = {"cx": w / 2 + rng.uniform(-0.08, 0.08) * w, "cy": h / 2 + rng.uniform(-0.08, 0.08) * h,
-            "angle": rng.uniform(0, 360), "scale": rng.uniform(0.9, 1.1)}
+    base = {
+        "cx": w / 2 + rng.uniform(-0.08, 0.08) * w,
+        "cy": h / 2 + rng.uniform(-0.08, 0.08) * h,
+        "angle": rng.uniform(0, 360),
+        "scale": rng.uniform(0.9, 1.1),
+    }
     if motion.sign == 0:  # random per clip
         motion = dataclasses.replace(motion, sign=int(rng.choice([-1, 1])))
     if motion.kind not in CHIRAL_KINDS + ("zoom",):
         motion = dataclasses.replace(motion, direction=tuple(motion.sign * d for d in motion.direction), sign=1)
     cols = MOTIONS[motion.kind](motion, np.arange(n, dtype=np.float64), n, h, w, rng, base)
-    return np.stack([np.broadcast_to(np.asarray(cols.get(k, base[k]), np.float64), (n,))
-                     for k in ("cx", "cy", "angle", "scale")], 1)
+    return np.stack(
+        [np.broadcast_to(np.asarray(cols.get(k, base[k]), np.float64), (n,)) for k in ("cx", "cy", "angle", "scale")], 1
+    )
 
 
 def compose_frame(sc: dict, track_row: np.ndarray, shake: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -282,8 +299,16 @@ def compose_frame(sc: dict, track_row: np.ndarray, shake: np.ndarray, h: int, w:
     return np.clip(frame, 0, 255).round().astype(np.uint8)
 
 
-def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 1, frames: int = 20,
-                 size: tuple[int, int] = (48, 64), shake_px: float = 0.6) -> np.ndarray:
+def render_video(
+    class_name: str,
+    *,
+    seed: int = 0,
+    group: int = 1,
+    clip: int = 1,
+    frames: int = 20,
+    size: tuple[int, int] = (48, 64),
+    shake_px: float = 0.6,
+) -> np.ndarray:
     """(frames, H, W, 3) uint8 RGB clip of `class_name`; a pure function of its arguments."""
     if class_name not in CLASSES:
         raise ValueError(f"class {class_name!r} is not known; classes: {sorted(CLASSES)}")
@@ -320,7 +345,9 @@ def split_of_group(group: int, num_groups: int, split: int, num_splits: int = 3)
     return "test" if lo < group <= max(hi, lo + 1) else "train"
 
 
-def split_file_lines(entries: list[tuple[str, str, int, int]], num_groups: int, split: int) -> tuple[list[str], list[str]]:
+def split_file_lines(
+    entries: list[tuple[str, str, int, int]], num_groups: int, split: int
+) -> tuple[list[str], list[str]]:
     """UCF-101 trainlistNN / testlistNN lines for `entries` (class_name, rel_path, label_1based, group)."""
     train, test = [], []
     for _, rel, label, group in entries:

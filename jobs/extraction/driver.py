@@ -20,6 +20,7 @@ kept so a rerun, e.g. with a higher rate after reading the reasons, redoes nothi
 for good (an unexpected exception, retried by Ray) fails the job. Ray resources are chosen here, from the
 cluster's resources, never in the stages (docs/style.md §2).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,17 +36,33 @@ from jobs.cli import cluster
 from jobs.extraction import flowpool
 from jobs.report.dataset_card import write_card_safely
 from manifests import poison
-from manifests.extraction.bookkeeping import (PublishRefused, check_publishable, prepare_work, published_stale,
-                                              record_poison, select_videos, shard_rows)
 from manifests.extraction import ExtractConfig, ShardPlan, build_shard, plan_shards
+from manifests.extraction.bookkeeping import (
+    PublishRefused,
+    check_publishable,
+    prepare_work,
+    published_stale,
+    record_poison,
+    select_videos,
+    shard_rows,
+)
 from manifests.shards import publish_shards
 from manifests.source.loader import SourceManifest, load_source
 from manifests.versioning import META_FILE, content_id
 
 CODE_VERSION = "extract-2"  # bump when the output changes; extract-2: flow images with an exact zero (255 levels)
-CODE_FILES = ("pipeline/decode.py", "pipeline/sampling.py", "pipeline/flow.py", "pipeline/sornative.py",
-              "pipeline/_sor.c", "pipeline/flowimage.py", "pipeline/rgbf.py", "pipeline/storage.py",
-              "manifests/extraction/plan.py", "manifests/extraction/shard.py")
+CODE_FILES = (
+    "pipeline/decode.py",
+    "pipeline/sampling.py",
+    "pipeline/flow.py",
+    "pipeline/sornative.py",
+    "pipeline/_sor.c",
+    "pipeline/flowimage.py",
+    "pipeline/rgbf.py",
+    "pipeline/storage.py",
+    "manifests/extraction/plan.py",
+    "manifests/extraction/shard.py",
+)
 REPO = Path(__file__).resolve().parents[2]
 MAX_RETRIES = 3  # Ray retries of a shard task after a worker / node crash, an I/O error or an unexpected one
 # Publishing guard: more than half of the attempted videos failing is a systemic problem (a missing codec, a
@@ -77,6 +94,7 @@ def version_id(source: SourceManifest, cfg: ExtractConfig, code: str) -> str:
 class Layout:
     """How a run uses the cluster: ``mode`` tasks (each shard task solves its own flow) or pipelined (shard
     tasks with ``task_opts`` + ``flow_workers`` flow actors with ``actor_opts``)."""
+
     mode: str
     task_opts: dict[str, Any]
     device: str
@@ -85,8 +103,9 @@ class Layout:
     actor_opts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def layout(res: dict[str, float], mode: str = "auto", workers: int | None = None,
-           flow_workers: int | None = None) -> Layout:
+def layout(
+    res: dict[str, float], mode: str = "auto", workers: int | None = None, flow_workers: int | None = None
+) -> Layout:
     """The run's layout from the cluster's resources: never asks for a GPU the cluster lacks. ``auto``:
     pipelined when the cluster has GPUs, else tasks (on CPU the two are measured side by side in
     docs/benchmarks/pipelined.md). ``workers``: shard tasks at a time; ``flow_workers``: flow actors."""
@@ -99,16 +118,37 @@ def layout(res: dict[str, float], mode: str = "auto", workers: int | None = None
         return Layout("tasks", {"num_cpus": 1, "num_gpus": 0}, "cpu", max(1, workers or int(cpus)))
     if gpus >= 1:
         n = flow_workers or int(gpus)
-        return Layout("pipelined", {"num_cpus": 1, "num_gpus": 0}, "cuda",
-                      max(1, workers or int(cpus) - n), n, {"num_cpus": 1, "num_gpus": 1})
+        return Layout(
+            "pipelined",
+            {"num_cpus": 1, "num_gpus": 0},
+            "cuda",
+            max(1, workers or int(cpus) - n),
+            n,
+            {"num_cpus": 1, "num_gpus": 1},
+        )
     n = flow_workers or max(1, int(cpus))
-    return Layout("pipelined", {"num_cpus": TASK_CPU, "num_gpus": 0}, "cpu", max(1, workers or int(cpus)), n,
-                  {"num_cpus": 1 - TASK_CPU, "num_gpus": 0})
+    return Layout(
+        "pipelined",
+        {"num_cpus": TASK_CPU, "num_gpus": 0},
+        "cpu",
+        max(1, workers or int(cpus)),
+        n,
+        {"num_cpus": 1 - TASK_CPU, "num_gpus": 0},
+    )
 
 
-def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, opts: dict, device: str,
-               concurrency: int, bar, contained: bool = True,
-               flow=None) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
+def run_shards(
+    todo: list[ShardPlan],
+    cfg: ExtractConfig,
+    shard_dir: Path,
+    ray,
+    opts: dict,
+    device: str,
+    concurrency: int,
+    bar,
+    contained: bool = True,
+    flow=None,
+) -> tuple[list[dict], list[tuple[ShardPlan, str]]]:
     """One task per shard with at most ``concurrency + 1`` in flight (jobs.cli.cluster.bounded), so the
     driver holds few ObjectRefs and no frames. Returns (summaries, [(plan, error)] of shards that failed for
     good). ``flow``: the pipelined mode's flow service (jobs.extraction.flowpool.RemoteFlow)."""
@@ -125,8 +165,9 @@ def run_shards(todo: list[ShardPlan], cfg: ExtractConfig, shard_dir: Path, ray, 
             errors.append((plan, cluster.error_line(summary)))
             continue
         results.append(summary)
-        bar.set_postfix(ok=sum(len(s["videos"]) for s in results),
-                        failed=sum(len(s["failures"]) for s in results), refresh=False)
+        bar.set_postfix(
+            ok=sum(len(s["videos"]) for s in results), failed=sum(len(s["failures"]) for s in results), refresh=False
+        )
         bar.update(len(plan.videos))  # renders the postfix just set
     return results, errors
 
@@ -148,11 +189,23 @@ class RunSummary:
     flow_stats: tuple = ()  # pipelined: each flow actor's counters (jobs.extraction.flowpool.FlowBatcher.stats)
 
 
-def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *, address: str | None = None,
-            force: bool = False, workers: int | None = None, verify: bool = False, log=print,
-            max_failure_rate: float = MAX_FAILURE_RATE, decode_timeout: float | None = None,
-            retry_failed: bool = False, contained: bool = True, mode: str = "auto",
-            flow_workers: int | None = None) -> RunSummary:
+def extract(
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: ExtractConfig,
+    *,
+    address: str | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    verify: bool = False,
+    log=print,
+    max_failure_rate: float = MAX_FAILURE_RATE,
+    decode_timeout: float | None = None,
+    retry_failed: bool = False,
+    contained: bool = True,
+    mode: str = "auto",
+    flow_workers: int | None = None,
+) -> RunSummary:
     """Run the job; returns its summary. Raises RuntimeError if some shards failed for good, PublishRefused
     (a RuntimeError) when the result must not be published (``check_publishable``).
 
@@ -174,8 +227,11 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     replace = False
     if (final / META_FILE).exists() and not force:
         # only with a poison log or --retry-failed can a published shard hold something to retry
-        redo = [p for p in plan_shards(tasks, cfg.shard_size)
-                if (retry_failed or known) and published_stale(final, p, by_id, retry_failed)]
+        redo = [
+            p
+            for p in plan_shards(tasks, cfg.shard_size)
+            if (retry_failed or known) and published_stale(final, p, by_id, retry_failed)
+        ]
         if not redo:
             log(f"extract: version {vid} already published at {final} (--force redoes it)")
             return RunSummary(vid, final, 0, 0, 0, 0, time.time() - t0)
@@ -195,8 +251,7 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
             for p in plans:
                 if not (shard_dir / p.name).exists() and (final / "shards" / p.name).exists():
                     os.link(final / "shards" / p.name, shard_dir / p.name)
-        done, todo = prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log,
-                                   by_id, retry_failed)
+        done, todo = prepare_work(work, shard_dir, plans, source, cfg, code, force, verify, log, by_id, retry_failed)
         skipped = sum(len(s["assigned"]) for s in done)
         t_shards = time.time()
         lay = layout(ray.cluster_resources(), mode, workers, flow_workers)
@@ -204,14 +259,24 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
         if lay.mode == "pipelined" and todo:
             pool = flowpool.start_pool(ray, lay.flow_workers, lay.actor_opts, cfg.flow.params, lay.device)
             flow = flowpool.RemoteFlow(pool, max_batch=8, in_flight=IN_FLIGHT)
-        log(f"extract: {len(tasks)} videos in {len(plans)} shards ({len(done)} done earlier), "
+        log(
+            f"extract: {len(tasks)} videos in {len(plans)} shards ({len(done)} done earlier), "
             f"{lay.concurrency} tasks at a time, flow on {lay.device}, task resources {lay.task_opts}"
-            + (f", pipelined: {lay.flow_workers} flow actors {lay.actor_opts}" if lay.mode == "pipelined" else ""))
-        bar = tqdm(total=len(tasks), initial=skipped, unit="video", desc="extract", file=sys.stderr,
-                   mininterval=1.0, dynamic_ncols=True)
+            + (f", pipelined: {lay.flow_workers} flow actors {lay.actor_opts}" if lay.mode == "pipelined" else "")
+        )
+        bar = tqdm(
+            total=len(tasks),
+            initial=skipped,
+            unit="video",
+            desc="extract",
+            file=sys.stderr,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
         try:
-            new, errors = run_shards(todo, cfg, shard_dir, ray, lay.task_opts, lay.device, lay.concurrency, bar,
-                                     contained, flow)
+            new, errors = run_shards(
+                todo, cfg, shard_dir, ray, lay.task_opts, lay.device, lay.concurrency, bar, contained, flow
+            )
         finally:
             if pool:
                 stats = flowpool.pool_stats(ray, pool)
@@ -227,33 +292,54 @@ def extract(manifest: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCon
     if n_poison:
         log(f"extract: {n_poison} decoder crash / timeout outcomes recorded in {out / poison.POISON_FILE}")
     secs = time.time() - t0
-    log(f"extract: ok {ok}, failed {failed}, skipped {skipped} (in shards done earlier), "
-        f"source failures {len(source_failures)}, {secs:.1f} s, {(ok + failed) / max(secs, 1e-9):.2f} videos/s")
+    log(
+        f"extract: ok {ok}, failed {failed}, skipped {skipped} (in shards done earlier), "
+        f"source failures {len(source_failures)}, {secs:.1f} s, {(ok + failed) / max(secs, 1e-9):.2f} videos/s"
+    )
     if errors:
         for plan, err in errors:
             log(f"extract: shard {plan.name} ({len(plan.videos)} videos) failed after {MAX_RETRIES} retries: {err}")
-        raise RuntimeError(f"{len(errors)} shards failed; nothing published. Rerun to retry them "
-                           f"(finished shards are kept in {work})")
+        raise RuntimeError(
+            f"{len(errors)} shards failed; nothing published. Rerun to retry them (finished shards are kept in {work})"
+        )
     check_publishable(done + new, max_failure_rate, work)
     records, failures = shard_rows(done + new, rows)
     flow_params = {**cfg.flow.as_dict(), "bound": cfg.bound}
-    meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir),
-                   "config": cfg.as_dict()}
+    meta_source = {"source_version": source.meta.version_id, "source_dir": str(source.dir), "config": cfg.as_dict()}
     aside = None
     if (force or replace) and final.exists():  # versions are immutable: move the old one aside, publish, then drop it
         aside = out / f".{vid}.replaced-{os.getpid()}"
         os.rename(final, aside)
-    publish_shards(out, vid, [shard_dir / p.name for p in plans], records, source_failures + failures,
-                   source.labels, source=meta_source, parent=source.meta.version_id,
-                   codec={"streams": cfg.codec, "opts": cfg.codec_opts}, flow_params=flow_params,
-                   code_version=code)
+    publish_shards(
+        out,
+        vid,
+        [shard_dir / p.name for p in plans],
+        records,
+        source_failures + failures,
+        source.labels,
+        source=meta_source,
+        parent=source.meta.version_id,
+        codec={"streams": cfg.codec, "opts": cfg.codec_opts},
+        flow_params=flow_params,
+        code_version=code,
+    )
     if aside:
         shutil.rmtree(aside, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     log(f"extract: published {final} ({len(records)} videos, {len(source_failures) + len(failures)} failures)")
     write_card_safely(final, log)  # card.md + figures next to the version; a failure only warns
-    return RunSummary(vid, final, ok, failed, skipped, len(source_failures), secs, t_shards - t_init,
-                      t_done - t_shards, sum(s["seconds"] for s in new), sum(s["cpu_s"] for s in new),
-                      lay.mode, tuple(stats))
-
-
+    return RunSummary(
+        vid,
+        final,
+        ok,
+        failed,
+        skipped,
+        len(source_failures),
+        secs,
+        t_shards - t_init,
+        t_done - t_shards,
+        sum(s["seconds"] for s in new),
+        sum(s["cpu_s"] for s in new),
+        lay.mode,
+        tuple(stats),
+    )

@@ -24,13 +24,15 @@ A pair's flow does not depend on the other pairs of its batch (``BroxFlow.solve_
 ``jobs.bench.flow --device cuda`` checks CUDA), so the shards equal those of the per-shard mode byte for
 byte on CPU.
 """
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,17 +54,28 @@ class FlowBatcher:
     request is never split; a batch holds at least one). ``check(frames)`` raises ValueError for a bad
     request before it joins a batch, so one bad request never fails the others."""
 
-    def __init__(self, solve_many: Callable[[list[np.ndarray]], list[np.ndarray]],
-                 batch_pairs: Callable[[int, int], int], max_wait_s: float = 0.005,
-                 check: Callable[[np.ndarray], None] | None = None):
+    def __init__(
+        self,
+        solve_many: Callable[[list[np.ndarray]], list[np.ndarray]],
+        batch_pairs: Callable[[int, int], int],
+        max_wait_s: float = 0.005,
+        check: Callable[[np.ndarray], None] | None = None,
+    ):
         self.solve_many, self.batch_pairs, self.max_wait_s, self.check = solve_many, batch_pairs, max_wait_s, check
         self.queue: list[tuple[np.ndarray, asyncio.Future]] = []
         self.solving = 0  # pairs of the batch being solved
         self.arrived: asyncio.Event | None = None
         self.runner: asyncio.Task | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flow")
-        self.counts = {"requests": 0, "pairs": 0, "batches": 0, "max_requests_per_batch": 0,
-                       "max_pairs_per_batch": 0, "busy_s": 0.0, "errors": 0}
+        self.counts = {
+            "requests": 0,
+            "pairs": 0,
+            "batches": 0,
+            "max_requests_per_batch": 0,
+            "max_pairs_per_batch": 0,
+            "busy_s": 0.0,
+            "errors": 0,
+        }
         self.t0 = time.monotonic()
 
     async def submit(self, frames: np.ndarray) -> np.ndarray:
@@ -130,16 +143,26 @@ class FlowBatcher:
         return sum(self._pairs(f) for f, _ in self.queue) + self.solving
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "busy_s": round(self.counts["busy_s"], 3),
-                "alive_s": round(time.monotonic() - self.t0, 3), "pid": os.getpid()}
+        return {
+            **self.counts,
+            "busy_s": round(self.counts["busy_s"], 3),
+            "alive_s": round(time.monotonic() - self.t0, 3),
+            "pid": os.getpid(),
+        }
 
 
 class FlowActor:
     """One flow worker (a Ray actor; ``start_pool`` wraps it with ``ray.remote``): a ``BroxFlow`` on
     ``device`` behind a ``FlowBatcher``."""
 
-    def __init__(self, params: BroxParams, device: str, max_batch: int | None = None,
-                 max_wait_s: float = 0.005, threads: int | None = None):
+    def __init__(
+        self,
+        params: BroxParams,
+        device: str,
+        max_batch: int | None = None,
+        max_wait_s: float = 0.005,
+        threads: int | None = None,
+    ):
         import torch
 
         from pipeline.flow import BroxFlow, check_frames
@@ -162,8 +185,15 @@ class FlowActor:
         return self.batcher.queued_pairs()
 
 
-def start_pool(ray, n: int, actor_opts: dict[str, Any], params: BroxParams, device: str,
-               max_batch: int | None = None, max_wait_s: float = 0.005) -> list:
+def start_pool(
+    ray,
+    n: int,
+    actor_opts: dict[str, Any],
+    params: BroxParams,
+    device: str,
+    max_batch: int | None = None,
+    max_wait_s: float = 0.005,
+) -> list:
     """``n`` flow actors with ``actor_opts`` (num_cpus / num_gpus), restarted after a crash with their
     pending requests sent again. Returns their handles (the pool lives until ``stop_pool`` or the driver's
     exit)."""
@@ -202,12 +232,21 @@ class RemoteFlow:
     """A shard task's flow stage in the pipelined mode: ``BroxFlow``'s call plus ``submit`` / ``result``.
 
     Each request goes to the actor with the fewest queued pairs (``FlowActor.load``), ties broken in turn
-    from ``start`` (the shard's index, so shards spread over the pool). ``max_batch`` is the batch that ``WindowFlow`` groups pairs by (as with a local
-    ``BroxFlow``); ``in_flight`` how many requests ``WindowFlow`` keeps outstanding."""
+    from ``start`` (the shard's index, so shards spread over the pool). ``max_batch`` is the batch that
+    ``WindowFlow`` groups pairs by (as with a local ``BroxFlow``); ``in_flight`` how many requests
+    ``WindowFlow`` keeps outstanding."""
 
-    def __init__(self, actors: Sequence, max_batch: int = 8, in_flight: int = 2, start: int = 0,
-                 stall_s: float | None = None, ping_s: float | None = None, give_up_s: float = 3600.0,
-                 token: str | None = None):
+    def __init__(
+        self,
+        actors: Sequence,
+        max_batch: int = 8,
+        in_flight: int = 2,
+        start: int = 0,
+        stall_s: float | None = None,
+        ping_s: float | None = None,
+        give_up_s: float = 3600.0,
+        token: str | None = None,
+    ):
         if not actors:
             raise ValueError("RemoteFlow needs at least one flow actor")
         self.actors, self.max_batch, self.in_flight = list(actors), max_batch, in_flight
@@ -216,10 +255,11 @@ class RemoteFlow:
         self.next, self.give_up_s = start, give_up_s
         self.token = token or os.urandom(8).hex()  # names this pool in the process's list of actors down
 
-    def at(self, start: int) -> "RemoteFlow":
+    def at(self, start: int) -> RemoteFlow:
         """The same pool, taking actors in turn from ``start`` (a shard task's copy)."""
-        return RemoteFlow(self.actors, self.max_batch, self.in_flight, start, self.stall_s, self.ping_s,
-                          self.give_up_s, self.token)
+        return RemoteFlow(
+            self.actors, self.max_batch, self.in_flight, start, self.stall_s, self.ping_s, self.give_up_s, self.token
+        )
 
     def submit(self, frames: np.ndarray) -> list:
         """Send a request to the least loaded actor (pairs queued; ties: the next in turn) among those not
@@ -275,6 +315,9 @@ def describe(stats: Sequence[dict[str, Any] | None], seconds: float) -> str:
     pairs = sum(s["pairs"] for s in live)
     batches = sum(s["batches"] for s in live)
     busy = sum(s["busy_s"] for s in live) / max(len(live), 1) / max(seconds, 1e-9)
-    return (f"flow pool: {len(stats)} actors ({len(stats) - len(live)} did not answer), {pairs} pairs in {batches} "
-            f"batches ({pairs / max(batches, 1):.1f} pairs, up to {max((s['max_requests_per_batch'] for s in live), default=0)} "
-            f"requests per batch), busy {100 * busy:.0f}% of {seconds:.1f} s, pids {[s['pid'] for s in live]}")
+    most = max((s["max_requests_per_batch"] for s in live), default=0)
+    return (
+        f"flow pool: {len(stats)} actors ({len(stats) - len(live)} did not answer), {pairs} pairs in {batches} "
+        f"batches ({pairs / max(batches, 1):.1f} pairs, up to {most} "
+        f"requests per batch), busy {100 * busy:.0f}% of {seconds:.1f} s, pids {[s['pid'] for s in live]}"
+    )

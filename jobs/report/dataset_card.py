@@ -10,6 +10,7 @@ reason (examples in the text), and for shard versions the flow-magnitude distrib
 and sample panels (RGB / Flow / RGBF rows, ``plots.stream_panel``). Files are written into a temporary
 directory and moved into place, so a card is never half written.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,12 +82,15 @@ def _md_failures(groups: dict[str, list[tuple[str, str]]], what: str) -> list[st
     return lines + [""]
 
 
-def _md_split_table(counts: dict[str, dict[str, dict[str, int]]],
-                    videos_by_split: dict[str, dict[str, int]]) -> list[str]:
+def _md_split_table(
+    counts: dict[str, dict[str, dict[str, int]]], videos_by_split: dict[str, dict[str, int]]
+) -> list[str]:
     lines = ["| split | train | test | unused | classes |", "|---|---:|---:|---:|---:|"]
     for split, subsets in videos_by_split.items():
-        lines.append(f"| {split} | {subsets.get('train', 0)} | {subsets.get('test', 0)} | "
-                     f"{subsets.get('unused', 0)} | {len(counts.get(split, {}))} |")
+        lines.append(
+            f"| {split} | {subsets.get('train', 0)} | {subsets.get('test', 0)} | "
+            f"{subsets.get('unused', 0)} | {len(counts.get(split, {}))} |"
+        )
     return lines + [""]
 
 
@@ -99,10 +104,15 @@ def _videos_by_split(items: list[tuple[tuple[str, ...], dict[str, str]]]) -> dic
 
 
 def _header(meta: VersionMeta, vdir: Path, title: str) -> list[str]:
-    return [f"# Dataset card: {title} `{meta.version_id}`", "",
-            f"- kind: `{meta.kind}`, schema version {meta.schema_version}",
-            f"- parent: `{meta.parent or '-'}`", f"- created: {meta.created_at} (UTC)",
-            f"- size on disk: {format_bytes(_content_size(vdir))} (without this card)", ""]
+    return [
+        f"# Dataset card: {title} `{meta.version_id}`",
+        "",
+        f"- kind: `{meta.kind}`, schema version {meta.schema_version}",
+        f"- parent: `{meta.parent or '-'}`",
+        f"- created: {meta.created_at} (UTC)",
+        f"- size on disk: {format_bytes(_content_size(vdir))} (without this card)",
+        "",
+    ]
 
 
 def _content_size(vdir: Path) -> int:
@@ -117,21 +127,42 @@ def source_card(m: SourceManifest, out: Path) -> list[str]:
     ok = m.ok()
     items = [(r.label_names, r.splits) for r in ok]
     counts = class_split_counts(items)
-    plots.plot_class_counts(counts, m.labels, out / "classes.png",
-                            title=f"ok videos per class and split ({len(ok)} videos)")
-    plots.plot_histograms({"duration": ([r.duration_s for r in ok], "duration (s, from the header)"),
-                           "frames": ([r.num_frames for r in ok], "frames (decoded)")},
-                          out / "lengths.png", title="video lengths (status ok)")
+    plots.plot_class_counts(
+        counts, m.labels, out / "classes.png", title=f"ok videos per class and split ({len(ok)} videos)"
+    )
+    plots.plot_histograms(
+        {
+            "duration": ([r.duration_s for r in ok], "duration (s, from the header)"),
+            "frames": ([r.num_frames for r in ok], "frames (decoded)"),
+        },
+        out / "lengths.png",
+        title="video lengths (status ok)",
+    )
     groups = failure_groups([(r.status, r.rel_path, r.error or "") for r in m.videos if not r.ok])
-    plots.plot_bars({k: len(v) for k, v in groups.items()}, out / "failures.png",
-                    title=f"failures by reason ({sum(len(v) for v in groups.values())} of {len(m.videos)} videos)",
-                    xlabel="videos")
+    plots.plot_bars(
+        {k: len(v) for k, v in groups.items()},
+        out / "failures.png",
+        title=f"failures by reason ({sum(len(v) for v in groups.values())} of {len(m.videos)} videos)",
+        xlabel="videos",
+    )
     lines = _header(m.meta, m.dir, "source manifest")
-    lines += [f"Videos root: `{m.videos_root}`. {len(m.videos)} videos listed, {len(ok)} ok, "
-              f"{len(m.labels)} classes.", "", "## Splits", ""]
+    lines += [
+        f"Videos root: `{m.videos_root}`. {len(m.videos)} videos listed, {len(ok)} ok, {len(m.labels)} classes.",
+        "",
+        "## Splits",
+        "",
+    ]
     lines += _md_split_table(counts, _videos_by_split(items))
-    lines += ["![videos per class and split](card/classes.png)", "", "## Lengths", "",
-              "![duration and frame-count histograms](card/lengths.png)", "", "## Failures", ""]
+    lines += [
+        "![videos per class and split](card/classes.png)",
+        "",
+        "## Lengths",
+        "",
+        "![duration and frame-count histograms](card/lengths.png)",
+        "",
+        "## Failures",
+        "",
+    ]
     lines += _md_failures(groups, "failures: every listed video is ok")
     lines += ["![failures by reason](card/failures.png)", ""]
     return lines
@@ -150,43 +181,83 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
     recs = ds.records
     items = [(r.label_names, r.splits) for r in recs]
     counts = class_split_counts(items)
-    plots.plot_class_counts(counts, ds.labels, out / "classes.png",
-                            title=f"extracted videos per class and split ({len(recs)} videos)")
+    plots.plot_class_counts(
+        counts, ds.labels, out / "classes.png", title=f"extracted videos per class and split ({len(recs)} videos)"
+    )
     durations = _source_durations(ds)
     panels = {"frames": ([r.n_rgb for r in recs], "RGB frames per video")}
     if durations is not None:
         panels = {"duration": ([durations.get(r.video_id) for r in recs], "duration (s, source header)"), **panels}
     plots.plot_histograms(panels, out / "lengths.png", title="lengths of the extracted videos")
     groups = failure_groups([(f.stage, f.video_id, f.error) for f in ds.failures])
-    plots.plot_bars({k: len(v) for k, v in groups.items()}, out / "failures.png",
-                    title=f"failures by stage ({len(ds.failures)} videos not extracted)", xlabel="videos")
+    plots.plot_bars(
+        {k: len(v) for k, v in groups.items()},
+        out / "failures.png",
+        title=f"failures by stage ({len(ds.failures)} videos not extracted)",
+        xlabel="videos",
+    )
     bound = float(ds.meta.extra.get("flow_params", {}).get("bound", plots.FLOW_BOUND))
     mags, per_frame, sample, panel_recs = _read_samples(recs, bound, out)
-    plots.plot_flow_magnitude(np.concatenate(mags) if mags else np.zeros(0), bound, out / "flow_magnitude.png",
-                              title=f"flow magnitude, every 4th pixel of {len(mags)} videos (bound {bound:g} px)")
+    plots.plot_flow_magnitude(
+        np.concatenate(mags) if mags else np.zeros(0),
+        bound,
+        out / "flow_magnitude.png",
+        title=f"flow magnitude, every 4th pixel of {len(mags)} videos (bound {bound:g} px)",
+    )
     total = {s: sum(r.n_rgb if s == "rgb" else r.n_flow for r in recs) for s in STREAMS}
     est = {s: per_frame[s] * total[s] / 2**20 for s in STREAMS}
-    plots.plot_bars(est, out / "bytes.png", xlabel="MiB (estimated for the whole version)",
-                    title=f"bytes per stream (measured on {len(sample)} of {len(recs)} videos)",
-                    annotate=[f"{est[s]:.1f} MiB, {per_frame[s] / 1024:.1f} KiB/frame" for s in STREAMS])
+    plots.plot_bars(
+        est,
+        out / "bytes.png",
+        xlabel="MiB (estimated for the whole version)",
+        title=f"bytes per stream (measured on {len(sample)} of {len(recs)} videos)",
+        annotate=[f"{est[s]:.1f} MiB, {per_frame[s] / 1024:.1f} KiB/frame" for s in STREAMS],
+    )
     codec = ds.meta.extra.get("codec", {})
     lines = _header(ds.meta, ds.root, "shard dataset")
-    lines += [f"{len(recs)} videos extracted, {len(ds.failures)} not extracted, {len(ds.labels)} classes, "
-              f"{ds.meta.extra.get('num_shards', '?')} shard files. Frame size: "
-              f"{_sizes(recs)}. Codecs: `{codec.get('streams', codec)}`, options `{codec.get('opts', {})}`. "
-              f"Flow-image bound {bound:g} px.", "", "## Splits", ""]
+    lines += [
+        f"{len(recs)} videos extracted, {len(ds.failures)} not extracted, {len(ds.labels)} classes, "
+        f"{ds.meta.extra.get('num_shards', '?')} shard files. Frame size: "
+        f"{_sizes(recs)}. Codecs: `{codec.get('streams', codec)}`, options `{codec.get('opts', {})}`. "
+        f"Flow-image bound {bound:g} px.",
+        "",
+        "## Splits",
+        "",
+    ]
     lines += _md_split_table(counts, _videos_by_split(items))
-    lines += ["![videos per class and split](card/classes.png)", "", "## Lengths", "",
-              "![length histograms](card/lengths.png)", ""]
+    lines += [
+        "![videos per class and split](card/classes.png)",
+        "",
+        "## Lengths",
+        "",
+        "![length histograms](card/lengths.png)",
+        "",
+    ]
     if durations is None:
         lines += ["(Durations come from the source manifest, which was not found at the recorded path.)", ""]
     lines += ["## Failures", ""] + _md_failures(groups, "failures")
-    lines += ["![failures by stage](card/failures.png)", "", "## Flow", "",
-              "![flow magnitude distribution](card/flow_magnitude.png)", "", "## Storage", "",
-              "| stream | frames | KiB per frame (measured) | MiB (estimated) |", "|---|---:|---:|---:|"]
+    lines += [
+        "![failures by stage](card/failures.png)",
+        "",
+        "## Flow",
+        "",
+        "![flow magnitude distribution](card/flow_magnitude.png)",
+        "",
+        "## Storage",
+        "",
+        "| stream | frames | KiB per frame (measured) | MiB (estimated) |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| {s} | {total[s]} | {per_frame[s] / 1024:.1f} | {est[s]:.1f} |" for s in STREAMS]
-    lines += ["", "![bytes per stream](card/bytes.png)", "", "## Samples", "",
-              "Rows: RGB, Flow image (x, y, magnitude as R, G, B), RGBF, flow in the Middlebury colour code.", ""]
+    lines += [
+        "",
+        "![bytes per stream](card/bytes.png)",
+        "",
+        "## Samples",
+        "",
+        "Rows: RGB, Flow image (x, y, magnitude as R, G, B), RGBF, flow in the Middlebury colour code.",
+        "",
+    ]
     lines += [f"![sample {i}](card/sample_{i}.png)" for i in range(len(panel_recs))] + [""]
     return lines
 
@@ -200,6 +271,7 @@ def _read_samples(recs: list, bound: float, out: Path) -> tuple[list[np.ndarray]
 
     def reader(r) -> ShardReader:
         return readers.setdefault(str(r.shard_path), ShardReader(r.shard_path))
+
     try:
         for r in _sample(recs, FLOW_SAMPLE_VIDEOS):
             if r.n_flow:  # channel 2 of the flow image: 255 * min(|w| / bound, 1)
@@ -211,8 +283,9 @@ def _read_samples(recs: list, bound: float, out: Path) -> tuple[list[np.ndarray]
                 frames[s] += r.n_rgb if s == "rgb" else r.n_flow
         panel_recs = _panel_records(recs)
         for i, r in enumerate(panel_recs):
-            plots.stream_panel(reader(r), r.group, out / f"sample_{i}.png", n=6,
-                               title=f"{r.video_id} ({', '.join(r.label_names)})")
+            plots.stream_panel(
+                reader(r), r.group, out / f"sample_{i}.png", n=6, title=f"{r.video_id} ({', '.join(r.label_names)})"
+            )
     finally:
         for rd in readers.values():
             rd.close()
@@ -269,6 +342,8 @@ def write_card_safely(version: str | os.PathLike, log: Callable[[str], None] | N
     try:
         return write_card(version)
     except Exception as e:  # noqa: BLE001  a card must never lose a published version
-        log(f"warning: dataset card for {version} not written ({type(e).__name__}: {e}); "
-            f"regenerate with: python -m jobs.card {version}")
+        log(
+            f"warning: dataset card for {version} not written ({type(e).__name__}: {e}); "
+            f"regenerate with: python -m jobs.card {version}"
+        )
         return None

@@ -1,9 +1,10 @@
 """The Markdown report of a demo run: report.md (linking the PNGs written beside it) and summary.json."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 
 def _pct(x: float | None) -> str:
@@ -14,21 +15,36 @@ def markdown(summary: Mapping) -> str:
     """report.md text from the demo summary (see jobs.demo.summarize for its keys)."""
     s = summary
     lines = [f"# Demo report — {s['title']}", "", s["description"], ""]
-    lines += ["## Results (test split, video level)", "",
-              "| model | input | top-1 | mean class acc. | test videos |", "|---|---|---|---|---|"]
+    lines += [
+        "## Results (test split, video level)",
+        "",
+        "| model | input | top-1 | mean class acc. | test videos |",
+        "|---|---|---|---|---|",
+    ]
     for row in s["results"]:
-        lines.append(f"| {row['model']} | {row['stream']} | {_pct(row['top1'])} | "
-                     f"{_pct(row.get('mean_class_accuracy'))} | {row['n']} |")
+        lines.append(
+            f"| {row['model']} | {row['stream']} | {_pct(row['top1'])} | "
+            f"{_pct(row.get('mean_class_accuracy'))} | {row['n']} |"
+        )
     if s.get("validation"):
-        lines += ["", "## Validation (held-out training group; selects best.pt)", "",
-                  "| input | best validation top-1 | epoch | validation videos |", "|---|---|---|---|"]
-        lines += [f"| {k.upper()} | {_pct(v['best_video_top1'])} | {v['best_epoch']} | {v['n_val']} |"
-                  for k, v in s["validation"].items()]
+        lines += [
+            "",
+            "## Validation (held-out training group; selects best.pt)",
+            "",
+            "| input | best validation top-1 | epoch | validation videos |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k.upper()} | {_pct(v['best_video_top1'])} | {v['best_epoch']} | {v['n_val']} |"
+            for k, v in s["validation"].items()
+        ]
     lines += ["", "## Timings", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in s["timings"].items()]
     if s.get("load_average"):
-        lines += ["", f"Load average (1/5/15 min) at start {s['load_average']['start']}, "
-                      f"at end {s['load_average']['end']}."]
+        lines += [
+            "",
+            f"Load average (1/5/15 min) at start {s['load_average']['start']}, at end {s['load_average']['end']}.",
+        ]
     lines += ["", "## Settings", "", "```json", json.dumps(s["settings"], indent=2), "```", ""]
     for title, rel in s["figures"].items():
         lines += [f"## {title}", "", f"![{title}]({rel})", ""]

@@ -4,14 +4,16 @@
     colour_wheel(size)                  -> uint8 image: the flow colour key (pipeline.flowimage.flow_to_color)
     plot_curves(histories, path)        training loss, accuracies and learning rate of one or several runs
     plot_confusion(matrices, path)      row-normalised confusion matrices side by side
-    plot_class_counts / plot_histograms / plot_bars / plot_flow_magnitude   dataset card figures (jobs.report.dataset_card)
+    plot_class_counts / plot_histograms / plot_bars / plot_flow_magnitude
+                                        dataset card figures (jobs.report.dataset_card)
 
 Panels read the extracted shards through `pipeline.storage.ShardReader`, so they show what training sees.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -42,7 +44,9 @@ def panel_frames(reader: ShardReader, group: str, n: int = 6) -> dict[str, np.nd
     if n_flow < 1:
         raise ValueError(f"{reader.path}: group {group!r} has no flow frames to show")
     idx = np.unique(np.linspace(0, n_flow - 1, min(n, n_flow)).round().astype(int))
-    rows = {name: reader.read(group, stream)[idx] for name, stream in (("RGB", "rgb"), ("Flow", "flow"), ("RGBF", "rgbf"))}
+    rows = {
+        name: reader.read(group, stream)[idx] for name, stream in (("RGB", "rgb"), ("Flow", "flow"), ("RGBF", "rgbf"))
+    }
     flow = flowimage.image_to_flow(rows["Flow"], _flow_bound(reader, group))  # (n, H, W, 2) pixels
     max_flow = float(np.percentile(np.linalg.norm(flow, axis=-1), 99.5)) or 1.0
     rows["Flow (colour)"] = np.stack([flowimage.flow_to_color(f, max_flow) for f in flow])
@@ -55,8 +59,9 @@ def stream_panel(reader: ShardReader, group: str, path: str | Path, n: int = 6, 
     rows = panel_frames(reader, group, n)
     idx = rows.pop("_index")
     h, w = rows["RGB"].shape[1:3]
-    fig, axes = plt.subplots(len(ROWS), len(idx), figsize=(1.5 * len(idx) * w / h + 0.6, 1.5 * len(ROWS) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(ROWS), len(idx), figsize=(1.5 * len(idx) * w / h + 0.6, 1.5 * len(ROWS) + 0.5), squeeze=False
+    )
     for r, name in enumerate(ROWS):
         for c, i in enumerate(idx):
             ax = axes[r, c]
@@ -110,11 +115,13 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], 
     for name, hist in histories.items():
         prefix = f"{name} " if name else ""
         ep = [h["epoch"] for h in hist]
-        line, = ax_loss.plot(ep, [h["train_loss"] for h in hist], marker=".", label=name or "train")
+        (line,) = ax_loss.plot(ep, [h["train_loss"] for h in hist], marker=".", label=name or "train")
         colour = line.get_color()
         ax_acc.plot(ep, [h["train_top1"] for h in hist], marker=".", color=colour, label=f"{prefix}train clip top-1")
-        for key, style, label in (("val_video_top1", "--", "val video top-1"),
-                                  ("test_video_top1", ":", "test video top-1 (monitoring)")):
+        for key, style, label in (
+            ("val_video_top1", "--", "val video top-1"),
+            ("test_video_top1", ":", "test video top-1 (monitoring)"),
+        ):
             pts = [(h["epoch"], h[key]) for h in hist if h.get(key) is not None]
             if pts:
                 ax_acc.plot(*zip(*pts), ls=style, marker="s", ms=3, color=colour, label=prefix + label)
@@ -159,8 +166,15 @@ def plot_confusion(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], pat
             for i in range(k):
                 for j in range(k):
                     if cm[i, j]:
-                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                                color="white" if norm[i, j] > 0.5 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            int(cm[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black",
+                        )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title or "confusion matrix (row-normalised)", fontsize=9)
@@ -185,8 +199,12 @@ def _save(fig, path: str | Path, dpi: int = 100, top_in: float = 0.0) -> Path:
     return path
 
 
-def plot_class_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]], classes: Sequence[str],
-                      path: str | Path, title: str = "videos per class and split") -> Path:
+def plot_class_counts(
+    counts: Mapping[str, Mapping[str, Mapping[str, int]]],
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "videos per class and split",
+) -> Path:
     """Horizontal stacked bars, one panel per split: {split: {class: {subset: videos}}}; class names shown
     up to 120 classes."""
     splits = list(counts) or ["(no split)"]
@@ -207,8 +225,15 @@ def plot_class_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]], cla
         ax.grid(axis="x", alpha=0.3)
     handles, names = axes[0, 0].get_legend_handles_labels()
     if handles:  # one legend for all panels, above them (never over a bar)
-        fig.legend(handles, names, loc="upper right", ncol=len(handles), fontsize=8, frameon=False,
-                   bbox_to_anchor=(1, 1 - 0.02 / height))
+        fig.legend(
+            handles,
+            names,
+            loc="upper right",
+            ncol=len(handles),
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(1, 1 - 0.02 / height),
+        )
     ax0 = axes[0, 0]
     ax0.set_yticks(y, labels=classes if k <= 120 else [""] * k, fontsize=8 if k <= 30 else 6)
     ax0.set_ylim(k - 0.5, -0.5)
@@ -217,8 +242,9 @@ def plot_class_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]], cla
     return _save(fig, path)
 
 
-def plot_histograms(panels: Mapping[str, tuple[Sequence[float], str]], path: str | Path, bins: int = 30,
-                    title: str = "") -> Path:
+def plot_histograms(
+    panels: Mapping[str, tuple[Sequence[float], str]], path: str | Path, bins: int = 30, title: str = ""
+) -> Path:
     """Side-by-side histograms {panel title: (values, x-axis label with unit)}, the y axis in videos; the
     median is marked. An empty value list draws a 'no data' note."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
@@ -250,8 +276,9 @@ def plot_histograms(panels: Mapping[str, tuple[Sequence[float], str]], path: str
     return _save(fig, path)
 
 
-def plot_bars(values: Mapping[str, float], path: str | Path, title: str, xlabel: str,
-              annotate: Sequence[str] | None = None) -> Path:
+def plot_bars(
+    values: Mapping[str, float], path: str | Path, title: str, xlabel: str, annotate: Sequence[str] | None = None
+) -> Path:
     """Horizontal bars {name: value} (e.g. failures per reason, bytes per stream), value written at the bar
     end (or ``annotate[i]``)."""
     names = list(values)
@@ -283,8 +310,10 @@ def plot_flow_magnitude(magnitudes: np.ndarray, bound: float, path: str | Path, 
     if m.size:
         ax.hist(m, bins=np.linspace(0, bound, 61), color="#8172B2", weights=np.full(m.size, 100.0 / m.size))
         ax.set_yscale("log")
-        title += (f"\nmean {m.mean():.2f} px, median {np.median(m):.2f} px, p99 {np.percentile(m, 99):.2f} px, "
-                  f"{100 * np.mean(m >= bound - 1e-6):.2f}% at the bound (dotted)")
+        title += (
+            f"\nmean {m.mean():.2f} px, median {np.median(m):.2f} px, p99 {np.percentile(m, 99):.2f} px, "
+            f"{100 * np.mean(m >= bound - 1e-6):.2f}% at the bound (dotted)"
+        )
         ax.axvline(bound, color="black", ls=":", lw=1)
     ax.set_xlabel("flow magnitude |w| (pixels per frame, as stored in the flow image)")
     ax.set_ylabel("% of pixels (log scale)")

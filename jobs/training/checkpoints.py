@@ -3,6 +3,7 @@
 A checkpoint is a dict with the weights, the model name, its overrides and spec, the class count and the
 resolved config (plus optimiser, RNG states and history for resuming, written by jobs.train).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,5 +87,3 @@ def _spec_without_classes(model: nn.Module, num_classes: int) -> dict:
         if key in spec:
             spec[key] = num_classes
     return spec
-
-

@@ -6,6 +6,7 @@ Overrides use dotted keys; values are parsed as YAML scalars/lists (``optim.lr=1
 Unknown keys and ill-typed values raise ``ConfigError`` naming the key and the source (file or CLI).
 The resolved config is saved beside the checkpoints (``save_config``) and stored inside them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,6 +60,7 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     """Validation on the held-out training videos (data.val_fraction) after training epochs; selects best.pt."""
+
     every: int = 1  # epochs between validations; 0 = never (best.pt is then the last epoch)
     num_clips: int = 5  # evenly spaced clips per video (full protocol: 25, in jobs.evaluate)
     num_crops: int = 1  # 1 (centre), 5 or 10 crops per clip
@@ -200,8 +202,10 @@ def _validate(cfg: TrainConfig, where: str) -> None:
         (cfg.optim.lr > 0 and cfg.optim.lr_step >= 1, "optim.lr must be > 0 and optim.lr_step >= 1"),
         (cfg.eval.num_crops in (1, 5, 10), "eval.num_crops must be 1, 5 or 10"),
         (0 <= cfg.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}"),
-        (cfg.data.val_group_rule in ("auto", "none", "ucf101"),
-         f"data.val_group_rule must be auto, none or ucf101, got {cfg.data.val_group_rule!r}"),
+        (
+            cfg.data.val_group_rule in ("auto", "none", "ucf101"),
+            f"data.val_group_rule must be auto, none or ucf101, got {cfg.data.val_group_rule!r}",
+        ),
         (cfg.workers >= 0 and cfg.data.num_workers >= 0, "workers and data.num_workers must be >= 0"),
     ]
     for ok, msg in checks:

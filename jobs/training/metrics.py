@@ -5,9 +5,10 @@ prediction is correct when any of the k highest-scoring classes is one of the sa
 accuracy and the confusion matrix use the sample's first (primary) label. For multi-label data the mean
 average precision over classes (FCVID's usual metric) is reported as well.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,8 +53,9 @@ def mean_average_precision(scores: np.ndarray, targets: Sequence[Sequence[int]])
     return float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan")
 
 
-def classification_report(scores: np.ndarray, targets: Sequence[Sequence[int]], class_names: Sequence[str],
-                          multilabel: bool = False) -> dict:
+def classification_report(
+    scores: np.ndarray, targets: Sequence[Sequence[int]], class_names: Sequence[str], multilabel: bool = False
+) -> dict:
     """Top-1/top-5, per-class accuracy, confusion matrix (and mAP when multi-label) of (N, K) scores."""
     primary = np.array([t[0] for t in targets], dtype=np.int64)
     pred = scores.argmax(axis=1)

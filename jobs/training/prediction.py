@@ -1,6 +1,7 @@
 """No-grad prediction over a test loader and the score arithmetic evaluation needs (crop/clip averaging,
 per-video aggregation, two-stream fusion).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,11 +1,12 @@
 """The training recipe: lr schedule, SGD parameter groups (last FC at a higher lr), loss choice, per-epoch
 sample order, RNG state capture, device choice and one training epoch (used by jobs.train).
 """
+
 from __future__ import annotations
 
 import os
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" (CUDA when available, else CPU), "cpu" or "cuda" (which must be available)."""
+    """ "auto" (CUDA when available, else CPU), "cpu" or "cuda" (which must be available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -38,8 +39,12 @@ def param_groups(model: nn.Module, weight_decay: float, head_lr_mult: float) -> 
     body = [p for p in model.parameters() if id(p) not in head]
     return [
         {"params": body, "lr_mult": 1.0, "weight_decay": weight_decay, "name": "body"},
-        {"params": list(model.classifier.parameters()), "lr_mult": head_lr_mult,
-         "weight_decay": weight_decay, "name": "classifier"},
+        {
+            "params": list(model.classifier.parameters()),
+            "lr_mult": head_lr_mult,
+            "weight_decay": weight_decay,
+            "name": "classifier",
+        },
     ]
 
 
@@ -119,8 +124,16 @@ def set_rng_state(state: dict) -> None:
 
 
 # -- loops -------------------------------------------------------------------------------------------
-def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, loss_fn, device: torch.device,
-                    epoch: int, log: Callable[[str], None] = print, log_every: int = 20) -> dict:
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn,
+    device: torch.device,
+    epoch: int,
+    log: Callable[[str], None] = print,
+    log_every: int = 20,
+) -> dict:
     """One pass over ``loader`` ((B, C, T, H, W), (B, K) targets); returns loss and clip top-1 sums."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -129,8 +142,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         logits = model(x)  # (B, K)
         loss = loss_fn(logits, target)
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at epoch {epoch} step {step}; "
-                                f"stopping (lower optim.lr or check the data); the last good checkpoint is kept")
+            raise NonFiniteLoss(
+                f"non-finite training loss ({loss.item()}) at epoch {epoch} step {step}; "
+                f"stopping (lower optim.lr or check the data); the last good checkpoint is kept"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -141,5 +156,3 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if log_every and step % log_every == 0:
             log(f"epoch {epoch} step {step} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
     return {"loss_sum": loss_sum, "correct": correct, "seen": seen}
-
-

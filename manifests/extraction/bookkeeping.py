@@ -1,6 +1,7 @@
 """A run's bookkeeping, without Ray: which videos it extracts, which shards an earlier run finished, what
 the finished shards' summaries become (manifest rows, poison records), and whether the result may be
 published. The driver (jobs.extraction.driver) calls these around its Ray tasks."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,13 @@ class PublishRefused(RuntimeError):
     """The run finished but the version must not be published (no ok video, too many failures)."""
 
 
-def select_videos(source: SourceManifest, cfg: ExtractConfig, timeout: float | None = None,
-                  known: dict[str, dict] | None = None,
-                  retry_failed: bool = False) -> tuple[list[VideoTask], list[FailureRecord], dict]:
+def select_videos(
+    source: SourceManifest,
+    cfg: ExtractConfig,
+    timeout: float | None = None,
+    known: dict[str, dict] | None = None,
+    retry_failed: bool = False,
+) -> tuple[list[VideoTask], list[FailureRecord], dict]:
     """Rows to extract (status ok, in one of cfg.splits if given), source failures, and the records by id.
 
     Each task's decode time limit is ``timeout`` or, if None, ``pipeline.decode.decode_timeout`` of the row's
@@ -37,11 +42,24 @@ def select_videos(source: SourceManifest, cfg: ExtractConfig, timeout: float | N
             limit = timeout or decode_timeout(r.duration_s, r.fps, r.width, r.height)
             rec = (known or {}).get(r.sha256 or "")
             skip = rec if rec is not None and poison.skip(rec, limit, retry_failed) else None
-            tasks.append(VideoTask(r.video_id, str(source.path(r)), r.rel_path, r.sha256, r.size_bytes, limit, skip,
-                                   r.num_frames, r.fps, r.duration_s))
+            tasks.append(
+                VideoTask(
+                    r.video_id,
+                    str(source.path(r)),
+                    r.rel_path,
+                    r.sha256,
+                    r.size_bytes,
+                    limit,
+                    skip,
+                    r.num_frames,
+                    r.fps,
+                    r.duration_s,
+                )
+            )
         else:
-            failures.append(FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "",
-                                          dict(r.splits)))
+            failures.append(
+                FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "", dict(r.splits))
+            )
     return tasks, failures, rows
 
 
@@ -51,22 +69,48 @@ def shard_rows(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], li
     for s in summaries:
         for v in s["videos"]:
             r = rows[v["video_id"]]
-            records.append(ShardRecord(v["video_id"], Path(s["path"]), v["group"], v["n_rgb"], v["n_flow"],
-                                       r.labels, r.label_names, dict(r.splits), v["height"], v["width"],
-                                       v["checksums"], s["sha256"], r.rel_path, r.sha256 or "",
-                                       tuple(tuple(w) for w in v.get("windows", [(0, v["n_rgb"])])),
-                                       v.get("fps")))
+            records.append(
+                ShardRecord(
+                    v["video_id"],
+                    Path(s["path"]),
+                    v["group"],
+                    v["n_rgb"],
+                    v["n_flow"],
+                    r.labels,
+                    r.label_names,
+                    dict(r.splits),
+                    v["height"],
+                    v["width"],
+                    v["checksums"],
+                    s["sha256"],
+                    r.rel_path,
+                    r.sha256 or "",
+                    tuple(tuple(w) for w in v.get("windows", [(0, v["n_rgb"])])),
+                    v.get("fps"),
+                )
+            )
         for f in s["failures"]:
-            failures.append(FailureRecord(f["video_id"], f["stage"], f["error"], rows[f["video_id"]].rel_path,
-                                          s["name"], dict(rows[f["video_id"]].splits)))
+            failures.append(
+                FailureRecord(
+                    f["video_id"],
+                    f["stage"],
+                    f["error"],
+                    rows[f["video_id"]].rel_path,
+                    s["name"],
+                    dict(rows[f["video_id"]].splits),
+                )
+            )
     return records, failures
 
 
 def stale_poison(summary: dict, tasks: dict[str, VideoTask], retry_failed: bool) -> bool:
     """Whether a finished shard holds a decoder crash / timeout that this run would retry (so it is redone):
     any with --retry-failed, a timeout whose limit was smaller than this run's."""
-    return any(f.get("poison") and not poison.skip(f["poison"], tasks[f["video_id"]].timeout_s or 0, retry_failed)
-               for f in summary["failures"] if f["video_id"] in tasks)
+    return any(
+        f.get("poison") and not poison.skip(f["poison"], tasks[f["video_id"]].timeout_s or 0, retry_failed)
+        for f in summary["failures"]
+        if f["video_id"] in tasks
+    )
 
 
 def published_stale(final: Path, plan: ShardPlan, tasks: dict[str, VideoTask], retry_failed: bool) -> bool:
@@ -83,21 +127,35 @@ def record_poison(out: Path, summaries: list[dict], rows: dict, known: dict[str,
         for f in s["failures"]:
             p, r = f.get("poison"), rows[f["video_id"]]
             if p and not p.get("cached") and r.sha256:
-                recs.append(poison.record(r.sha256, p["kind"], p["reason"], timeout_s=p["timeout_s"],
-                                          size_bytes=r.size_bytes, path=r.rel_path, job="extract"))
+                recs.append(
+                    poison.record(
+                        r.sha256,
+                        p["kind"],
+                        p["reason"],
+                        timeout_s=p["timeout_s"],
+                        size_bytes=r.size_bytes,
+                        path=r.rel_path,
+                        job="extract",
+                    )
+                )
         for v in s["videos"]:
             r = rows[v["video_id"]]
             if r.sha256 in known:
-                recs.append(poison.record(r.sha256, "cleared", "decoded", size_bytes=r.size_bytes, path=r.rel_path,
-                                          job="extract"))
+                recs.append(
+                    poison.record(
+                        r.sha256, "cleared", "decoded", size_bytes=r.size_bytes, path=r.rel_path, job="extract"
+                    )
+                )
     return poison.append(out, recs)
 
 
 def failure_report(failures: list[dict], top: int = 5) -> list[str]:
     """The most common failure reasons as lines ``N x stage: reason`` (file names stripped to group them)."""
+
     def reason(f: dict) -> str:
         err = f["error"].split(": ", 1)[1] if ": " in f["error"] else f["error"]  # drop the leading path
         return f"{f['stage']}: {err[:160]}"
+
     return [f"{n} x {r}" for r, n in Counter(reason(f) for f in failures).most_common(top)]
 
 
@@ -109,23 +167,38 @@ def check_publishable(summaries: list[dict], max_failure_rate: float, work: Path
     rate = len(fails) / attempted if attempted else 1.0
     if ok and rate <= max_failure_rate:
         return
-    why = ("no video was extracted" if not ok else
-           f"{len(fails)} of {attempted} videos failed ({rate:.0%} > --max-failure-rate {max_failure_rate:g})")
+    why = (
+        "no video was extracted"
+        if not ok
+        else f"{len(fails)} of {attempted} videos failed ({rate:.0%} > --max-failure-rate {max_failure_rate:g})"
+    )
     top = "; ".join(failure_report(fails)) or "no videos selected (check --split and the source manifest)"
-    raise PublishRefused(f"{why}; nothing published, finished shards kept in {work} (a rerun redoes none of "
-                         f"them). Top reasons: {top}")
+    raise PublishRefused(
+        f"{why}; nothing published, finished shards kept in {work} (a rerun redoes none of them). Top reasons: {top}"
+    )
 
 
-def prepare_work(work: Path, shard_dir: Path, plans: list[ShardPlan], source: SourceManifest, cfg: ExtractConfig,
-                  code: str, force: bool, verify: bool, log, tasks: dict[str, VideoTask] | None = None,
-                  retry_failed: bool = False) -> tuple[list[dict], list[ShardPlan]]:
+def prepare_work(
+    work: Path,
+    shard_dir: Path,
+    plans: list[ShardPlan],
+    source: SourceManifest,
+    cfg: ExtractConfig,
+    code: str,
+    force: bool,
+    verify: bool,
+    log,
+    tasks: dict[str, VideoTask] | None = None,
+    retry_failed: bool = False,
+) -> tuple[list[dict], list[ShardPlan]]:
     """Create (or reuse) the work dir; returns (summaries of shards finished earlier, plans still to do).
     A finished shard holding a decoder crash / timeout that this run retries (``stale_poison``) is redone."""
     if force and work.exists():
         shutil.rmtree(work)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps({"source": source.meta.version_id, "code_version": code,
-                                                  "config": cfg.as_dict()}, indent=2))
+    (work / "config.json").write_text(
+        json.dumps({"source": source.meta.version_id, "code_version": code, "config": cfg.as_dict()}, indent=2)
+    )
     for stale in shard_dir.glob("*.tmp"):  # left by a killed worker; never renamed, never in a manifest
         stale.unlink(missing_ok=True)
     done, todo = [], []

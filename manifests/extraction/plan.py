@@ -3,12 +3,14 @@
 ``ExtractConfig`` holds everything that determines the extracted content (it is part of the output version
 id); ``plan_shards`` assigns videos to shards deterministically (sorted ids chunked by ``shard_size``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pipeline.flow import FlowConfig
 from pipeline.storage import DEFAULT_CODEC
@@ -17,6 +19,7 @@ from pipeline.storage import DEFAULT_CODEC
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig:
     """Everything that determines the extracted content (part of the output version id)."""
+
     size: tuple[int, int] = (128, 171)  # (H, W) of every stream
     resize: str = "stretch"  # pipeline.decode.RESIZE_MODES: stretch (paper) | short-side-crop (keeps aspect)
     codec: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CODEC))  # stream -> codec
@@ -47,6 +50,7 @@ class ExtractConfig:
 @dataclasses.dataclass(frozen=True)
 class VideoTask:
     """One video of a shard plan (from a source manifest row)."""
+
     video_id: str
     path: str  # absolute
     rel_path: str
@@ -71,7 +75,7 @@ def plan_shards(videos: Sequence[VideoTask], shard_size: int) -> Iterator[ShardP
     ordered = sorted(videos, key=lambda v: v.video_id)
     for k in range(0, len(ordered), shard_size):
         i = k // shard_size
-        yield ShardPlan(i, f"{i:05d}.h5", tuple(ordered[k:k + shard_size]))
+        yield ShardPlan(i, f"{i:05d}.h5", tuple(ordered[k : k + shard_size]))
 
 
 def group_name(video_id: str) -> str:

@@ -35,20 +35,22 @@ hangs on one file costs that file only (an expected failure, stage decode); its 
 ``poison`` = {kind, reason, timeout_s[, cached]} in the shard's extra, which the driver records in the
 poison log (no retry: it would crash again).
 """
+
 from __future__ import annotations
 
 import collections
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from manifests.extraction.plan import ExtractConfig, ShardPlan, VideoTask, group_name
 from manifests.versioning import file_digest
 from pipeline import sampling
-from manifests.extraction.plan import ExtractConfig, ShardPlan, VideoTask, group_name
 from pipeline.contain import ContainedFailure, Crashed, shared
 from pipeline.decode import CONTAIN_PRELOAD, DecodeError, FrameStream, stream_close, stream_next, stream_open
 from pipeline.flow import BroxFlow
@@ -75,8 +77,11 @@ def check_input(v: VideoTask) -> None:
             raise Rejected("input", f"{p}: no such file")
         size = p.stat().st_size
         if v.size_bytes is not None and size != v.size_bytes:
-            raise Rejected("input", f"{p}: {size} bytes, the source manifest says {v.size_bytes} "
-                                    f"(file changed since the manifest was built)")
+            raise Rejected(
+                "input",
+                f"{p}: {size} bytes, the source manifest says {v.size_bytes} "
+                f"(file changed since the manifest was built)",
+            )
         if v.sha256 and file_digest(p) != v.sha256:
             raise Rejected("input", f"{p}: sha256 differs from the source manifest (file changed)")
     except OSError as e:  # unreadable (permissions, I/O error)
@@ -109,16 +114,20 @@ def _poison(v: VideoTask, e: ContainedFailure) -> Rejected:
     return Rejected("decode", f"{v.path}: {reason}", {"kind": kind, "reason": reason, "timeout_s": v.timeout_s})
 
 
-def source_chunks(v: VideoTask, cfg: ExtractConfig, ranges: list[tuple[int, int]] | None = None,
-                  contained: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+def source_chunks(
+    v: VideoTask, cfg: ExtractConfig, ranges: list[tuple[int, int]] | None = None, contained: bool = True
+) -> Iterator[tuple[int, np.ndarray]]:
     """Decoded frames of ``v`` at ``cfg.size`` as (first source index, (N, H, W, 3) uint8) chunks of at most
     STREAM_FRAMES, from the contained child (pipeline.contain): the child holds the open decoder, each call
     returns one chunk and ``v.timeout_s`` bounds the summed time of the calls. ``ranges``: only these
     [start, stop) source frames (pipeline.decode.FrameStream). Raises Rejected("decode") (with ``poison``
     for a crash / timeout)."""
     if v.skip:
-        raise Rejected("decode", f"{v.path}: {v.skip['reason']} (recorded {v.skip.get('at')}; --retry-failed "
-                                 f"retries it)", {**_poison_fields(v.skip), "cached": True})
+        raise Rejected(
+            "decode",
+            f"{v.path}: {v.skip['reason']} (recorded {v.skip.get('at')}; --retry-failed retries it)",
+            {**_poison_fields(v.skip), "cached": True},
+        )
     if not contained:
         try:
             yield from FrameStream(v.path, cfg.size, STREAM_FRAMES, ranges=ranges, resize=cfg.resize)
@@ -189,7 +198,7 @@ class WindowFlow:
         self.buf = np.concatenate([self.buf, frames]) if len(self.buf) else frames
         while len(self.buf) > self.step:
             self._flow(self.buf[: self.step + 1])
-            self.buf = self.buf[self.step:]
+            self.buf = self.buf[self.step :]
 
     def flush(self) -> None:
         """Solve what is buffered and wait for every outstanding request (the end of a window or video)."""
@@ -308,13 +317,23 @@ def plan_windows(v: VideoTask, cfg: ExtractConfig) -> tuple[list[sampling.Window
     wins = sampling.windows(t, cfg.segments, cfg.segment_frames)
     at = f" at {cfg.fps:g} fps" if cfg.fps else ""
     if not wins or t < cfg.min_frames:
-        raise Rejected("length", f"{v.path}: {t} frames{at} < one window of {cfg.segment_frames} frames"
-                       + (f" (minimum {cfg.min_frames})" if t < cfg.min_frames else ""))
+        raise Rejected(
+            "length",
+            f"{v.path}: {t} frames{at} < one window of {cfg.segment_frames} frames"
+            + (f" (minimum {cfg.min_frames})" if t < cfg.min_frames else ""),
+        )
     return wins, native
 
 
-def stream_video(v: VideoTask, cfg: ExtractConfig, flow_fn: BroxFlow, writer: ShardWriter, group: str,
-                 contained: bool = True, prefetch: int = 0) -> dict[str, Any]:
+def stream_video(
+    v: VideoTask,
+    cfg: ExtractConfig,
+    flow_fn: BroxFlow,
+    writer: ShardWriter,
+    group: str,
+    contained: bool = True,
+    prefetch: int = 0,
+) -> dict[str, Any]:
     """Decode -> sample -> flow -> streams of one video, chunk by chunk into ``writer`` under ``group``;
     memory is bounded by a few chunks whatever the video's length. Returns the video's row (shard summary);
     on any exception the group is discarded and the exception propagates (Rejected: the bad-input policy)."""
@@ -325,7 +344,7 @@ def stream_video(v: VideoTask, cfg: ExtractConfig, flow_fn: BroxFlow, writer: Sh
     try:
         acc = WindowFlow(v.path, flow_fn, cfg, out)
         chunks = source_chunks(v, cfg, sel.source_ranges(), contained)
-        for base, chunk in (_prefetch(chunks, prefetch) if prefetch else chunks):
+        for base, chunk in _prefetch(chunks, prefetch) if prefetch else chunks:
             for win, frames in sel.push(chunk, base):
                 acc.add(win, frames)
             if sel.done:
@@ -333,29 +352,52 @@ def stream_video(v: VideoTask, cfg: ExtractConfig, flow_fn: BroxFlow, writer: Sh
         acc.flush()
         need = max(2, cfg.min_frames)
         if wins is None and acc.n_rgb < need:
-            raise Rejected("length", f"{v.path}: {acc.n_rgb} decoded frames < minimum {need} "
-                                     f"(n RGB frames give n-1 flows)")
+            raise Rejected(
+                "length", f"{v.path}: {acc.n_rgb} decoded frames < minimum {need} (n RGB frames give n-1 flows)"
+            )
         if wins is not None and not sel.done:
-            raise Rejected("length", f"{v.path}: decoding stopped after {sel.base} frames; the windows need "
-                                     f"{sel.needed_source} (the source manifest counted {v.num_frames})")
+            raise Rejected(
+                "length",
+                f"{v.path}: decoding stopped after {sel.base} frames; the windows need "
+                f"{sel.needed_source} (the source manifest counted {v.num_frames})",
+            )
         if acc.peak < cfg.static_threshold:
-            raise Rejected("static", f"{v.path}: static video: max flow magnitude {acc.peak:.3g} px < "
-                                     f"{cfg.static_threshold} px (RGBF frames would be black)")
+            raise Rejected(
+                "static",
+                f"{v.path}: static video: max flow magnitude {acc.peak:.3g} px < "
+                f"{cfg.static_threshold} px (RGBF frames would be black)",
+            )
         stored = wins if wins is not None else [(0, acc.n_rgb)]
         rate = cfg.fps or native
-        sums = out.finish({"video_id": v.video_id, "windows": [list(w) for w in stored], "fps": float(rate)},
-                          n_flow=acc.n_flow)
+        sums = out.finish(
+            {"video_id": v.video_id, "windows": [list(w) for w in stored], "fps": float(rate)}, n_flow=acc.n_flow
+        )
     except BaseException:
         out.discard()
         raise
-    return {"video_id": v.video_id, "group": group, "n_rgb": acc.n_rgb, "n_flow": acc.n_flow,
-            "height": cfg.size[0], "width": cfg.size[1], "checksums": sums,
-            "windows": [list(w) for w in stored], "fps": float(rate)}
+    return {
+        "video_id": v.video_id,
+        "group": group,
+        "n_rgb": acc.n_rgb,
+        "n_flow": acc.n_flow,
+        "height": cfg.size[0],
+        "width": cfg.size[1],
+        "checksums": sums,
+        "windows": [list(w) for w in stored],
+        "fps": float(rate),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ one shard
-def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str = "cpu",
-                video_retries: int = 1, contained: bool = True, flow=None) -> dict[str, Any]:
+def build_shard(
+    plan: ShardPlan,
+    cfg: ExtractConfig,
+    shard_dir: str,
+    device: str = "cpu",
+    video_retries: int = 1,
+    contained: bool = True,
+    flow=None,
+) -> dict[str, Any]:
     """Process every video of ``plan`` and write ``<shard_dir>/<plan.name>`` (atomically), streaming each
     video through decode and flow in chunks (``stream_video``).
 
@@ -378,8 +420,14 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
                     videos.append(stream_video(v, cfg, flow_fn, w, group_name(v.video_id), contained, prefetch))
                     break
                 except Rejected as r:
-                    failures.append({"video_id": v.video_id, "stage": r.stage, "error": r.reason,
-                                     **({"poison": r.poison} if r.poison else {})})
+                    failures.append(
+                        {
+                            "video_id": v.video_id,
+                            "stage": r.stage,
+                            "error": r.reason,
+                            **({"poison": r.poison} if r.poison else {}),
+                        }
+                    )
                     break
                 except OSError:  # I/O trouble is not the video's fault: Ray retries the whole shard
                     raise
@@ -387,15 +435,25 @@ def build_shard(plan: ShardPlan, cfg: ExtractConfig, shard_dir: str, device: str
                     if attempt == video_retries:
                         raise RuntimeError(f"{v.path}: unexpected {type(e).__name__} while streaming: {e}") from e
         w.extra = {"assigned": [v.video_id for v in plan.videos], "videos": videos, "failures": failures}
-    return {**shard_summary(path, w.extra), "seconds": round(time.time() - t0, 3),
-            "cpu_s": round(time.process_time() - c0, 3)}
+    return {
+        **shard_summary(path, w.extra),
+        "seconds": round(time.time() - t0, 3),
+        "cpu_s": round(time.process_time() - c0, 3),
+    }
 
 
 def shard_summary(path: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """What the driver keeps per shard (no frames): file, sha256, per-video rows and failures."""
-    return {"name": path.name, "path": str(path), "sha256": file_digest(path), "videos": extra["videos"],
-            "failures": extra["failures"], "assigned": extra["assigned"], "seconds": extra.get("seconds", 0.0),
-            "cpu_s": extra.get("cpu_s", 0.0)}
+    return {
+        "name": path.name,
+        "path": str(path),
+        "sha256": file_digest(path),
+        "videos": extra["videos"],
+        "failures": extra["failures"],
+        "assigned": extra["assigned"],
+        "seconds": extra.get("seconds", 0.0),
+        "cpu_s": extra.get("cpu_s", 0.0),
+    }
 
 
 def read_finished(path: Path, plan: ShardPlan, full: bool = False) -> dict[str, Any]:

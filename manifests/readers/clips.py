@@ -2,8 +2,9 @@
 
 ``ClipDataset(manifest, split="split1", subset="train", stream="rgb")`` keeps the records whose
 ``splits[split] == subset``. With ``val_fraction > 0`` a validation subset is carved from the split's
-training videos (``manifests.readers.validation.carve``, by group where the rule says so): ``subset="train"`` then
-keeps the rest and ``subset="val"`` the held-out videos; ``self.carve`` records what was held out. Two modes (section 4.3, details in ``pipeline.clips`` and docs/training.md):
+training videos (``manifests.readers.validation.carve``, by group where the rule says so): ``subset="train"``
+then keeps the rest and ``subset="val"`` the held-out videos; ``self.carve`` records what was held out. Two
+modes (section 4.3, details in ``pipeline.clips`` and docs/training.md):
 
 * ``mode="train"``: item ``i`` is one random ``clip_len``-frame clip of video ``i`` with a random corner /
   centre crop and a random horizontal flip -> ``(C, T, S, S)`` float32. The randomness comes from
@@ -20,28 +21,43 @@ flow image's "no motion" value 128 maps to ~0).
 HDF5 files are opened lazily, in the process that reads them (each DataLoader worker opens its own
 handles on first use; nothing is opened in ``__init__`` and handles are dropped when pickled).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from manifests.shards import load_shards
 from manifests.readers.validation import Carve, carve
+from manifests.shards import load_shards
 from pipeline import clips
 from pipeline.storage import STREAMS, ShardReader
 
 
-
 class ClipDataset(Dataset):
-    def __init__(self, manifest, split: str = "split1", subset: str = "train", stream: str = "rgb", *,
-                 mode: str | None = None, clip_len: int = 16, crop: int = 112,
-                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                 num_clips: int = 25, num_crops: int = 10, max_videos: int = 0, seed: int = 0,
-                 val_fraction: float = 0.0, val_group_rule: str = "auto", val_seed: int = 0):
+    def __init__(
+        self,
+        manifest,
+        split: str = "split1",
+        subset: str = "train",
+        stream: str = "rgb",
+        *,
+        mode: str | None = None,
+        clip_len: int = 16,
+        crop: int = 112,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        num_clips: int = 25,
+        num_crops: int = 10,
+        max_videos: int = 0,
+        seed: int = 0,
+        val_fraction: float = 0.0,
+        val_group_rule: str = "auto",
+        val_seed: int = 0,
+    ):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
         self.mode = mode or ("train" if subset == "train" else "test")
@@ -138,6 +154,8 @@ class ClipDataset(Dataset):
         window, start = clips.window_test_starts(self.windows(video), self.clip_len, self.num_clips)[c]
         frames = self._frames(video, window, start)
         params = clips.ten_crop_params(frames.shape[1], frames.shape[2], self.crop_size, self.num_crops)
-        crops = [clips.normalize(clips.crop(frames, y, x, self.crop_size, f, flow=flow), self.mean, self.std)
-                 for y, x, f in params]
+        crops = [
+            clips.normalize(clips.crop(frames, y, x, self.crop_size, f, flow=flow), self.mean, self.std)
+            for y, x, f in params
+        ]
         return torch.from_numpy(np.stack(crops)), self.target(video), video  # (K, C, T, S, S)

@@ -27,6 +27,7 @@ the flat layout above.
 A video directory is written to ``<out>/.tmp-<video_id>-<random>/`` and renamed into place when complete,
 so an existing ``<out>/<video_id>/`` is always complete and a rerun skips it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -144,8 +145,9 @@ def window_parts(rec: ShardRecord, stream: str) -> list[tuple[str, int, int]]:
     return [(f"w{k:02d}", int(a), int(n)) for k, (a, n) in enumerate(zip(starts, lengths))]
 
 
-def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequence[str], quality: int,
-                 name: str | None = None) -> int:
+def export_video(
+    reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequence[str], quality: int, name: str | None = None
+) -> int:
     """Write one video's frame folder ``out/name`` (default: the id; one subfolder per window when it has
     several) atomically; returns the number of files written (0 if the folder existed)."""
     name = name or rec.video_id
@@ -180,8 +182,9 @@ def export_video(reader: ShardReader, rec: ShardRecord, out: Path, streams: Sequ
         raise
 
 
-def export_chunk(records: Sequence[ShardRecord], out: str, streams: Sequence[str], quality: int,
-                 names: dict[str, str] | None = None) -> list[dict]:
+def export_chunk(
+    records: Sequence[ShardRecord], out: str, streams: Sequence[str], quality: int, names: dict[str, str] | None = None
+) -> list[dict]:
     """Export videos (one Ray task's work); per-video errors are returned, not raised (bad-input policy:
     an unreadable video is counted and left out of the file lists, the others go on)."""
     out_p, results, readers = Path(out), [], {}

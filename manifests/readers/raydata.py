@@ -22,10 +22,12 @@ iterates its dataset shard once; or build one dataset per epoch with ``epoch=e``
 Ray resources are the caller's (docs/style.md §2): pass ``num_cpus=``, ``concurrency=`` ... through
 ``map_kwargs`` to ``map_batches``.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,16 +38,40 @@ _CACHE: dict[tuple, ClipDataset] = {}  # one ClipDataset per worker process and 
 
 
 def _spec(version, split, subset, stream, mode, clip_len, crop, mean, std, num_clips, num_crops, seed) -> tuple:
-    return (str(version), split, subset, stream, mode, clip_len, crop, tuple(mean), tuple(std), num_clips,
-            num_crops, seed)
+    return (
+        str(version),
+        split,
+        subset,
+        stream,
+        mode,
+        clip_len,
+        crop,
+        tuple(mean),
+        tuple(std),
+        num_clips,
+        num_crops,
+        seed,
+    )
 
 
 def _dataset(spec: tuple) -> ClipDataset:
     key = (os.getpid(), spec)
     if key not in _CACHE:
         version, split, subset, stream, mode, clip_len, crop, mean, std, num_clips, num_crops, seed = spec
-        _CACHE[key] = ClipDataset(version, split, subset, stream, mode=mode, clip_len=clip_len, crop=crop,
-                                  mean=mean, std=std, num_clips=num_clips, num_crops=num_crops, seed=seed)
+        _CACHE[key] = ClipDataset(
+            version,
+            split,
+            subset,
+            stream,
+            mode=mode,
+            clip_len=clip_len,
+            crop=crop,
+            mean=mean,
+            std=std,
+            num_clips=num_clips,
+            num_crops=num_crops,
+            seed=seed,
+        )
     return _CACHE[key]
 
 
@@ -60,9 +86,14 @@ def read_clips(batch: dict[str, np.ndarray], spec: tuple) -> dict[str, np.ndarra
         targets.append(t.numpy())
         videos.append(v)
     targets_a = np.stack(targets)
-    return {"clip": np.stack(clips), "target": targets_a, "label": targets_a.argmax(1).astype(np.int64),
-            "video_index": np.asarray(videos, dtype=np.int64), "epoch": batch["epoch"].astype(np.int64),
-            "index": batch["index"].astype(np.int64)}
+    return {
+        "clip": np.stack(clips),
+        "target": targets_a,
+        "label": targets_a.argmax(1).astype(np.int64),
+        "video_index": np.asarray(videos, dtype=np.int64),
+        "epoch": batch["epoch"].astype(np.int64),
+        "index": batch["index"].astype(np.int64),
+    }
 
 
 def index_rows(n: int, epoch: int, epochs: int, shuffle: bool, seed: int) -> list[dict[str, int]]:
@@ -74,11 +105,26 @@ def index_rows(n: int, epoch: int, epochs: int, shuffle: bool, seed: int) -> lis
     return rows
 
 
-def clip_dataset(version, split: str = "split1", subset: str = "train", stream: str = "rgb", *,
-                 clip_len: int = 16, crop: int = 112, mode: str | None = None, epoch: int = 0, epochs: int = 1,
-                 shuffle: bool | None = None, seed: int = 0, items_per_batch: int = 4,
-                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                 num_clips: int = 25, num_crops: int = 10, map_kwargs: dict[str, Any] | None = None):
+def clip_dataset(
+    version,
+    split: str = "split1",
+    subset: str = "train",
+    stream: str = "rgb",
+    *,
+    clip_len: int = 16,
+    crop: int = 112,
+    mode: str | None = None,
+    epoch: int = 0,
+    epochs: int = 1,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    items_per_batch: int = 4,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    num_clips: int = 25,
+    num_crops: int = 10,
+    map_kwargs: dict[str, Any] | None = None,
+):
     """A lazy ``ray.data.Dataset`` of clips of one split / subset / stream of a shard version.
 
     ``version``: anything ``manifests.versioning.resolve`` accepts, on storage every node can read; it is
@@ -89,14 +135,38 @@ def clip_dataset(version, split: str = "split1", subset: str = "train", stream: 
     """
     import ray
 
-    probe = ClipDataset(version, split, subset, stream, mode=mode, clip_len=clip_len, crop=crop, mean=mean,
-                        std=std, num_clips=num_clips, num_crops=num_crops, seed=seed)  # tables only, no HDF5
+    probe = ClipDataset(
+        version,
+        split,
+        subset,
+        stream,
+        mode=mode,
+        clip_len=clip_len,
+        crop=crop,
+        mean=mean,
+        std=std,
+        num_clips=num_clips,
+        num_crops=num_crops,
+        seed=seed,
+    )  # tables only, no HDF5
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    spec = _spec(resolve(version).resolve(), split, subset, stream, probe.mode, clip_len, crop, mean, std,
-                 num_clips, num_crops, seed)
+    spec = _spec(
+        resolve(version).resolve(),
+        split,
+        subset,
+        stream,
+        probe.mode,
+        clip_len,
+        crop,
+        mean,
+        std,
+        num_clips,
+        num_crops,
+        seed,
+    )
     shuffle = probe.mode == "train" if shuffle is None else shuffle
     rows = index_rows(len(probe), epoch, epochs, shuffle, seed)
-    return (ray.data.from_items(rows)
-            .map_batches(read_clips, batch_size=items_per_batch, batch_format="numpy", fn_kwargs={"spec": spec},
-                         **(map_kwargs or {})))
+    return ray.data.from_items(rows).map_batches(
+        read_clips, batch_size=items_per_batch, batch_format="numpy", fn_kwargs={"spec": spec}, **(map_kwargs or {})
+    )

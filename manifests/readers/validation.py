@@ -18,12 +18,13 @@ Rules (``data.val_group_rule``):
 
 ``Carve.summary()`` is what jobs.train records (rule as resolved, counts, sha256 of the sorted val ids, ids).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,9 +43,16 @@ class Carve:
 
     def summary(self) -> dict:
         ids = sorted(r.video_id for r in self.val)
-        return {"fraction": self.fraction, "rule": self.rule, "seed": self.seed, "n_train": len(self.train),
-                "n_val": len(self.val), "groups": list(self.groups),
-                "video_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "video_ids": ids}
+        return {
+            "fraction": self.fraction,
+            "rule": self.rule,
+            "seed": self.seed,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "groups": list(self.groups),
+            "video_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "video_ids": ids,
+        }
 
 
 def group_of(video_id: str) -> str | None:
@@ -61,8 +69,9 @@ def resolve_rule(rule: str, records: Sequence) -> str:
     if rule == "ucf101":
         bad = [r.video_id for r in records if not group_of(r.video_id)]
         if bad:
-            raise ValueError(f"data.val_group_rule=ucf101: {len(bad)} video ids are not v_<Class>_gXX_cYY, "
-                             f"e.g. {bad[0]!r}")
+            raise ValueError(
+                f"data.val_group_rule=ucf101: {len(bad)} video ids are not v_<Class>_gXX_cYY, e.g. {bad[0]!r}"
+            )
     return rule
 
 
@@ -80,8 +89,10 @@ def carve(records: Sequence, fraction: float, rule: str = "auto", seed: int = 0)
     if rule == "ucf101":
         keys = sorted({group_of(r.video_id) for r in records})
         if len(keys) < 2:
-            raise ValueError(f"data.val_fraction={fraction}: the training videos hold only {len(keys)} group(s); "
-                             f"the ucf101 rule needs 2 (use data.val_group_rule=none)")
+            raise ValueError(
+                f"data.val_fraction={fraction}: the training videos hold only {len(keys)} group(s); "
+                f"the ucf101 rule needs 2 (use data.val_group_rule=none)"
+            )
         size = {k: 0 for k in keys}
         for r in records:
             size[group_of(r.video_id)] += 1
@@ -97,8 +108,14 @@ def carve(records: Sequence, fraction: float, rule: str = "auto", seed: int = 0)
         held = _stratified(records, want, rng)
     if len(held) >= len(records):
         raise ValueError(f"data.val_fraction={fraction} leaves no training videos ({len(records)} in all)")
-    return Carve([r for r in records if r.video_id not in held], [r for r in records if r.video_id in held],
-                 fraction, rule, seed, groups)
+    return Carve(
+        [r for r in records if r.video_id not in held],
+        [r for r in records if r.video_id in held],
+        fraction,
+        rule,
+        seed,
+        groups,
+    )
 
 
 def _stratified(records: list, want: int, rng: np.random.Generator) -> set[str]:
@@ -111,7 +128,7 @@ def _stratified(records: list, want: int, rng: np.random.Generator) -> set[str]:
     take = np.floor(quota).astype(int)
     tiebreak = rng.random(len(classes))
     order = sorted(range(len(classes)), key=lambda i: (-(quota[i] - take[i]), tiebreak[i]))
-    for i in order[:want - int(take.sum())]:
+    for i in order[: want - int(take.sum())]:
         take[i] += 1
     held = set()
     for c, k in zip(classes, take):

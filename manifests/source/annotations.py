@@ -5,6 +5,7 @@ A builder turns (videos dir, annotations dir) into a ``Plan``: the label list an
 status. Builders only read annotation files and list directories; probing and hashing happen later
 (manifests.source.probe), so builders are fast and testable on their own.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,9 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv",
-                        ".3gp", ".ogv"})
+VIDEO_EXTS = frozenset(
+    {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp", ".ogv"}
+)
 
 
 class BuildError(ValueError):
@@ -73,9 +75,13 @@ class DiskIndex:
         self.root = Path(root)
         if not self.root.is_dir():
             raise BuildError(f"{self.root}: videos directory does not exist")
-        self.files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                            if p.suffix.lower() in VIDEO_EXTS and p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        self.files = sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.suffix.lower() in VIDEO_EXTS
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        )
         self._exact = set(self.files)
         self._norm: dict[str, list[str]] = {}
         self._base: dict[str, list[str]] = {}
@@ -110,8 +116,16 @@ class Collector:
         self.disk, self.split_names = disk, split_names
         self.entries: dict[str, Entry] = {}
 
-    def listed(self, listed_path: str, split: str | None, part: str | None, labels: tuple[int, ...] | None,
-               source: str, *, by_basename: bool = False) -> Entry:
+    def listed(
+        self,
+        listed_path: str,
+        split: str | None,
+        part: str | None,
+        labels: tuple[int, ...] | None,
+        source: str,
+        *,
+        by_basename: bool = False,
+    ) -> Entry:
         """Record that `source` lists `listed_path` as `part` of `split` (with `labels` if known)."""
         found = self.disk.find(listed_path, by_basename=by_basename)
         key = found if found is not None else listed_path.replace("\\", "/").strip("/")

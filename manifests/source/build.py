@@ -9,23 +9,31 @@ except its diagnostic ``note``; the creation time and the parent are recorded in
 part of the id. The decode time limit is not a parameter of the id either: it changes content only
 through the statuses of the videos that hit it, and those rows are hashed.
 """
+
 from __future__ import annotations
 
 import json
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow.parquet as pq
 
 from manifests import poison
 from manifests.source.annotations import Plan
 from manifests.source.probe import COUNT_SIZE, inspect_video
-from manifests.source.schema import (KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, labels_table,
-                              videos_table)
-from manifests.versioning import (LATEST, VersionMeta, content_id, file_digest, publish, read_meta,
-                                  utc_now)
+from manifests.source.schema import (
+    KIND,
+    LABELS_FILE,
+    SCHEMA_VERSION,
+    VIDEOS_FILE,
+    VideoRecord,
+    labels_table,
+    videos_table,
+)
+from manifests.versioning import LATEST, VersionMeta, content_id, file_digest, publish, read_meta, utc_now
 
 FILE_FAILURES = ("missing", "empty", "unreadable", "decode_crash", "decode_timeout")
 # Stored but not hashed into the version id: decoder diagnostics can vary between runs on corrupt files
@@ -41,8 +49,12 @@ def video_ids(rel_paths: list[str]) -> list[str]:
     """
     nfc = [unicodedata.normalize("NFC", r) for r in rel_paths]
     stems = Counter(PurePosixPath(r).stem for r in nfc)
-    return [PurePosixPath(r).stem if stems[PurePosixPath(r).stem] == 1
-            else PurePosixPath(r).with_suffix("").as_posix().replace("/", "__") for r in nfc]
+    return [
+        PurePosixPath(r).stem
+        if stems[PurePosixPath(r).stem] == 1
+        else PurePosixPath(r).with_suffix("").as_posix().replace("/", "__")
+        for r in nfc
+    ]
 
 
 def assemble(plan: Plan, facts: dict[str, dict[str, Any]]) -> list[VideoRecord]:
@@ -62,12 +74,33 @@ def assemble(plan: Plan, facts: dict[str, dict[str, Any]]) -> list[VideoRecord]:
             first = first_with_hash.setdefault(f["sha256"], e.rel_path)
             if first != e.rel_path:
                 status, error = "duplicate", f"{e.rel_path}: same content (sha256) as {first}"
-        fields = {k: f.get(k) for k in ("size_bytes", "sha256", "duration_s", "fps", "width", "height",
-                                        "num_frames", "header_frames", "codec")}
-        records.append(VideoRecord(
-            video_id=vid, rel_path=e.rel_path, labels=tuple(e.labels),
-            label_names=tuple(plan.labels[i] for i in e.labels), splits=dict(e.splits),
-            status=status, error=error, note="; ".join(notes) or None, **fields))
+        fields = {
+            k: f.get(k)
+            for k in (
+                "size_bytes",
+                "sha256",
+                "duration_s",
+                "fps",
+                "width",
+                "height",
+                "num_frames",
+                "header_frames",
+                "codec",
+            )
+        }
+        records.append(
+            VideoRecord(
+                video_id=vid,
+                rel_path=e.rel_path,
+                labels=tuple(e.labels),
+                label_names=tuple(plan.labels[i] for i in e.labels),
+                splits=dict(e.splits),
+                status=status,
+                error=error,
+                note="; ".join(notes) or None,
+                **fields,
+            )
+        )
     return records
 
 
@@ -83,15 +116,24 @@ def source_description(plan: Plan, videos: Path, annotations: Path | None) -> di
 
 
 def version_id(source: dict[str, Any], plan: Plan, records: list[VideoRecord]) -> str:
-    head = json.dumps({"schema_version": SCHEMA_VERSION, "kind": KIND, "source": source,
-                       "labels": plan.labels, "label_source_index": plan.label_source_index,
-                       "warnings": plan.warnings}, sort_keys=True)
+    head = json.dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "source": source,
+            "labels": plan.labels,
+            "label_source_index": plan.label_source_index,
+            "warnings": plan.warnings,
+        },
+        sort_keys=True,
+    )
     rows = ({k: v for k, v in r.to_row().items() if k not in DIAGNOSTIC} for r in records)
     return content_id([head, *(json.dumps(row, sort_keys=True) for row in rows)])
 
 
-def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Path,
-                  annotations: Path | None, parent: str | None = None) -> tuple[str, Path]:
+def write_version(
+    out: Path, plan: Plan, records: list[VideoRecord], videos: Path, annotations: Path | None, parent: str | None = None
+) -> tuple[str, Path]:
     """Publish records as a new immutable version under `out`; parent defaults to out/LATEST."""
     out = Path(out)
     source = source_description(plan, videos, annotations)
@@ -101,9 +143,20 @@ def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Pat
     if parent == vid:  # rebuilding the latest version unchanged: it keeps its own parent
         parent = read_meta(out / vid).parent if (out / vid).is_dir() else None
     counts = dict(sorted(Counter(r.status for r in records).items()))
-    meta = VersionMeta(vid, KIND, SCHEMA_VERSION, source, parent, utc_now(),
-                       extra={"status_counts": counts, "warnings": plan.warnings,
-                              "num_videos": len(records), "num_labels": len(plan.labels)})
+    meta = VersionMeta(
+        vid,
+        KIND,
+        SCHEMA_VERSION,
+        source,
+        parent,
+        utc_now(),
+        extra={
+            "status_counts": counts,
+            "warnings": plan.warnings,
+            "num_videos": len(records),
+            "num_labels": len(plan.labels),
+        },
+    )
 
     def write_files(d: Path) -> None:
         pq.write_table(videos_table(records), d / VIDEOS_FILE)
@@ -112,10 +165,20 @@ def write_version(out: Path, plan: Plan, records: list[VideoRecord], videos: Pat
     return vid, publish(out, vid, write_files, meta)
 
 
-def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
-          inspect: Callable[..., list[dict[str, Any]]] | None = None, *, require_ok: bool = False,
-          max_failure_rate: float | None = None, timeout: float | None = None, retry_failed: bool = False,
-          contained: bool = True, log: Callable[[str], None] | None = None) -> tuple[str, Path]:
+def build(
+    plan: Plan,
+    videos: Path,
+    annotations: Path | None,
+    out: Path,
+    inspect: Callable[..., list[dict[str, Any]]] | None = None,
+    *,
+    require_ok: bool = False,
+    max_failure_rate: float | None = None,
+    timeout: float | None = None,
+    retry_failed: bool = False,
+    contained: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[str, Path]:
     """Inspect every entry's file (in-process by default, or with `inspect(paths, **opts) -> facts`, opts
     being inspect_video's keyword arguments) and publish.
 
@@ -135,8 +198,10 @@ def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
     n = poison.append(out, poison_updates(paths, results, known))
     skipped = sum(bool((f.get("poison") or {}).get("cached")) for f in results)
     if log and (n or skipped):
-        log(f"poison: {skipped} videos skipped (decoder crashed / timed out in an earlier build; --retry-failed "
-            f"retries them), {n} outcomes recorded in {Path(out) / poison.POISON_FILE}")
+        log(
+            f"poison: {skipped} videos skipped (decoder crashed / timed out in an earlier build; --retry-failed "
+            f"retries them), {n} outcomes recorded in {Path(out) / poison.POISON_FILE}"
+        )
     records = assemble(plan, dict(zip(todo, results)))
     counts = dict(sorted(Counter(r.status for r in records).items()))
     if require_ok and not any(r.status == "ok" for r in records):
@@ -144,22 +209,36 @@ def build(plan: Plan, videos: Path, annotations: Path | None, out: Path,
     bad = [r for r in records if r.status in FILE_FAILURES]
     if max_failure_rate is not None and records and len(bad) / len(records) > max_failure_rate:
         top = Counter(f"{r.status}: {(r.error or '').split(': ', 1)[-1][:120]}" for r in bad).most_common(5)
-        raise ValueError(f"{videos}: {len(bad)} of {len(records)} files failed ({len(bad) / len(records):.0%} > "
-                         f"--max-failure-rate {max_failure_rate:g}); nothing published. Top reasons: "
-                         + "; ".join(f"{n} x {reason}" for reason, n in top))
+        raise ValueError(
+            f"{videos}: {len(bad)} of {len(records)} files failed ({len(bad) / len(records):.0%} > "
+            f"--max-failure-rate {max_failure_rate:g}); nothing published. Top reasons: "
+            + "; ".join(f"{n} x {reason}" for reason, n in top)
+        )
     return write_version(out, plan, records, videos, annotations)
 
 
-def poison_updates(paths: list[Path], results: list[dict[str, Any]],
-                   known: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def poison_updates(
+    paths: list[Path], results: list[dict[str, Any]], known: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Poison log lines for this build: new crashes / timeouts, and "cleared" for known ones that decoded."""
     out = []
     for p, f in zip(paths, results):
         if f.get("poison") and not f["poison"].get("cached"):
-            out.append(poison.record(f["sha256"], f["poison"]["kind"], f["poison"]["reason"],
-                                     timeout_s=f["poison"]["timeout_s"], size_bytes=f["size_bytes"],
-                                     path=str(p), job="build_manifest"))
+            out.append(
+                poison.record(
+                    f["sha256"],
+                    f["poison"]["kind"],
+                    f["poison"]["reason"],
+                    timeout_s=f["poison"]["timeout_s"],
+                    size_bytes=f["size_bytes"],
+                    path=str(p),
+                    job="build_manifest",
+                )
+            )
         elif f.get("status") == "ok" and f.get("sha256") in known:
-            out.append(poison.record(f["sha256"], "cleared", "decoded", size_bytes=f["size_bytes"], path=str(p),
-                                     job="build_manifest"))
+            out.append(
+                poison.record(
+                    f["sha256"], "cleared", "decoded", size_bytes=f["size_bytes"], path=str(p), job="build_manifest"
+                )
+            )
     return out

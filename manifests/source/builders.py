@@ -10,12 +10,13 @@ Formats (docs/manifests.md has examples):
 - folder: <root>/<class>/<video>; optional <split>_train.txt / <split>_test.txt (rel paths), else a
   deterministic hashed split "split1".
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from manifests.source.annotations import BuildError, Collector, DiskIndex, Plan, class_dirs, norm, read_lines
 
@@ -48,10 +49,12 @@ def _lines(path: Path, warnings: list[str]) -> list[str]:
 
 def _class_of(classes: dict[str, int]) -> Callable[[str], tuple[int, ...] | None]:
     """rel path -> (label id,) from its first folder (case-insensitive), None if not a known class."""
+
     def classify(rel: str) -> tuple[int, ...] | None:
         parts = PurePosixPath(rel).parts
         lid = classes.get(norm(parts[0])) if len(parts) > 1 else None
         return None if lid is None else (lid,)
+
     return classify
 
 
@@ -89,11 +92,20 @@ def build_ucf101(videos: Path, annotations: Path | None, **_) -> Plan:
                 if labels is None:
                     e.fail("unknown_class", f"{path}: folder is not a class in classInd.txt")
                 elif listed is not None and listed not in (source_index[labels[0]],):
-                    e.notes.append(f"{files[n].name} gives label {listed}, folder says "
-                                   f"{source_index[labels[0]]} ({names[labels[0]]}); folder used")
+                    e.notes.append(
+                        f"{files[n].name} gives label {listed}, folder says "
+                        f"{source_index[labels[0]]} ({names[labels[0]]}); folder used"
+                    )
     col.add_unlisted(classify)
-    return Plan("ucf101", names, col.result(), split_names, source_index, warnings,
-                annotation_files=[ann / "classInd.txt", *train.values(), *test.values()])
+    return Plan(
+        "ucf101",
+        names,
+        col.result(),
+        split_names,
+        source_index,
+        warnings,
+        annotation_files=[ann / "classInd.txt", *train.values(), *test.values()],
+    )
 
 
 HMDB_CODES = {"0": "unused", "1": "train", "2": "test"}
@@ -104,8 +116,7 @@ def build_hmdb51(videos: Path, annotations: Path | None, **_) -> Plan:
     warnings: list[str] = []
     names = class_dirs(videos)
     classes = {norm(n): i for i, n in enumerate(names)}
-    files = sorted(p for p in ann.iterdir() if re.fullmatch(r".+_test_split\d+\.txt", p.name)) \
-        if ann.is_dir() else []
+    files = sorted(p for p in ann.iterdir() if re.fullmatch(r".+_test_split\d+\.txt", p.name)) if ann.is_dir() else []
     if not files:
         warnings.append(f"{ann}: no <class>_test_split<N>.txt files")
     split_of = {p: re.fullmatch(r"(.+)_test_split(\d+)\.txt", p.name).groups() for p in files}
@@ -119,8 +130,7 @@ def build_hmdb51(videos: Path, annotations: Path | None, **_) -> Plan:
             if code not in HMDB_CODES or not video:
                 warnings.append(f"{p}: malformed line {ln!r} (expected '<video> <0|1|2>')")
                 continue
-            e = col.listed(f"{cls}/{video}", f"split{split}", HMDB_CODES[code],
-                           None if lid is None else (lid,), p.name)
+            e = col.listed(f"{cls}/{video}", f"split{split}", HMDB_CODES[code], None if lid is None else (lid,), p.name)
             if lid is None:
                 e.fail("unknown_class", f"{cls}/{video}: class {cls!r} of {p.name} has no folder")
     col.add_unlisted(_class_of(classes))
@@ -162,16 +172,27 @@ def build_fcvid(videos: Path, annotations: Path | None, categories: Path = FCVID
         if i >= len(rows):
             e.fail("unknown_class", f"{path}: no row {i + 1} in {label_file.name}")
         elif row is None or len(row) != FCVID_NUM_CATEGORIES:
-            e.fail("unknown_class", f"{path}: row {i + 1} of {label_file.name} is not "
-                                    f"{FCVID_NUM_CATEGORIES} values of 0/1")
+            e.fail(
+                "unknown_class", f"{path}: row {i + 1} of {label_file.name} is not {FCVID_NUM_CATEGORIES} values of 0/1"
+            )
         elif not labels:
             orig = [j + 1 for j, v in enumerate(row) if v]
-            e.fail("filtered", f"{path}: FCVID categories {orig or 'none'} are not among the "
-                               f"{len(kept)} kept (manifests/data/fcvid170.tsv)")
+            e.fail(
+                "filtered",
+                f"{path}: FCVID categories {orig or 'none'} are not among the "
+                f"{len(kept)} kept (manifests/data/fcvid170.tsv)",
+            )
     col.add_unlisted(lambda rel: ())  # on disk, not in the split file: no labels known
-    return Plan("fcvid", [n for _, n in kept], col.result(), ["split1"], [i for i, _ in kept], warnings,
-                params={"categories": categories.name, "multilabel_rule": MULTILABEL_RULE},
-                annotation_files=[split_file, label_file, Path(categories)])
+    return Plan(
+        "fcvid",
+        [n for _, n in kept],
+        col.result(),
+        ["split1"],
+        [i for i, _ in kept],
+        warnings,
+        params={"categories": categories.name, "multilabel_rule": MULTILABEL_RULE},
+        annotation_files=[split_file, label_file, Path(categories)],
+    )
 
 
 MULTILABEL_RULE = "keep a video iff >= 1 of its FCVID labels is kept; labels restricted to the kept ones"
@@ -212,8 +233,7 @@ def build_folder(videos: Path, annotations: Path | None, test_fraction: float = 
                 e.fail("unknown_class", f"{f}: not under a class folder")
     col.add_unlisted(classify)
     params = {} if files else {"hashed_split": {"test_fraction": test_fraction}}
-    return Plan("folder", names, col.result(), split_names, None, warnings, params=params,
-                annotation_files=list(files))
+    return Plan("folder", names, col.result(), split_names, None, warnings, params=params, annotation_files=list(files))
 
 
 BUILDERS: dict[str, Callable[..., Plan]] = {

@@ -1,4 +1,5 @@
 """Load a source manifest version into typed records: the one place its tables are parsed (docs/style.md §4)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEOS_FILE, VideoRecord, VIDEO_SCHEMA
+from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEO_SCHEMA, VIDEOS_FILE, VideoRecord
 from manifests.versioning import META_FILE, VersionMeta, resolve
 
 
@@ -44,8 +45,7 @@ def load_source(path: str | os.PathLike) -> SourceManifest:
     if meta.kind != KIND:
         raise ValueError(f"{vdir}: version kind is {meta.kind!r}, expected {KIND!r}")
     if meta.schema_version > SCHEMA_VERSION:
-        raise ValueError(f"{vdir}: schema version {meta.schema_version} is newer than this code "
-                         f"({SCHEMA_VERSION})")
+        raise ValueError(f"{vdir}: schema version {meta.schema_version} is newer than this code ({SCHEMA_VERSION})")
     videos = pq.read_table(vdir / VIDEOS_FILE)
     missing = set(VIDEO_SCHEMA.names) - set(videos.column_names)
     if missing:

@@ -8,6 +8,7 @@ that crashes or hangs on the file costs that file ("decoder crashed (signal N)" 
 S s"), never the task. The header probe runs the ffmpeg binary as a child process already.
 jobs.build_manifest runs it as Ray tasks; tests and ``--workers 0`` call it directly.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,20 @@ from pipeline.decode import CONTAIN_PRELOAD, PROBE_TIMEOUT_S, DecodeError, decod
 
 COUNT_SIZE = (32, 32)  # frames are decoded at this size only to count them (cheap; count does not depend on it)
 
-FACT_KEYS = ("size_bytes", "sha256", "duration_s", "fps", "width", "height", "num_frames", "header_frames",
-             "codec", "status", "error", "note")
+FACT_KEYS = (
+    "size_bytes",
+    "sha256",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "num_frames",
+    "header_frames",
+    "codec",
+    "status",
+    "error",
+    "note",
+)
 CONTAINED_STATUS = {"crash": "decode_crash", "timeout": "decode_timeout"}  # poison kind -> manifest status
 
 
@@ -32,13 +45,19 @@ def count_frames(path: str, count_size: tuple[int, int]) -> tuple[int, str, str 
 
 
 def poison_kind(e: ContainedFailure) -> str:
-    """"crash" or "timeout" (the key of CONTAINED_STATUS and of manifests.poison records)."""
+    """ "crash" or "timeout" (the key of CONTAINED_STATUS and of manifests.poison records)."""
     return "crash" if isinstance(e, Crashed) else "timeout"
 
 
-def inspect_video(path: str | Path, count_size: tuple[int, int] = COUNT_SIZE, *, timeout: float | None = None,
-                  known: dict[str, dict[str, Any]] | None = None, retry_failed: bool = False,
-                  contained: bool = True) -> dict[str, Any]:
+def inspect_video(
+    path: str | Path,
+    count_size: tuple[int, int] = COUNT_SIZE,
+    *,
+    timeout: float | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+    retry_failed: bool = False,
+    contained: bool = True,
+) -> dict[str, Any]:
     """Facts about one video file as a dict with FACT_KEYS; status "ok" iff it decodes to >= 1 frame.
 
     ``timeout``: seconds for the frame count (default ``pipeline.decode.decode_timeout`` of the probed
@@ -47,13 +66,20 @@ def inspect_video(path: str | Path, count_size: tuple[int, int] = COUNT_SIZE, *,
     sets the extra key ``poison`` = {"kind", "reason", "timeout_s"[, "cached": True when skipped]} so the
     driver can record it. ``contained=False`` decodes in this process (benchmarks only).
     """
-    return inspect_many([path], count_size, timeout=timeout, known=known, retry_failed=retry_failed,
-                        contained=contained)[0]
+    return inspect_many(
+        [path], count_size, timeout=timeout, known=known, retry_failed=retry_failed, contained=contained
+    )[0]
 
 
-def inspect_many(paths: list[str | Path], count_size: tuple[int, int] = COUNT_SIZE, *, timeout: float | None = None,
-                 known: dict[str, dict[str, Any]] | None = None, retry_failed: bool = False,
-                 contained: bool = True) -> list[dict[str, Any]]:
+def inspect_many(
+    paths: list[str | Path],
+    count_size: tuple[int, int] = COUNT_SIZE,
+    *,
+    timeout: float | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+    retry_failed: bool = False,
+    contained: bool = True,
+) -> list[dict[str, Any]]:
     """inspect_video over a chunk of paths (one Ray task handles a chunk to amortise task overhead).
 
     Hash and probe every file here first, then send all the frame counts to the contained child in one
@@ -62,15 +88,21 @@ def inspect_many(paths: list[str | Path], count_size: tuple[int, int] = COUNT_SI
     facts, limits = zip(*(_pre(Path(p), timeout, known, retry_failed) for p in paths)) if paths else ((), ())
     facts = list(facts)
     todo = [i for i, f in enumerate(facts) if f["status"] is None]
-    counts = map_contained(count_frames, [(str(paths[i]), tuple(count_size)) for i in todo],
-                           [limits[i] for i in todo], contained=contained, preload=CONTAIN_PRELOAD)
+    counts = map_contained(
+        count_frames,
+        [(str(paths[i]), tuple(count_size)) for i in todo],
+        [limits[i] for i in todo],
+        contained=contained,
+        preload=CONTAIN_PRELOAD,
+    )
     for i, res in zip(todo, counts):
         facts[i] = _post(Path(paths[i]), facts[i], res, limits[i])
     return facts
 
 
-def _pre(path: Path, timeout: float | None, known: dict[str, dict[str, Any]] | None,
-         retry_failed: bool) -> tuple[dict[str, Any], float]:
+def _pre(
+    path: Path, timeout: float | None, known: dict[str, dict[str, Any]] | None, retry_failed: bool
+) -> tuple[dict[str, Any], float]:
     """Facts before decoding (status None = still to decode) and the decode time limit."""
     facts: dict[str, Any] = dict.fromkeys(FACT_KEYS)
     if not path.is_file():
@@ -86,15 +118,24 @@ def _pre(path: Path, timeout: float | None, known: dict[str, dict[str, Any]] | N
         info = probe_video(path, timeout=timeout or PROBE_TIMEOUT_S)
     except DecodeError as e:
         return {**facts, "status": "unreadable", "error": str(e)}, 0.0
-    facts.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
-                 header_frames=info.header_frames, codec=info.codec)
+    facts.update(
+        duration_s=info.duration_s,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        header_frames=info.header_frames,
+        codec=info.codec,
+    )
     limit = timeout or decode_timeout(info.duration_s, info.fps, info.width, info.height)
     rec = (known or {}).get(facts["sha256"])
     if rec is not None and poison.skip(rec, limit, retry_failed):
-        return {**facts, "status": CONTAINED_STATUS[rec["kind"]], "error": f"{path}: {rec['reason']}",
-                "note": f"not decoded again: recorded in the poison log {rec['at']} (--retry-failed retries it)",
-                "poison": {"kind": rec["kind"], "reason": rec["reason"], "timeout_s": rec.get("timeout_s"),
-                           "cached": True}}, limit
+        return {
+            **facts,
+            "status": CONTAINED_STATUS[rec["kind"]],
+            "error": f"{path}: {rec['reason']}",
+            "note": f"not decoded again: recorded in the poison log {rec['at']} (--retry-failed retries it)",
+            "poison": {"kind": rec["kind"], "reason": rec["reason"], "timeout_s": rec.get("timeout_s"), "cached": True},
+        }, limit
     return facts, limit
 
 
@@ -104,8 +145,12 @@ def _post(path: Path, facts: dict[str, Any], res: Any, limit: float) -> dict[str
         return {**facts, "status": "unreadable", "error": str(res)}
     if isinstance(res, ContainedFailure):
         kind = poison_kind(res)
-        return {**facts, "status": CONTAINED_STATUS[kind], "error": f"{path}: {res.reason}",
-                "poison": {"kind": kind, "reason": res.reason, "timeout_s": limit}}
+        return {
+            **facts,
+            "status": CONTAINED_STATUS[kind],
+            "error": f"{path}: {res.reason}",
+            "poison": {"kind": kind, "reason": res.reason, "timeout_s": limit},
+        }
     if isinstance(res, BaseException):  # a bug, not the file: fail the task (Ray retries it / reports it)
         raise res
     n, backend, note = res

@@ -9,6 +9,7 @@ A source manifest version directory holds::
 Status values (``STATUSES``): "ok" rows are the ones later stages use; every other value names the
 failure category and ``error`` says why (the build never stops on one bad video).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,31 +36,37 @@ STATUSES = {
 }
 SPLIT_VALUES = ("train", "test", "unused")
 
-VIDEO_SCHEMA = pa.schema([
-    pa.field("video_id", pa.string(), nullable=False),
-    pa.field("rel_path", pa.string(), nullable=False),  # posix path relative to videos_root
-    pa.field("labels", pa.list_(pa.int32()), nullable=False),  # label ids (index into labels table)
-    pa.field("label_names", pa.list_(pa.string()), nullable=False),
-    pa.field("splits", pa.map_(pa.string(), pa.string()), nullable=False),  # split1 -> train|test|unused
-    pa.field("size_bytes", pa.int64()),  # null when the file is missing
-    pa.field("sha256", pa.string()),  # of the file's bytes
-    pa.field("duration_s", pa.float64()),  # probed from the header (ffmpeg -i)
-    pa.field("fps", pa.float64()),
-    pa.field("width", pa.int32()),  # of the stored video, before any resize
-    pa.field("height", pa.int32()),
-    pa.field("num_frames", pa.int32()),  # counted by decoding (pipeline.decode), not from the header
-    pa.field("header_frames", pa.int32()),  # round(duration × fps) as the header claims
-    pa.field("codec", pa.string()),
-    pa.field("status", pa.string(), nullable=False),  # key of STATUSES
-    pa.field("error", pa.string()),  # why status is not "ok"
-    pa.field("note", pa.string()),  # non-fatal remarks (decoder fallback, truncated decode, label fixes)
-], metadata={"schema_version": str(SCHEMA_VERSION)})
+VIDEO_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("rel_path", pa.string(), nullable=False),  # posix path relative to videos_root
+        pa.field("labels", pa.list_(pa.int32()), nullable=False),  # label ids (index into labels table)
+        pa.field("label_names", pa.list_(pa.string()), nullable=False),
+        pa.field("splits", pa.map_(pa.string(), pa.string()), nullable=False),  # split1 -> train|test|unused
+        pa.field("size_bytes", pa.int64()),  # null when the file is missing
+        pa.field("sha256", pa.string()),  # of the file's bytes
+        pa.field("duration_s", pa.float64()),  # probed from the header (ffmpeg -i)
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),  # of the stored video, before any resize
+        pa.field("height", pa.int32()),
+        pa.field("num_frames", pa.int32()),  # counted by decoding (pipeline.decode), not from the header
+        pa.field("header_frames", pa.int32()),  # round(duration × fps) as the header claims
+        pa.field("codec", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # key of STATUSES
+        pa.field("error", pa.string()),  # why status is not "ok"
+        pa.field("note", pa.string()),  # non-fatal remarks (decoder fallback, truncated decode, label fixes)
+    ],
+    metadata={"schema_version": str(SCHEMA_VERSION)},
+)
 
-LABEL_SCHEMA = pa.schema([
-    pa.field("id", pa.int32(), nullable=False),
-    pa.field("name", pa.string(), nullable=False),
-    pa.field("source_index", pa.int32()),  # the dataset's own numbering (classInd, FCVID column + 1)
-], metadata={"schema_version": str(SCHEMA_VERSION)})
+LABEL_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int32(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("source_index", pa.int32()),  # the dataset's own numbering (classInd, FCVID column + 1)
+    ],
+    metadata={"schema_version": str(SCHEMA_VERSION)},
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +102,7 @@ class VideoRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "VideoRecord":
+    def from_row(cls, row: dict[str, Any]) -> VideoRecord:
         """Parse a Parquet row (as given by ``Table.to_pylist()``); unknown keys are an error."""
         row = dict(row)
         row["labels"] = tuple(int(x) for x in row["labels"])
@@ -111,5 +118,6 @@ def videos_table(records: list[VideoRecord]) -> pa.Table:
 
 def labels_table(names: list[str], source_index: list[int | None] | None = None) -> pa.Table:
     idx = source_index if source_index is not None else [None] * len(names)
-    return pa.Table.from_pylist([{"id": i, "name": n, "source_index": s} for i, (n, s) in
-                                 enumerate(zip(names, idx))], schema=LABEL_SCHEMA)
+    return pa.Table.from_pylist(
+        [{"id": i, "name": n, "source_index": s} for i, (n, s) in enumerate(zip(names, idx))], schema=LABEL_SCHEMA
+    )

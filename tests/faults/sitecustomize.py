@@ -10,6 +10,7 @@ How it gets into a process: with this folder on PYTHONPATH, Python imports this 
 (they inherit the environment) and pipeline.contain's fork server, whose children are forks of it. A test can
 also import it as ``faults.sitecustomize`` (tests/ is on sys.path), e.g. as a ``Contained`` preload module.
 """
+
 import functools
 import importlib.abc
 import importlib.util
@@ -39,6 +40,7 @@ def faulty(backend):
     def call(path, *args, **kwargs):
         fault(path)
         return backend(path, *args, **kwargs)
+
     return call
 
 
