@@ -7,23 +7,11 @@
         [--decode-timeout S] [--retry-failed] [--fps F] [--segments K --segment-frames L]
         [--mode {auto,tasks,pipelined}] [--flow-workers N]
 
-The last line on stdout is the output version id. Design (docs/extract.md): videos are assigned to shards
-deterministically (sorted ids chunked by --shard-size); one Ray task per shard decodes, computes flow and
-writes its own shard file atomically into ``<out>/.work-<id>/shards/``. The id is derived from the source
-version, the parameters and the code version, so a rerun finds the same work directory, skips the shards
-already there and only then publishes ``<out>/<id>/`` (manifests.shards.publish_shards). Each video decodes
-in a contained child process: a decoder crash or hang costs that video (a failure row, stage "decode"),
-and ``<out>/poison.jsonl`` remembers it so that reruns skip it unless --retry-failed (manifests.poison).
-
-``--mode pipelined`` (the default on a cluster with GPUs) moves the Brox solves out of the shard tasks into a
-pool of flow actors (one per GPU, or per CPU core): shard tasks decode and write on CPU workers while the
-actors solve pairs of several videos per batch, with at most two requests in flight per task
-(jobs.extraction.flowpool). The shards are the same either way: the mode is not part of the version id.
-
-Publishing guards: nothing is published when no video was extracted, or when more than
-``--max-failure-rate`` of the videos this version attempted failed (exit 1, the work directory is kept so a
-rerun, e.g. with a higher rate after reading the reasons, redoes nothing); a shard task that fails for good
-(an unexpected exception, retried by Ray) fails the job. Bad arguments exit 2 before Ray starts (jobs.cli).
+The last line on stdout is the output version id. This module is the command line only: the arguments,
+their checks (bad input: one line naming the argument, exit 2, before Ray starts), the flow configuration
+resolved once (``pipeline.flow.FlowConfig``), one call of ``jobs.extraction.driver.extract`` and its outcome
+(exit 1, one line, when the run fails or must not be published). How a run works (shards, reruns, poison
+videos, ``--mode pipelined``, the publishing guards): jobs.extraction.driver and docs/extract.md.
 """
 
 from __future__ import annotations

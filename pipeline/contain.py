@@ -26,7 +26,7 @@ Contract:
   ``preload`` modules) and reports ready before the first call is sent, so imports never count against a
   call's ``timeout`` (StartupError if it cannot start at all).
 
-``call_contained(fn, ...)`` uses one ``Contained`` per process (``shared()``); ``contained=False`` runs ``fn``
+``map_contained(fn, ...)`` uses one ``Contained`` per process (``shared()``); ``contained=False`` runs ``fn``
 in-process (what the benchmarks compare against). This module imports nothing of the project.
 """
 
@@ -358,18 +358,3 @@ def map_contained(
         except Exception as e:  # noqa: BLE001  returned like the contained child's exceptions
             out.append(e)
     return out
-
-
-def call_contained(
-    fn: Callable[..., Any],
-    *args: Any,
-    timeout: float | None = None,
-    contained: bool = True,
-    preload: tuple[str, ...] = (),
-    **kwargs: Any,
-) -> Any:
-    """fn(*args, **kwargs) in this process's contained child (or in-process when ``contained`` is False).
-    The child imports ``fn``'s module and ``preload`` before it counts as started."""
-    if not contained:
-        return fn(*args, **kwargs)
-    return shared(preload).call(fn, *args, timeout=timeout, **kwargs)

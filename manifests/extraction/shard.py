@@ -182,7 +182,7 @@ class WindowFlow:
         # the shard file is byte-identical: ("rgb", frames) or ("flow", frames, handle of a remote request)
         self.ops: collections.deque = collections.deque()
         self.in_flight = getattr(flow_fn, "in_flight", 0) if hasattr(flow_fn, "submit") else 0
-        self.n_rgb = self.n_flow = self.n_windows = 0
+        self.n_rgb = self.n_flow = 0
         self.lengths: list[int] = []
         self.peak = 0.0
 
@@ -190,7 +190,6 @@ class WindowFlow:
         if win != self.win:
             self.flush()
             self.win, self.buf = win, frames[:0]
-            self.n_windows += 1
             self.lengths.append(0)
         self._queue(("rgb", frames))
         self.n_rgb += len(frames)
