@@ -1,6 +1,8 @@
 """Shard files of a small fixed input are byte-identical to what the extraction code wrote when the sha256
 below were recorded (2026-12-05, before the extraction core was reorganised): the same three committed MJPG
-clips through the contained decoder, the default Brox preset and two codec / sampling configurations.
+clips through the contained decoder, the `accurate` Brox preset (the default then) under two codec /
+sampling configurations, and the `opencv` preset (recorded after the reorganisation, which changed no flow
+arithmetic: the other two pins held across it).
 
 The shard file depends on the decoder's frames and on HDF5's object encoding (pinned by
 ``pipeline.storage.LIBVER``); the expect file also records every stream's content checksum, which is
@@ -16,13 +18,17 @@ import pytest
 
 from manifests.extraction import ExtractConfig, ShardPlan, VideoTask, build_shard
 from manifests.versioning import file_digest
+from pipeline.flow import FlowConfig
+from pipeline.storage import STREAMS
 
 HERE = Path(__file__).resolve().parent / "expect" / "pinned"
 EXPECT = HERE / "expect.json"
-CONFIGS = {
-    "default": ExtractConfig(size=(32, 40)),
+CONFIGS = {  # "default" was recorded with the default preset of the time, "accurate", named here explicitly
+    "default": ExtractConfig(size=(32, 40), flow=FlowConfig.resolve("accurate")),
+    "opencv": ExtractConfig(size=(32, 40), flow=FlowConfig.resolve("opencv"), codec=dict.fromkeys(STREAMS, "lzf")),
     "jpeg-segments": ExtractConfig(
         size=(36, 44),
+        flow=FlowConfig.resolve("accurate"),
         codec={"rgb": "jpeg", "flow": "jpeg-planar", "rgbf": "gzip"},
         codec_opts={"quality": 80, "level": 6},
         resize="short-side-crop",
@@ -70,8 +76,10 @@ def test_shard_bytes_pinned(name, tmp_path):
     assert got["sha256"] == want["sha256"], "same streams, different shard file bytes"
 
 
-if __name__ == "__main__":  # record the expectations: python tests/test_pinned_shards.py
+if __name__ == "__main__":  # record the configurations not in the expect file yet: python tests/test_pinned_shards.py
     import tempfile
 
+    known = json.loads(EXPECT.read_text()) if EXPECT.exists() else {}
     with tempfile.TemporaryDirectory() as d:
-        EXPECT.write_text(json.dumps({n: written(n, Path(d) / n) for n in sorted(CONFIGS)}, indent=1) + "\n")
+        known.update({n: written(n, Path(d) / n) for n in sorted(CONFIGS) if n not in known})
+    EXPECT.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
