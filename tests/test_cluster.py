@@ -25,6 +25,7 @@ from manifests.shards import load_shards
 
 from fixtures import synthetic_shards
 from test_extract import ARGS, BAD, GOOD_FRAMES, make_source, make_videos, wait_for_shard
+from videoutil import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -258,7 +259,8 @@ def test_token_auth_cluster_node_lost_mid_run_equals_uninterrupted_run(source, t
         assert r.returncode == 2 and len(last) == 1 and "RAY_AUTH_MODE=token" in last[0], r.stderr[-1500:]
         assert not (tmp_path / "refused").exists()
         # the other stages that join a cluster start Ray through the same helper (jobs.cli.cluster): same line
-        videos, shards = source.parents[1] / "videos", synthetic_shards(tmp_path / "syn")
+        videos, shards = tmp_path / "folder", synthetic_shards(tmp_path / "syn")
+        write_video(videos / "Walk" / "v_walk.avi", moving_square(4, 32, 32))
         for stage, argv in (
             ("build_manifest", ["--dataset", "folder", "--videos", str(videos)]),
             ("export", ["--manifest", str(shards), "--workers", "2"]),
