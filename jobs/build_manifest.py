@@ -33,6 +33,7 @@ from manifests.source.build import build
 from manifests.source.builders import BUILDERS
 from manifests.source.probe import inspect_many
 from manifests.versioning import read_meta
+from pipeline.decode import PARTIAL_POLICIES
 
 MAX_FAILURE_RATE = 0.5  # as jobs.extract: above it the cause is systemic (wrong mount, missing codec)
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live here (jobs/), not in the stages
@@ -137,6 +138,13 @@ def build_main(argv: list[str]) -> str:
         action="store_true",
         help="decode again videos that crashed or timed out in an earlier build under --out",
     )
+    ap.add_argument(
+        "--partial",
+        choices=PARTIAL_POLICIES,
+        default="keep",
+        help="a file that decodes only part-way (a cut download, corrupt data): keep (default) its decodable "
+        "prefix, marked partial in the manifests and the card, or fail it",
+    )
     args = ap.parse_args(argv)
     check_args(args)
     plan = BUILDERS[args.dataset](args.videos, args.annotations, test_fraction=args.test_fraction)
@@ -160,6 +168,7 @@ def build_main(argv: list[str]) -> str:
         max_failure_rate=args.max_failure_rate,
         timeout=args.decode_timeout,
         retry_failed=args.retry_failed,
+        partial=args.partial,
         log=lambda m: print(m, file=sys.stderr),
     )
     write_card_safely(path)  # card.md + figures next to the version; a failure only warns

@@ -28,7 +28,7 @@ from manifests.extraction import ExtractConfig
 from manifests.source.loader import load_source
 from manifests.source.schema import KIND as SOURCE_KIND
 from pipeline import sampling
-from pipeline.decode import RESIZE_MODES
+from pipeline.decode import PARTIAL_POLICIES, RESIZE_MODES
 from pipeline.flow import DEFAULT_PRESET, PRESETS, FlowConfig
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, codec_spec
 
@@ -99,6 +99,7 @@ def config_from_args(a: argparse.Namespace) -> ExtractConfig:
         fps=a.fps,
         segments=a.segments,
         segment_frames=a.segment_frames,
+        partial=a.partial,
     )
 
 
@@ -221,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks: each shard task solves its own flow; pipelined: shard tasks decode and write on "
         "CPU while a pool of flow actors (one per GPU, else per core) solves pairs of several "
         "videos per batch; auto (default): pipelined when the cluster has GPUs. Same shards",
+    )
+    p.add_argument(
+        "--partial",
+        choices=PARTIAL_POLICIES,
+        default=d.partial,
+        help="a file that decodes only part-way (a cut download, corrupt data): keep (default) its decodable "
+        "prefix, marked partial in the manifests and the card, or fail it",
     )
     p.add_argument(
         "--flow-workers",

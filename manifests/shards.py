@@ -32,7 +32,8 @@ from manifests.versioning import VersionMeta, content_id, file_digest, publish, 
 from pipeline.storage import STREAMS, ShardWriter, codec_spec
 
 KIND = "shards"
-SCHEMA_VERSION = 2  # 2: failures.parquet records each video's splits (read: 1 and 2)
+# 2: failures.parquet records each video's splits; 3: shards.parquet's partial column (read: 1 to 3)
+SCHEMA_VERSION = 3
 SHARDS_FILE, FAILURES_FILE, LABELS_FILE, SHARDS_DIR = "shards.parquet", "failures.parquet", "labels.parquet", "shards"
 
 SHARDS_SCHEMA = pa.schema(
@@ -60,6 +61,7 @@ SHARDS_SCHEMA = pa.schema(
         # resampled timeline, back to back; flow and rgbf hold length - 1 frames per run (never across runs)
         ("windows", pa.list_(pa.list_(pa.int32()))),
         ("fps", pa.float64()),  # frame rate of the stored frames (--fps, else the native rate); null if unknown
+        ("partial", pa.string()),  # why the source file decodes only part-way (its prefix is stored); null: whole
     ]
 )
 FAILURES_SCHEMA = pa.schema(
@@ -95,6 +97,7 @@ class ShardRecord:
     source_sha256: str = ""
     windows: tuple[tuple[int, int], ...] = ()  # (start, length) runs; () = one run of all n_rgb frames
     fps: float | None = None
+    partial: str | None = None  # why only the decodable prefix of the source file is stored; None: all of it
 
     def window_lengths(self, stream: str) -> list[int]:
         """Frames per window of ``stream`` in storage order: rgb ``length``, flow / rgbf ``length - 1``."""
@@ -156,6 +159,7 @@ def load_shards(path: str | os.PathLike) -> ShardDataset:
                 source_sha256=r["source_sha256"],
                 windows=tuple(tuple(w) for w in (r.get("windows") or ())),
                 fps=r.get("fps"),
+                partial=r.get("partial"),
             )
         )
     missing = sorted({str(r.shard_path) for r in records if not r.shard_path.is_file()})
@@ -256,6 +260,7 @@ def write_tables(
             "code_version": code_version,
             "windows": [list(w) for w in (r.windows or ((0, r.n_rgb),))],
             "fps": r.fps,
+            "partial": r.partial,
         }
         for r in sorted(records, key=lambda r: r.video_id)
     ]

@@ -1,14 +1,18 @@
 """Decode videos to uint8 RGB frames and probe their container headers.
 
-Backends sit behind one small interface, chosen from the ``BACKENDS`` table (docs/style.md §3):
-``backend(path, size) -> np.ndarray (T, H, W, 3) uint8`` that raises ``BackendFailure`` (with whatever
-frames it decoded before failing) when it cannot finish. ``decode_video`` tries decord first and ffmpeg
-(ffmpeg-python driving the binary shipped by imageio-ffmpeg) when decord fails.
+Backends sit behind one small interface, chosen from the ``STREAM_BACKENDS`` table (docs/style.md §3):
+``backend(path, size, chunk, ranges) -> iterator of (first index, frames (N, H, W, 3) uint8)`` that raises
+``BackendFailure`` when it cannot go on. ``FrameStream`` is the one decoder every caller uses (the source
+manifest's frame count, extraction, ``decode_video``): decord first, ffmpeg (the binary shipped by
+imageio-ffmpeg, through a pipe) when decord fails, both giving the same frames bit for bit.
 
 The frame count is what the decoder actually produced, never the header's claim: real files lie (a UCF-101
-AVI claims 444 frames and decodes 68). decord builds its index by reading packets and then decodes in
-batches; if it raises mid-file we fall back to ffmpeg, and when every backend fails part-way we keep the
-longest prefix decoded and record why (bad-input policy, docs/style.md §5): see ``decode_video_ex``.
+AVI claims 444 frames and decodes 68). Bad-input policy (docs/style.md §5): a backend that fails resumes with
+the next one after the frames already emitted; when every backend stops part-way (a cut download, a corrupt
+tail or a damaged region: ffmpeg runs with ``-xerror``, so it stops there rather than dropping or concealing
+frames) the decodable prefix is what the file holds, and ``FrameStream.partial`` says why. The callers decide
+what a partial file is worth (``--partial keep|fail``); the count and the verdict are the same in every stage
+because they all decode the same way.
 
 Probing parses ``ffmpeg -i`` stderr (imageio-ffmpeg ships no ffprobe, which ffmpeg-python's probe needs).
 The probe runs the ffmpeg binary as a child process, so a crash or hang there is already contained (a signal
@@ -21,13 +25,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_SIZE = (128, 171)  # (H, W) as in C3D / the paper
-DECORD_BATCH = 64  # frames per decord get_batch call
 DECORD_THREADS = 1  # decoder threads per call (decord and ffmpeg); parallelism comes from Ray tasks
 PROBE_TIMEOUT_S = 120  # reading a header takes milliseconds; a hang means a pathological file
 # decode time limit (decode_timeout): a floor, and a pessimistic throughput in decoded pixels per second
@@ -73,11 +76,12 @@ class ProbeInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
-    """Frames (T, H, W, 3) uint8 RGB, the backend that produced them, and why earlier backends failed."""
+    """Frames (T, H, W, 3) uint8 RGB, the backend that produced them, and why backends failed."""
 
     frames: np.ndarray
     backend: str
-    note: str | None = None  # set when a backend failed or the result is a truncated prefix
+    note: str | None = None  # why a backend failed (the file may still be whole: the next one took over)
+    partial: str | None = None  # why decoding stopped before the end: ``frames`` is the decodable prefix
 
 
 def _ffmpeg_exe() -> str:
@@ -105,96 +109,15 @@ def _check_file(path: Path) -> None:
         raise DecodeError(path, "empty file (0 bytes)")
 
 
-# ---------------------------------------------------------------- backends
-def decode_decord(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """decord: open (reads the packet index), then decode in batches until the end or an error."""
-    import decord
-
-    decord.logging.set_level(decord.logging.QUIET)
-    h, w = size
-    try:
-        vr = decord.VideoReader(str(path), width=w, height=h, num_threads=DECORD_THREADS)
-    except (decord.DECORDError, RuntimeError) as e:  # decord raises either, depending on where it fails
-        raise BackendFailure(f"decord cannot open: {_last_line(str(e))}") from None
-    n = len(vr)
-    chunks: list[np.ndarray] = []
-    for start in range(0, n, DECORD_BATCH):
-        try:
-            chunks.append(vr.get_batch(list(range(start, min(n, start + DECORD_BATCH)))).asnumpy())
-        except decord.DECORDError as e:
-            got = np.concatenate(chunks) if chunks else _empty(size)
-            raise BackendFailure(
-                f"decord failed after {len(got)} of {n} indexed frames: {_last_line(str(e))}", got
-            ) from None
-    frames = np.concatenate(chunks) if chunks else _empty(size)
-    if len(frames) == 0:
-        raise BackendFailure("decord decoded no frames", frames)
-    return np.ascontiguousarray(frames, dtype=np.uint8)
-
-
-def decode_ffmpeg(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """ffmpeg: decode the first video stream to raw RGB at `size`, one output frame per decoded frame."""
-    import ffmpeg
-
-    h, w = size
-    stream = ffmpeg.input(str(path), threads=DECORD_THREADS).output(
-        "pipe:",
-        format="rawvideo",
-        pix_fmt="rgb24",
-        vf=scale_filter(size),
-        map="0:v:0",
-        fps_mode="passthrough",
-        loglevel="error",
-    )
-    try:
-        out, err = stream.run(cmd=_ffmpeg_exe(), capture_stdout=True, capture_stderr=True, quiet=True)
-        failed = None
-    except ffmpeg.Error as e:
-        out, err, failed = e.stdout or b"", e.stderr or b"", "ffmpeg exited with an error"
-    n = len(out) // (h * w * 3)
-    frames = np.frombuffer(out[: n * h * w * 3], np.uint8).reshape(n, h, w, 3).copy()
-    if failed or n == 0:
-        reason = _last_line(err.decode(errors="replace")) or failed or "no frames"
-        raise BackendFailure(f"ffmpeg decoded {n} frames: {reason}", frames)
-    return frames
-
-
-BACKENDS: dict[str, Callable[[Path, tuple[int, int]], np.ndarray]] = {
-    "decord": decode_decord,
-    "ffmpeg": decode_ffmpeg,
-}
-DEFAULT_ORDER = ("decord", "ffmpeg")
-
-
 # ---------------------------------------------------------------- public API
 def decode_video_ex(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE, backend: str | None = None) -> Decoded:
-    """Decode with `backend` (a BACKENDS key) or, if None, each of DEFAULT_ORDER until one succeeds.
-
-    If every backend fails part-way, the longest decoded prefix is returned with a note saying why;
-    if none decoded a frame, DecodeError names the file and every backend's reason.
-    """
-    path = Path(path)
-    _check_file(path)
-    order = (backend,) if backend else DEFAULT_ORDER
-    failures: list[BackendFailure] = []
-    names: list[str] = []
-    for name in order:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown decode backend {name!r}; known: {sorted(BACKENDS)}")
-        try:
-            frames = BACKENDS[name](path, (size[0], size[1]))
-        except BackendFailure as f:
-            failures.append(f)
-            names.append(name)
-            continue
-        note = "; ".join(f.reason for f in failures) or None
-        return Decoded(frames, name, note)
-    best = max(range(len(failures)), key=lambda i: _n(failures[i].frames))
-    prefix = failures[best].frames
-    if prefix is None or _n(prefix) == 0:
-        raise DecodeError(path, "; ".join(f.reason for f in failures))
-    note = "truncated: " + "; ".join(f.reason for f in failures)
-    return Decoded(prefix, names[best], note)
+    """The whole video through ``FrameStream`` with `backend` (a STREAM_BACKENDS key) or, if None, the
+    default order. A file that decodes only part-way gives its prefix with ``partial`` saying why; DecodeError
+    (naming the file and every backend's reason) when no frame decodes."""
+    fs = FrameStream(path, size, backend=backend)
+    chunks = [c for _, c in fs]
+    frames = np.concatenate(chunks) if chunks else _empty(size)
+    return Decoded(frames, fs.backend or "", fs.note, fs.partial)
 
 
 def decode_timeout(duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> float:
@@ -230,6 +153,9 @@ def decode_video(
 
 
 RESIZE_MODES = ("stretch", "short-side-crop")
+# what the stages do with a file that decodes only part-way (FrameStream.partial): keep the decodable prefix,
+# marked partial, or fail the file
+PARTIAL_POLICIES = ("keep", "fail")
 
 
 def cover_size(size: tuple[int, int], native: tuple[int, int]) -> tuple[int, int]:
@@ -293,13 +219,11 @@ def probe_video(path: str | Path, timeout: float = PROBE_TIMEOUT_S) -> ProbeInfo
     return info
 
 
-def _n(frames: np.ndarray | None) -> int:
-    return 0 if frames is None else len(frames)
-
-
 def _last_line(text: str) -> str:
-    """Last non-empty line of a tool's message, without decord's "[hh:mm:ss] file.cc:123: " prefixes."""
+    """Last non-empty line of a tool's message, without what differs between runs of the same file: decord's
+    "[hh:mm:ss] file.cc:123: " prefixes and the memory addresses in ffmpeg's "[h264 @ 0x55a0c74510c0]"."""
     text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    text = re.sub(r" @ 0x[0-9a-fA-F]+", "", text)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
@@ -347,8 +271,10 @@ def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
             try:
                 out = vr.get_batch(list(range(start, min(b, start + chunk)))).asnumpy()
             except decord.DECORDError as e:
+                # not the frame index: decord's threaded decoder reports an error a varying number of frames
+                # late, and a record must not differ between two runs on the same file
                 raise BackendFailure(
-                    f"decord failed at frame {start} of {n} indexed frames: {_last_line(str(e))}"
+                    f"decord failed part-way through {n} indexed frames: {_last_line(str(e))}"
                 ) from None
             if start + chunk >= b and i + 1 < len(spans):
                 vr.seek(0)  # stop the decoder thread and drop its queues: nothing decoded past the range
@@ -413,6 +339,7 @@ def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
 
 
 STREAM_BACKENDS = {"decord": stream_decord, "ffmpeg": stream_ffmpeg}
+DEFAULT_ORDER = ("decord", "ffmpeg")
 
 
 class FrameStream:
@@ -426,13 +353,13 @@ class FrameStream:
 
     ``ranges`` (sorted, disjoint [start, stop) source indices) keeps only those frames (decord seeks over the
     gaps; ffmpeg decodes through them); ``limit`` stops after that many source frames. Failures: a backend
-    that fails before its first frame hands over to the next one of the order (``note`` says why); when
-    none produces a frame, DecodeError. A backend that fails after frames were emitted (a corrupt or
-    damaged frame part-way: decord raises, ffmpeg runs with ``-xerror``) raises DecodeError: the video is
-    a failure with its reason, never a splice of two decoders' frames (ffmpeg drops a frame it cannot
-    decode, so its indices past the damage are not decord's). Unlike ``decode_video_ex``, no truncated
-    prefix is kept. After the iteration: ``count`` frames emitted, ``pos`` (one past the last source index
-    emitted), ``backend`` that emitted them, ``note``."""
+    that fails hands over to the next one of the order, which resumes after the frames already emitted
+    (``note`` says why); frames are never emitted twice and never out of order, and the backends' frames are
+    the same (``scale_filter``; ffmpeg runs with ``-xerror``, so past damage it stops instead of dropping a
+    frame and shifting the indices). When every backend stops part-way, the stream ends after the decodable
+    prefix and ``partial`` says why (the reason of the backend that emitted the last frames); when none
+    produces a frame, DecodeError. After the iteration: ``count`` frames emitted, ``pos`` (one past the last
+    source index emitted), ``backend`` that emitted the last of them, ``note``, ``partial``."""
 
     def __init__(
         self,
@@ -457,6 +384,7 @@ class FrameStream:
         self.count, self.pos = 0, 0
         self.backend: str | None = None
         self.note: str | None = None
+        self.partial: str | None = None
 
     def _keep(self, base: int, frames: np.ndarray):
         """The parts of a chunk inside ``ranges`` and past ``pos``, as (first index, frames)."""
@@ -480,16 +408,23 @@ class FrameStream:
                 frames = np.ascontiguousarray(frames[:, y : y + self.size[0], x : x + self.size[1]])
             yield base, frames
 
+    def _rest(self) -> Ranges | None:
+        """``ranges`` from ``pos`` on: what a backend that takes over still has to deliver."""
+        if not self.pos:
+            return self.ranges
+        return [(max(a, self.pos), b) for a, b in (self.ranges or [(0, 2**62)]) if b > self.pos]
+
     def _decode(self, size: tuple[int, int]):
-        reasons = []
+        reasons, stopped = [], []  # why each backend failed; the reasons of those that failed part-way
         end = self.ranges[-1][1] if self.ranges else None
         order, declined = list(self.order), set()
         for name in order:  # grows by one when decord declines and becomes the last fallback
             opts = {}
             if name == "decord" and len(self.order) > 1 and name not in declined:
                 opts["max_ahead"] = DECORD_AHEAD_MAX_BYTES
-            gen = STREAM_BACKENDS[name](self.path, size, self.chunk, self.ranges, **opts)
+            gen, before = None, self.count
             try:
+                gen = STREAM_BACKENDS[name](self.path, size, self.chunk, self._rest(), **opts)
                 for base, frames in gen:
                     for lo, part in self._keep(base, frames):
                         self.count += len(part)
@@ -502,18 +437,21 @@ class FrameStream:
                 declined.add(name)
                 order.append(name)
                 continue
-            except BackendFailure as f:
-                if self.count:  # frames already went out: the video is damaged part-way, a failure
-                    raise DecodeError(self.path, f"{f.reason} (after {self.count} frames were streamed)") from None
+            except BackendFailure as f:  # the next backend resumes after the frames already emitted
                 reasons.append(f.reason)
+                if self.count > before:
+                    stopped.append(f.reason)
                 continue
             finally:
-                gen.close()
+                if gen is not None:
+                    gen.close()
             self.note = "; ".join(reasons) or None
             return
-        if self.ranges != []:
-            raise DecodeError(self.path, "; ".join(reasons))
         self.note = "; ".join(reasons)
+        if self.count:  # every backend stopped: the decodable prefix is the video, ended by the last one's reason
+            self.partial = stopped[-1]
+        elif self.ranges != []:
+            raise DecodeError(self.path, self.note)
 
 
 # The streaming API a contained child serves (pipeline.contain calls module-level functions): the open
@@ -547,10 +485,10 @@ def stream_next(token: int) -> tuple[int, np.ndarray] | None:
 
 
 def stream_close(token: int) -> dict:
-    """Close stream ``token``; returns {count, pos, backend, note}."""
+    """Close stream ``token``; returns {count, pos, backend, note, partial}."""
     entry = _OPEN.pop(token, None)
     if entry is None:
         return {}
     fs, it = entry
     it.close()
-    return {"count": fs.count, "pos": fs.pos, "backend": fs.backend, "note": fs.note}
+    return {"count": fs.count, "pos": fs.pos, "backend": fs.backend, "note": fs.note, "partial": fs.partial}

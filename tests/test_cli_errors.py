@@ -87,6 +87,7 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
         "--max-failure-rate",
     ),
     ("build_manifest", "diff {root}/nope {source}", "base"),
+    ("build_manifest", "--dataset folder --videos {videos} --out {root}/m1 --partial maybe", "--partial"),
     # extract
     ("extract", "--manifest {source} --out {root}/s1 --workers -1", "--workers -1"),
     ("extract", "--manifest {source} --out {root}/s1 --codec webp", "--codec webp"),
@@ -109,6 +110,7 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("extract", "--manifest {source} --out {root}/s1 --bound -1", "--bound"),
     ("extract", "--manifest {source} --out {root}/s1 --workers two", "--workers"),
     ("extract", "--manifest {source} --out {root}/s1 --mode fast", "--mode"),
+    ("extract", "--manifest {source} --out {root}/s1 --partial maybe", "--partial"),
     ("extract", "--manifest {source} --out {root}/s1 --flow-workers 0", "--flow-workers 0"),
     ("extract", "--manifest {source} --out {root}/s1 --mode tasks --flow-workers 2", "--flow-workers 2"),
     # train

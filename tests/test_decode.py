@@ -95,52 +95,65 @@ def test_rgb_channel_order(tmp_path, backend):
         assert mean[ch] > 180 and np.delete(mean, ch).max() < 60, (backend, ch, mean)
 
 
-def test_falls_back_to_ffmpeg_when_decord_fails(clips, monkeypatch):
-    def broken(path, size):
-        raise BackendFailure("decord exploded")
+def _backend(n: int | None, reason: str, start_value: int = 0):
+    """A stream backend that yields frames 0.. (value = index + start_value) in chunks of 4 and raises
+    BackendFailure(reason) after frame n (None: at once, before any frame)."""
 
-    monkeypatch.setitem(decode.BACKENDS, "decord", broken)
+    def backend(path, size, chunk, ranges, **kw):
+        stop = 0 if n is None else n
+        first = ranges[0][0] if ranges else 0
+        for s in range(first - first % 4, stop, 4):
+            k = np.arange(s, min(stop, s + 4))
+            yield s, np.broadcast_to((k + start_value)[:, None, None, None], (len(k), *size, 3)).astype(np.uint8)
+        raise BackendFailure(reason)
+
+    return backend
+
+
+def test_falls_back_to_ffmpeg_when_decord_fails(clips, monkeypatch):
+    monkeypatch.setitem(decode.STREAM_BACKENDS, "decord", _backend(None, "decord exploded"))
     d = decode_video_ex(clips["mp4"])
-    assert d.backend == "ffmpeg" and d.frames.shape[0] == 40 and "decord exploded" in d.note
+    assert d.backend == "ffmpeg" and d.frames.shape[0] == 40 and "decord exploded" in d.note and d.partial is None
 
 
 def test_frame_count_from_decoding_not_header(clips):
-    """A file whose header claims 60 frames but holds fewer: decord refuses it, ffmpeg decodes the prefix."""
+    """A file whose header claims 60 frames but holds fewer: decord refuses it, ffmpeg decodes the prefix
+    and stops where the data ends: a partial file, with the reason."""
     info = probe_video(clips["short"])
     assert info.header_frames == 60
     d = decode_video_ex(clips["short"])
     assert d.backend == "ffmpeg" and "decord" in d.note
-    assert 0 < len(d.frames) < 60
+    assert 0 < len(d.frames) < 60 and d.partial and d.partial.startswith(f"ffmpeg decoded {len(d.frames)} frames")
 
 
-def test_decord_raising_mid_file(clips, monkeypatch):
-    """Real decord failure on corrupt data. decord's threaded decoder reports it after a varying number
-    of batches, so: alone it yields a truncated prefix with the reason (or nothing: DecodeError); by
-    default ffmpeg takes over and decodes past the damage."""
-    monkeypatch.setattr(decode, "DECORD_BATCH", 8)
+def test_decord_raising_mid_file(clips):
+    """Real decord failure on corrupt data: decord alone yields its prefix (partial, with the reason) or
+    nothing (DecodeError); by default ffmpeg takes over after the frames decord emitted, with the same frames,
+    and the result is at least as long."""
     try:
         alone = decode_video_ex(clips["zeroed"], size=(32, 32), backend="decord")
         n = len(alone.frames)
-        assert 0 < n < 60 and n % 8 == 0 and alone.note.startswith("truncated: decord failed after")
+        assert 0 < n < 60 and alone.partial.startswith("decord failed part-way through")
     except DecodeError as e:
-        n = 0
-        assert "decord failed after 0 of 60" in str(e)
+        n, alone = 0, None
+        assert "decord failed part-way through" in str(e)
     d = decode_video_ex(clips["zeroed"], size=(32, 32))
-    assert d.backend == "ffmpeg" and len(d.frames) > n and "decord failed after" in d.note
+    assert len(d.frames) >= n
+    if alone is not None:
+        assert np.array_equal(d.frames[:n], alone.frames)
 
 
-def test_longest_partial_prefix_is_kept_with_reason(clips, monkeypatch):
-    def partial(n):
-        def backend(path, size):
-            raise BackendFailure(f"stopped at {n}", np.zeros((n, *size, 3), np.uint8))
-
-        return backend
-
-    monkeypatch.setitem(decode.BACKENDS, "decord", partial(7))
-    monkeypatch.setitem(decode.BACKENDS, "ffmpeg", partial(3))
+def test_next_backend_resumes_after_the_emitted_frames(clips, monkeypatch):
+    """decord stops after 7 frames, ffmpeg (decoding from the start) after 10: frames 0-6 from decord, 7-9
+    from ffmpeg, none twice; both stopped part-way, so the result is a partial prefix naming both reasons."""
+    monkeypatch.setitem(decode.STREAM_BACKENDS, "decord", _backend(7, "decord stopped at 7"))
+    monkeypatch.setitem(decode.STREAM_BACKENDS, "ffmpeg", _backend(10, "ffmpeg stopped at 10", 100))
     d = decode_video_ex(clips["mp4"], size=(8, 8))
-    assert len(d.frames) == 7 and d.backend == "decord"
-    assert d.note.startswith("truncated") and "stopped at 7" in d.note and "stopped at 3" in d.note
+    assert d.frames[:, 0, 0, 0].tolist() == list(range(7)) + [107, 108, 109] and d.backend == "ffmpeg"
+    assert d.partial == "ffmpeg stopped at 10" and d.note == "decord stopped at 7; ffmpeg stopped at 10"
+    monkeypatch.setitem(decode.STREAM_BACKENDS, "ffmpeg", _backend(None, "ffmpeg cannot open"))
+    d = decode_video_ex(clips["mp4"], size=(8, 8))  # the fallback adds nothing: decord's prefix, its reason
+    assert len(d.frames) == 7 and d.partial == "decord stopped at 7" and "ffmpeg cannot open" in d.note
 
 
 @pytest.mark.parametrize("kind,reason", [("half", "Invalid data"), ("text", "Invalid data"), ("empty", "empty file")])

@@ -276,10 +276,13 @@ def _damaged_in_the_middle(path, n: int):
 # decord first (it raises; in the contained child, as in production) / ffmpeg first (-xerror; in-process, so
 # that the monkeypatched limit applies)
 @pytest.mark.parametrize("decord_ahead,contained", [(None, True), (0, False)])
-def test_corrupt_frame_mid_video_is_a_failure_and_nothing_else_is_lost(tmp_path, monkeypatch, decord_ahead, contained):
-    """Issue 10 (bad input): a corrupt frame in the middle of a long video makes the video a failure with
-    its reason (stage decode, after the frames streamed before the damage), through build_shard; the other
-    video of the shard is extracted as usual."""
+def test_corrupt_frame_mid_video_keeps_the_prefix_or_fails_by_policy(tmp_path, monkeypatch, decord_ahead, contained):
+    """A corrupt region in the middle of a long video, through build_shard: by default the frames before the
+    damage are the video, marked partial with the reason (the source manifest counts the same prefix,
+    tests/test_partial.py); with ``partial="fail"`` the video fails with it (stage decode). Either way the
+    other video of the shard is extracted as usual and nothing is spliced."""
+    import dataclasses
+
     from manifests.extraction import ShardPlan, build_shard
     from pipeline import decode
 
@@ -287,15 +290,21 @@ def test_corrupt_frame_mid_video_is_a_failure_and_nothing_else_is_lost(tmp_path,
         monkeypatch.setattr(decode, "DECORD_AHEAD_MAX_BYTES", decord_ahead)
     bad = _damaged_in_the_middle(tmp_path / "bad.mp4", 200)
     good = write_video(tmp_path / "good.avi", moving_square(9, 48, 64))
-    assert len(decode.decode_video_ex(bad, (32, 40), "ffmpeg").frames) > 100  # plain ffmpeg conceals it
     vids = (VideoTask("bad", str(bad), "bad.mp4", None, None), VideoTask("good", str(good), "good.avi", None, None))
-    s = build_shard(ShardPlan(0, "00000.h5", vids), CFG, str(tmp_path / "shards"), contained=contained)
+    plan = ShardPlan(0, "00000.h5", vids)
+    s = build_shard(plan, CFG, str(tmp_path / "keep"), contained=contained)
+    assert not s["failures"], s["failures"]
+    rows = {v["video_id"]: v for v in s["videos"]}
+    assert 2 <= rows["bad"]["n_rgb"] < 200 and rows["bad"]["partial"].startswith(("ffmpeg", "decord")), rows
+    assert rows["good"]["n_rgb"] == 9 and "partial" not in rows["good"]
+    assert len(decode.decode_video(bad, CFG.size)) == rows["bad"]["n_rgb"]  # a whole-file decode: the same prefix
+    with ShardReader(s["path"]) as r:
+        assert r.verify(full=True) == ["bad", "good"]
+    s = build_shard(plan, dataclasses.replace(CFG, partial="fail"), str(tmp_path / "fail"), contained=contained)
     (f,) = s["failures"]
     assert f["video_id"] == "bad" and f["stage"] == "decode" and "bad.mp4" in f["error"], f
-    assert "frames were streamed" in f["error"], f
+    assert "--partial fail" in f["error"] and "decodes only part-way" in f["error"], f
     assert [(v["video_id"], v["n_rgb"]) for v in s["videos"]] == [("good", 9)]
-    with ShardReader(s["path"]) as r:
-        assert r.verify(full=True) == ["good"]
 
 
 # ------------------------------------------------------------------------------------- clips inside windows

@@ -82,6 +82,21 @@ def _md_failures(groups: dict[str, list[tuple[str, str]]], what: str) -> list[st
     return lines + [""]
 
 
+def _md_partial(items: list[tuple[str, str]]) -> list[str]:
+    """(video, reason) of the videos kept as their decodable prefix (--partial keep), as a short section."""
+    if not items:
+        return []
+    lines = [
+        "## Partial files",
+        "",
+        f"{len(items)} videos decode only part-way (a cut download, corrupt data); "
+        "their decodable prefix is kept (`--partial keep`, the default; `--partial fail` fails them).",
+        "",
+    ]
+    lines += [f"- `{v}`: {reason.replace('|', '/')[:160]}" for v, reason in items[:EXAMPLES]]
+    return lines + ([f"- ... and {len(items) - EXAMPLES} more"] if len(items) > EXAMPLES else []) + [""]
+
+
 def _md_split_table(
     counts: dict[str, dict[str, dict[str, int]]], videos_by_split: dict[str, dict[str, int]]
 ) -> list[str]:
@@ -160,9 +175,9 @@ def source_card(m: SourceManifest, out: Path) -> list[str]:
         "",
         "![duration and frame-count histograms](card/lengths.png)",
         "",
-        "## Failures",
-        "",
     ]
+    lines += _md_partial([(r.rel_path, r.partial) for r in ok if r.partial])
+    lines += ["## Failures", ""]
     lines += _md_failures(groups, "failures: every listed video is ok")
     lines += ["![failures by reason](card/failures.png)", ""]
     return lines
@@ -235,6 +250,7 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
     ]
     if durations is None:
         lines += ["(Durations come from the source manifest, which was not found at the recorded path.)", ""]
+    lines += _md_partial([(r.video_id, r.partial) for r in recs if r.partial])
     lines += ["## Failures", ""] + _md_failures(groups, "failures")
     lines += [
         "![failures by stage](card/failures.png)",

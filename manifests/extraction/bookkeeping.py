@@ -30,6 +30,7 @@ def select_videos(
     retry_failed: bool = False,
 ) -> tuple[list[VideoTask], list[FailureRecord], dict]:
     """Rows to extract (status ok, in one of cfg.splits if given), source failures, and the records by id.
+    A row the source manifest marks partial is a source failure under ``cfg.partial == "fail"``.
 
     Each task's decode time limit is ``timeout`` or, if None, ``pipeline.decode.decode_timeout`` of the row's
     header facts; a task whose file has a poison record in ``known`` that ``poison.skip`` skips carries it."""
@@ -38,7 +39,10 @@ def select_videos(
         if cfg.splits and not any(r.splits.get(s) in ("train", "test") for s in cfg.splits):
             continue
         rows[r.video_id] = r
-        if r.ok:
+        if r.ok and r.partial and cfg.partial == "fail":
+            why = f"partial: {r.rel_path} decodes only {r.num_frames} frames ({r.partial}); --partial fail"
+            failures.append(FailureRecord(r.video_id, "source", why, r.rel_path, "", dict(r.splits)))
+        elif r.ok:
             limit = timeout or decode_timeout(r.duration_s, r.fps, r.width, r.height)
             rec = (known or {}).get(r.sha256 or "")
             skip = rec if rec is not None and poison.skip(rec, limit, retry_failed) else None
@@ -54,6 +58,7 @@ def select_videos(
                     r.num_frames,
                     r.fps,
                     r.duration_s,
+                    r.partial,
                 )
             )
         else:
@@ -87,6 +92,7 @@ def shard_rows(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], li
                     r.sha256 or "",
                     tuple(tuple(w) for w in v.get("windows", [(0, v["n_rgb"])])),
                     v.get("fps"),
+                    v.get("partial"),
                 )
             )
         for f in s["failures"]:

@@ -33,6 +33,7 @@ class ExtractConfig:
     fps: float | None = None  # resample to this constant rate first (pipeline.sampling); None: native rate
     segments: int | None = None  # K windows per video (TSN-style); None: one window of every frame
     segment_frames: int | None = None  # L frames per window (L - 1 flows)
+    partial: str = "keep"  # a file that decodes only part-way: keep its prefix (marked partial) | fail
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "flow": self.flow.as_dict()}
@@ -61,6 +62,7 @@ class VideoTask:
     num_frames: int | None = None  # decoded frame count of the source manifest (places --segments windows)
     fps: float | None = None  # native frame rate of the source manifest (the base of --fps)
     duration_s: float | None = None
+    partial: str | None = None  # why the source manifest counted only a prefix (a cut download, corrupt data)
 
 
 @dataclasses.dataclass(frozen=True)

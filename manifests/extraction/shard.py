@@ -115,24 +115,33 @@ def _poison(v: VideoTask, e: ContainedFailure) -> Rejected:
 
 
 def source_chunks(
-    v: VideoTask, cfg: ExtractConfig, ranges: list[tuple[int, int]] | None = None, contained: bool = True
+    v: VideoTask,
+    cfg: ExtractConfig,
+    ranges: list[tuple[int, int]] | None = None,
+    contained: bool = True,
+    end: dict[str, Any] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decoded frames of ``v`` at ``cfg.size`` as (first source index, (N, H, W, 3) uint8) chunks of at most
     STREAM_FRAMES, from the contained child (pipeline.contain): the child holds the open decoder, each call
     returns one chunk and ``v.timeout_s`` bounds the summed time of the calls. ``ranges``: only these
-    [start, stop) source frames (pipeline.decode.FrameStream). Raises Rejected("decode") (with ``poison``
-    for a crash / timeout)."""
+    [start, stop) source frames (pipeline.decode.FrameStream); never past the frames the source manifest
+    counted (``v.num_frames``). ``end``: filled, when the stream closes, with what the decoder says of it
+    (``partial``: why it stopped before the end of the file). Raises Rejected("decode") (with ``poison`` for
+    a crash / timeout)."""
     if v.skip:
         raise Rejected(
             "decode",
-            f"{v.path}: {v.skip['reason']} (recorded {v.skip.get('at')}; --retry-failed retries it)",
+            f"{v.path}: {v.skip['reason']} (in the poison log; --retry-failed retries it)",
             {**_poison_fields(v.skip), "cached": True},
         )
     if not contained:
+        fs = FrameStream(v.path, cfg.size, STREAM_FRAMES, limit=v.num_frames, ranges=ranges, resize=cfg.resize)
         try:
-            yield from FrameStream(v.path, cfg.size, STREAM_FRAMES, ranges=ranges, resize=cfg.resize)
+            yield from fs
         except DecodeError as e:
             raise Rejected("decode", str(e)) from None
+        if end is not None:
+            end["partial"] = fs.partial
         return
     child = shared(CONTAIN_PRELOAD)
     spent = 0.0
@@ -148,7 +157,7 @@ def source_chunks(
 
     token = None
     try:
-        token = call(stream_open, v.path, cfg.size, STREAM_FRAMES, None, None, ranges, cfg.resize)
+        token = call(stream_open, v.path, cfg.size, STREAM_FRAMES, None, v.num_frames, ranges, cfg.resize)
         while (chunk := call(stream_next, token)) is not None:
             yield chunk
     except DecodeError as e:
@@ -159,9 +168,11 @@ def source_chunks(
     finally:
         if token is not None:
             try:
-                call(stream_close, token)
+                closed = call(stream_close, token)
             except ContainedFailure:
-                pass
+                closed = {}
+            if end is not None:
+                end["partial"] = closed.get("partial")
 
 
 class WindowFlow:
@@ -340,15 +351,17 @@ def stream_video(
     wins, native = plan_windows(v, cfg)
     sel = sampling.FrameSelector(wins, native, cfg.fps)
     out = writer.stream(group, *cfg.size)
+    end: dict[str, Any] = {}
     try:
         acc = WindowFlow(v.path, flow_fn, cfg, out)
-        chunks = source_chunks(v, cfg, sel.source_ranges(), contained)
+        chunks = source_chunks(v, cfg, sel.source_ranges(), contained, end)
         for base, chunk in _prefetch(chunks, prefetch) if prefetch else chunks:
             for win, frames in sel.push(chunk, base):
                 acc.add(win, frames)
             if sel.done:
                 break
         acc.flush()
+        partial = check_partial(v, cfg, end.get("partial"), None if wins else sel.base)
         need = max(2, cfg.min_frames)
         if wins is None and acc.n_rgb < need:
             raise Rejected(
@@ -368,8 +381,10 @@ def stream_video(
             )
         stored = wins if wins is not None else [(0, acc.n_rgb)]
         rate = cfg.fps or native
+        marks = {"partial": partial} if partial else {}  # a whole file's group and row stay as they were
         sums = out.finish(
-            {"video_id": v.video_id, "windows": [list(w) for w in stored], "fps": float(rate)}, n_flow=acc.n_flow
+            {"video_id": v.video_id, "windows": [list(w) for w in stored], "fps": float(rate), **marks},
+            n_flow=acc.n_flow,
         )
     except BaseException:
         out.discard()
@@ -384,7 +399,22 @@ def stream_video(
         "checksums": sums,
         "windows": [list(w) for w in stored],
         "fps": float(rate),
+        **marks,
     }
+
+
+def check_partial(v: VideoTask, cfg: ExtractConfig, stream_partial: str | None, decoded: int | None) -> str | None:
+    """Why ``v`` holds only a prefix (the source manifest's reason, else what the decoder said now), or None.
+    ``decoded``: source frames decoded when every frame was wanted (None with --segments, whose windows are
+    checked on their own). Rejected("decode") when extraction got fewer frames than the source manifest
+    counted (it never stores a different count), or when a partial file meets ``--partial fail``."""
+    if decoded is not None and v.num_frames is not None and decoded < v.num_frames:
+        why = f": {stream_partial}" if stream_partial else ""
+        raise Rejected("decode", f"{v.path}: decoded {decoded} frames, the source manifest counted {v.num_frames}{why}")
+    partial = v.partial or stream_partial
+    if partial and cfg.partial == "fail":
+        raise Rejected("decode", f"{v.path}: decodes only part-way ({partial}); --partial fail")
+    return partial
 
 
 # ------------------------------------------------------------------------------------------------ one shard

@@ -35,7 +35,7 @@ from manifests.source.schema import (
 )
 from manifests.versioning import LATEST, VersionMeta, content_id, file_digest, publish, read_meta, utc_now
 
-FILE_FAILURES = ("missing", "empty", "unreadable", "decode_crash", "decode_timeout")
+FILE_FAILURES = ("missing", "empty", "unreadable", "decode_crash", "decode_timeout", "partial")
 # Stored but not hashed into the version id: decoder diagnostics can vary between runs on corrupt files
 # (decord's threaded decoder reports a mid-file error after a varying number of frames).
 DIAGNOSTIC = ("note",)
@@ -86,6 +86,7 @@ def assemble(plan: Plan, facts: dict[str, dict[str, Any]]) -> list[VideoRecord]:
                 "num_frames",
                 "header_frames",
                 "codec",
+                "partial",
             )
         }
         records.append(
@@ -177,6 +178,7 @@ def build(
     timeout: float | None = None,
     retry_failed: bool = False,
     contained: bool = True,
+    partial: str = "keep",
     log: Callable[[str], None] | None = None,
 ) -> tuple[str, Path]:
     """Inspect every entry's file (in-process by default, or with `inspect(paths, **opts) -> facts`, opts
@@ -189,11 +191,19 @@ def build(
     not file failures). Files whose decoder crashed or timed out in an earlier build under `out` are
     skipped unless `retry_failed` (manifests.poison); this build's crashes and timeouts are appended to
     `<out>/poison.jsonl` (also when the guards then refuse to publish: they are facts about the files).
+    ``partial``: "keep" (a file that decodes only part-way is ok, its prefix counted and the reason in its
+    ``partial`` column) or "fail" (status "partial", a file failure).
     """
     todo = [e.rel_path for e in plan.entries if e.status != "missing"]
     paths = [Path(videos) / r for r in todo]
     known = poison.load(out)
-    opts = {"timeout": timeout, "known": known, "retry_failed": retry_failed, "contained": contained}
+    opts = {
+        "timeout": timeout,
+        "known": known,
+        "retry_failed": retry_failed,
+        "contained": contained,
+        "partial": partial,
+    }
     results = inspect(paths, **opts) if inspect else [inspect_video(p, **opts) for p in paths]
     n = poison.append(out, poison_updates(paths, results, known))
     skipped = sum(bool((f.get("poison") or {}).get("cached")) for f in results)

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.source.schema import KIND, LABELS_FILE, SCHEMA_VERSION, VIDEO_SCHEMA, VIDEOS_FILE, VideoRecord
@@ -47,6 +48,8 @@ def load_source(path: str | os.PathLike) -> SourceManifest:
     if meta.schema_version > SCHEMA_VERSION:
         raise ValueError(f"{vdir}: schema version {meta.schema_version} is newer than this code ({SCHEMA_VERSION})")
     videos = pq.read_table(vdir / VIDEOS_FILE)
+    if meta.schema_version < 2 and "partial" not in videos.column_names:  # written before the column existed
+        videos = videos.append_column("partial", pa.nulls(len(videos), pa.string()))
     missing = set(VIDEO_SCHEMA.names) - set(videos.column_names)
     if missing:
         raise ValueError(f"{vdir / VIDEOS_FILE}: missing columns {sorted(missing)}")

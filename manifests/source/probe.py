@@ -17,7 +17,7 @@ from typing import Any
 from manifests import poison
 from manifests.versioning import file_digest
 from pipeline.contain import ContainedFailure, Crashed, map_contained
-from pipeline.decode import CONTAIN_PRELOAD, PROBE_TIMEOUT_S, DecodeError, decode_timeout, decode_video_ex, probe_video
+from pipeline.decode import CONTAIN_PRELOAD, PROBE_TIMEOUT_S, DecodeError, FrameStream, decode_timeout, probe_video
 
 COUNT_SIZE = (32, 32)  # frames are decoded at this size only to count them (cheap; count does not depend on it)
 
@@ -34,14 +34,17 @@ FACT_KEYS = (
     "status",
     "error",
     "note",
+    "partial",
 )
 CONTAINED_STATUS = {"crash": "decode_crash", "timeout": "decode_timeout"}  # poison kind -> manifest status
 
 
-def count_frames(path: str, count_size: tuple[int, int]) -> tuple[int, str, str | None]:
-    """(frames decoded, backend, note): runs in the contained child, so only three small values come back."""
-    d = decode_video_ex(path, size=count_size)
-    return len(d.frames), d.backend, d.note
+def count_frames(path: str, count_size: tuple[int, int]) -> tuple[int, str, str | None, str | None]:
+    """(frames decoded, backend, note, partial) by ``FrameStream``, the decoder extraction uses, so both
+    stages count the same frames; runs in the contained child, so only four small values come back."""
+    fs = FrameStream(path, count_size)
+    n = sum(len(frames) for _, frames in fs)
+    return n, fs.backend or "", fs.note, fs.partial
 
 
 def poison_kind(e: ContainedFailure) -> str:
@@ -57,8 +60,12 @@ def inspect_video(
     known: dict[str, dict[str, Any]] | None = None,
     retry_failed: bool = False,
     contained: bool = True,
+    partial: str = "keep",
 ) -> dict[str, Any]:
     """Facts about one video file as a dict with FACT_KEYS; status "ok" iff it decodes to >= 1 frame.
+
+    A file that decodes only part-way (a cut download, a corrupt tail, a damaged region) counts its decodable
+    prefix and says why in ``partial``; with ``partial="fail"`` its status is "partial" instead of "ok".
 
     ``timeout``: seconds for the frame count (default ``pipeline.decode.decode_timeout`` of the probed
     header). ``known``: poison records by sha256 (manifests.poison) of earlier builds; a file whose record
@@ -67,7 +74,13 @@ def inspect_video(
     driver can record it. ``contained=False`` decodes in this process (benchmarks only).
     """
     return inspect_many(
-        [path], count_size, timeout=timeout, known=known, retry_failed=retry_failed, contained=contained
+        [path],
+        count_size,
+        timeout=timeout,
+        known=known,
+        retry_failed=retry_failed,
+        contained=contained,
+        partial=partial,
     )[0]
 
 
@@ -79,6 +92,7 @@ def inspect_many(
     known: dict[str, dict[str, Any]] | None = None,
     retry_failed: bool = False,
     contained: bool = True,
+    partial: str = "keep",
 ) -> list[dict[str, Any]]:
     """inspect_video over a chunk of paths (one Ray task handles a chunk to amortise task overhead).
 
@@ -96,7 +110,7 @@ def inspect_many(
         preload=CONTAIN_PRELOAD,
     )
     for i, res in zip(todo, counts):
-        facts[i] = _post(Path(paths[i]), facts[i], res, limits[i])
+        facts[i] = _post(Path(paths[i]), facts[i], res, limits[i], partial)
     return facts
 
 
@@ -133,14 +147,14 @@ def _pre(
             **facts,
             "status": CONTAINED_STATUS[rec["kind"]],
             "error": f"{path}: {rec['reason']}",
-            "note": f"not decoded again: recorded in the poison log {rec['at']} (--retry-failed retries it)",
+            "note": "not decoded again: recorded in the poison log (--retry-failed retries it)",
             "poison": {"kind": rec["kind"], "reason": rec["reason"], "timeout_s": rec.get("timeout_s"), "cached": True},
         }, limit
     return facts, limit
 
 
-def _post(path: Path, facts: dict[str, Any], res: Any, limit: float) -> dict[str, Any]:
-    """Facts after the frame count ``res``: (n, backend, note), or the exception it ended with."""
+def _post(path: Path, facts: dict[str, Any], res: Any, limit: float, policy: str = "keep") -> dict[str, Any]:
+    """Facts after the frame count ``res``: (n, backend, note, partial), or the exception it ended with."""
     if isinstance(res, DecodeError):
         return {**facts, "status": "unreadable", "error": str(res)}
     if isinstance(res, ContainedFailure):
@@ -153,8 +167,11 @@ def _post(path: Path, facts: dict[str, Any], res: Any, limit: float) -> dict[str
         }
     if isinstance(res, BaseException):  # a bug, not the file: fail the task (Ray retries it / reports it)
         raise res
-    n, backend, note = res
+    n, backend, note, partial = res
     notes = [f"decoded by {backend}: {note}"] if note else []
     if facts["header_frames"] is not None and abs(facts["header_frames"] - n) > 1:
         notes.append(f"header implies {facts['header_frames']} frames, decoded {n}")
-    return {**facts, "num_frames": n, "status": "ok", "note": "; ".join(notes) or None}
+    facts = {**facts, "num_frames": n, "status": "ok", "note": "; ".join(notes) or None, "partial": partial}
+    if partial and policy == "fail":
+        return {**facts, "status": "partial", "error": f"{path}: decodes only {n} frames ({partial}); --partial fail"}
+    return facts

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the partial column (read: 1 and 2)
 KIND = "source"
 VIDEOS_FILE = "videos.parquet"
 LABELS_FILE = "labels.parquet"
@@ -29,6 +29,7 @@ STATUSES = {
     "unreadable": "ffmpeg finds no video stream or no frame can be decoded (non-video, truncated)",
     "decode_crash": "the decoder crashed on it (signal), contained in a child process (pipeline.contain)",
     "decode_timeout": "decoding did not finish within the time limit (--decode-timeout); the decoder was killed",
+    "partial": "decodes only part-way (a cut download, corrupt data) and the build ran with --partial fail",
     "unknown_class": "its class is not in the dataset's class list (or it has no label row)",
     "unlisted": "on disk under a class folder but in no split file",
     "filtered": "FCVID: none of its labels is among the kept categories",
@@ -54,7 +55,10 @@ VIDEO_SCHEMA = pa.schema(
         pa.field("codec", pa.string()),
         pa.field("status", pa.string(), nullable=False),  # key of STATUSES
         pa.field("error", pa.string()),  # why status is not "ok"
-        pa.field("note", pa.string()),  # non-fatal remarks (decoder fallback, truncated decode, label fixes)
+        pa.field("note", pa.string()),  # non-fatal remarks (decoder fallback, header vs decoded count, label fixes)
+        # why decoding stopped before the end (a cut download, corrupt data): num_frames counts the decodable
+        # prefix, which is what the file holds for every later stage; null when the whole file decoded
+        pa.field("partial", pa.string()),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -90,6 +94,7 @@ class VideoRecord:
     header_frames: int | None = None
     codec: str | None = None
     note: str | None = None
+    partial: str | None = None  # why only a prefix decodes (see VIDEO_SCHEMA); None: the whole file
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,7 @@
 """Test-only fault injection for decoding: no production code knows of it.
 
 When ``ASYM3D_TEST_DECODE_FAULTS`` holds ``NAME=KIND[,NAME=KIND...]``, a decoder backend of ``pipeline.decode``
-(``BACKENDS`` and ``STREAM_BACKENDS``) called on a file named NAME first crashes the process (KIND ``segv``:
+(``STREAM_BACKENDS``) called on a file named NAME first crashes the process (KIND ``segv``:
 sends itself SIGSEGV; ``abort``: abort()) or hangs it (``hang``: sleeps an hour), like a native decoder on a
 poison file. The variable is read at each call (a contained child takes its caller's environment).
 
@@ -45,9 +45,8 @@ def faulty(backend):
 
 
 def install(decode) -> None:
-    for table in (decode.BACKENDS, decode.STREAM_BACKENDS):
-        for name, backend in table.items():
-            table[name] = faulty(backend)
+    for name, backend in decode.STREAM_BACKENDS.items():
+        decode.STREAM_BACKENDS[name] = faulty(backend)
 
 
 class _OnImport(importlib.abc.MetaPathFinder):
