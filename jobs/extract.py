@@ -224,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         "videos per batch; auto (default): pipelined when the cluster has GPUs. Same shards",
     )
     p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="compute every video, even those a published version under --out holds extracted the same way "
+        "(by default their HDF5 groups are copied from there, after a sha256 check)",
+    )
+    p.add_argument(
         "--partial",
         choices=PARTIAL_POLICIES,
         default=d.partial,
@@ -261,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             retry_failed=a.retry_failed,
             mode=a.mode,
             flow_workers=a.flow_workers,
+            reuse=not a.no_reuse,
         ).version_id
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         if isinstance(e, checks.UsageError):

@@ -303,6 +303,26 @@ class ShardWriter:
             raise
         return self.path
 
+    def copy_group(self, src: ShardReader, group: str, name: str, attrs: Mapping[str, Any]) -> dict[str, str]:
+        """Copy ``group`` of another shard here as ``name``: its stored payloads byte for byte (no decode, no
+        re-encode), ``attrs`` set on top of its own. The caller verifies the source first
+        (``ShardReader.verify_group``); ``close`` checks the copy again. Returns its checksums."""
+        if self._f is None:
+            raise ShardError(f"{self.path}: writer is closed")
+        if not _valid_group_name(name) or name in self._sums or name in self._f:
+            raise ValueError(f"{self.path}: bad or duplicate group name {name!r}")
+        try:
+            self._f.copy(src.file[group], name)
+            self._f[name].attrs.update(dict(attrs))
+        except BaseException:
+            if name in self._f:
+                del self._f[name]
+            raise
+        sums = {s: str(self._f[name].attrs[f"sha256_{s}"]) for s in STREAMS}
+        self._index.append(name)
+        self._sums[name] = sums
+        return sums
+
     def stream(self, group: str, height: int, width: int) -> GroupStream:
         """Start writing ``group`` frame chunk by frame chunk (bounded memory); see GroupStream."""
         if self._f is None:
@@ -449,20 +469,27 @@ class ShardReader:
         if sorted(groups) != sorted(f.keys()):
             raise ShardError(f"{self.path}: index {len(groups)} groups != file {len(f.keys())} groups")
         for g in groups:
-            a = f[g].attrs
-            for s in STREAMS:
-                if s not in f[g]:
-                    raise ShardError(f"{self.path}:{g}: stream {s!r} missing")
-                ds = f[g][s]
-                want_n = a["n_rgb"] if s == "rgb" else a["n_flow"]
-                if ds.shape[0] != want_n:
-                    raise ShardError(f"{self.path}:{g}/{s}: {ds.shape[0]} frames, expected {want_n}")
-                if full:
-                    want = expected[g][s] if expected is not None else a[f"sha256_{s}"]
-                    got = _codec_of(ds).digest(ds)
-                    if got != want:
-                        raise ShardError(f"{self.path}:{g}/{s}: checksum mismatch ({got[:12]} != {want[:12]})")
+            self.verify_group(g, full, expected[g] if expected is not None else None)
         return groups
+
+    def verify_group(self, g: str, full: bool = True, expected: Mapping[str, str] | None = None) -> None:
+        """``verify`` for one group: its streams and frame counts, and with ``full`` every checksum (against
+        ``expected`` {stream: sha256} if given, else the stored ones). Raises ShardError."""
+        if g not in self.file:
+            raise ShardError(f"{self.path}: no group {g!r}")
+        a = self.file[g].attrs
+        for s in STREAMS:
+            if s not in self.file[g]:
+                raise ShardError(f"{self.path}:{g}: stream {s!r} missing")
+            ds = self.file[g][s]
+            want_n = a["n_rgb"] if s == "rgb" else a["n_flow"]
+            if ds.shape[0] != want_n:
+                raise ShardError(f"{self.path}:{g}/{s}: {ds.shape[0]} frames, expected {want_n}")
+            if full:
+                want = expected[s] if expected is not None else a[f"sha256_{s}"]
+                got = _codec_of(ds).digest(ds)
+                if got != want:
+                    raise ShardError(f"{self.path}:{g}/{s}: checksum mismatch ({got[:12]} != {want[:12]})")
 
     def _group(self, group: str) -> h5py.Group:
         try:

@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ from manifests import poison
 from manifests.extraction import ExtractConfig, ShardPlan, build_shard, plan_shards
 from manifests.extraction.bookkeeping import (
     PublishRefused,
+    attach_reuse,
     check_publishable,
     prepare_work,
     published_stale,
     record_poison,
+    reusable,
     select_videos,
     shard_rows,
 )
@@ -187,6 +190,8 @@ class RunSummary:
     task_cpu_s: float = 0.0  # and of their process CPU time
     mode: str = "tasks"  # the layout this run used (Layout.mode)
     flow_stats: tuple = ()  # pipelined: each flow actor's counters (jobs.extraction.flowpool.FlowBatcher.stats)
+    reused: int = 0  # videos copied from an earlier version (counted in ok)
+    recomputed: int = 0  # videos whose earlier copy failed its sha256, computed again
 
 
 def extract(
@@ -205,6 +210,7 @@ def extract(
     contained: bool = True,
     mode: str = "auto",
     flow_workers: int | None = None,
+    reuse: bool = True,
 ) -> RunSummary:
     """Run the job; returns its summary. Raises RuntimeError if some shards failed for good, PublishRefused
     (a RuntimeError) when the result must not be published (``check_publishable``).
@@ -212,7 +218,9 @@ def extract(
     ``decode_timeout``: seconds per video decode (default per video, pipeline.decode.decode_timeout);
     ``retry_failed``: decode again videos whose decoder crashed / timed out in an earlier run (their shards
     are redone, also in a published version, which is then replaced); ``contained=False`` decodes in the
-    task's own process (benchmarks only); ``mode`` / ``flow_workers``: see ``layout``."""
+    task's own process (benchmarks only); ``mode`` / ``flow_workers``: see ``layout``. ``reuse``: copy the
+    groups of videos that a published version under ``out`` holds extracted the same way (same file sha256,
+    ``ExtractConfig.content_key`` and code version) instead of computing them (not with ``force``)."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -240,6 +248,8 @@ def extract(
     if not tasks:
         where = f" in splits {','.join(cfg.splits)}" if cfg.splits else ""
         raise PublishRefused(f"{source.dir}: no video with status ok{where} to extract; nothing published")
+    if reuse and not force:  # copy what an earlier version under out holds instead of computing it again
+        tasks = attach_reuse(tasks, reusable(out, cfg, code, exclude=vid))
     plans = list(plan_shards(tasks, cfg.shard_size))
     shard_dir = work / "shards"
     t_init = time.time()
@@ -288,13 +298,16 @@ def extract(
     finally:
         ray.shutdown()
     ok, failed = sum(len(s["videos"]) for s in new), sum(len(s["failures"]) for s in new)
+    reused = sum((Counter(s.get("reused", {})) for s in new), Counter())
+    recomputed = sum(s.get("recomputed", 0) for s in new)
     n_poison = record_poison(out, new, rows, known)
     if n_poison:
         log(f"extract: {n_poison} decoder crash / timeout outcomes recorded in {out / poison.POISON_FILE}")
     secs = time.time() - t0
     log(
-        f"extract: ok {ok}, failed {failed}, skipped {skipped} (in shards done earlier), "
+        f"extract: ok {ok}, reused {reused.total()}, failed {failed}, skipped {skipped} (in shards done earlier), "
         f"source failures {len(source_failures)}, {secs:.1f} s, {(ok + failed) / max(secs, 1e-9):.2f} videos/s"
+        + (f"; {recomputed} reused groups failed their sha256 and were computed again" if recomputed else "")
     )
     if errors:
         for plan, err in errors:
@@ -322,6 +335,7 @@ def extract(
         codec={"streams": cfg.codec, "opts": cfg.codec_opts},
         flow_params=flow_params,
         code_version=code,
+        extra={"reused": dict(sorted(reused.items()))} if reused else None,
     )
     if aside:
         shutil.rmtree(aside, ignore_errors=True)
@@ -342,4 +356,6 @@ def extract(
         sum(s["cpu_s"] for s in new),
         lay.mode,
         tuple(stats),
+        reused.total(),
+        recomputed,
     )

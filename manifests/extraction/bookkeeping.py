@@ -1,19 +1,23 @@
-"""A run's bookkeeping, without Ray: which videos it extracts, which shards an earlier run finished, what
-the finished shards' summaries become (manifest rows, poison records), and whether the result may be
-published. The driver (jobs.extraction.driver) calls these around its Ray tasks."""
+"""A run's bookkeeping, without Ray: which videos it extracts, which of them an earlier version already holds
+(``reusable``), which shards an earlier run finished, what the finished shards' summaries become (manifest
+rows, poison records), and whether the result may be published. The driver (jobs.extraction.driver) calls
+these around its Ray tasks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from manifests import poison
 from manifests.extraction.plan import ExtractConfig, ShardPlan, VideoTask
 from manifests.extraction.shard import read_finished
-from manifests.shards import FailureRecord, ShardRecord
+from manifests.shards import FailureRecord, ShardRecord, load_shards
 from manifests.source.loader import SourceManifest
+from manifests.versioning import find_versions, read_meta
 from pipeline.decode import decode_timeout
 from pipeline.storage import ShardError
 
@@ -66,6 +70,43 @@ def select_videos(
                 FailureRecord(r.video_id, "source", f"{r.status}: {r.error}", r.rel_path, "", dict(r.splits))
             )
     return tasks, failures, rows
+
+
+def reusable(out: Path, cfg: ExtractConfig, code: str, exclude: str = "") -> dict[str, dict[str, Any]]:
+    """sha256 of a file -> where a published shard version under ``out`` (not ``exclude``) holds it, extracted
+    with the same ``cfg.content_key()`` and code version: what ``VideoTask.reuse`` carries. Versions that do
+    not load (a missing shard file, another kind) are passed over; the first version (by path) wins."""
+    key, found = cfg.content_key(), {}
+    for vdir in find_versions(out, max_depth=1) if Path(out).is_dir() else []:
+        meta = read_meta(vdir)
+        conf = (meta.source or {}).get("config")
+        if meta.kind != "shards" or meta.version_id == exclude or meta.extra.get("code_version") != code:
+            continue
+        if {k: v for k, v in (conf or {}).items() if k not in ("shard_size", "splits")} != key:
+            continue
+        try:
+            records = load_shards(vdir).records
+        except (OSError, ValueError, KeyError):
+            continue
+        for r in records:
+            if r.source_sha256 and r.source_sha256 not in found:
+                found[r.source_sha256] = {
+                    "version": meta.version_id,
+                    "shard": str(r.shard_path),
+                    "group": r.group,
+                    "checksums": dict(r.checksums),
+                    "n_rgb": r.n_rgb,
+                    "n_flow": r.n_flow,
+                    "windows": [list(w) for w in r.windows],
+                    "fps": r.fps,
+                    "partial": r.partial,
+                }
+    return found
+
+
+def attach_reuse(tasks: list[VideoTask], found: dict[str, dict[str, Any]]) -> list[VideoTask]:
+    """``tasks`` with ``reuse`` set where ``found`` (``reusable``) holds their file (same sha256)."""
+    return [dataclasses.replace(t, reuse=found[t.sha256]) if t.sha256 in found else t for t in tasks]
 
 
 def shard_rows(summaries: list[dict], rows: dict) -> tuple[list[ShardRecord], list[FailureRecord]]:

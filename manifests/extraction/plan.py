@@ -38,6 +38,11 @@ class ExtractConfig:
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "flow": self.flow.as_dict()}
 
+    def content_key(self) -> dict[str, Any]:
+        """What decides one video's streams: everything but how videos are grouped and selected (shard size,
+        splits). Two versions with the same key and code version store a file identically."""
+        return {k: v for k, v in json.loads(self.to_json()).items() if k not in ("shard_size", "splits")}
+
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
 
@@ -63,6 +68,9 @@ class VideoTask:
     fps: float | None = None  # native frame rate of the source manifest (the base of --fps)
     duration_s: float | None = None
     partial: str | None = None  # why the source manifest counted only a prefix (a cut download, corrupt data)
+    # where an earlier version holds this file extracted the same way (bookkeeping.reusable): its version,
+    # shard (absolute path), group, checksums, n_rgb, n_flow, windows, fps, partial; None: compute it
+    reuse: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

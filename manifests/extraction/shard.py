@@ -56,7 +56,7 @@ from pipeline.decode import CONTAIN_PRELOAD, DecodeError, FrameStream, stream_cl
 from pipeline.flow import BroxFlow
 from pipeline.flowimage import flow_to_image
 from pipeline.rgbf import make_rgbf
-from pipeline.storage import ShardReader, ShardWriter
+from pipeline.storage import ShardError, ShardReader, ShardWriter
 
 
 class Rejected(Exception):
@@ -432,7 +432,10 @@ def build_shard(
 
     Returns the shard summary (``shard_summary``). If the shard file already exists (a retried task whose
     first attempt finished) it is verified and its summary returned; nothing is written twice. ``flow``: a
-    flow service (``jobs.extraction.flowpool.RemoteFlow``) that solves the pairs instead of this task.
+    flow service (``jobs.extraction.flowpool.RemoteFlow``) that solves the pairs instead of this task. A video
+    with ``reuse`` (an earlier version holds it, extracted the same way) is copied from there (``reuse_video``)
+    unless its stored payloads fail their checksums; the summary counts ``reused`` by version and
+    ``recomputed`` (reuse refused).
     """
     path = Path(shard_dir) / plan.name
     if path.exists():
@@ -440,10 +443,17 @@ def build_shard(
     t0, c0 = time.time(), time.process_time()
     # flow: a flow service (jobs.extraction.flowpool.RemoteFlow, the pipelined mode) or None (solve in this task)
     flow_fn = flow.at(plan.index) if flow is not None else flow_stage(cfg, device)
-    videos, failures = [], []
+    videos, failures, reused, recomputed = [], [], collections.Counter(), 0
     prefetch = 2 if device != "cpu" or flow is not None else 0  # decode ahead while a GPU / the pool solves
     with ShardWriter(path, codec=cfg.codec, **cfg.codec_opts) as w:
         for v in plan.videos:
+            if v.reuse is not None:
+                row = reuse_video(v, cfg, w, group_name(v.video_id))
+                if row is not None:
+                    videos.append(row)
+                    reused[v.reuse["version"]] += 1
+                    continue
+                recomputed += 1
             for attempt in range(video_retries + 1):
                 try:
                     videos.append(stream_video(v, cfg, flow_fn, w, group_name(v.video_id), contained, prefetch))
@@ -468,6 +478,33 @@ def build_shard(
         **shard_summary(path, w.extra),
         "seconds": round(time.time() - t0, 3),
         "cpu_s": round(time.process_time() - c0, 3),
+        "reused": dict(reused),
+        "recomputed": recomputed,
+    }
+
+
+def reuse_video(v: VideoTask, cfg: ExtractConfig, w: ShardWriter, group: str) -> dict[str, Any] | None:
+    """``v``'s row, its group copied from the version ``v.reuse`` names (stored payloads byte for byte: no
+    decode, no flow), or None when that group is gone or fails its checksums (the video is then computed)."""
+    r = v.reuse or {}
+    try:
+        with ShardReader(r["shard"]) as src:
+            src.verify_group(r["group"], expected=r["checksums"])
+            sums = w.copy_group(src, r["group"], group, {"video_id": v.video_id})
+    except (ShardError, OSError, KeyError):
+        return None
+    marks = {"partial": r["partial"]} if r.get("partial") else {}
+    return {
+        "video_id": v.video_id,
+        "group": group,
+        "n_rgb": r["n_rgb"],
+        "n_flow": r["n_flow"],
+        "height": cfg.size[0],
+        "width": cfg.size[1],
+        "checksums": sums,
+        "windows": [list(x) for x in r["windows"]],
+        "fps": r["fps"],
+        **marks,
     }
 
 
