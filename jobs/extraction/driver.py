@@ -305,7 +305,7 @@ def extract(
         log(f"extract: {n_poison} decoder crash / timeout outcomes recorded in {out / poison.POISON_FILE}")
     secs = time.time() - t0
     log(
-        f"extract: ok {ok}, reused {reused.total()}, failed {failed}, skipped {skipped} (in shards done earlier), "
+        f"extract: ok {ok}, failed {failed}, reused {reused.total()}, skipped {skipped} (in shards done earlier), "
         f"source failures {len(source_failures)}, {secs:.1f} s, {(ok + failed) / max(secs, 1e-9):.2f} videos/s"
         + (f"; {recomputed} reused groups failed their sha256 and were computed again" if recomputed else "")
     )
