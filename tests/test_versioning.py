@@ -85,7 +85,7 @@ def test_published_versions_are_immutable(videos, tmp_path):
 def test_metadata_records_schema_source_parent_creation(videos, tmp_path):
     _, p = make(videos, tmp_path / "m")
     meta = read_meta(p)
-    assert meta.schema_version == 1 and meta.kind == "source" and meta.created_at.endswith("+00:00")
+    assert meta.schema_version == 2 and meta.kind == "source" and meta.created_at.endswith("+00:00")
     assert meta.source["dataset"] == "folder" and meta.source["videos_root"] == str(videos.resolve())
     assert meta.source["params"]["hashed_split"] == {"test_fraction": 0.2}
 
