@@ -22,7 +22,7 @@ FINETUNE_CONFIG ?= jobs/configs/finetune.yaml
 # best.pt is selected on the validation subset (held-out training videos), never on the test videos
 CHECKPOINT ?= $(RUNS)/finetune/best.pt
 VIDEO     ?=
-EXPORT    ?= $(DATA)/rawframes
+EXPORT    ?= $(DATA)/mmaction2
 VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 

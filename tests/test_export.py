@@ -81,48 +81,15 @@ def test_rawframes_round_trip(shards, tmp_path, capsys):
 
 def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
     out = tmp_path / "rf"
-    assert (
-        export_job.main(
-            [
-                "--manifest",
-                str(shards),
-                "--out",
-                str(out),
-                "--workers",
-                "0",
-                "--split",
-                "split1",
-                "--streams",
-                "flow",
-                *FLAT,
-            ]
-        )
-        == 0
-    )
+    args = ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--split", "split1", "--streams", "flow"]
+    assert export_job.main([*args, *FLAT]) == 0
     victim = sorted(p for p in out.iterdir() if p.is_dir())[0]
     for p in victim.iterdir():
         p.unlink()
     victim.rmdir()
     (out / ".tmp-junk-1234").mkdir()  # a killed run's partial folder
     capsys.readouterr()
-    assert (
-        export_job.main(
-            [
-                "--manifest",
-                str(shards),
-                "--out",
-                str(out),
-                "--workers",
-                "0",
-                "--split",
-                "split1",
-                "--streams",
-                "flow",
-                *FLAT,
-            ]
-        )
-        == 0
-    )
+    assert export_job.main([*args, *FLAT]) == 0
     err = capsys.readouterr().err
     assert "1 videos exported, 5 done earlier" in err and not (out / ".tmp-junk-1234").exists()
     assert sorted((out / victim.name).glob("flow_x_*")) and not list((out / victim.name).glob("img_*"))
@@ -215,11 +182,13 @@ def test_windowed_videos_export_one_folder_per_window(tmp_path):
     assert parse_list(out / list_name("split1", "test", "rgb")) == [("v_b", 5, (1,))]
 
 
-def kind_shards(root, kind: str = "ucf101", classes=("Walk", "Run", "Jump"), groups: int = 4, frames: int = 6):
+def kind_shards(
+    root, kind: str = "ucf101", classes=("Walk", "Run", "Jump"), groups: int = 4, frames: int = 6, size=(24, 32)
+):
     """A shard version that names its dataset kind like jobs.extract's do: records with UCF-101 ids and source
     paths ``<Class>/<id>.avi``, ``source_dir`` pointing at a source manifest whose ``source.dataset`` is ``kind``
     (only its version.json). Split1: groups 1-2 test (as UCF-101's split1 tests the first groups), the rest train;
-    split2 the other way round. Frames 24x32."""
+    split2 the other way round. Frames ``size`` (H, W)."""
     import dataclasses
 
     from manifests.shards import VideoStreams, publish_shards, write_shard_dataset
@@ -229,7 +198,7 @@ def kind_shards(root, kind: str = "ucf101", classes=("Walk", "Run", "Jump"), gro
     vids = []
     for c, cls in enumerate(classes):
         for g in range(1, groups + 1):
-            rgb = rng.integers(0, 256, (frames, 24, 32, 3), dtype=np.uint8)
+            rgb = rng.integers(0, 256, (frames, *size, 3), dtype=np.uint8)
             test = g <= 2
             splits = {"split1": "test" if test else "train", "split2": "train" if test else "test"}
             vids.append(
@@ -278,7 +247,9 @@ def test_mmaction2_layout_lists_carve_label_map_and_configs(tmp_path, capsys):
     for k, split in (("1", "split1"), ("2", "split2")):
         train = {r.video_id for r in ds.records if r.splits[split] == "train"}
         test = {r.video_id for r in ds.records if r.splits[split] == "test"}
-        val = {r.video_id for r in ClipDataset(shards, split, "val", val_fraction=0.1).records}  # the same carve
+        val = {
+            r.video_id for r in ClipDataset(shards, split, "val", crop=16, val_fraction=0.1).records
+        }  # the same carve
         assert val and val < train
         for suffix in ("rawframes", "flow"):
             assert ids(f"ucf101_train_split_{k}_{suffix}.txt") == train
