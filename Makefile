@@ -4,6 +4,9 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
+# mmaction2 in its own environment (the export's compatibility test): torch CPU + the [mmaction2] extra's pins
+MMVENV  ?= .venv-mm
+MM_STAMP := $(MMVENV)/.installed-stamp
 
 DATA      ?= data
 DATASET   ?= ucf101
@@ -19,11 +22,11 @@ FINETUNE_CONFIG ?= jobs/configs/finetune.yaml
 # best.pt is selected on the validation subset (held-out training videos), never on the test videos
 CHECKPOINT ?= $(RUNS)/finetune/best.pt
 VIDEO     ?=
-EXPORT    ?= $(DATA)/rawframes
+EXPORT    ?= $(DATA)/mmaction2
 VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
-.PHONY: setup test lint demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
+.PHONY: setup mmaction2-env test lint demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
         bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-gpu clean
 
 $(STAMP): pyproject.toml
@@ -35,8 +38,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# lint (ruff check, ruff format --check, mypy over pipeline/ and models/) then the suite
-test: lint
+$(MM_STAMP): pyproject.toml | $(STAMP)
+	@test -x $(MMVENV)/bin/python || $(PYTHON) -m venv $(MMVENV)
+	$(MMVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MMVENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(MMVENV)/bin/python -m pip install --quiet $$($(PY) -c "import sys; \
+		toml = __import__('tomllib' if sys.version_info >= (3, 11) else 'tomli'); \
+		print(' '.join(toml.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mmaction2']))")
+	@touch $(MM_STAMP)
+
+mmaction2-env: $(MM_STAMP)
+
+# lint (ruff check, ruff format --check, mypy over pipeline/ and models/) then the suite (which uses .venv-mm)
+test: lint $(MM_STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)

@@ -261,8 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     check_args(args)
     checks.number_in("--min-coverage", args.min_coverage, 0.0, 1.0)
-    split = args.split or checkpoints.load_checkpoint(args.checkpoint)["config"]["data"]["split"]
-    planned = ClipDataset(args.manifest, split, "test", max_videos=args.max_videos)  # opens no HDF5 file
+    data = checkpoints.load_checkpoint(args.checkpoint)["config"]["data"]
+    split = args.split or data["split"]
+    # opens no HDF5 file; the checkpoint's clip length and crop, which ClipDataset checks against the frames
+    planned = ClipDataset(
+        args.manifest, split, "test", clip_len=data["clip_len"], crop=data["crop"], max_videos=args.max_videos
+    )
     cov = split_coverage(load_shards(args.manifest), split, "test", [r.video_id for r in planned.records])
     if cov["fraction"] < args.min_coverage and not args.allow_missing:
         raise checks.UsageError(

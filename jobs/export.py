@@ -1,9 +1,11 @@
-"""Export a shard dataset version to mmaction2's rawframes layout (frame folders + rawframe file lists).
+"""Export a shard dataset version to mmaction2's rawframes layout (frame folders, file lists, label map, configs).
 
     python -m jobs.export --manifest SHARDS --format rawframes --out DIR [--split NAME] [--streams rgb,flow]
-        [--jpeg-quality Q] [--workers N] [--chunk K] [--address ADDR]
+        [--layout auto|ucf101|hmdb51|folder|fcvid|ids|flat] [--val-fraction F] [--val-group-rule R]
+        [--val-seed S] [--clip-len T] [--crop S] [--jpeg-quality Q] [--workers N] [--chunk K] [--address ADDR]
 
-Layout and list format: manifests/readers/rawframes.py and docs/export.md. Videos are exported by Ray tasks of
+Layouts, list names and format: manifests/readers/rawframes.py and docs/ecosystem.md; the configs:
+manifests/readers/mmconfig.py. Videos are exported by Ray tasks of
 ``--chunk`` videos (grouped by shard file), at most ``workers + 1`` in flight; ``--workers 0`` or ``1``
 runs in-process without Ray. Each video folder appears atomically, so a rerun into the same DIR (same
 version and options) skips finished folders. Videos that failed extraction (failures.parquet) are not
@@ -24,13 +26,13 @@ from tqdm import tqdm
 
 from jobs.cli import checks, cluster
 from manifests.readers.rawframes import (
+    LAYOUT_CHOICES,
     ExportError,
     ExportOptions,
-    check_options,
     export_chunk,
-    frame_dirs,
+    make_plan,
     prepare_dir,
-    select,
+    write_configs,
     write_lists,
 )
 from manifests.shards import load_shards
@@ -86,20 +88,24 @@ def export(
     workers: int | None = 0,
     chunk: int = 16,
     address: str | None = None,
+    clip_len: int = 16,
+    crop: int | None = None,
     log=print,
 ) -> dict:
-    """Run the export; returns the summary dict. Raises ExportError on bad input (before any work)."""
+    """Run the export; returns the summary dict. Raises ExportError on bad input (before any work).
+    ``clip_len`` and ``crop`` (default: 112, or the shortest frame side when smaller) go into the configs."""
     t0 = time.time()
     ds = load_shards(manifest)
-    opts = ExportOptions(version_id=ds.meta.version_id, **opts_kw)
-    check_options(ds, opts)
+    plan, opts = make_plan(ds, ExportOptions(version_id=ds.meta.version_id, **opts_kw))
+    crop = check_clip(ds, clip_len, crop)
     out = Path(out)
     prepare_dir(out, opts)
-    for stale in out.glob(".tmp-*"):  # left by a killed run; never renamed into place
+    root = out / plan.frames  # the frame root (data_prefix); out itself for the flat layout
+    root.mkdir(exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a killed run; never renamed into place
         shutil.rmtree(stale, ignore_errors=True)
-    records = select(ds, opts.split)
-    names = frame_dirs(records)  # video id -> folder name (= the id unless it holds whitespace)
-    todo = [r for r in records if not (out / names[r.video_id]).is_dir()]
+    records, names = plan.records, plan.names  # video id -> folder under the frame root
+    todo = [r for r in records if not (root / names[r.video_id]).is_dir()]
     skipped = len(records) - len(todo)
     bar = tqdm(
         total=len(records),
@@ -113,12 +119,13 @@ def export(
     chunks = _chunks(todo, max(1, chunk))
     use_ray = bool(todo) and workers not in (0, 1)  # None: Ray with every CPU of the machine or cluster
     if use_ray:
-        results = run_ray(chunks, out, opts, bar, names, workers, address)
+        results = run_ray(chunks, root, opts, bar, names, workers, address)
     else:
-        results = run_local(chunks, out, opts, bar, names)
+        results = run_local(chunks, root, opts, bar, names)
     bar.close()
     errors = [r for r in results if r["error"]]
-    lists = write_lists(out, records, opts)
+    lists = write_lists(out, plan, opts, ds.labels)
+    configs = write_configs(out, plan, opts, ds, clip_len, crop)
     summary = {
         "version_id": ds.meta.version_id,
         "out": str(out),
@@ -127,7 +134,9 @@ def export(
         "errors": len(errors),
         "extraction_failures": len(ds.failures),
         "files": sum(r["files"] for r in results),
+        "layout": plan.layout.name,
         "lists": [p.name for p in lists],
+        "configs": [p.name for p in configs],
         "seconds": round(time.time() - t0, 2),
     }
     for e in errors[:20]:
@@ -135,9 +144,23 @@ def export(
     log(
         f"export: {summary['exported']} videos exported, {skipped} done earlier, {len(errors)} failed, "
         f"{len(ds.failures)} not extracted (failures.parquet, skipped), {summary['files']} files, "
-        f"{len(lists)} file lists, {summary['seconds']} s"
+        f"{len(lists)} file lists, {len(configs)} configs (layout {plan.layout.name}), {summary['seconds']} s"
     )
     return summary
+
+
+def check_clip(ds, clip_len: int, crop: int | None) -> int:
+    """The configs' crop (default min(112, shortest frame side)); ExportError when it or clip_len cannot work."""
+    if clip_len < 1:
+        raise ExportError(f"--clip-len: must be >= 1, got {clip_len}")
+    short = min((min(r.height, r.width) for r in ds.records), default=0)
+    crop = min(112, short) if crop is None else crop
+    if not 1 <= crop <= short:
+        smallest = min(ds.records, key=lambda r: min(r.height, r.width))
+        raise ExportError(
+            f"--crop: {crop} does not fit the frames ({smallest.height}x{smallest.width}, video {smallest.video_id})"
+        )
+    return crop
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="export directory (empty, or an earlier export)")
     p.add_argument("--split", default=None, help="only videos in train/test of this split (default: all)")
     p.add_argument("--streams", default="rgb,flow", help="comma-separated: rgb, flow")
+    p.add_argument("--layout", default="auto", help=f"one of {', '.join(LAYOUT_CHOICES)} (default: the dataset's)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out part of each split's training videos")
+    p.add_argument("--val-group-rule", default="auto", help="auto | none | ucf101 (manifests.readers.validation)")
+    p.add_argument("--val-seed", type=int, default=0)
+    p.add_argument("--clip-len", type=int, default=16, help="frames per clip in the mmaction2 configs")
+    p.add_argument("--crop", type=int, default=None, help="crop size in the configs (default min(112, frame side))")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95, as OpenCV)")
     p.add_argument(
         "--workers",
@@ -176,10 +205,21 @@ def main(argv: list[str] | None = None) -> int:
         summary = export(
             a.manifest,
             a.out,
-            {"format": a.format, "streams": streams, "jpeg_quality": a.jpeg_quality, "split": a.split},
+            {
+                "format": a.format,
+                "streams": streams,
+                "jpeg_quality": a.jpeg_quality,
+                "split": a.split,
+                "layout": a.layout,
+                "val_fraction": a.val_fraction,
+                "val_group_rule": a.val_group_rule,
+                "val_seed": a.val_seed,
+            },
             workers=a.workers,
             chunk=a.chunk,
             address=a.address,
+            clip_len=a.clip_len,
+            crop=a.crop,
             log=log,
         )
     except ExportError as e:

@@ -23,6 +23,7 @@ or ``PROBE_TIMEOUT_S`` becomes a DecodeError). In-process decoding (decord) is c
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import subprocess
 from collections.abc import Generator
@@ -107,6 +108,15 @@ def _check_file(path: Path) -> None:
         raise DecodeError(path, "no such file")
     if path.stat().st_size == 0:
         raise DecodeError(path, "empty file (0 bytes)")
+
+
+def _decord():
+    """The decord module, or BackendFailure where it is not installed (the caller then tries ffmpeg)."""
+    try:
+        import decord
+    except ImportError:
+        raise BackendFailure("decord is not installed (no wheel for this platform)") from None
+    return decord
 
 
 # ---------------------------------------------------------------- public API
@@ -251,8 +261,7 @@ def stream_decord(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
     decoded. ``max_ahead``: raise HoldsTooMuch when file bytes + the longest range's frame bytes exceed it.
     After each range the decoder is stopped (``seek(0)`` clears its queues), so it never decodes past a
     range while the caller works on it."""
-    import decord
-
+    decord = _decord()
     decord.logging.set_level(decord.logging.QUIET)
     h, w = size
     try:
@@ -339,7 +348,10 @@ def stream_ffmpeg(path: Path, size: tuple[int, int], chunk: int, ranges: Ranges 
 
 
 STREAM_BACKENDS = {"decord": stream_decord, "ffmpeg": stream_ffmpeg}
-DEFAULT_ORDER = ("decord", "ffmpeg")
+# decord publishes wheels for Linux x86_64 only (pyproject.toml installs it there); elsewhere the ffmpeg pipe,
+# which gives decord's frames bit for bit (scale_filter, tests/test_decode.py), is the only backend
+HAVE_DECORD = importlib.util.find_spec("decord") is not None
+DEFAULT_ORDER = ("decord", "ffmpeg") if HAVE_DECORD else ("ffmpeg",)
 
 
 class FrameStream:

@@ -271,6 +271,21 @@ def test_extract_publishes_a_card_without_changing_the_id(tmp_path, monkeypatch,
     vid = capsys.readouterr().out.strip().splitlines()[-1]
     text = (tmp_path / "s" / vid / "card.md").read_text()
     assert "3 videos extracted" in text and (tmp_path / "s" / vid / "card" / "sample_0.png").is_file()
+    # how it was made: preset and every resolved Brox parameter, sampling, size, codecs, code and source versions
+    for row in (
+        "| flow | Brox, preset `accurate` |",
+        "| flow: inner | `2` |",
+        "| flow: outer | `2` |",
+        "| flow: alpha |",
+        "| flow: warp |",
+        "| flow-image bound | 20 px |",
+        "| temporal sampling | every frame at the native rate; one window of every frame |",
+        "| frame size | 24x32 (H x W), resize `stretch` |",
+        "| codecs | `{",
+        "| code version | `extract-",
+        "(dataset folder;",
+    ):
+        assert row in text, row
     monkeypatch.setattr(card, "write_card", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     assert extract.main([*args, "--out", str(tmp_path / "s2")]) == 0
     out = capsys.readouterr()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -193,3 +194,30 @@ def test_multilabel_targets_are_multi_hot(tmp_path):
     ds = ClipDataset(shards, "split1", "train", "rgb", clip_len=T, crop=S)
     assert ds.multilabel
     assert ds.target(0).tolist() == [1.0, 1.0, 0.0] and ds.target(1).tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "subset, kw, arg",
+    [
+        ("train", {"crop": 112}, "crop: 112 does not fit the smallest frames of the subset (20x26"),
+        ("train", {"crop": 0}, "crop: 0"),
+        ("train", {"clip_len": 0}, "clip_len: must be >= 1"),
+        ("test", {"num_crops": 3, "crop": 16}, "num_crops: num_crops must be 1, 5 or 10"),
+        ("test", {"num_clips": 0, "crop": 16}, "num_clips: must be >= 1"),
+        ("train", {"std": (0.5, 0.0, 0.5), "crop": 16}, "std: needs 3 values"),
+        ("train", {"split": "split9", "crop": 16}, "no split 'split9'"),
+    ],
+)
+def test_arguments_are_checked_against_the_version_when_built(tmp_path, subset, kw, arg):
+    """One ValueError naming the argument from the constructor, not from the first item (and, through it, from
+    raydata.clip_dataset on the driver)."""
+    from manifests.readers.raydata import clip_dataset
+
+    shards = synthetic_shards(tmp_path / "s", num_videos=4, frames=6)  # frames 20x26
+    kw = {"split": "split1", **kw}
+    split = kw.pop("split")
+    with pytest.raises(ValueError) as e:
+        ClipDataset(shards, split, subset, "rgb", **kw)
+    assert arg in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=re.escape(arg)):
+        clip_dataset(shards, split, subset, "rgb", **{"crop": 112, **kw})  # no Ray started: it fails on the driver

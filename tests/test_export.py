@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +17,8 @@ from manifests.shards import load_shards
 from pipeline.storage import ShardReader
 
 from fixtures import synthetic_shards
+
+FLAT = ["--layout", "flat"]  # the layout of earlier releases: <out>/<video_id>/, <split>_<subset>_rawframes.txt
 
 
 def _read(path) -> np.ndarray:
@@ -32,7 +37,8 @@ def shards(tmp_path_factory):
 
 def test_rawframes_round_trip(shards, tmp_path, capsys):
     out = tmp_path / "rawframes"
-    rc = export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", "--jpeg-quality", "100"])
+    args = ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--jpeg-quality", "100", "--layout", "flat"]
+    rc = export_job.main(args)
     assert rc == 0
     ds = load_shards(shards)
     worst, rgb_err = {"rgb": 0, "flow": 0}, []
@@ -75,24 +81,15 @@ def test_rawframes_round_trip(shards, tmp_path, capsys):
 
 def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
     out = tmp_path / "rf"
-    assert (
-        export_job.main(
-            ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--split", "split1", "--streams", "flow"]
-        )
-        == 0
-    )
+    args = ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--split", "split1", "--streams", "flow"]
+    assert export_job.main([*args, *FLAT]) == 0
     victim = sorted(p for p in out.iterdir() if p.is_dir())[0]
     for p in victim.iterdir():
         p.unlink()
     victim.rmdir()
     (out / ".tmp-junk-1234").mkdir()  # a killed run's partial folder
     capsys.readouterr()
-    assert (
-        export_job.main(
-            ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--split", "split1", "--streams", "flow"]
-        )
-        == 0
-    )
+    assert export_job.main([*args, *FLAT]) == 0
     err = capsys.readouterr().err
     assert "1 videos exported, 5 done earlier" in err and not (out / ".tmp-junk-1234").exists()
     assert sorted((out / victim.name).glob("flow_x_*")) and not list((out / victim.name).glob("img_*"))
@@ -101,7 +98,7 @@ def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
     foreign.mkdir()
     (foreign / "x.txt").write_text("x")
     cases = [
-        (["--out", str(out), "--split", "split1"], "--out"),
+        (["--out", str(out), "--split", "split1", *FLAT], "--out"),
         (["--out", str(foreign)], "--out"),
         (["--out", str(tmp_path / "a"), "--split", "nope"], "--split"),
         (["--out", str(tmp_path / "b"), "--streams", "rgb,depth"], "--streams"),
@@ -140,7 +137,7 @@ def test_ids_with_whitespace_get_mmaction2_safe_folders(tmp_path):
     ]
     shards = write_shard_dataset(tmp_path / "s", vids, ["a", "b", "c"])
     out = tmp_path / "rf"
-    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0"]) == 0
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", *FLAT]) == 0
     rows = parse_list(out / list_name("split1", "train", "rgb"))
     dirs = {d: labels for d, _, labels in rows}
     assert set(dirs) == {p.name for p in out.iterdir() if p.is_dir()} and len(dirs) == 3
@@ -166,7 +163,10 @@ def test_windowed_videos_export_one_folder_per_window(tmp_path):
     shards = write_shard_dataset(tmp_path / "shards", videos, ["c0", "c1"], codec="lzf")
     out = tmp_path / "rawframes"
     assert (
-        export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", "--jpeg-quality", "100"]) == 0
+        export_job.main(
+            ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--jpeg-quality", "100", *FLAT]
+        )
+        == 0
     )
     assert sorted(p.name for p in (out / "v_a").iterdir()) == ["w00", "w01"]
     for sub, first, n in (("w00", 0, 4), ("w01", 4, 5)):
@@ -180,3 +180,154 @@ def test_windowed_videos_export_one_folder_per_window(tmp_path):
     assert parse_list(out / list_name("split1", "train", "rgb")) == [("v_a/w00", 4, (0,)), ("v_a/w01", 5, (0,))]
     assert parse_list(out / list_name("split1", "train", "flow")) == [("v_a/w00", 3, (0,)), ("v_a/w01", 4, (0,))]
     assert parse_list(out / list_name("split1", "test", "rgb")) == [("v_b", 5, (1,))]
+
+
+def kind_shards(
+    root, kind: str = "ucf101", classes=("Walk", "Run", "Jump"), groups: int = 4, frames: int = 6, size=(24, 32)
+):
+    """A shard version that names its dataset kind like jobs.extract's do: records with UCF-101 ids and source
+    paths ``<Class>/<id>.avi``, ``source_dir`` pointing at a source manifest whose ``source.dataset`` is ``kind``
+    (only its version.json). Split1: groups 1-2 test (as UCF-101's split1 tests the first groups), the rest train;
+    split2 the other way round. Frames ``size`` (H, W)."""
+    import dataclasses
+
+    from manifests.shards import VideoStreams, publish_shards, write_shard_dataset
+    from manifests.versioning import VersionMeta
+
+    rng = np.random.default_rng(0)
+    vids = []
+    for c, cls in enumerate(classes):
+        for g in range(1, groups + 1):
+            rgb = rng.integers(0, 256, (frames, *size, 3), dtype=np.uint8)
+            test = g <= 2
+            splits = {"split1": "test" if test else "train", "split2": "train" if test else "test"}
+            vids.append(
+                VideoStreams(f"v_{cls}_g{g:02d}_c01", {"rgb": rgb, "flow": rgb[1:], "rgbf": rgb[1:]}, (c,), splits)
+            )
+    base = load_shards(write_shard_dataset(root / "base", vids, list(classes)))
+    src = root / "source" / "src0"
+    src.mkdir(parents=True)
+    meta = VersionMeta("src0", "source", 1, {"dataset": kind}, None, "")
+    (src / "version.json").write_text(meta.to_json())
+    recs = [dataclasses.replace(r, source_rel_path=f"{r.label_names[0]}/{r.video_id}.avi") for r in base.records]
+    return publish_shards(
+        root / "shards",
+        f"{kind}0",
+        sorted({r.shard_path for r in recs}),
+        recs,
+        [],
+        list(classes),
+        source={"source_dir": str(src), "source_version": "src0"},
+        parent="src0",
+        codec=base.meta.extra.get("codec"),
+        flow_params={"preset": "accurate", "bound": 20.0},
+    )
+
+
+def test_mmaction2_layout_lists_carve_label_map_and_configs(tmp_path, capsys):
+    from manifests.readers.clips import ClipDataset
+
+    shards = kind_shards(tmp_path)
+    out = tmp_path / "ucf101"
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", "--clip-len", "4"]) == 0
+    ds = load_shards(shards)
+    for r in ds.records:  # level 2, as mmaction2's build_rawframes.py --level 2 writes UCF-101
+        folder = out / "rawframes" / r.label_names[0] / r.video_id
+        assert len(list(folder.glob("img_*.jpg"))) == r.n_rgb and len(list(folder.glob("flow_y_*.jpg"))) == r.n_flow
+    assert (out / "label_map.txt").read_text().splitlines() == ds.labels
+    by_dir = {f"{r.label_names[0]}/{r.video_id}": r for r in ds.records}
+
+    def ids(name):
+        rows = parse_list(out / name)
+        for d, n, labels in rows:
+            r = by_dir[d]
+            assert labels == r.labels and n == (r.n_flow if name.endswith("_flow.txt") else r.n_rgb)
+        return {by_dir[d].video_id for d, _, _ in rows}
+
+    for k, split in (("1", "split1"), ("2", "split2")):
+        train = {r.video_id for r in ds.records if r.splits[split] == "train"}
+        test = {r.video_id for r in ds.records if r.splits[split] == "test"}
+        val = {
+            r.video_id for r in ClipDataset(shards, split, "val", crop=16, val_fraction=0.1).records
+        }  # the same carve
+        assert val and val < train
+        for suffix in ("rawframes", "flow"):
+            assert ids(f"ucf101_train_split_{k}_{suffix}.txt") == train
+            assert ids(f"ucf101_val_split_{k}_{suffix}.txt") == test  # mmaction2 names the test lists "val"
+            assert ids(f"ucf101_heldout_split_{k}_{suffix}.txt") == val
+            assert ids(f"ucf101_fit_split_{k}_{suffix}.txt") == train - val
+        for stream in ("rgb", "flow"):
+            text = (out / "configs" / f"ucf101_split_{k}_{stream}.py").read_text()
+            assert (
+                f"ucf101_fit_split_{k}_" in text and f"ucf101_heldout_split_{k}_" in text and "'num_classes': 3" in text
+            )
+            assert ("flow_{}_{:05d}.jpg" in text) == (stream == "flow") and "'clip_len': 4" in text
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["layout"] == "ucf101" and marker["val_fraction"] == 0.1
+    # a rerun resumes; --layout auto resolved to ucf101 matches the marker
+    capsys.readouterr()
+    assert export_job.main(["--manifest", str(shards), "--out", str(out), "--workers", "0", "--clip-len", "4"]) == 0
+    assert "0 videos exported, 12 done earlier" in capsys.readouterr().err
+
+
+def test_bad_layouts_crops_and_foreign_exports_are_refused(tmp_path, shards, capsys):
+    ucf = kind_shards(tmp_path / "u")
+    hmdb = kind_shards(tmp_path / "h", kind="hmdb51")
+    done = tmp_path / "done"
+    assert export_job.main(["--manifest", str(hmdb), "--out", str(done), "--workers", "0", "--streams", "rgb"]) == 0
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    cases = [
+        ([str(ucf), "--layout", "hmdb51"], "--layout", "does not fit this version's dataset (ucf101)"),
+        ([str(ucf), "--layout", "nested"], "--layout", "unknown layout"),
+        ([str(shards), "--layout", "folder"], "--layout", "no class folder"),
+        ([str(ucf), "--crop", "25"], "--crop", "does not fit the frames (24x32"),
+        ([str(ucf), "--clip-len", "0"], "--clip-len", ">= 1"),
+        ([str(ucf), "--val-fraction", "1"], "--val-fraction", "[0, 1)"),
+        ([str(ucf), "--val-group-rule", "x"], "--val-group-rule", "unknown rule"),
+        ([str(ucf), "--format", "avi"], "--format", "unknown format"),
+        ([str(ucf), "--out", str(done)], "--out", "holds another export"),  # another version's export
+    ]
+    for args, name, why in cases:
+        capsys.readouterr()
+        out = ["--out", str(tmp_path / "new")] if "--out" not in args else []
+        assert export_job.main(["--manifest", *args, *out, "--workers", "0"]) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"export: error: {name}") and why in lines[0], lines
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+MM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-mm" / "bin" / "python"  # make mmaction2-env
+
+
+@pytest.mark.slow
+def test_mmaction2_reads_every_list_and_trains_on_the_config(tmp_path, shards):
+    """mmaction2 1.2.0's own RawframeDataset and transforms (in .venv-mm, which `make test` creates) read
+    every list of two exports (UCF-101 layout; a multi-label version in the ids layout) through the generated
+    configs: every item loads, frame dirs, counts and labels match; mmengine's Runner then trains and tests
+    the flow config for one epoch."""
+    if not MM_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{MM_PYTHON} missing: `make test` creates it (make mmaction2-env)")
+        pytest.skip("no .venv-mm: run `make mmaction2-env`")
+    exports = {"ucf101": kind_shards(tmp_path / "u"), "multilabel": shards}
+    for name, version in exports.items():
+        out = tmp_path / name
+        assert (
+            export_job.main(["--manifest", str(version), "--out", str(out), "--workers", "0", "--clip-len", "4"]) == 0
+        )
+        lists = [p for p in out.glob("*.txt") if p.name != "label_map.txt"]
+        expect = {p.name: [[d, n, list(labels)] for d, n, labels in parse_list(p)] for p in lists}
+        (tmp_path / f"{name}.json").write_text(json.dumps(expect))
+        cmd = [
+            str(MM_PYTHON),
+            str(Path(__file__).parent / "mmaction2_check.py"),
+            str(out),
+            str(tmp_path / f"{name}.json"),
+        ]
+        if name == "ucf101":
+            cmd += ["--train", str(out / "configs" / "ucf101_split_1_flow.py")]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        summary = json.loads(run.stdout.strip().splitlines()[-1])
+        assert set(summary["lists"]) == set(expect) and summary["items"] == sum(len(v) for v in expect.values())
+        assert (summary["test"] is not None) == (name == "ucf101")

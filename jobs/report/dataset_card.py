@@ -243,6 +243,11 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
     lines += [
         "![videos per class and split](card/classes.png)",
         "",
+        "## How it was made",
+        "",
+    ]
+    lines += provenance(ds)
+    lines += [
         "## Lengths",
         "",
         "![length histograms](card/lengths.png)",
@@ -276,6 +281,43 @@ def shard_card(ds: ShardDataset, out: Path) -> list[str]:
     ]
     lines += [f"![sample {i}](card/sample_{i}.png)" for i in range(len(panel_recs))] + [""]
     return lines
+
+
+def _sampling(cfg: dict[str, Any]) -> str:
+    fps = f"resampled to {cfg['fps']:g} fps" if cfg.get("fps") else "every frame at the native rate"
+    if cfg.get("segments"):
+        return f"{fps}; {cfg['segments']} evenly spaced windows of {cfg.get('segment_frames')} frames per video"
+    return f"{fps}; one window of every frame"
+
+
+def provenance(ds: ShardDataset) -> list[str]:
+    """The "how it was made" table of a shard card, like a model card's training details: the source version
+    and dataset, the code version, the flow preset with every resolved Brox parameter, the flow-image bound,
+    temporal sampling, frame size and resize policy, codecs, and any other setting the version recorded."""
+    meta = ds.meta
+    cfg = dict(meta.source.get("config") or {})
+    flow = dict(meta.extra.get("flow_params") or cfg.get("flow") or {})
+    preset = flow.pop("preset", None)
+    bound = flow.pop("bound", cfg.get("bound"))
+    source = meta.source.get("source_version") or meta.parent or "-"
+    try:
+        dataset = read_meta(meta.source["source_dir"]).source.get("dataset", "?")
+    except (KeyError, OSError, ValueError, TypeError):
+        dataset = "? (source manifest not at its recorded path)"
+    size = cfg.get("size")
+    rows = [
+        ("source version", f"`{source}` (dataset {dataset}; `{meta.source.get('source_dir', '-')}`)"),
+        ("code version", f"`{meta.extra.get('code_version') or '-'}`"),
+        ("flow", f"Brox, preset `{preset}`" if preset else "-"),
+        *[(f"flow: {k}", f"`{v}`") for k, v in sorted(flow.items())],
+        ("flow-image bound", f"{bound:g} px" if isinstance(bound, int | float) else "-"),
+        ("temporal sampling", _sampling(cfg) if cfg else "-"),
+        ("frame size", f"{size[0]}x{size[1]} (H x W), resize `{cfg.get('resize')}`" if size else _sizes(ds.records)),
+        ("codecs", f"`{cfg.get('codec', meta.extra.get('codec'))}`, options `{cfg.get('codec_opts', {})}`"),
+    ]
+    shown = {"flow", "bound", "fps", "segments", "segment_frames", "size", "resize", "codec", "codec_opts"}
+    rows += [(k, f"`{v}`") for k, v in sorted(cfg.items()) if k not in shown]  # every other recorded setting
+    return ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
 
 
 def _read_samples(recs: list, bound: float, out: Path) -> tuple[list[np.ndarray], dict[str, float], list, list]:

@@ -18,6 +18,11 @@ Every item is ``(x, target, video_index)``; ``target`` is a multi-hot float32 ``
 Normalisation: ``(x / 255 - mean) / std`` per channel, default mean = std = 0.5 (values in [-1, 1]; a
 flow image's "no motion" value 128 maps to ~0).
 
+Arguments are checked against the version when the dataset is built (``check_clips``): a crop larger
+than the smallest frames, a clip length below 1, a video or window without frames of the stream, an unknown
+number of test crops, ``num_clips`` below 1, or mean / std of the wrong length raise ValueError naming the
+argument, before any item is read. A video or window shorter than ``clip_len`` is allowed: its clip loops.
+
 HDF5 files are opened lazily, in the process that reads them (each DataLoader worker opens its own
 handles on first use; nothing is opened in ``__init__`` and handles are dropped when pickled).
 """
@@ -35,6 +40,33 @@ from manifests.readers.validation import Carve, carve
 from manifests.shards import load_shards
 from pipeline import clips
 from pipeline.storage import STREAMS, ShardReader
+
+
+def check_clips(
+    records: Sequence, stream: str, mode: str, clip_len: int, crop: int, num_clips: int, num_crops: int, mean, std
+) -> None:
+    """ValueError naming the argument when the clips cannot be cut from ``records`` (module docstring)."""
+    if clip_len < 1:
+        raise ValueError(f"clip_len: must be >= 1, got {clip_len}")
+    small = min(records, key=lambda r: min(r.height, r.width))
+    if not 1 <= crop <= min(small.height, small.width):
+        raise ValueError(
+            f"crop: {crop} does not fit the smallest frames of the subset "
+            f"({small.height}x{small.width}, video {small.video_id})"
+        )
+    empty = [r.video_id for r in records if min(r.window_lengths(stream), default=0) < 1]
+    if empty:
+        raise ValueError(f"stream: {len(empty)} videos have a window without {stream} frames, e.g. {empty[0]!r}")
+    if mode == "test":
+        try:
+            clips.ten_crop_params(crop, crop, crop, num_crops)  # the one rule for crop counts
+        except ValueError as e:
+            raise ValueError(f"num_crops: {e}") from None
+    if mode == "test" and num_clips < 1:
+        raise ValueError(f"num_clips: must be >= 1, got {num_clips}")
+    for name, v in (("mean", mean), ("std", std)):
+        if len(v) != 3 or (name == "std" and not all(v)):
+            raise ValueError(f"{name}: needs 3 values per channel{' (non-zero)' if name == 'std' else ''}, got {v}")
 
 
 class ClipDataset(Dataset):
@@ -83,6 +115,7 @@ class ClipDataset(Dataset):
             raise ValueError(f"{manifest}: no videos with {split} == {subset!r}")
         if max_videos and max_videos < len(records):  # evenly spread subset, deterministic
             records = [records[i] for i in np.linspace(0, len(records) - 1, max_videos).round().astype(int)]
+        check_clips(records, stream, self.mode, clip_len, crop, num_clips, num_crops, mean, std)
         self.records = records
         # multi-label is a property of the dataset (all its records), so train and test agree on the loss
         self.multilabel = any(len(r.labels) > 1 for r in shards.records)

@@ -130,7 +130,8 @@ def clip_dataset(
     ``version``: anything ``manifests.versioning.resolve`` accepts, on storage every node can read; it is
     resolved once, here, so a ``LATEST`` that moves while the dataset streams does not change its content.
     ``shuffle`` defaults to True for ``mode="train"``. Bad arguments (unknown split or stream, empty
-    subset) raise ValueError here, on the driver, before any task runs. Needs an initialised Ray (or
+    subset, a crop that does not fit the frames, clip length, crops, epochs: ``clips.check_clips``) raise
+    ValueError naming the argument here, on the driver, before any task runs. Needs an initialised Ray (or
     lets Ray Data start a local one, as every Ray Data call does).
     """
     import ray
@@ -150,7 +151,9 @@ def clip_dataset(
         seed=seed,
     )  # tables only, no HDF5
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise ValueError(f"epochs: must be >= 1, got {epochs}")
+    if items_per_batch < 1:
+        raise ValueError(f"items_per_batch: must be >= 1, got {items_per_batch}")
     spec = _spec(
         resolve(version).resolve(),
         split,
