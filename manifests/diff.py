@@ -62,6 +62,11 @@ def diff_sources(base: SourceManifest, other: SourceManifest) -> ManifestDiff:
     a = {r.rel_path: r for r in base.videos}
     b = {r.rel_path: r for r in other.videos}
     changed = {p: fields for p in sorted(a.keys() & b.keys()) if (fields := changed_fields(a[p], b[p]))}
+    return _between(base, other, a, b, changed)
+
+
+def _between(base, other, a: dict, b: dict, changed: dict[str, list[str]]) -> ManifestDiff:
+    """The diff of two versions whose rows are keyed ``a`` -> ``b``: added and removed keys, labels."""
     return ManifestDiff(
         base.meta.version_id,
         other.meta.version_id,
@@ -105,12 +110,4 @@ def diff_shards(base, other) -> ManifestDiff:
     for v in sorted(fa.keys() & fb.keys()):
         if fa[v] != fb[v]:
             changed[v] = [f"failed ({fa[v]} -> {fb[v]})"]
-    return ManifestDiff(
-        base.meta.version_id,
-        other.meta.version_id,
-        sorted(b.keys() - a.keys()),
-        sorted(a.keys() - b.keys()),
-        changed,
-        [n for n in other.labels if n not in base.labels],
-        [n for n in base.labels if n not in other.labels],
-    )
+    return _between(base, other, a, b, changed)

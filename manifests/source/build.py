@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from manifests import poison
 from manifests.source.annotations import Plan
-from manifests.source.probe import COUNT_SIZE, inspect_video
+from manifests.source.probe import COUNT_SIZE, FACT_KEYS, inspect_video
 from manifests.source.schema import (
     KIND,
     LABELS_FILE,
@@ -74,21 +74,7 @@ def assemble(plan: Plan, facts: dict[str, dict[str, Any]]) -> list[VideoRecord]:
             first = first_with_hash.setdefault(f["sha256"], e.rel_path)
             if first != e.rel_path:
                 status, error = "duplicate", f"{e.rel_path}: same content (sha256) as {first}"
-        fields = {
-            k: f.get(k)
-            for k in (
-                "size_bytes",
-                "sha256",
-                "duration_s",
-                "fps",
-                "width",
-                "height",
-                "num_frames",
-                "header_frames",
-                "codec",
-                "partial",
-            )
-        }
+        fields = {k: f.get(k) for k in FACT_KEYS if k not in ("status", "error", "note")}
         records.append(
             VideoRecord(
                 video_id=vid,
