@@ -53,11 +53,10 @@ class BroxParams:
     texture_sigma: float = 3.0  # sigma in px of that pre-filter's Gaussian G_sigma, > 0
     edge: float = 0.0  # smoothness weight times exp(-edge·|∇I0|) across a link (0: off)
     omega: float = 1.99  # SOR over-relaxation, in (0, 2)
-    occlusion: float = 0.0  # data term times exp(-occlusion·min(div w, 0)²) at each warp (0: off)
     wmedian: int = 0  # weighted median filter size (weights from I0) applied after each warp (0: off; odd >= 3)
 
     def __post_init__(self):
-        for name in ("alpha", "gamma", "scale", "texture", "texture_sigma", "edge", "omega", "occlusion"):
+        for name in ("alpha", "gamma", "scale", "texture", "texture_sigma", "edge", "omega"):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val):
                 raise ValueError(f"{name} must be a finite number, got {val!r}")
@@ -73,8 +72,6 @@ class BroxParams:
             raise ValueError(f"texture_sigma must be > 0, got {self.texture_sigma}")
         if self.edge < 0:
             raise ValueError(f"edge must be >= 0, got {self.edge}")
-        if self.occlusion < 0:
-            raise ValueError(f"occlusion must be >= 0, got {self.occlusion}")
         if not 0 < self.omega < 2:
             raise ValueError(f"omega must be in (0, 2), got {self.omega}")
         for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES)):
@@ -91,12 +88,13 @@ class BroxParams:
 
 
 # name -> overrides of the BroxParams defaults. "opencv": OpenCV CUDA BroxOpticalFlow as the paper's tools ran
-# it. "accurate" (the default until 2026-12-05): the refinements of the first ablation in docs/flow.md, half the
-# fixed-point iterations, twice the (cheap, native) SOR sweeps at ω = 1.95, where the solve is stable (ω = 1.99
-# amplifies a 1e-6 input change to ~1e-2 px). "boundary" (the default): "accurate" retuned for motion
-# boundaries (the second ablation): a wider pre-filter Gaussian (σ = 10 px: it removes lighting but keeps more
-# of the texture's contrast, so less smoothing bleeds flow across an actor's outline), a smaller α, and fewer,
-# coarser levels (scale 0.7) with two warps of 3 fixed-point iterations each, at about the same cost. "best":
+# it. "accurate" (the default): the refinements of the first ablation in docs/flow.md, half the fixed-point
+# iterations, twice the (cheap, native) SOR sweeps at ω = 1.95, where the solve is stable (ω = 1.99 amplifies
+# a 1e-6 input change to ~1e-2 px). "boundary": "accurate" retuned for motion boundaries (the second
+# ablation): a wider pre-filter Gaussian (σ = 10 px: it removes lighting but keeps more of the texture's
+# contrast, so less smoothing bleeds flow across an actor's outline), a smaller α, and fewer, coarser levels
+# (scale 0.7) with two warps of 3 fixed-point iterations each, at about the same cost; not the default: on
+# held-out frames it lost a 14.6 px translation and trailed DeepFlow at the boundaries (docs/flow.md). "best":
 # "accurate" with two warps per level and a 5x5 median filter after each (Sun, Roth and Black 2010).
 _ACCURATE = dict(warp="bicubic", border="ignore", texture=0.5, inner=5, solver=20, omega=1.95)
 PRESETS: dict[str, dict] = {
@@ -105,7 +103,7 @@ PRESETS: dict[str, dict] = {
     "boundary": dict(_ACCURATE, texture_sigma=10.0, alpha=0.145, scale=0.7, warps=2, inner=3),
     "best": dict(_ACCURATE, warps=2, median=5),
 }
-DEFAULT_PRESET = "boundary"
+DEFAULT_PRESET = "accurate"
 
 
 def brox_params(preset: str | None = None, **overrides) -> BroxParams:
@@ -317,13 +315,6 @@ def _weighted_median(uv: torch.Tensor, i0: torch.Tensor, k: int) -> torch.Tensor
     return sv.gather(2, pos).reshape(b, c, h, w)
 
 
-def _occlusion_weight(uv: torch.Tensor, occlusion: float) -> torch.Tensor:
-    """exp(−occlusion·min(div w, 0)²) (B, H, W): about 1, except where the flow converges (div w < 0), as it
-    does where the background slides under a foreground in the next frame; weights the data term there."""
-    div = _dx(uv[:, 0]) + _dy(uv[:, 1])
-    return torch.exp(div.clamp_(max=0).square_().mul_(-occlusion))
-
-
 def _edge_links(i0: torch.Tensor, edge: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Link factors exp(−edge·|∇I0|) with |∇I0| averaged over the link's two pixels: (B, H, W-1), (B, H-1, W)."""
     g = torch.sqrt(_dx(i0).square() + _dy(i0).square())  # (B, H, W)
@@ -377,10 +368,8 @@ def _solve_warp(i0, ix0, iy0, stack, uv, red, links, p: BroxParams) -> torch.Ten
     b12 = -torch.stack(
         (ix * iz + g * (ixx * ixz + ixy * iyz), iy * iz + g * (ixy * ixz + iyy * iyz)), dim=1
     )  # (B, 2, H, W)
-    m = inside.to(a11.dtype) if p.border == "ignore" else None  # no data term where x+w left the frame
-    if p.occlusion > 0:  # less data term where the background is being covered
-        m = _occlusion_weight(uv, p.occlusion) if m is None else m.mul_(_occlusion_weight(uv, p.occlusion))
-    if m is not None:  # smoothness fills the flow in where the data term is switched off
+    if p.border == "ignore":  # no data term where x+w left the frame: smoothness fills the flow in
+        m = inside.to(a11.dtype)
         a11, a12, a22, b12 = a11 * m, a12 * m, a22 * m, b12 * m[:, None]
     duv = uv.new_zeros(b, 2, h + 2, w + 2)
     inc = duv[:, :, 1:-1, 1:-1]  # (B, 2, H, W) view

@@ -168,9 +168,9 @@ def test_cli_config_version_id_and_gpu_decision(source, capsys):
     cfg = config_from_args(a)
     assert cfg.codec == {"rgb": "lzf", "flow": "jpeg-planar", "rgbf": "lzf"} and cfg.codec_opts == {"quality": 80}
     # the preset and every resolved Brox parameter are part of the config (and so of the version id)
-    assert cfg.flow.preset == "boundary" and cfg.flow.params.warp == "bicubic"
+    assert cfg.flow.preset == "accurate" and cfg.flow.params.warp == "bicubic"
     assert cfg.flow.params.inner == 2 and cfg.flow.params.alpha == 0.3
-    assert cfg.as_dict()["flow"] == {"preset": "boundary", **dataclasses.asdict(cfg.flow.params)}
+    assert cfg.as_dict()["flow"] == {"preset": "accurate", **dataclasses.asdict(cfg.flow.params)}
     assert cfg.size == (32, 40) and cfg.splits == ("split1",)
     opencv = config_from_args(build_parser().parse_args(["--manifest", "m", "--out", "o", "--flow-preset", "opencv"]))
     assert opencv.flow.preset == "opencv" and opencv.flow.params.warp == "bilinear"

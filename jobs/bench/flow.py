@@ -74,7 +74,6 @@ ABLATION = {
     "accurate + edge=10": ("accurate", dict(edge=10.0)),
     "accurate + wmedian=3": ("accurate", dict(wmedian=3)),
     "accurate + wmedian=5": ("accurate", dict(wmedian=5)),
-    "accurate + occlusion=4": ("accurate", dict(occlusion=4.0)),
     "accurate, texture_sigma=10": ("accurate", dict(texture_sigma=10.0)),
     "accurate, texture_sigma=10, alpha=0.145": ("accurate", dict(texture_sigma=10.0, alpha=0.145)),
     "accurate, texture_sigma=10, alpha=0.145, scale=0.7": (
@@ -89,7 +88,6 @@ ABLATION = {
     "boundary + median=3": ("boundary", dict(median=3)),
     "boundary + wmedian=3": ("boundary", dict(wmedian=3)),
     "boundary + wmedian=5": ("boundary", dict(wmedian=5)),
-    "boundary + occlusion=4": ("boundary", dict(occlusion=4.0)),
 }
 
 
