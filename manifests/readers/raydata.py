@@ -57,22 +57,26 @@ def _spec(version, split, subset, stream, mode, clip_len, crop, mean, std, num_c
 def _dataset(spec: tuple) -> ClipDataset:
     key = (os.getpid(), spec)
     if key not in _CACHE:
-        version, split, subset, stream, mode, clip_len, crop, mean, std, num_clips, num_crops, seed = spec
-        _CACHE[key] = ClipDataset(
-            version,
-            split,
-            subset,
-            stream,
-            mode=mode,
-            clip_len=clip_len,
-            crop=crop,
-            mean=mean,
-            std=std,
-            num_clips=num_clips,
-            num_crops=num_crops,
-            seed=seed,
-        )
+        _CACHE[key] = _open(*spec)
     return _CACHE[key]
+
+
+def _open(version, split, subset, stream, mode, clip_len, crop, mean, std, num_clips, num_crops, seed) -> ClipDataset:
+    """The ClipDataset of a spec's fields (``_spec`` order)."""
+    return ClipDataset(
+        version,
+        split,
+        subset,
+        stream,
+        mode=mode,
+        clip_len=clip_len,
+        crop=crop,
+        mean=mean,
+        std=std,
+        num_clips=num_clips,
+        num_crops=num_crops,
+        seed=seed,
+    )
 
 
 def read_clips(batch: dict[str, np.ndarray], spec: tuple) -> dict[str, np.ndarray]:
@@ -136,20 +140,8 @@ def clip_dataset(
     """
     import ray
 
-    probe = ClipDataset(
-        version,
-        split,
-        subset,
-        stream,
-        mode=mode,
-        clip_len=clip_len,
-        crop=crop,
-        mean=mean,
-        std=std,
-        num_clips=num_clips,
-        num_crops=num_crops,
-        seed=seed,
-    )  # tables only, no HDF5
+    # tables only, no HDF5
+    probe = _open(version, split, subset, stream, mode, clip_len, crop, mean, std, num_clips, num_crops, seed)
     if epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
     if items_per_batch < 1:
