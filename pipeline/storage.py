@@ -307,29 +307,32 @@ class ShardWriter:
         """Copy ``group`` of another shard here as ``name``: its stored payloads byte for byte (no decode, no
         re-encode), ``attrs`` set on top of its own. The caller verifies the source first
         (``ShardReader.verify_group``); ``close`` checks the copy again. Returns its checksums."""
-        if self._f is None:
-            raise ShardError(f"{self.path}: writer is closed")
-        if not _valid_group_name(name) or name in self._sums or name in self._f:
-            raise ValueError(f"{self.path}: bad or duplicate group name {name!r}")
+        f = self._check_new(name)
         try:
-            self._f.copy(src.file[group], name)
-            self._f[name].attrs.update(dict(attrs))
+            f.copy(src.file[group], name)
+            f[name].attrs.update(dict(attrs))
         except BaseException:
-            if name in self._f:
-                del self._f[name]
+            if name in f:
+                del f[name]
             raise
-        sums = {s: str(self._f[name].attrs[f"sha256_{s}"]) for s in STREAMS}
+        sums = {s: str(f[name].attrs[f"sha256_{s}"]) for s in STREAMS}
         self._index.append(name)
         self._sums[name] = sums
         return sums
 
     def stream(self, group: str, height: int, width: int) -> GroupStream:
         """Start writing ``group`` frame chunk by frame chunk (bounded memory); see GroupStream."""
+        self._check_new(group)
+        return GroupStream(self, group, height, width)
+
+    def _check_new(self, group: str) -> h5py.File:
+        """The open file, for a new group ``group``: ShardError when the writer is closed, ValueError for a bad
+        or taken group name."""
         if self._f is None:
             raise ShardError(f"{self.path}: writer is closed")
         if not _valid_group_name(group) or group in self._sums or group in self._f:
             raise ValueError(f"{self.path}: bad or duplicate group name {group!r}")
-        return GroupStream(self, group, height, width)
+        return self._f
 
     def abort(self) -> None:
         """Drop the shard being written (deletes the temporary file)."""

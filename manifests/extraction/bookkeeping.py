@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from manifests import poison
-from manifests.extraction.plan import ExtractConfig, ShardPlan, VideoTask
+from manifests.extraction.plan import ExtractConfig, ShardPlan, VideoTask, content_key
 from manifests.extraction.shard import read_finished
 from manifests.shards import FailureRecord, ShardRecord, load_shards
 from manifests.source.loader import SourceManifest
@@ -82,7 +82,7 @@ def reusable(out: Path, cfg: ExtractConfig, code: str, exclude: str = "") -> dic
         conf = (meta.source or {}).get("config")
         if meta.kind != "shards" or meta.version_id == exclude or meta.extra.get("code_version") != code:
             continue
-        if {k: v for k, v in (conf or {}).items() if k not in ("shard_size", "splits")} != key:
+        if content_key(conf or {}) != key:
             continue
         try:
             records = load_shards(vdir).records

@@ -39,9 +39,8 @@ class ExtractConfig:
         return {**dataclasses.asdict(self), "flow": self.flow.as_dict()}
 
     def content_key(self) -> dict[str, Any]:
-        """What decides one video's streams: everything but how videos are grouped and selected (shard size,
-        splits). Two versions with the same key and code version store a file identically."""
-        return {k: v for k, v in json.loads(self.to_json()).items() if k not in ("shard_size", "splits")}
+        """What decides one video's streams (``content_key``)."""
+        return content_key(json.loads(self.to_json()))
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -51,6 +50,13 @@ class ExtractConfig:
         d = json.loads(text)
         d["size"], d["splits"], d["flow"] = tuple(d["size"]), tuple(d["splits"]), FlowConfig.from_dict(d["flow"])
         return cls(**d)
+
+
+def content_key(config: dict[str, Any]) -> dict[str, Any]:
+    """An extraction config's JSON form (``ExtractConfig.as_dict``, or one recorded in version.json) without
+    how videos are grouped and selected (shard size, splits): everything that decides one video's streams.
+    Two versions with the same key and code version store a file identically."""
+    return {k: v for k, v in config.items() if k not in ("shard_size", "splits")}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -389,17 +389,25 @@ def stream_video(
     except BaseException:
         out.discard()
         raise
+    return video_row(v, cfg, group, acc.n_rgb, acc.n_flow, sums, stored, float(rate), partial)
+
+
+def video_row(
+    v: VideoTask, cfg: ExtractConfig, group: str, n_rgb: int, n_flow: int, sums: dict, windows, fps, partial
+) -> dict[str, Any]:
+    """A stored video's row of the shard summary (and of the shard file's index); ``partial`` only when set,
+    so a whole file's row is what it always was."""
     return {
         "video_id": v.video_id,
         "group": group,
-        "n_rgb": acc.n_rgb,
-        "n_flow": acc.n_flow,
+        "n_rgb": n_rgb,
+        "n_flow": n_flow,
         "height": cfg.size[0],
         "width": cfg.size[1],
         "checksums": sums,
-        "windows": [list(w) for w in stored],
-        "fps": float(rate),
-        **marks,
+        "windows": [list(w) for w in windows],
+        "fps": fps,
+        **({"partial": partial} if partial else {}),
     }
 
 
@@ -493,19 +501,7 @@ def reuse_video(v: VideoTask, cfg: ExtractConfig, w: ShardWriter, group: str) ->
             sums = w.copy_group(src, r["group"], group, {"video_id": v.video_id})
     except (ShardError, OSError, KeyError):
         return None
-    marks = {"partial": r["partial"]} if r.get("partial") else {}
-    return {
-        "video_id": v.video_id,
-        "group": group,
-        "n_rgb": r["n_rgb"],
-        "n_flow": r["n_flow"],
-        "height": cfg.size[0],
-        "width": cfg.size[1],
-        "checksums": sums,
-        "windows": [list(x) for x in r["windows"]],
-        "fps": r["fps"],
-        **marks,
-    }
+    return video_row(v, cfg, group, r["n_rgb"], r["n_flow"], sums, r["windows"], r["fps"], r.get("partial"))
 
 
 def shard_summary(path: Path, extra: dict[str, Any]) -> dict[str, Any]:
