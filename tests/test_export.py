@@ -102,7 +102,7 @@ def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
         (["--out", str(foreign)], "--out"),
         (["--out", str(tmp_path / "a"), "--split", "nope"], "--split"),
         (["--out", str(tmp_path / "b"), "--streams", "rgb,depth"], "--streams"),
-        (["--out", str(tmp_path / "c"), "--format", "videos"], "--format"),
+        (["--out", str(tmp_path / "c"), "--format", "videos", "--streams", "rgb,flow"], "--streams"),
         (["--out", str(tmp_path / "e"), "--chunk", "0"], "--chunk"),
     ]
     for args, name in cases:
