@@ -27,7 +27,7 @@ VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
 .PHONY: setup mmaction2-env test lint demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
-        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-gpu clean
+        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-export bench-gpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -114,6 +114,10 @@ bench-scale: $(STAMP)
 
 bench-pipelined: $(STAMP)
 	$(PY) -m jobs.bench.pipelined --out docs/benchmarks/pipelined.md $(ARGS)
+
+# export bytes / fidelity on a shard version: make bench-export VERSION=data/demo-run/shards/target/LATEST
+bench-export: $(STAMP)
+	$(PY) -m jobs.bench.export --manifest $(VERSION) --out docs/benchmarks/export.md $(ARGS)
 
 # the GPU checks in one go, for a machine with a CUDA device and the project's packages (no $(STAMP): on a
 # device machine run `make bench-gpu PY=python3`): flow sweep + CUDA/CPU agreement + batch invariance
