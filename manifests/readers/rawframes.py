@@ -317,7 +317,7 @@ def window_parts(rec: ShardRecord, stream: str) -> list[tuple[str, int, int]]:
     runs = rec.stored_runs(stream)
     if len(runs) <= 1:
         return [("", 0, runs[0][1] if runs else 0)]
-    return [(f"w{k:02d}", a, n) for k, (a, n) in enumerate(runs)]
+    return [(videos.WINDOW.format(k), a, n) for k, (a, n) in enumerate(runs)]
 
 
 def export_video(
