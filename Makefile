@@ -27,7 +27,8 @@ VERSION   ?= $(SHARD_MANIFEST)
 ARGS      ?=
 
 .PHONY: setup mmaction2-env test lint demo demo-data manifest extract pretrain finetune evaluate preview export card versions \
-        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-rehearsal bench-gpu clean
+        bench bench-models bench-flow bench-manifest bench-extract bench-train bench-scale bench-pipelined bench-rehearsal \
+        bench-export bench-gpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -118,6 +119,10 @@ bench-pipelined: $(STAMP)
 # every stage at UCF-101's size (13,320 generated videos; about two hours on 2 cores, 10 GB in $(RUNS)/rehearsal)
 bench-rehearsal: $(STAMP)
 	$(PY) -m jobs.bench.rehearsal --out docs/benchmarks/rehearsal.md --work $(RUNS)/rehearsal $(ARGS)
+
+# export bytes / fidelity on a shard version: make bench-export VERSION=data/demo-run/shards/target/LATEST
+bench-export: $(STAMP)
+	$(PY) -m jobs.bench.export --manifest $(VERSION) --out docs/benchmarks/export.md $(ARGS)
 
 # the GPU checks in one go, for a machine with a CUDA device and the project's packages (no $(STAMP): on a
 # device machine run `make bench-gpu PY=python3`): flow sweep + CUDA/CPU agreement + batch invariance

@@ -1,14 +1,15 @@
-"""Export a shard dataset version to mmaction2's rawframes layout (frame folders, file lists, label map, configs).
+"""Export a shard dataset version for mmaction2: rawframes (frame folders) or videos, file lists, label map, configs.
 
-    python -m jobs.export --manifest SHARDS --format rawframes --out DIR [--split NAME] [--streams rgb,flow]
+    python -m jobs.export --manifest SHARDS --format rawframes|videos --out DIR [--split NAME] [--streams rgb,flow]
         [--layout auto|ucf101|hmdb51|folder|fcvid|ids|flat] [--val-fraction F] [--val-group-rule R]
-        [--val-seed S] [--clip-len T] [--crop S] [--jpeg-quality Q] [--workers N] [--chunk K] [--address ADDR]
+        [--val-seed S] [--clip-len T] [--crop S] [--jpeg-quality Q] [--video-codec C] [--workers N]
+        [--chunk K] [--address ADDR]
 
-Layouts, list names and format: manifests/readers/rawframes.py and docs/ecosystem.md; the configs:
-manifests/readers/mmconfig.py. Videos are exported by Ray tasks of
+Layouts, list names and formats: manifests/readers/rawframes.py, manifests/readers/videos.py and
+docs/ecosystem.md; the configs: manifests/readers/mmconfig.py. Videos are exported by Ray tasks of
 ``--chunk`` videos (grouped by shard file), at most ``workers + 1`` in flight; ``--workers 0`` or ``1``
-runs in-process without Ray. Each video folder appears atomically, so a rerun into the same DIR (same
-version and options) skips finished folders. Videos that failed extraction (failures.parquet) are not
+runs in-process without Ray. Each video folder (or video file) appears atomically, so a rerun into the
+same DIR (same version and options) skips finished ones. Videos that failed extraction (failures.parquet) are not
 exported and are counted in the summary. Exit status: 0, 1 if some video could not be exported (rerun to
 retry), 2 on bad input (one line on stderr, nothing written).
 """
@@ -36,6 +37,7 @@ from manifests.readers.rawframes import (
     write_lists,
 )
 from manifests.shards import load_shards
+from pipeline.videofile import DEFAULT_CODEC, VIDEO_CODECS
 
 TASK_OPTIONS = {"num_cpus": 1, "max_retries": 2}  # Ray resources live in jobs/
 
@@ -47,7 +49,7 @@ def _chunks(records: list, size: int) -> list[list]:
 def run_local(chunks: list[list], out: Path, opts: ExportOptions, bar, names: dict[str, str]) -> list[dict]:
     results = []
     for c in chunks:
-        res = export_chunk(c, str(out), opts.streams, opts.jpeg_quality, {r.video_id: names[r.video_id] for r in c})
+        res = export_chunk(c, str(out), opts, {r.video_id: names[r.video_id] for r in c})
         results += res
         bar.update(len(res))
     return results
@@ -69,7 +71,7 @@ def run_ray(
         task = ray.remote(**TASK_OPTIONS)(export_chunk)
 
         def submit(c: list):
-            return task.remote(c, str(out), opts.streams, opts.jpeg_quality, {r.video_id: names[r.video_id] for r in c})
+            return task.remote(c, str(out), opts, {r.video_id: names[r.video_id] for r in c})
 
         results: list[dict] = []
         for c, res in cluster.bounded(ray, submit, chunks, concurrency + 1):
@@ -103,9 +105,12 @@ def export(
     root = out / plan.frames  # the frame root (data_prefix); out itself for the flat layout
     root.mkdir(exist_ok=True)
     for stale in root.glob(".tmp-*"):  # left by a killed run; never renamed into place
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     records, names = plan.records, plan.names  # video id -> folder under the frame root
-    todo = [r for r in records if not (root / names[r.video_id]).is_dir()]
+    todo = [r for r in records if not (root / plan.entry(r)).exists()]
     skipped = len(records) - len(todo)
     bar = tqdm(
         total=len(records),
@@ -134,6 +139,7 @@ def export(
         "errors": len(errors),
         "extraction_failures": len(ds.failures),
         "files": sum(r["files"] for r in results),
+        "format": plan.format.name,
         "layout": plan.layout.name,
         "lists": [p.name for p in lists],
         "configs": [p.name for p in configs],
@@ -144,7 +150,8 @@ def export(
     log(
         f"export: {summary['exported']} videos exported, {skipped} done earlier, {len(errors)} failed, "
         f"{len(ds.failures)} not extracted (failures.parquet, skipped), {summary['files']} files, "
-        f"{len(lists)} file lists, {len(configs)} configs (layout {plan.layout.name}), {summary['seconds']} s"
+        f"{len(lists)} file lists, {len(configs)} configs ({plan.format.name}, layout {plan.layout.name}), "
+        f"{summary['seconds']} s"
     )
     return summary
 
@@ -166,17 +173,22 @@ def check_clip(ds, clip_len: int, crop: int | None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = checks.parser(prog="python -m jobs.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", required=True, help="shard dataset version (dir, LATEST file or root)")
-    p.add_argument("--format", default="rawframes", help="output format (rawframes)")
+    p.add_argument("--format", default="rawframes", help="rawframes (JPEG folders) or videos (one file per video)")
     p.add_argument("--out", required=True, type=Path, help="export directory (empty, or an earlier export)")
     p.add_argument("--split", default=None, help="only videos in train/test of this split (default: all)")
-    p.add_argument("--streams", default="rgb,flow", help="comma-separated: rgb, flow")
+    p.add_argument("--streams", default=None, help="comma-separated: rgb, flow (default: rgb,flow; videos: rgb)")
     p.add_argument("--layout", default="auto", help=f"one of {', '.join(LAYOUT_CHOICES)} (default: the dataset's)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out part of each split's training videos")
     p.add_argument("--val-group-rule", default="auto", help="auto | none | ucf101 (manifests.readers.validation)")
     p.add_argument("--val-seed", type=int, default=0)
     p.add_argument("--clip-len", type=int, default=16, help="frames per clip in the mmaction2 configs")
     p.add_argument("--crop", type=int, default=None, help="crop size in the configs (default min(112, frame side))")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95, as OpenCV)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="rawframes JPEG quality 1-100 (default 95, as OpenCV)")
+    p.add_argument(
+        "--video-codec",
+        default=None,
+        help=f"videos: one of {', '.join(VIDEO_CODECS)} (default {DEFAULT_CODEC}, lossless)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.workers is None or a.workers > 1:
         checks.ray_address("--address", a.address)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    streams = tuple(s.strip() for s in a.streams.split(",") if s.strip())
+    streams = None if a.streams is None else tuple(s.strip() for s in a.streams.split(",") if s.strip())
     for name, value in (("--workers", a.workers), ("--chunk", a.chunk)):
         if value is not None and value < (0 if name == "--workers" else 1):
             log(f"export: error: {name}: must be {'>= 0' if name == '--workers' else '>= 1'}, got {value}")
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 "val_fraction": a.val_fraction,
                 "val_group_rule": a.val_group_rule,
                 "val_seed": a.val_seed,
+                "video_codec": a.video_codec,
             },
             workers=a.workers,
             chunk=a.chunk,

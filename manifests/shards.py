@@ -104,6 +104,12 @@ class ShardRecord:
         runs = self.windows or ((0, self.n_rgb),)
         return [n if stream == "rgb" else n - 1 for _, n in runs]
 
+    def stored_runs(self, stream: str) -> list[tuple[int, int]]:
+        """(first stored frame, frame count) of each window of ``stream``, in storage order."""
+        lengths = self.window_lengths(stream)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+        return [(int(a), int(n)) for a, n in zip(starts, lengths)]
+
 
 @dataclasses.dataclass(frozen=True)
 class FailureRecord:

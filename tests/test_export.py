@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from jobs import export as export_job
-from manifests.readers.rawframes import MARKER, list_name, parse_list
+from manifests.readers.rawframes import MARKER, list_name, parse_list, parse_video_list
 from manifests.shards import load_shards
 from pipeline.storage import ShardReader
 
@@ -102,7 +103,7 @@ def test_rerun_resumes_and_foreign_dirs_are_refused(shards, tmp_path, capsys):
         (["--out", str(foreign)], "--out"),
         (["--out", str(tmp_path / "a"), "--split", "nope"], "--split"),
         (["--out", str(tmp_path / "b"), "--streams", "rgb,depth"], "--streams"),
-        (["--out", str(tmp_path / "c"), "--format", "videos"], "--format"),
+        (["--out", str(tmp_path / "c"), "--format", "videos", "--streams", "rgb,flow"], "--streams"),
         (["--out", str(tmp_path / "e"), "--chunk", "0"], "--chunk"),
     ]
     for args, name in cases:
@@ -125,6 +126,13 @@ def test_export_on_ray(shards, tmp_path):
     assert names == sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     for p in out.rglob("*.jpg"):
         assert np.array_equal(_read(p), _read(local / p.relative_to(out)))
+    # the videos format through Ray tasks: the same files, byte for byte (the encoder is deterministic)
+    args = ["--manifest", str(shards), "--format", "videos", "--out"]
+    assert export_job.main([*args, str(tmp_path / "ray_v"), "--workers", "2", "--chunk", "2"]) == 0
+    assert export_job.main([*args, str(tmp_path / "local_v"), "--workers", "0"]) == 0
+    ray_files = {p.relative_to(tmp_path / "ray_v"): p.read_bytes() for p in (tmp_path / "ray_v").rglob("*.*")}
+    local_files = {p.relative_to(tmp_path / "local_v"): p.read_bytes() for p in (tmp_path / "local_v").rglob("*.*")}
+    assert ray_files == local_files and sum(p.suffix == ".mp4" for p in ray_files) == 6
 
 
 def test_ids_with_whitespace_get_mmaction2_safe_folders(tmp_path):
@@ -275,6 +283,8 @@ def test_bad_layouts_crops_and_foreign_exports_are_refused(tmp_path, shards, cap
     hmdb = kind_shards(tmp_path / "h", kind="hmdb51")
     done = tmp_path / "done"
     assert export_job.main(["--manifest", str(hmdb), "--out", str(done), "--workers", "0", "--streams", "rgb"]) == 0
+    done_v = tmp_path / "done_videos"
+    assert export_job.main(["--manifest", str(hmdb), "--out", str(done_v), "--workers", "0", "--format", "videos"]) == 0
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     cases = [
         ([str(ucf), "--layout", "hmdb51"], "--layout", "does not fit this version's dataset (ucf101)"),
@@ -286,6 +296,14 @@ def test_bad_layouts_crops_and_foreign_exports_are_refused(tmp_path, shards, cap
         ([str(ucf), "--val-group-rule", "x"], "--val-group-rule", "unknown rule"),
         ([str(ucf), "--format", "avi"], "--format", "unknown format"),
         ([str(ucf), "--out", str(done)], "--out", "holds another export"),  # another version's export
+        ([str(ucf), "--format", "videos", "--out", str(done_v)], "--out", "holds another export"),
+        ([str(hmdb), "--format", "videos", "--out", str(done)], "--out", "holds another export"),  # rawframes
+        ([str(ucf), "--format", "videos", "--layout", "hmdb51"], "--layout", "does not fit this version's dataset"),
+        ([str(ucf), "--format", "videos", "--layout", "flat"], "--layout", "rawframes layout of earlier releases"),
+        ([str(ucf), "--format", "videos", "--streams", "flow"], "--streams", "mmaction2 reads flow as rawframes"),
+        ([str(ucf), "--format", "videos", "--video-codec", "vp9"], "--video-codec", "unknown codec"),
+        ([str(ucf), "--video-codec", "h264-rgb"], "--video-codec", "--format videos only"),
+        ([str(ucf), "--format", "videos", "--crop", "25"], "--crop", "does not fit the frames"),
     ]
     for args, name, why in cases:
         capsys.readouterr()
@@ -299,24 +317,54 @@ def test_bad_layouts_crops_and_foreign_exports_are_refused(tmp_path, shards, cap
 MM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-mm" / "bin" / "python"  # make mmaction2-env
 
 
+def _video_expect(version, out: Path) -> dict:
+    """{videos list name: [[video file, frames, [labels], sha256 of the stored RGB frames]]} from the version:
+    files as the ucf101 (``<Class>/<id>.mp4``) or ids (``<id>.mp4``) layout names them."""
+    ds = load_shards(version)
+    level2 = (out / "videos" / ds.records[0].label_names[0]).is_dir()
+    digest = {}
+    for r in ds.records:
+        with ShardReader(r.shard_path) as reader:
+            rgb = reader.read(r.group, "rgb")
+        path = f"{r.label_names[0]}/{r.video_id}.mp4" if level2 else f"{r.video_id}.mp4"
+        digest[path] = (r.n_rgb, r.labels, hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest())
+    expect = {}
+    for p in out.glob("*_videos.txt"):
+        rows = parse_video_list(p)
+        assert all(digest[v][1] == labels for v, labels in rows), p.name
+        expect[p.name] = [[v, digest[v][0], list(labels), digest[v][2]] for v, labels in rows]
+    return expect
+
+
 @pytest.mark.slow
 def test_mmaction2_reads_every_list_and_trains_on_the_config(tmp_path, shards):
-    """mmaction2 1.2.0's own RawframeDataset and transforms (in .venv-mm, which `make test` creates) read
-    every list of two exports (UCF-101 layout; a multi-label version in the ids layout) through the generated
-    configs: every item loads, frame dirs, counts and labels match; mmengine's Runner then trains and tests
-    the flow config for one epoch."""
+    """mmaction2 1.2.0's own RawframeDataset / VideoDataset and transforms (in .venv-mm, which `make test`
+    creates) read every list of four exports (rawframes and videos; UCF-101 layout, and a multi-label version
+    in the ids layout) through the generated configs: every item loads, frame dirs or video files, frame
+    counts and labels match, and decord (through the config's DecordInit) decodes every video to the stored
+    frames bit for bit; mmengine's Runner then trains and tests the flow config and the videos config for
+    one epoch."""
     if not MM_PYTHON.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{MM_PYTHON} missing: `make test` creates it (make mmaction2-env)")
         pytest.skip("no .venv-mm: run `make mmaction2-env`")
-    exports = {"ucf101": kind_shards(tmp_path / "u"), "multilabel": shards}
-    for name, version in exports.items():
+    ucf = kind_shards(tmp_path / "u", size=(24, 31))  # odd width: the videos keep the exact frame size
+    exports = {
+        "ucf101": (ucf, "rawframes", "ucf101_split_1_flow.py"),
+        "multilabel": (shards, "rawframes", None),
+        "ucf101-videos": (ucf, "videos", "ucf101_split_1_videos.py"),
+        "multilabel-videos": (shards, "videos", None),
+    }
+    for name, (version, fmt, train) in exports.items():
         out = tmp_path / name
-        assert (
-            export_job.main(["--manifest", str(version), "--out", str(out), "--workers", "0", "--clip-len", "4"]) == 0
-        )
-        lists = [p for p in out.glob("*.txt") if p.name != "label_map.txt"]
-        expect = {p.name: [[d, n, list(labels)] for d, n, labels in parse_list(p)] for p in lists}
+        args = ["--manifest", str(version), "--out", str(out), "--workers", "0", "--clip-len", "4", "--format", fmt]
+        assert export_job.main(args) == 0
+        if fmt == "videos":
+            expect = _video_expect(version, out)
+        else:
+            lists = [p for p in out.glob("*.txt") if p.name != "label_map.txt"]
+            expect = {p.name: [[d, n, list(labels), None] for d, n, labels in parse_list(p)] for p in lists}
+        assert expect and all(expect.values())
         (tmp_path / f"{name}.json").write_text(json.dumps(expect))
         cmd = [
             str(MM_PYTHON),
@@ -324,10 +372,109 @@ def test_mmaction2_reads_every_list_and_trains_on_the_config(tmp_path, shards):
             str(out),
             str(tmp_path / f"{name}.json"),
         ]
-        if name == "ucf101":
-            cmd += ["--train", str(out / "configs" / "ucf101_split_1_flow.py")]
+        if train:
+            cmd += ["--train", str(out / "configs" / train)]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         summary = json.loads(run.stdout.strip().splitlines()[-1])
         assert set(summary["lists"]) == set(expect) and summary["items"] == sum(len(v) for v in expect.values())
-        assert (summary["test"] is not None) == (name == "ucf101")
+        assert (summary["test"] is not None) == bool(train)
+
+
+def _decord_frames(path) -> np.ndarray:
+    decord = pytest.importorskip("decord")  # what mmaction2's DecordInit / DecordDecode read videos with
+    vr = decord.VideoReader(str(path), num_threads=1)
+    return vr.get_batch(list(range(len(vr)))).asnumpy()
+
+
+def test_videos_round_trip_lists_label_map_configs_and_resume(tmp_path, capsys):
+    """--format videos: one mp4 per video in mmaction2's video layout (odd frame width kept), decoded by decord
+    to the stored RGB frames bit for bit (also at random indices, as DecordDecode reads them); VideoDataset
+    lists for train / val / fit / heldout with the same videos as the rawframes lists, label map, configs."""
+    shards = kind_shards(tmp_path, frames=30, size=(24, 31))
+    out = tmp_path / "ucf101"
+    args = ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--clip-len", "4", "--format", "videos"]
+    assert export_job.main(args) == 0
+    ds = load_shards(shards)
+    rng = np.random.default_rng(0)
+    for r in ds.records:
+        path = out / "videos" / r.label_names[0] / f"{r.video_id}.mp4"
+        with ShardReader(r.shard_path) as reader:
+            rgb = reader.read(r.group, "rgb")
+        got = _decord_frames(path)
+        assert got.shape == rgb.shape == (30, 24, 31, 3) and np.array_equal(got, rgb), r.video_id
+        import decord
+
+        idx = sorted(rng.choice(30, 8, replace=False).tolist())
+        assert np.array_equal(decord.VideoReader(str(path)).get_batch(idx).asnumpy(), rgb[idx])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".asym3d-export.json", "configs", "label_map.txt", "videos"]
+        + [f"ucf101_{s}_split_{k}_videos.txt" for s in ("train", "val", "fit", "heldout") for k in (1, 2)]
+    )
+    assert (out / "label_map.txt").read_text().splitlines() == ds.labels
+    rawframes = tmp_path / "rawframes"  # the same lists as the rawframes export, one video file per folder
+    assert export_job.main(["--manifest", str(shards), "--out", str(rawframes), "--workers", "0"]) == 0
+    for k in (1, 2):
+        for subset in ("train", "val", "fit", "heldout"):
+            rows = parse_video_list(out / f"ucf101_{subset}_split_{k}_videos.txt")
+            frames = parse_list(rawframes / f"ucf101_{subset}_split_{k}_rawframes.txt")
+            assert rows and [(f"{d}.mp4", labels) for d, _, labels in frames] == rows
+        text = (out / "configs" / f"ucf101_split_{k}_videos.py").read_text()
+        assert "'VideoDataset'" in text and "'DecordInit'" in text and "'DecordDecode'" in text
+        assert f"ucf101_fit_split_{k}_videos.txt" in text and "RawFrameDecode" not in text
+    assert not list((out / "configs").glob("*_flow.py"))  # mmaction2 reads flow only as rawframes
+    assert json.loads((out / MARKER).read_text())["video_codec"] == "h264-rgb"
+    # a rerun resumes (a killed run's temporary file is removed); another codec into the same dir is refused
+    victim = out / "videos" / ds.records[0].label_names[0] / f"{ds.records[0].video_id}.mp4"
+    victim.unlink()
+    (out / "videos" / ".tmp-junk-1234.mp4").write_bytes(b"x")
+    capsys.readouterr()
+    assert export_job.main(args) == 0
+    assert "1 videos exported, 11 done earlier" in capsys.readouterr().err and victim.is_file()
+    assert not (out / "videos" / ".tmp-junk-1234.mp4").exists()
+    assert export_job.main([*args, "--video-codec", "h264-yuv444"]) == 2
+    assert "holds another export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codec, worst", [("h264-yuv444", 2), ("h264-crf10", None)])
+def test_videos_other_codecs(tmp_path, codec, worst):
+    """h264-yuv444 (lossless in YUV): only RGB <-> YUV rounding, at most 2 levels; h264-crf10 (lossy): the
+    frame count and size are kept."""
+    shards = kind_shards(tmp_path, classes=("Walk",), groups=2, frames=12, size=(24, 31))
+    out = tmp_path / "v"
+    args = ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--format", "videos"]
+    assert export_job.main([*args, "--video-codec", codec]) == 0
+    for r in load_shards(shards).records:
+        with ShardReader(r.shard_path) as reader:
+            rgb = reader.read(r.group, "rgb")
+        got = _decord_frames(out / "videos" / "Walk" / f"{r.video_id}.mp4")
+        assert got.shape == rgb.shape
+        if worst is not None:
+            assert np.abs(got.astype(int) - rgb).max() <= worst
+
+
+def test_windowed_videos_export_one_file_per_window(tmp_path):
+    """A video stored as temporal windows gets <video>/w00.mp4, w01.mp4 (each the window's frames) and one
+    list line per window, as the rawframes export gets one folder per window."""
+    from manifests.shards import VideoStreams, write_shard_dataset
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(9, 16, 20, 3), dtype=np.uint8)  # windows of 4 and 5 frames
+    flow = rng.integers(1, 256, size=(7, 16, 20, 3), dtype=np.uint8)
+    videos = [
+        VideoStreams(
+            "v_a", {"rgb": rgb, "flow": flow, "rgbf": flow}, (0,), {"split1": "train"}, windows=((0, 4), (20, 5))
+        ),
+        VideoStreams("v_b", {"rgb": rgb[:5], "flow": flow[:4], "rgbf": flow[:4]}, (1,), {"split1": "test"}),
+    ]
+    shards = write_shard_dataset(tmp_path / "shards", videos, ["c0", "c1"], codec="lzf")
+    out = tmp_path / "videos"
+    args = ["--manifest", str(shards), "--out", str(out), "--workers", "0", "--format", "videos", "--val-fraction", "0"]
+    assert export_job.main(args) == 0
+    root = out / "videos"  # layout ids (no dataset kind recorded): level 1, <video_id>
+    assert sorted(p.name for p in (root / "v_a").iterdir()) == ["w00.mp4", "w01.mp4"]
+    assert np.array_equal(_decord_frames(root / "v_a" / "w00.mp4"), rgb[:4])
+    assert np.array_equal(_decord_frames(root / "v_a" / "w01.mp4"), rgb[4:])
+    assert np.array_equal(_decord_frames(root / "v_b.mp4"), rgb[:5])
+    assert parse_video_list(out / "dataset_train_split_1_videos.txt") == [("v_a/w00.mp4", (0,)), ("v_a/w01.mp4", (0,))]
+    assert parse_video_list(out / "dataset_val_split_1_videos.txt") == [("v_b.mp4", (1,))]

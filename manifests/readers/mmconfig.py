@@ -1,4 +1,4 @@
-"""mmaction2 config files for a rawframes export (written by jobs.export beside its file lists).
+"""mmaction2 config files for a rawframes or videos export (written by jobs.export beside its file lists).
 
 ``config_text(spec) -> str``: one self-contained mmaction2 1.x config (mmengine 0.10 syntax, no ``_base_``, so
 it needs no mmaction2 source checkout) per split and stream, accepted unchanged by mmaction2's
@@ -7,7 +7,8 @@ it needs no mmaction2 source checkout) per split and stream, accepted unchanged 
 * dataset: ``RawframeDataset`` over the export's lists, ``data_prefix`` the export's ``rawframes/`` folder,
   paths relative to the config file (mmengine's ``{{ fileDirname }}``), so the export can be moved whole;
   flow: ``modality='Flow'``, ``filename_tmpl='flow_{}_{:05d}.jpg'`` (mmaction2 formats ``x`` / ``y`` into it);
-  a multi-label version (FCVID): ``multi_class=True, num_classes=K``.
+  a multi-label version (FCVID): ``multi_class=True, num_classes=K``. The videos format: ``VideoDataset`` over
+  the ``videos/`` folder (``data_prefix=dict(video=...)``), as mmaction2's UCF-101 video configs read it.
 * dataloaders: train = the split's training videos minus the held-out subset (``fit`` list), val = the
   held-out subset (``heldout``: settings are chosen on it, never on the test videos), test = the split's test
   videos (mmaction2's ``val`` list). Without a held-out subset (``--val-fraction 0``) there is no validation
@@ -15,7 +16,9 @@ it needs no mmaction2 source checkout) per split and stream, accepted unchanged 
 * pipelines as mmaction2's own UCF-101 config writes them (``configs/recognition/c3d/..._ucf101-rgb.py``:
   ``SampleFrames`` -> decode -> ``RandomCrop`` + ``Flip`` for training, ``CenterCrop`` for val / test,
   ``FormatShape('NCTHW')``, ``PackActionInputs``), without its ``Resize``: the frames are stored at the
-  version's extraction size, and the crop must fit it (checked by jobs.export).
+  version's extraction size, and the crop must fit it (checked by jobs.export). Decoding: ``RawFrameDecode``
+  for rawframes, ``DecordInit`` before and ``DecordDecode`` after ``SampleFrames`` for videos (the same
+  config's video pipeline).
 * preprocessor: ``ActionDataPreprocessor``, RGB mean / std of ImageNet in 0..255 (mmaction2's RGB configs), flow
   mean = std = 128 per plane (its flow configs; the flow images map 0 px to 128).
 * model: a small ``Recognizer3D`` (``ResNet3d`` depth 18, ``base_channels`` 16, no pretrained weights,
@@ -64,6 +67,7 @@ class ConfigSpec:
     clip_len: int
     crop: int
     frames_dir: str = "rawframes"
+    format: str = "rawframes"  # rawframes | videos
     batch_size: int = 8
     epochs: int = 45
     lr: float = 0.01
@@ -80,9 +84,12 @@ def _pipeline(spec: ConfigSpec, mode: str) -> list[dict]:
         if mode == "train"
         else [dict(type="CenterCrop", crop_size=spec.crop)]
     )
+    if spec.format == "videos":
+        decode = [dict(type="DecordInit", io_backend="disk"), sample, dict(type="DecordDecode")]
+    else:
+        decode = [sample, dict(type="RawFrameDecode", io_backend="disk")]
     return [
-        sample,
-        dict(type="RawFrameDecode", io_backend="disk"),
+        *decode,
         *crops,
         dict(type="FormatShape", input_format="NCTHW"),
         dict(type="PackActionInputs"),
@@ -90,15 +97,16 @@ def _pipeline(spec: ConfigSpec, mode: str) -> list[dict]:
 
 
 def _dataloader(spec: ConfigSpec, mode: str) -> dict:
+    videos = spec.format == "videos"
     dataset = dict(
-        type="RawframeDataset",
+        type="VideoDataset" if videos else "RawframeDataset",
         ann_file=f"{{{{ fileDirname }}}}/../{spec.lists[mode]}",
-        data_prefix=dict(img=f"{{{{ fileDirname }}}}/../{spec.frames_dir}"),
+        data_prefix={"video" if videos else "img": f"{{{{ fileDirname }}}}/../{spec.frames_dir}"},
         pipeline=_pipeline(spec, mode),
     )
     if spec.stream == "flow":
         dataset.update(modality="Flow", filename_tmpl="flow_{}_{:05d}.jpg")
-    else:
+    elif not videos:  # a video has no file template (its frames count from 0, VideoDataset's start_index)
         dataset.update(filename_tmpl="img_{:05d}.jpg")
     if spec.multilabel:
         dataset.update(multi_class=True, num_classes=spec.num_classes)

@@ -1,4 +1,9 @@
-"""Export a shard dataset version to mmaction2's rawframes layout (no Ray here; jobs.export drives it).
+"""Export a shard dataset version to mmaction2's rawframes or videos layout (no Ray here; jobs.export drives it).
+
+Formats (``--format``, ``FORMATS``): ``rawframes`` (below: JPEG frame folders, RGB and flow, for
+``RawframeDataset``) and ``videos`` (one video file per video's RGB frames for ``VideoDataset``, written by
+``manifests.readers.videos``, whose docstring has its layout). Both share the layouts, names, splits,
+validation carves, label map and configs planned here; the ``flat`` layout is rawframes only.
 
 Layouts (``--layout``, ``LAYOUTS``; ``auto`` picks the version's dataset kind, read from its source manifest).
 The mmaction2 layouts follow what mmaction2's ``tools/data/<dataset>/`` scripts write (``build_rawframes.py
@@ -54,14 +59,15 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
+from manifests.readers import videos
 from manifests.readers.mmconfig import ConfigSpec, config_text
 from manifests.readers.validation import RULES, Carve, carve
 from manifests.shards import ShardDataset, ShardRecord
 from manifests.versioning import read_meta
 from pipeline.storage import ShardReader
+from pipeline.videofile import DEFAULT_CODEC, VIDEO_CODECS
 
 MARKER = ".asym3d-export.json"
-FORMATS = ("rawframes",)
 EXPORT_STREAMS = ("rgb", "flow")  # the streams a rawframes export can write (mmaction2 reads these)
 RGB_TMPL, FLOW_TMPL = "img_{:05d}.jpg", "{}_{:05d}.jpg"  # file names: RGB / flow plane ("flow_x", k)
 MM_FLOW_TMPL = "flow_{}_{:05d}.jpg"  # mmaction2's filename_tmpl for these flow files (it formats "x" / "y")
@@ -72,6 +78,21 @@ FRAMES_DIR = "rawframes"  # frame root of the mmaction2 layouts (data/<dataset>/
 
 class ExportError(ValueError):
     """Bad export request (non-empty foreign directory, unknown split/stream/format); one-line message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    name: str
+    root: str  # folder under <out> holding the frames / videos (mmaction2's data/<dataset>/rawframes | videos)
+    streams: tuple[str, ...]  # streams it can write (and writes by default)
+    lists: dict[str, str]  # stream -> list-name suffix (<ds>_<subset>_split_<k>_<suffix>.txt)
+
+
+FORMATS = {
+    "rawframes": Format("rawframes", FRAMES_DIR, EXPORT_STREAMS, {"rgb": "rawframes", "flow": "flow"}),
+    # mmaction2 reads flow only as rawframes: DecordDecode gives 3-channel frames, not x / y planes
+    "videos": Format("videos", videos.VIDEOS_DIR, ("rgb",), {"rgb": "videos"}),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,16 +117,20 @@ LAYOUT_CHOICES = ("auto", *LAYOUTS)
 class ExportOptions:
     version_id: str
     format: str = "rawframes"
-    streams: tuple[str, ...] = EXPORT_STREAMS
+    streams: tuple[str, ...] | None = None  # None: every stream of the format (the marker records them)
     jpeg_quality: int = 95  # OpenCV's default, as in mmaction2 / denseflow frame folders
     split: str | None = None  # only videos in train/test of this split (None: every extracted video)
     layout: str = "auto"  # a LAYOUTS name or auto (the marker records the resolved name)
     val_fraction: float = 0.1  # held-out subset of each split's training videos (jobs.train's default)
     val_group_rule: str = "auto"
     val_seed: int = 0
+    video_codec: str | None = None  # videos: a pipeline.videofile.VIDEO_CODECS name (None: the default)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
+        d = dataclasses.asdict(self)
+        if d["video_codec"] is None:  # rawframes: the marker of earlier releases, unchanged
+            del d["video_codec"]
+        return json.dumps(d, sort_keys=True, indent=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +143,19 @@ class ExportPlan:
     names: dict[str, str]  # video id -> folder under the frame root ("Class/video" at level 2)
     splits: list[str]
     carves: dict[str, Carve]  # split -> validation carve of its training videos (mmaction2 layouts)
+    format: Format = FORMATS["rawframes"]
+    video_codec: str = DEFAULT_CODEC  # videos format
 
     @property
     def frames(self) -> str:
-        return "" if self.layout.level == 0 else FRAMES_DIR
+        """The frame (or video) root under the export directory; "" for the flat layout."""
+        return "" if self.layout.level == 0 else self.format.root
+
+    def entry(self, rec: ShardRecord) -> str:
+        """What a video occupies under the frame root (its frame folder, its video file or window folder);
+        it exists only when complete."""
+        name = self.names[rec.video_id]
+        return videos.entry(rec, name, self.video_codec) if self.format.name == "videos" else name
 
 
 def dataset_kind(ds: ShardDataset) -> str | None:
@@ -136,7 +170,7 @@ def dataset_kind(ds: ShardDataset) -> str | None:
         return None
 
 
-def resolve_layout(ds: ShardDataset, name: str) -> tuple[Layout, str]:
+def resolve_layout(ds: ShardDataset, name: str, fmt: str = "rawframes") -> tuple[Layout, str]:
     """(layout, list prefix) for ``--layout name``; ExportError when it does not fit the version."""
     kind = dataset_kind(ds)
     if name == "auto":
@@ -144,6 +178,10 @@ def resolve_layout(ds: ShardDataset, name: str) -> tuple[Layout, str]:
     if name not in LAYOUTS:
         raise ExportError(f"--layout: unknown layout {name!r} (known: {', '.join(LAYOUT_CHOICES)})")
     lay = LAYOUTS[name]
+    if fmt != "rawframes" and lay.level == 0:
+        raise ExportError(
+            f"--layout: {name} is the rawframes layout of earlier releases; --format {fmt} takes the others"
+        )
     if lay.kinds and kind is not None and kind not in lay.kinds:
         raise ExportError(f"--layout: {name} does not fit this version's dataset ({kind}); use auto, ids or flat")
     if lay.level == 2:
@@ -166,9 +204,17 @@ def check_options(ds: ShardDataset, opts: ExportOptions) -> None:
     """Raise ExportError naming the bad argument (before any work)."""
     if opts.format not in FORMATS:
         raise ExportError(f"--format: unknown format {opts.format!r} (known: {', '.join(FORMATS)})")
-    bad = [s for s in opts.streams if s not in EXPORT_STREAMS]
-    if bad or not opts.streams:
-        raise ExportError(f"--streams: unknown stream(s) {bad or opts.streams} (known: {', '.join(EXPORT_STREAMS)})")
+    fmt = FORMATS[opts.format]
+    streams = fmt.streams if opts.streams is None else opts.streams
+    bad = [s for s in streams if s not in fmt.streams]
+    if bad and opts.format == "videos" and set(bad) <= set(EXPORT_STREAMS):
+        raise ExportError("--streams: the videos format writes rgb only (mmaction2 reads flow as rawframes only)")
+    if bad or not streams:
+        raise ExportError(f"--streams: unknown stream(s) {bad or streams} (known: {', '.join(fmt.streams)})")
+    if opts.video_codec is not None and opts.format != "videos":
+        raise ExportError(f"--video-codec: applies to --format videos only, not {opts.format}")
+    if opts.video_codec is not None and opts.video_codec not in VIDEO_CODECS:
+        raise ExportError(f"--video-codec: unknown codec {opts.video_codec!r} (known: {', '.join(VIDEO_CODECS)})")
     if not 1 <= opts.jpeg_quality <= 100:
         raise ExportError(f"--jpeg-quality: must be in 1..100, got {opts.jpeg_quality}")
     known = sorted({s for r in ds.records for s in r.splits})
@@ -184,8 +230,15 @@ def make_plan(ds: ShardDataset, opts: ExportOptions) -> tuple[ExportPlan, Export
     """Check the options against the version and resolve everything the export writes; returns the plan and
     the options with the layout resolved (what the marker records). Raises ExportError, writes nothing."""
     check_options(ds, opts)
-    layout, dataset = resolve_layout(ds, opts.layout)
-    opts = dataclasses.replace(opts, layout=layout.name)
+    layout, dataset = resolve_layout(ds, opts.layout, opts.format)
+    fmt = FORMATS[opts.format]
+    codec = opts.video_codec or DEFAULT_CODEC
+    opts = dataclasses.replace(
+        opts,
+        layout=layout.name,
+        streams=fmt.streams if opts.streams is None else opts.streams,
+        video_codec=codec if fmt.name == "videos" else None,
+    )
     records = select(ds, opts.split)
     splits = [opts.split] if opts.split else sorted({s for r in records for s in r.splits})
     carves: dict[str, Carve] = {}
@@ -199,7 +252,7 @@ def make_plan(ds: ShardDataset, opts: ExportOptions) -> tuple[ExportPlan, Export
             except ValueError as e:
                 raise ExportError(f"--val-fraction: {split}: {e}") from None
     names = frame_dirs(records, layout.level)
-    return ExportPlan(layout, dataset, records, names, splits, carves), opts
+    return ExportPlan(layout, dataset, records, names, splits, carves, fmt, codec), opts
 
 
 def prepare_dir(out: Path, opts: ExportOptions) -> None:
@@ -261,11 +314,10 @@ def _write_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
 def window_parts(rec: ShardRecord, stream: str) -> list[tuple[str, int, int]]:
     """(subfolder, first stored frame, frame count) of each window of ``stream`` in storage order; one part
     with subfolder "" for a video stored as one run."""
-    lengths = rec.window_lengths(stream)
-    if len(lengths) <= 1:
-        return [("", 0, lengths[0] if lengths else 0)]
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
-    return [(f"w{k:02d}", int(a), int(n)) for k, (a, n) in enumerate(zip(starts, lengths))]
+    runs = rec.stored_runs(stream)
+    if len(runs) <= 1:
+        return [("", 0, runs[0][1] if runs else 0)]
+    return [(videos.WINDOW.format(k), a, n) for k, (a, n) in enumerate(runs)]
 
 
 def export_video(
@@ -307,16 +359,21 @@ def export_video(
 
 
 def export_chunk(
-    records: Sequence[ShardRecord], out: str, streams: Sequence[str], quality: int, names: dict[str, str] | None = None
+    records: Sequence[ShardRecord], out: str, opts: ExportOptions, names: dict[str, str] | None = None
 ) -> list[dict]:
-    """Export videos (one Ray task's work); per-video errors are returned, not raised (bad-input policy:
-    an unreadable video is counted and left out of the file lists, the others go on)."""
+    """Export videos into the frame root ``out`` in ``opts.format`` (one Ray task's work; ``opts`` as
+    ``make_plan`` resolved them); per-video errors are returned, not raised (bad-input policy: an unreadable
+    video is counted and left out of the file lists, the others go on)."""
     out_p, results, readers = Path(out), [], {}
     try:
         for rec in records:
             try:
                 reader = readers.setdefault(str(rec.shard_path), ShardReader(rec.shard_path))
-                files = export_video(reader, rec, out_p, streams, quality, (names or {}).get(rec.video_id))
+                name = (names or {}).get(rec.video_id) or rec.video_id
+                if opts.format == "videos":
+                    files = videos.export_video(reader, rec, out_p, opts.video_codec or DEFAULT_CODEC, name)
+                else:
+                    files = export_video(reader, rec, out_p, opts.streams or EXPORT_STREAMS, opts.jpeg_quality, name)
                 results.append({"video_id": rec.video_id, "files": files, "error": None})
             except (OSError, KeyError, ValueError, IndexError) as e:
                 results.append({"video_id": rec.video_id, "files": 0, "error": f"{type(e).__name__}: {e}"})
@@ -326,26 +383,32 @@ def export_chunk(
     return results
 
 
-def list_lines(records: Iterable[ShardRecord], stream: str, names: dict[str, str] | None = None) -> list[str]:
+def list_lines(
+    records: Iterable[ShardRecord], stream: str, names: dict[str, str] | None = None, video_codec: str | None = None
+) -> list[str]:
     """mmaction2 rawframe annotation lines "<frame_dir> <total_frames> <label> [<label> ...]" (one line per
-    window, "<frame_dir>/wKK", for a video stored as several windows)."""
+    window, "<frame_dir>/wKK", for a video stored as several windows); with ``video_codec`` (the videos
+    format) VideoDataset lines "<video file> <label> [<label> ...]" instead."""
     names = names or {}
     lines = []
     for r in sorted(records, key=lambda r: r.video_id):
         labels = " ".join(str(i) for i in r.labels)
+        if video_codec is not None:
+            lines += [f"{path} {labels}" for path, _ in videos.files(r, names.get(r.video_id, r.video_id), video_codec)]
+            continue
         for sub, _, length in window_parts(r, "rgb" if stream == "rgb" else "flow"):
             folder = names.get(r.video_id, r.video_id) + (f"/{sub}" if sub else "")
             lines.append(f"{folder} {length} {labels}")
     return lines
 
 
-def list_name(split: str, subset: str, stream: str, dataset: str | None = None) -> str:
-    """File list name: mmaction2's ``<dataset>_<subset>_split_<k>_rawframes.txt`` (``..._flow.txt`` for flow;
-    subset train | val | fit | heldout), or with ``dataset=None`` the flat layout's
-    ``<split>_<subset>_rawframes[_flow].txt``."""
+def list_name(split: str, subset: str, stream: str, dataset: str | None = None, fmt: str = "rawframes") -> str:
+    """File list name: mmaction2's ``<dataset>_<subset>_split_<k>_rawframes.txt`` (``..._flow.txt`` for flow,
+    ``..._videos.txt`` for the videos format; subset train | val | fit | heldout), or with ``dataset=None``
+    the flat layout's ``<split>_<subset>_rawframes[_flow].txt``."""
     if dataset is None:
         return f"{split}_{subset}_rawframes{'' if stream == 'rgb' else '_flow'}.txt"
-    return f"{dataset}_{subset}_split_{split_number(split)}_{'rawframes' if stream == 'rgb' else 'flow'}.txt"
+    return f"{dataset}_{subset}_split_{split_number(split)}_{FORMATS[fmt].lists[stream]}.txt"
 
 
 def list_subsets(plan: ExportPlan, records: Sequence[ShardRecord], split: str) -> dict[str, list[ShardRecord]]:
@@ -375,14 +438,15 @@ def write_lists(out: Path, plan: ExportPlan, opts: ExportOptions, labels: Sequen
     """One file list per split, subset and exported stream, holding the videos whose folder exists, and (not
     flat) the label map; list paths are relative to the frame root, as mmaction2's ``data_prefix`` wants."""
     root = out / plan.frames
-    done = [r for r in plan.records if (root / plan.names[r.video_id]).is_dir()]
+    done = [r for r in plan.records if (root / plan.entry(r)).exists()]
     prefix = None if plan.layout.level == 0 else plan.dataset
+    codec = plan.video_codec if plan.format.name == "videos" else None
     written = []
     for split in plan.splits:
         for subset, part in list_subsets(plan, done, split).items():
-            for stream in opts.streams:
-                path = out / list_name(split, subset, stream, prefix)
-                _write_text(path, "".join(line + "\n" for line in list_lines(part, stream, plan.names)))
+            for stream in opts.streams or plan.format.streams:
+                path = out / list_name(split, subset, stream, prefix, plan.format.name)
+                _write_text(path, "".join(line + "\n" for line in list_lines(part, stream, plan.names, codec)))
                 written.append(path)
     if prefix is not None:
         _write_text(out / LABEL_MAP, "".join(f"{name}\n" for name in labels))
@@ -400,10 +464,19 @@ def parse_list(path: str | os.PathLike) -> list[tuple[str, int, tuple[int, ...]]
     return out
 
 
+def parse_video_list(path: str | os.PathLike) -> list[tuple[str, tuple[int, ...]]]:
+    """Read an mmaction2 video list back: [(video file, labels)]."""
+    return [
+        (line.split()[0], tuple(int(x) for x in line.split()[1:]))
+        for line in Path(path).read_text().splitlines()
+        if line.strip()
+    ]
+
+
 def config_lists(plan: ExportPlan, split: str, stream: str) -> dict[str, str]:
     """train / val / test list names of a config: fit / heldout / val (the split's test videos) with a carve,
     train / - / val without one."""
-    name = lambda subset: list_name(split, subset, stream, plan.dataset)  # noqa: E731
+    name = lambda subset: list_name(split, subset, stream, plan.dataset, plan.format.name)  # noqa: E731
     if split in plan.carves:
         return {"train": name("fit"), "val": name("heldout"), "test": name("val")}
     return {"train": name("train"), "test": name("val")}
@@ -412,14 +485,15 @@ def config_lists(plan: ExportPlan, split: str, stream: str) -> dict[str, str]:
 def write_configs(
     out: Path, plan: ExportPlan, opts: ExportOptions, ds: ShardDataset, clip_len: int, crop: int
 ) -> list[Path]:
-    """``out/configs/<dataset>_split_<k>_<stream>.py`` per split and exported stream (mmaction2 layouts)."""
+    """``out/configs/<dataset>_split_<k>_<stream>.py`` per split and exported stream (mmaction2 layouts);
+    ``..._videos.py`` for the videos format."""
     if plan.layout.level == 0:
         return []
     (out / "configs").mkdir(exist_ok=True)
     multilabel = any(len(r.labels) > 1 for r in ds.records)
     written = []
     for split in plan.splits:
-        for stream in opts.streams:
+        for stream in opts.streams or plan.format.streams:
             spec = ConfigSpec(
                 ds.meta.version_id,
                 plan.dataset,
@@ -431,8 +505,10 @@ def write_configs(
                 clip_len,
                 crop,
                 frames_dir=plan.frames,
+                format=plan.format.name,
             )
-            path = out / "configs" / f"{plan.dataset}_split_{split_number(split)}_{stream}.py"
+            kind = "videos" if plan.format.name == "videos" else stream
+            path = out / "configs" / f"{plan.dataset}_split_{split_number(split)}_{kind}.py"
             _write_text(path, config_text(spec))
             written.append(path)
     return written
