@@ -461,6 +461,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu: accuracy suite; cuda: GPU sweep and agreement")
     ap.add_argument("--quick", action="store_true", help="2 textures, 171x128 only, 1 round")
     ap.add_argument("--ablation", action="store_true", help="also run the ablation variants (docs/flow.md)")
+    ap.add_argument("--rows", default="", help="with --ablation: only these ablation rows (';' list of names)")
     ap.add_argument("--sizes", default="171x128,340x256", help="WxH list")
     ap.add_argument("--textures", type=int, default=4, help="textures (x 9 cases = pairs per size)")
     ap.add_argument(
@@ -509,7 +510,11 @@ def main(argv=None) -> None:
         sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
         variants = {f"Brox {n}": brox_params(n) for n in args.presets.split(",")}  # native SOR where it compiles
         if args.ablation:
-            variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
+            rows = [r for r in args.rows.split(";") if r] or list(ABLATION)
+            unknown = [r for r in rows if r not in ABLATION]
+            if unknown:
+                raise SystemExit(f"--rows: unknown ablation rows {unknown}")
+            variants.update({f"Brox {n}": brox_params(*ABLATION[n][:1], **ABLATION[n][1]) for n in rows})
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
         if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
             runners = {
