@@ -274,7 +274,7 @@ def _sor_checkerboard(
             dv.mul_(keep).addcmul_(k22, sv)
 
 
-NATIVE_SOR = True  # on CPU, run the checkerboard sweeps in pipeline/_sor.c when it compiles (same iterates)
+NATIVE_SOR = True  # on CPU, run the SOR sweeps and the weighted median in pipeline/_sor.c when it compiles
 
 
 def _sor_for(device: torch.device):
@@ -315,6 +315,18 @@ def _weighted_median(uv: torch.Tensor, i0: torch.Tensor, k: int) -> torch.Tensor
     return sv.gather(2, pos).reshape(b, c, h, w)
 
 
+def _wmedian_native(uv: torch.Tensor, i0: torch.Tensor, k: int) -> torch.Tensor:
+    return sornative.wmedian_native(uv, i0, k, WMEDIAN_SIGMA_S, WMEDIAN_SIGMA_I)
+
+
+def _wmedian_for(device: torch.device, k: int):
+    """The k×k weighted median on `device`: the native loop on CPU when it compiled and k <= 7 (the same
+    values up to float rounding of the weight sums), else the tensor one."""
+    if device.type == "cpu" and NATIVE_SOR and sornative.available() and k <= sornative.WMEDIAN_MAX_K:
+        return _wmedian_native
+    return _weighted_median
+
+
 def _edge_links(i0: torch.Tensor, edge: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Link factors exp(−edge·|∇I0|) with |∇I0| averaged over the link's two pixels: (B, H, W-1), (B, H-1, W)."""
     g = torch.sqrt(_dx(i0).square() + _dy(i0).square())  # (B, H, W)
@@ -350,7 +362,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxPa
         if p.median:
             uv = _median(uv, p.median)
         if p.wmedian:
-            uv = _weighted_median(uv, i0, p.wmedian)
+            uv = _wmedian_for(uv.device, p.wmedian)(uv, i0, p.wmedian)
     return uv
 
 

@@ -1,9 +1,11 @@
-"""The red-black SOR sweeps of pipeline.flow as one native loop (pipeline/_sor.c), for CPU tensors.
+"""The red-black SOR sweeps and the weighted median of pipeline.flow as native loops (pipeline/_sor.c), for
+CPU tensors.
 
 The C source is compiled on first use with the system C compiler (`$CC`, else `cc`) into
 `$ASYM3D_CACHE` (default ~/.cache/asym3d) under a name derived from its hash, written atomically so
 concurrent workers can race safely, and loaded with ctypes: no Python dependency. Where no compiler works,
-`available()` is False and pipeline.flow keeps its PyTorch sweeps (same iterates up to float rounding).
+`available()` is False and pipeline.flow keeps its PyTorch sweeps and median (same results up to float
+rounding).
 `ASYM3D_NATIVE_SOR=0` disables it.
 """
 
@@ -22,6 +24,8 @@ import torch
 
 SRC = Path(__file__).with_name("_sor.c")
 FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno")
+LIBS = ("-lm",)
+WMEDIAN_MAX_K = 7  # the native weighted median's largest window (WMED_MAX in _sor.c)
 _LIB: ctypes.CDLL | None = None
 _TRIED = False
 
@@ -29,7 +33,7 @@ _TRIED = False
 def _compile() -> ctypes.CDLL | None:
     src = SRC.read_bytes()
     cc = os.environ.get("CC", "cc")
-    tag = hashlib.sha256(src + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
+    tag = hashlib.sha256(src + " ".join((cc, *FLAGS, *LIBS)).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("ASYM3D_CACHE", Path.home() / ".cache" / "asym3d"))
     so = cache / f"sor-{tag}.so"
     if not so.exists():
@@ -37,7 +41,7 @@ def _compile() -> ctypes.CDLL | None:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
-            subprocess.run([cc, *FLAGS, "-o", tmp, str(SRC)], check=True, capture_output=True, timeout=120)
+            subprocess.run([cc, *FLAGS, "-o", tmp, str(SRC), *LIBS], check=True, capture_output=True, timeout=120)
             os.replace(tmp, so)
         finally:
             if os.path.exists(tmp):
@@ -46,6 +50,8 @@ def _compile() -> ctypes.CDLL | None:
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     lib.sor_rb.argtypes = [i, i, i, p, p, p, p, p, p, p, i, f]
     lib.sor_rb.restype = None
+    lib.wmedian.argtypes = [i, i, i, i, p, p, p, f, f]
+    lib.wmedian.restype = None
     return lib
 
 
@@ -87,3 +93,20 @@ def sor_native(
     args = [t.contiguous() for t in (hx, vy, d11, d22, a12, rhs)]  # keep references alive during the call
     lib = cast(ctypes.CDLL, _LIB)  # loaded: available() is True
     lib.sor_rb(b, hp - 2, wp - 2, duv.data_ptr(), *(t.data_ptr() for t in args), int(sweeps), float(omega))
+
+
+def wmedian_native(uv: torch.Tensor, i0: torch.Tensor, k: int, sigma_s: float, sigma_i: float) -> torch.Tensor:
+    """Same contract as pipeline.flow._weighted_median (weights with spatial scale sigma_s px and gray-value
+    scale sigma_i), CPU float32 tensors: uv (B, 2, H, W), i0 (B, H, W) -> new (B, 2, H, W)."""
+    if not available():
+        raise RuntimeError("native SOR kernel unavailable")
+    if uv.device.type != "cpu" or uv.dtype != torch.float32 or i0.dtype != torch.float32:
+        raise ValueError("wmedian_native needs float32 CPU tensors")
+    if not 3 <= k <= WMEDIAN_MAX_K or k % 2 == 0:
+        raise ValueError(f"wmedian_native needs an odd window of 3 to {WMEDIAN_MAX_K}, got {k}")
+    b, _, h, w = uv.shape
+    src, img = uv.contiguous(), i0.contiguous()
+    out = torch.empty_like(src)
+    lib = cast(ctypes.CDLL, _LIB)
+    lib.wmedian(b, h, w, int(k), src.data_ptr(), img.data_ptr(), out.data_ptr(), float(sigma_s), float(sigma_i))
+    return out

@@ -609,3 +609,32 @@ def test_weighted_median_matches_numpy():
     edge[..., 5:] = 1.0  # an image edge where the flow jumps: the jump stays where it is
     assert torch.equal(_weighted_median(step, edge, 5), step)
     assert torch.equal(_weighted_median(step, flat, 3), step)  # a straight step is its own median
+
+
+def test_native_weighted_median_matches_pytorch(monkeypatch):
+    """The native weighted median (pipeline/_sor.c) gives the PyTorch one's values for 3x3 to 7x7 windows,
+    gray-value steps included (weights that underflow), and a whole `boundary` + wmedian solve gives the
+    flow of the same solve with the PyTorch median (to float rounding); windows over 7 stay in PyTorch."""
+    from pipeline import flow, sornative
+    from pipeline.flow import _weighted_median, _wmedian_for, _wmedian_native
+
+    if not sornative.available():
+        pytest.skip("no working C compiler: the native kernel is not built")
+    g = torch.Generator().manual_seed(3)
+    for b, h, w in ((2, 20, 30), (1, 5, 4), (1, 3, 3)):
+        uv = torch.randn(b, 2, h, w, generator=g)
+        i0 = torch.rand(b, h, w, generator=g) * 0.1
+        i0[:, :, w // 2 :] += 0.8  # an edge: weights across it are exp(-300) and less
+        for k in (3, 5, 7):
+            ref, got = _weighted_median(uv, i0, k), _wmedian_native(uv, i0, k)
+            assert torch.equal(ref, got), (b, h, w, k)
+            assert not torch.equal(got, uv)
+    assert _wmedian_for(torch.device("cpu"), 9) is _weighted_median
+    with pytest.raises(ValueError, match="odd window"):
+        sornative.wmedian_native(uv, i0, 9, 7.0, 0.03)
+    i0, i1, _ = _boundary_cases(seeds=(5, 6))
+    native = {k: brox_flow(i0, i1, preset="boundary", wmedian=k) for k in (3, 5)}
+    monkeypatch.setattr(flow, "_wmedian_native", _weighted_median)  # the same solve, PyTorch median
+    for k, got in native.items():
+        reference = brox_flow(i0, i1, preset="boundary", wmedian=k)
+        assert (got - reference).norm(dim=1).mean() < 1e-5 and not torch.equal(got, brox_flow(i0, i1, "boundary"))

