@@ -73,9 +73,43 @@ def test_own_loop_snippet(scratch):
 
 @pytest.mark.slow
 def test_ray_train_snippet_beside_another_cluster(scratch):
-    """RAY_ADDRESS names another cluster (one that does not answer): a plain ray.init() would try to join it;
+    """RAY_ADDRESS names a cluster that does not answer: a plain ray.init() would try to join it;
     the snippet's ray.init(address="local") starts its own instance and trains."""
     pytest.importorskip("ray")
     r = run(scratch, "ray-train", env={"RAY_ADDRESS": "127.0.0.1:1"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "finished: ok"
+
+
+@pytest.mark.slow
+def test_ray_train_snippet_beside_a_running_cluster(scratch):
+    """A real cluster runs on this machine (`ray start --head`, token auth on) and RAY_ADDRESS names it, as on
+    a shared node: the snippet starts its own instance, trains, and leaves the other cluster running."""
+    import shutil
+
+    from test_cluster import RAY, TokenCluster, free_ports
+
+    if shutil.which(RAY) is None:
+        pytest.skip(f"no `ray` command next to {sys.executable}")
+    c = TokenCluster()
+    try:
+        client = str(free_ports(1)[0])  # not Ray's default 10001, which another test's cluster may hold
+        c.ray_start(
+            "--head",
+            "--port",
+            str(c.port),
+            "--temp-dir",
+            str(c.tmp),
+            "--ray-client-server-port",
+            client,
+            "--include-dashboard",
+            "false",
+        )
+        heads = c.raylets()
+        assert heads
+        r = run(scratch, "ray-train", env={**c.env, "RAY_ADDRESS": c.address})
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert r.stdout.strip().splitlines()[-1] == "finished: ok"
+        assert heads <= c.raylets()  # the other cluster still runs
+    finally:
+        c.kill_all()
