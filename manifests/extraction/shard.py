@@ -39,6 +39,8 @@ poison log (no retry: it would crash again).
 from __future__ import annotations
 
 import collections
+import ctypes
+import functools
 import queue
 import threading
 import time
@@ -105,6 +107,21 @@ def flow_stage(cfg: ExtractConfig, device: str) -> BroxFlow:
 
 # ------------------------------------------------------------------------------------- streaming one video
 STREAM_FRAMES = 64  # frames per decoded chunk; flow runs on multiples of the flow batch (bounded memory)
+HEAP_MAP_BYTES = 4 << 20  # arrays this large or larger get their own mapping, never a place in the heap
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+@functools.cache
+def bound_heap() -> bool:
+    """Pin glibc's mmap threshold of this process at HEAP_MAP_BYTES (once per process): a chunk's frame, flow
+    and stream arrays (4-41 MiB) are then each mapped when allocated and unmapped when freed. glibc's default
+    threshold is dynamic: freeing a mapped block raises it to that block's size (up to 32 MiB), after which
+    arrays of that size are carved from the heap, between small long-lived blocks (HDF5, Python): the heap
+    then holds hundreds of MiB of free, resident holes and its extent, with the worker's peak RSS, creeps up
+    with the video's length (docs/benchmarks/scale.md). Smaller blocks (Brox's per-batch tensors) stay in
+    the heap. Returns False where the C library has no ``mallopt`` (not glibc): nothing changes."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, HEAP_MAP_BYTES))
 
 
 def _poison(v: VideoTask, e: ContainedFailure) -> Rejected:
@@ -346,7 +363,9 @@ def stream_video(
 ) -> dict[str, Any]:
     """Decode -> sample -> flow -> streams of one video, chunk by chunk into ``writer`` under ``group``;
     memory is bounded by a few chunks whatever the video's length. Returns the video's row (shard summary);
-    on any exception the group is discarded and the exception propagates (Rejected: the bad-input policy)."""
+    on any exception the group is discarded and the exception propagates (Rejected: the bad-input policy).
+    Calls ``bound_heap`` first."""
+    bound_heap()
     check_input(v)
     wins, native = plan_windows(v, cfg)
     sel = sampling.FrameSelector(wins, native, cfg.fps)
