@@ -3,8 +3,8 @@
 glibc's default mmap threshold is dynamic: once a mapped block is freed, later blocks up to its size come from
 the heap, where they leave free but resident holes and the heap's extent creeps up with the video's length
 (docs/benchmarks/scale.md, worker memory). Each case runs in a fresh interpreter, whose malloc state is known,
-and asks mallinfo2 whether a 20 MiB array allocated after a 20 MiB array was freed is a mapping of its own;
-the control case (no stream_video) shows that glibc's default answers no."""
+and asks mallinfo2 whether an array of one chunk of frames, allocated after one such array was freed, is a
+mapping of its own; the control case (no stream_video) shows that glibc's default answers no."""
 
 from __future__ import annotations
 
@@ -35,14 +35,15 @@ if sys.argv[1] != "-":  # one video through the worker's path first
     from pipeline.flow import FlowConfig
     from pipeline.storage import ShardWriter
 
-    cfg = ExtractConfig(size=(32, 40), flow=FlowConfig.resolve(inner=1, outer=1, solver=1), static_threshold=0.0)
+    cfg = ExtractConfig(size=(128, 160), flow=FlowConfig.resolve(inner=1, outer=1, solver=1), static_threshold=0.0)
     task = VideoTask("v", sys.argv[1], "v.avi", None, None, num_frames=12, fps=25.0, duration_s=12 / 25)
     with ShardWriter(sys.argv[2], codec="lzf") as w:
         stream_video(task, cfg, flow_stage(cfg, "cpu"), w, "v", contained=False)
-a = np.ones(20 << 20, np.uint8)
-del a  # a freed mapping: glibc's default raises its threshold to 20 MiB here
-b = np.ones(20 << 20, np.uint8)
-print(json.dumps({"mapped": info().hblkhd >= 20 << 20}))
+n = 64 * 128 * 160 * 3  # one chunk of frames (shard.STREAM_FRAMES) at 128x160
+a = np.ones(n, np.uint8)
+del a  # a freed mapping: glibc's default raises its threshold to its size here
+b = np.ones(n, np.uint8)
+print(json.dumps({"mapped": info().hblkhd >= n}))
 """
 
 
@@ -55,6 +56,6 @@ def _mapped(*args: str) -> bool:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only (mallopt / mallinfo2)")
 def test_stream_video_maps_frame_sized_arrays(tmp_path):
-    video = write_video(tmp_path / "v.avi", moving_square(12, 32, 40))
+    video = write_video(tmp_path / "v.avi", moving_square(12, 128, 160))
     assert not _mapped("-")  # glibc's default: the second array comes from the heap
     assert _mapped(str(video), str(tmp_path / "s.h5"))  # after a video through stream_video: its own mapping
