@@ -39,6 +39,7 @@ poison log (no retry: it would crash again).
 from __future__ import annotations
 
 import collections
+import ctypes
 import queue
 import threading
 import time
@@ -105,6 +106,22 @@ def flow_stage(cfg: ExtractConfig, device: str) -> BroxFlow:
 
 # ------------------------------------------------------------------------------------- streaming one video
 STREAM_FRAMES = 64  # frames per decoded chunk; flow runs on multiples of the flow batch (bounded memory)
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest threshold on 64-bit systems
+
+
+def bound_heap(height: int, width: int) -> bool:
+    """Pin glibc's mmap threshold of this process at one chunk of frames (STREAM_FRAMES x H x W x 3 bytes, at
+    most 32 MiB): a chunk's frame, flow and stream arrays are then each mapped when allocated and unmapped when
+    freed. glibc's default threshold is dynamic: freeing a mapped block raises it to that block's size, after
+    which arrays of that size are carved from the heap, between small long-lived blocks (HDF5, Python): the
+    heap then holds hundreds of MiB of free, resident holes and its extent, with the worker's peak RSS, creeps
+    up with the video's length (docs/benchmarks/scale.md). Brox's per-batch tensors are smaller and stay in the
+    heap, where they are reused batch after batch (mapping them too, at a 4 MiB threshold, cost 20% more CPU
+    at 256x320). Returns False where the C library has no ``mallopt`` (not glibc): nothing changes."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    nbytes = min(STREAM_FRAMES * int(height) * int(width) * 3, _MMAP_THRESHOLD_MAX)
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, nbytes))
 
 
 def _poison(v: VideoTask, e: ContainedFailure) -> Rejected:
@@ -346,7 +363,9 @@ def stream_video(
 ) -> dict[str, Any]:
     """Decode -> sample -> flow -> streams of one video, chunk by chunk into ``writer`` under ``group``;
     memory is bounded by a few chunks whatever the video's length. Returns the video's row (shard summary);
-    on any exception the group is discarded and the exception propagates (Rejected: the bad-input policy)."""
+    on any exception the group is discarded and the exception propagates (Rejected: the bad-input policy).
+    Calls ``bound_heap`` first."""
+    bound_heap(*cfg.size)
     check_input(v)
     wins, native = plan_windows(v, cfg)
     sel = sampling.FrameSelector(wins, native, cfg.fps)
