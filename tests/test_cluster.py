@@ -180,6 +180,20 @@ class TokenCluster:
         if r.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed: {r.stderr[-2000:]}")
 
+    def start_head(self) -> None:
+        """`ray start --head` on the private port and temp dir, no dashboard, a free client-server port (not
+        Ray's default 10001, which another test's cluster may hold); skips the test where Ray cannot start."""
+        if shutil.which(RAY) is None:
+            pytest.skip(f"no `ray` command next to {sys.executable}")
+        client = str(free_ports(1)[0])
+        try:
+            self.ray_start(
+                *("--head", "--port", str(self.port), "--temp-dir", str(self.tmp)),
+                *("--include-dashboard", "false", "--ray-client-server-port", client),
+            )
+        except RuntimeError as e:
+            pytest.skip(f"`ray start` cannot run here: {e}")
+
     def raylets(self) -> set[int]:
         return {pid for pid, cmd in self.processes() if "raylet/raylet" in cmd}
 
@@ -223,24 +237,9 @@ class TokenCluster:
 
 @pytest.mark.slow
 def test_token_auth_cluster_node_lost_mid_run_equals_uninterrupted_run(source, tmp_path):
-    if shutil.which(RAY) is None:
-        pytest.skip(f"no `ray` command next to {sys.executable}")
     c = TokenCluster()
     try:
-        try:
-            c.ray_start(
-                "--head",
-                "--port",
-                str(c.port),
-                "--temp-dir",
-                str(c.tmp),
-                "--include-dashboard",
-                "false",
-                "--ray-client-server-port",
-                str(free_ports(1)[0]),
-            )
-        except RuntimeError as e:
-            pytest.skip(f"`ray start` cannot run here: {e}")
+        c.start_head()
         head_raylets = c.raylets()
         c.ray_start("--address", c.address)
         worker_raylet = c.raylets() - head_raylets

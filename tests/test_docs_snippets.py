@@ -85,26 +85,11 @@ def test_ray_train_snippet_beside_another_cluster(scratch):
 def test_ray_train_snippet_beside_a_running_cluster(scratch):
     """A real cluster runs on this machine (`ray start --head`, token auth on) and RAY_ADDRESS names it, as on
     a shared node: the snippet starts its own instance, trains, and leaves the other cluster running."""
-    import shutil
+    from test_cluster import TokenCluster
 
-    from test_cluster import RAY, TokenCluster, free_ports
-
-    if shutil.which(RAY) is None:
-        pytest.skip(f"no `ray` command next to {sys.executable}")
     c = TokenCluster()
     try:
-        client = str(free_ports(1)[0])  # not Ray's default 10001, which another test's cluster may hold
-        c.ray_start(
-            "--head",
-            "--port",
-            str(c.port),
-            "--temp-dir",
-            str(c.tmp),
-            "--ray-client-server-port",
-            client,
-            "--include-dashboard",
-            "false",
-        )
+        c.start_head()
         heads = c.raylets()
         assert heads
         r = run(scratch, "ray-train", env={**c.env, "RAY_ADDRESS": c.address})
