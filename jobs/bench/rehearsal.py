@@ -738,7 +738,9 @@ def report(run: Run) -> str:
     gen = res.get("gen", {})
     L = ["# Rehearsal at UCF-101's size", ""]
     L += [f"- measured: {', '.join(sorted({r['date'] for r in st.values()}))}; machine: {res.get('machine', '?')}"]
-    L += [f"- command: `{res.get('command', '')}`", ""]
+    L += ["- commands (each continues the results of the ones before):"]
+    L += [f"  - {c.split(': ', 1)[0]}: `{c.split(': ', 1)[1]}`" for c in res.get("commands", [])]
+    L += [f"- {n}" for n in res.get("notes", [])] + [""]
     if gen:
         L += [
             "## The dataset",
@@ -976,7 +978,10 @@ def main(argv: list[str] | None = None) -> int:
         run.res.update(
             {
                 "machine": machine(),
-                "command": "python -m jobs.bench.rehearsal " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "commands": [
+                    *run.res.get("commands", []),
+                    f"{now()}: python -m jobs.bench.rehearsal " + " ".join(argv if argv is not None else sys.argv[1:]),
+                ],
                 "export_streams": a.export_streams,
                 "size": list(a.size),
                 "manifest_entries": a.manifest_entries,
