@@ -6,7 +6,9 @@ arithmetic: the other two pins held across it).
 
 The shard file depends on the decoder's frames and on HDF5's object encoding (pinned by
 ``pipeline.storage.LIBVER``); the expect file also records every stream's content checksum, which is
-independent of HDF5, so a failure says which of the two moved."""
+independent of HDF5, so a failure says which of the two moved. The `opencv` configuration writes lzf, whose
+compressed bytes are not reproducible between processes (``lzf_coded``): its streams are pinned, its file
+is not (its file pin failed once in a full suite run, 2026-12-05, with the same streams)."""
 
 from __future__ import annotations
 
@@ -68,12 +70,23 @@ def written(name: str, tmp: Path) -> dict:
     return {"sha256": s["sha256"], "streams": {v["video_id"]: v["checksums"] for v in s["videos"]}}
 
 
+def lzf_coded(cfg: ExtractConfig) -> bool:
+    """h5py's bundled liblzf is built with INIT_HTAB 0: its hash table lives uninitialised on the stack, so the
+    compressed bytes (never the decompressed ones) may differ between two processes; the file is not pinned."""
+    return "lzf" in dict(cfg.codec).values()
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_shard_bytes_pinned(name, tmp_path):
     want = json.loads(EXPECT.read_text())[name]
     got = written(name, tmp_path)
     assert got["streams"] == want["streams"], "stream contents changed"
-    assert got["sha256"] == want["sha256"], "same streams, different shard file bytes"
+    if not lzf_coded(CONFIGS[name]):
+        assert got["sha256"] == want["sha256"], "same streams, different shard file bytes"
+
+
+def test_only_the_lzf_configuration_goes_unpinned():
+    assert [n for n, c in CONFIGS.items() if lzf_coded(c)] == ["opencv"]
 
 
 if __name__ == "__main__":  # record the configurations not in the expect file yet: python tests/test_pinned_shards.py
