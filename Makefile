@@ -116,7 +116,8 @@ bench-scale: $(STAMP)
 bench-pipelined: $(STAMP)
 	$(PY) -m jobs.bench.pipelined --out docs/benchmarks/pipelined.md $(ARGS)
 
-# every stage at UCF-101's size (13,320 generated videos; about two hours on 2 cores, 10 GB in $(RUNS)/rehearsal)
+# every stage at UCF-101's size (13,320 generated videos): 1.8 h of stages and 17 GB in $(RUNS)/rehearsal on this
+# 2-core machine at load 2-10 (2026-12-05); ARGS="--stages ..." runs parts, --resume-classes K a smaller crash test
 bench-rehearsal: $(STAMP)
 	$(PY) -m jobs.bench.rehearsal --out docs/benchmarks/rehearsal.md --work $(RUNS)/rehearsal $(ARGS)
 
