@@ -20,8 +20,8 @@ videos), an in-process calibration of the per-video work, and the manifest stage
 Every process of a stage is sampled from /proc every 0.5 s: CPU time (utime + stime, summed over the
 process tree, daemons and workers included), peak RSS (VmHWM) of the driver, of the Ray workers and of
 their children (contained decoders), and the peak of /dev/shm in use (Ray's object store lives there).
-Results go to <out>.json after every stage (a later run with --stages continues it); the report is
-written from that file.
+Results go to <out>.json after every stage (a later run with --stages but without ``gen`` continues it);
+the report is written from that file.
 """
 
 from __future__ import annotations
@@ -972,6 +972,8 @@ def main(argv: list[str] | None = None) -> int:
         raise checks.UsageError(f"--work {a.work}: not a folder")
     a.work.mkdir(parents=True, exist_ok=True)
     run = Run(a.work.resolve(), a.out, a.workers)
+    if "gen" in a.stages and not a.report_only:  # a run from the start starts new results
+        run.res = {}
     if not a.report_only:
         from jobs.bench.extract import machine
 
