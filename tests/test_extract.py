@@ -362,11 +362,13 @@ def flow_actors() -> dict[int, tuple[str, float]]:
 
 @pytest.fixture(scope="module")
 def long_source(tmp_path_factory) -> Path:
-    """Three videos of 130 frames: three flow requests each (64 + 64 + 1 pairs)."""
+    """Five videos of 130 frames: three flow requests each (64 + 64 + 1 pairs). Five, not three: after the
+    first shard is done, the flow-worker test needs work left to catch an actor solving (with three videos an
+    unloaded machine finished the job first, 2026-12-05)."""
     d = tmp_path_factory.mktemp("long")
     return make_source(
         d / "manifests",
-        {f"long{i}": write_video(d / "videos" / f"long{i}.avi", moving_square(130, 48, 64, seed=i)) for i in range(3)},
+        {f"long{i}": write_video(d / "videos" / f"long{i}.avi", moving_square(130, 48, 64, seed=i)) for i in range(5)},
     )
 
 
@@ -410,8 +412,8 @@ def test_pipelined_flow_worker_killed_mid_run_gives_the_same_shards(cluster, lon
     pool = [x for x in stderr.splitlines() if "flow pool:" in x][-1]
     assert str(victim) not in pool.split("pids")[1]  # the killed actor was replaced ...
     pairs = int(re.search(r"(\d+) pairs in", pool).group(1))
-    assert pairs < 3 * 129  # ... and its counters died with it: it had solved requests before the kill
-    assert len(reference) == 3 and shard_contents(tmp_path / "pipe" / vid) == reference
+    assert pairs < len(reference) * 129  # ... and its counters died with it: it had solved requests before the kill
+    assert len(reference) == 5 and shard_contents(tmp_path / "pipe" / vid) == reference
 
 
 def test_pipelined_node_lost_mid_run_gives_the_same_shards(cluster, long_source, tasks_reference, tmp_path):
