@@ -27,7 +27,6 @@ the report is written from that file.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import resource
@@ -42,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.cli import checks
+from jobs.cli.reaper import descendants
+from manifests.versioning import file_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = (  # in the order they run; the costly ones last
@@ -271,16 +272,7 @@ def _shm_used() -> int:
 
 def tree_cpu(root: int) -> float:
     """CPU seconds of a process and its living descendants (the contained decoder is one)."""
-    parent, cpu = {}, {}
-    for d in os.listdir("/proc"):
-        if d.isdigit() and (st := _stat(int(d))):
-            parent[int(d)], cpu[int(d)] = st
-    todo, total = [root], 0.0
-    while todo:
-        p = todo.pop()
-        total += cpu.get(p, 0.0)
-        todo.extend(k for k, pp in parent.items() if pp == p)
-    return total
+    return sum(st[1] for p in (root, *descendants(root)) if (st := _stat(p)))
 
 
 class TreeSampler:
@@ -293,37 +285,24 @@ class TreeSampler:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _classify(self, pid: int, parent: dict[int, int]) -> str:
+    def _classify(self, pid: int, ppid: int) -> str:
         if pid == self.root:
             return "driver"
         cmd = _cmd(pid)
         if cmd.startswith("ray::"):
             return "worker"
-        if self.kind.get(parent.get(pid, 0)) in ("worker", "worker child"):
+        if self.kind.get(ppid) in ("worker", "worker child"):
             return "worker child"
         return "other"
 
     def sample(self) -> None:
-        parent, cpu = {}, {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                st = _stat(int(d))
-                if st:
-                    parent[int(d)], cpu[int(d)] = st
-        kids: dict[int, list[int]] = {}
-        for p, pp in parent.items():
-            kids.setdefault(pp, []).append(p)
-        todo, tree = [self.root], []
-        while todo:
-            p = todo.pop()
-            if p in parent:
-                tree.append(p)
-                todo.extend(kids.get(p, []))
-        for p in tree:
-            self.cpu[p] = cpu[p]
+        for p in (self.root, *descendants(self.root)):  # parents before their children
+            if (st := _stat(p)) is None:
+                continue
+            ppid, self.cpu[p] = st
             self.hwm[p] = max(self.hwm.get(p, 0.0), _hwm_mb(p))
             if self.kind.get(p) in (None, "other", "worker child"):  # a Ray worker sets its title after start
-                self.kind[p] = self._classify(p, parent)
+                self.kind[p] = self._classify(p, ppid)
         self.shm_peak = max(self.shm_peak, _shm_used() - self.shm0)
 
     def _run(self) -> None:
@@ -398,14 +377,6 @@ def tree_bytes(path: Path) -> tuple[int, int, int]:
             st = p.stat()
             n, size, disk = n + 1, size + st.st_size, disk + st.st_blocks * 512
     return n, size, disk
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def read_table(path: Path) -> list[dict]:
@@ -593,9 +564,9 @@ def st_resume(run: Run) -> None:
     kept = sum(
         1 for n, s in before.items() if n in final and (final[n].stat().st_mtime_ns, final[n].stat().st_ino) == s
     )
-    same = sum(1 for n in refs if n in final and sha256(refs[n]) == sha256(final[n]))
+    same = sum(1 for n in refs if n in final and file_digest(refs[n]) == file_digest(final[n]))
     tables = {
-        t: sha256(out / vid / t) == sha256(ref_root / vid / t)
+        t: file_digest(out / vid / t) == file_digest(ref_root / vid / t)
         for t in sorted(p.name for p in (ref_root / vid).glob("*.parquet"))
     }
     r["check"] = {
