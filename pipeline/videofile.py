@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decode import _ffmpeg_exe
+
 
 @dataclasses.dataclass(frozen=True)
 class VideoCodec:
@@ -56,12 +58,6 @@ DEFAULT_CODEC = "h264-rgb"
 THREADS = 1  # encoder threads per call; parallelism comes from Ray tasks (as pipeline.decode)
 
 
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def decoded_count(path: str | Path) -> int | None:
     """decord's frame count of a video file (what mmaction2's DecordInit reports), or None without decord."""
     try:
@@ -81,7 +77,7 @@ def encode_video(path: str | Path, frames: np.ndarray, codec: str = DEFAULT_CODE
         raise ValueError(f"{path}: frames must be (T >= 1, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
     t, h, w, _ = frames.shape
     cmd = [
-        ffmpeg_exe(),
+        _ffmpeg_exe(),
         "-hide_banner",
         "-nostdin",
         "-loglevel",
