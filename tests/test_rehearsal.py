@@ -71,6 +71,8 @@ def test_tree_sampler_sees_children_and_their_cpu():
         (["--size", "0", "0"], "--size"),
         (["--manifest-entries", "-1"], "--manifest-entries"),
         (["--extra", "0"], "--extra"),
+        (["--resume-classes", "0"], "--resume-classes 0"),
+        (["--resume-classes", "102"], "--resume-classes 102"),
     ],
 )
 def test_bad_flags_one_line_exit_2_nothing_made(tmp_path, argv, expect):
