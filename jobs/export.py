@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-seed", type=int, default=0)
     p.add_argument("--clip-len", type=int, default=16, help="frames per clip in the mmaction2 configs")
     p.add_argument("--crop", type=int, default=None, help="crop size in the configs (default min(112, frame side))")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="rawframes JPEG quality 1-100 (default 95, as OpenCV)")
+    p.add_argument(
+        "--jpeg-quality", type=int, default=None, help="rawframes JPEG quality 1-100 (default 95, as OpenCV)"
+    )
     p.add_argument(
         "--video-codec",
         default=None,
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < (0 if name == "--workers" else 1):
             log(f"export: error: {name}: must be {'>= 0' if name == '--workers' else '>= 1'}, got {value}")
             return 2
+    if a.jpeg_quality is not None and a.format == "videos":  # the videos format writes no JPEG
+        log("export: error: --jpeg-quality: applies to --format rawframes only, not videos (see --video-codec)")
+        return 2
     try:
         summary = export(
             a.manifest,
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "format": a.format,
                 "streams": streams,
-                "jpeg_quality": a.jpeg_quality,
+                "jpeg_quality": 95 if a.jpeg_quality is None else a.jpeg_quality,
                 "split": a.split,
                 "layout": a.layout,
                 "val_fraction": a.val_fraction,

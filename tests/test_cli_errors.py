@@ -158,6 +158,7 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("export", "--manifest {shards} --out {root}/x1 --format videos --layout flat --workers 0", "--layout"),
     ("export", "--manifest {shards} --out {root}/x1 --format videos --video-codec vp9 --workers 0", "--video-codec"),
     ("export", "--manifest {shards} --out {root}/x1 --video-codec h264-rgb --workers 0", "--video-codec"),
+    ("export", "--manifest {shards} --out {root}/x1 --format videos --jpeg-quality 90 --workers 0", "--jpeg-quality"),
     ("card", "{root}/nope", "nope"),
     ("card", "", "version"),
     ("versions", "ls {root}/nope", "nope"),

@@ -303,6 +303,7 @@ def test_bad_layouts_crops_and_foreign_exports_are_refused(tmp_path, shards, cap
         ([str(ucf), "--format", "videos", "--streams", "flow"], "--streams", "mmaction2 reads flow as rawframes"),
         ([str(ucf), "--format", "videos", "--video-codec", "vp9"], "--video-codec", "unknown codec"),
         ([str(ucf), "--video-codec", "h264-rgb"], "--video-codec", "--format videos only"),
+        ([str(ucf), "--format", "videos", "--jpeg-quality", "90"], "--jpeg-quality", "rawframes only"),
         ([str(ucf), "--format", "videos", "--crop", "25"], "--crop", "does not fit the frames"),
     ]
     for args, name, why in cases:

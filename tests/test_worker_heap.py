@@ -4,11 +4,12 @@ glibc's default mmap threshold is dynamic: once a mapped block is freed, later b
 the heap, where they leave free but resident holes and the heap's extent creeps up with the video's length
 (docs/benchmarks/scale.md, worker memory). The mechanism is checked in fresh interpreters, whose malloc state
 is known: an array of one chunk of frames, allocated after one such array was freed, is a mapping of its own
-after ``bound_heap`` and a piece of the heap without it (glibc's default). A second test checks that
-``stream_video`` calls ``bound_heap`` with the video's frame size."""
+after ``bound_heap`` and a piece of the heap without it (glibc's default). Two more check that
+``stream_video`` and a pipelined run's flow actor call ``bound_heap`` with the frame size they are given."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from manifests.extraction import ExtractConfig, VideoTask, flow_stage, stream_video
 from manifests.extraction import shard as extraction
+from jobs.extraction.flowpool import FlowActor
 from pipeline.flow import FlowConfig
 from pipeline.storage import ShardWriter
 
@@ -70,3 +72,20 @@ def test_stream_video_bounds_the_heap(tmp_path, monkeypatch):
     with ShardWriter(tmp_path / "s.h5", codec="lzf") as w:
         stream_video(task, cfg, flow_stage(cfg, "cpu"), w, "v", contained=False)
     assert calls == [(32, 40)]
+
+
+def test_flow_actor_bounds_the_heap_per_frame_size(monkeypatch):
+    calls = []
+    monkeypatch.setattr(extraction, "bound_heap", lambda h, w: calls.append((h, w)))
+    actor = FlowActor(FlowConfig.resolve(inner=1, outer=1, solver=1).params, "cpu", threads=1)
+    frames = moving_square(4, 32, 40)
+
+    async def requests():
+        a = await actor.solve(frames)
+        b = await actor.solve(frames[:3])  # same frame size: bound once
+        c = await actor.solve(moving_square(3, 24, 40))  # a new size: bound again
+        return a, b, c
+
+    a, b, c = asyncio.run(requests())
+    assert calls == [(32, 40), (24, 40)]
+    assert a.shape == (3, 32, 40, 2) and b.shape == (2, 32, 40, 2) and c.shape == (2, 24, 40, 2)

@@ -615,13 +615,18 @@ fn = flow_stage(cfg, "cpu")
 shared()
 from jobs.bench.rehearsal import tree_cpu
 import os
+picked = [tasks[round(i * (len(tasks) - 1) / max(k, 1))] for i in range(k)]  # spread over the dataset
+picked = list(dict.fromkeys(picked))
+walls, cpus = [], []
 with ShardWriter(out, codec=cfg.codec) as w:
-    stream_video(tasks[0], cfg, fn, w, "warm")
-    t, c = time.perf_counter(), tree_cpu(os.getpid())
-    for i, v in enumerate(tasks[1:1 + k]):
+    stream_video(tasks[-1], cfg, fn, w, "warm")
+    for i, v in enumerate(picked):
+        t, c = time.perf_counter(), tree_cpu(os.getpid())
         stream_video(v, cfg, fn, w, f"g{i}")
-    n = len(tasks[1:1 + k])
-    print(json.dumps({"videos": n, "wall_s": (time.perf_counter() - t) / n, "cpu_s": (tree_cpu(os.getpid()) - c) / n}))
+        walls.append(time.perf_counter() - t)
+        cpus.append(tree_cpu(os.getpid()) - c)
+n = len(picked)
+print(json.dumps({"videos": n, "wall_s": sum(walls) / n, "cpu_s": sum(cpus) / n, "cpu_per_video": cpus}))
 """
 
 
@@ -702,6 +707,13 @@ SCALE_CPU_PER_VIDEO = {  # CPU s per video by the projection of docs/benchmarks/
 
 def _mb(x: float) -> str:
     return f"{x:,.0f}" if x else "-"
+
+
+def _sem(xs: list[float]) -> float | None:
+    """Standard error of the mean of ``xs`` (None for fewer than two values)."""
+    if len(xs) < 2:
+        return None
+    return float(np.std(xs, ddof=1) / np.sqrt(len(xs)))
 
 
 def report(run: Run) -> str:
@@ -792,7 +804,14 @@ def report(run: Run) -> str:
             f"{c['byte_identical']} of {c['shards']}; same version id: {c['same_version']}; tables identical: "
             + ", ".join(f"{k} {v}" for k, v in c["tables_identical"].items())
             + f". The rerun took {st['resume-rerun']['wall_s']:.0f} s against "
-            f"{c.get('reference_wall_s', st['extract']['wall_s']):.0f} s for the whole uninterrupted run.",
+            f"{c.get('reference_wall_s', st['extract']['wall_s']):.0f} s for the whole uninterrupted run "
+            f"(load {st['resume-rerun']['load_before']} at the rerun's start"
+            + (
+                "; the uninterrupted run compared with is an earlier extract stage than the table's"
+                if c.get("reference_wall_s", st["extract"]["wall_s"]) != st["extract"]["wall_s"]
+                else ""
+            )
+            + ").",
             "",
         ]
     if "incremental" in st:
@@ -812,6 +831,9 @@ def report(run: Run) -> str:
         e = st["extract"]
         n = e["ok_videos"]
         over_cpu = (e["cpu_s"] - n * cal["cpu_s"]) / n
+        se = _sem(cal.get("cpu_per_video", []))  # of the calibration's mean: the resolution of over_cpu
+        resolved = se is None or abs(over_cpu) > 2 * se
+        bound = over_cpu if resolved else abs(over_cpu) + 2 * se  # the control plane's cost, or a bound on it
         over_wall = e["wall_s"] * run.workers / n - cal["wall_s"]
         pred = n * cal["cpu_s"] / run.workers
         L += [
@@ -822,14 +844,31 @@ def report(run: Run) -> str:
             f"{cal['wall_s']:.3f} s wall per video. The extraction stage spent {e['cpu_s']:.0f} CPU s on {n:,} "
             f"videos: {e['cpu_s'] / n:.3f} CPU s per video, so the control plane (Ray start and daemons, tasks, "
             f"decoder start, shard bookkeeping, Parquet, publish) costs {over_cpu:.3f} CPU s per video "
-            f"({over_wall:.3f} s per video by wall time x {run.workers} workers).",
+            f"({over_wall:.3f} s per video by wall time x {run.workers} workers)"
+            + (
+                ""
+                if se is None
+                else f"; the calibration's mean has a standard error of {se:.3f} CPU s (its {cal['videos']} videos "
+                "are spread over the dataset, whose clips have 25-50 frames and four codecs), "
+                + (
+                    "so the difference is resolved"
+                    if resolved
+                    else f"so the control plane is below what this run resolves: at most {bound:.3f} CPU s per "
+                    "video (the difference's size + 2 standard errors)"
+                )
+            )
+            + ".",
             "",
         ]
         if cu:
             L += [
                 f"Per-video work at the UCF-101 recipe (320x240 source of 186 frames, 128x171, default preset, "
                 f"in one process): {cu['cpu_s']:.2f} CPU s ({cu['videos']} videos). Control-plane share: "
-                f"{over_cpu:.3f} / {cu['cpu_s']:.2f} = {100 * over_cpu / cu['cpu_s']:.1f} % (goal <= 10 %).",
+                + (
+                    f"{over_cpu:.3f} / {cu['cpu_s']:.2f} = {100 * over_cpu / cu['cpu_s']:.1f} % (goal <= 10 %)."
+                    if resolved
+                    else f"at most {bound:.3f} / {cu['cpu_s']:.2f} = {100 * bound / cu['cpu_s']:.2f} % (goal <= 10 %)."
+                ),
                 "",
             ]
         L += [
@@ -850,7 +889,10 @@ def report(run: Run) -> str:
             "|---|---:|---:|---:|",
         ]
         for k, v in SCALE_CPU_PER_VIDEO.items():
-            L.append(f"| {k} | {v:.2f} | {v + over_cpu:.2f} | {100 * over_cpu / v:+.1f} % |")
+            if resolved:
+                L.append(f"| {k} | {v:.2f} | {v + over_cpu:.2f} | {100 * over_cpu / v:+.1f} % |")
+            else:
+                L.append(f"| {k} | {v:.2f} | at most {v + bound:.2f} | at most +{100 * bound / v:.2f} % |")
         L.append("")
     if "bigmanifest" in st:
         b = st["bigmanifest"]
@@ -880,8 +922,9 @@ def report(run: Run) -> str:
         d = st["bigmanifest"]["driver_peak_mb"]
         goal(f"driver peak RSS <= 2 GB at {res['manifest_entries']:,} entries", f"{d:,.0f} MB", d <= 2048)
     if cal and cu and "extract" in st:
-        share = 100 * over_cpu / cu["cpu_s"]
-        goal("control plane <= 10 % of the per-video work (UCF-101 recipe)", f"{share:.1f} %", share <= 10)
+        share = 100 * bound / cu["cpu_s"]
+        shown = f"{share:.1f} %" if resolved else f"<= {share:.2f} % (not resolved)"
+        goal("control plane <= 10 % of the per-video work (UCF-101 recipe)", shown, share <= 10)
         err = abs(pred - st["extract"]["wall_s"]) / st["extract"]["wall_s"]
         goal("projection within 25 % of the measured wall time", f"{100 * err:.0f} %", err <= 0.25)
         cerr = abs(n * cal["cpu_s"] - st["extract"]["cpu_s"]) / st["extract"]["cpu_s"]

@@ -153,7 +153,10 @@ class FlowBatcher:
 
 class FlowActor:
     """One flow worker (a Ray actor; ``start_pool`` wraps it with ``ray.remote``): a ``BroxFlow`` on
-    ``device`` behind a ``FlowBatcher``."""
+    ``device`` behind a ``FlowBatcher``. Like a streaming shard worker, it pins glibc's mmap threshold at one
+    chunk of the frames it is sent (``bound_heap``, on the first request of each frame size): the frames and
+    flow of a request are then mapped and unmapped, not carved from a heap whose extent creeps up with the
+    number of requests served."""
 
     def __init__(
         self,
@@ -171,8 +174,14 @@ class FlowActor:
             torch.set_num_threads(threads)
         self.flow = BroxFlow(params, device=device, max_batch=max_batch)
         self.batcher = FlowBatcher(self.flow.solve_sequences, self.flow.batch_size, max_wait_s, check_frames)
+        self.heap_bound_for: tuple[int, int] | None = None
 
     async def solve(self, frames: np.ndarray) -> np.ndarray:
+        if frames.ndim == 4 and frames.shape[1:3] != self.heap_bound_for:
+            from manifests.extraction.shard import bound_heap
+
+            self.heap_bound_for = (int(frames.shape[1]), int(frames.shape[2]))
+            bound_heap(*self.heap_bound_for)
         return await self.batcher.submit(frames)
 
     async def stats(self) -> dict[str, Any]:
