@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.extraction.flowpool import FlowActor
 from manifests.extraction import ExtractConfig, VideoTask, flow_stage, stream_video
 from manifests.extraction import shard as extraction
-from jobs.extraction.flowpool import FlowActor
 from pipeline.flow import FlowConfig
 from pipeline.storage import ShardWriter
 
