@@ -384,6 +384,27 @@ def test_structure_texture_removes_lighting():
     assert (inner.max() - inner.min()) < 0.5 * 0.6 * 1.05 / 1.5 + 1e-3
 
 
+def test_new_options_are_off_by_default_and_do_what_they_say():
+    """The third pass's options: coarse_scale 0 or coarse_below 0 is the uniform pyramid; wmedian_skip at
+    least the number of levels is no weighted median at all; with one warp per level "last" is "each"; with
+    two warps it is not; lighting="gain" on frames of equal contrast changes the flow by float rounding only."""
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=9)
+    i0, i1 = (torch.from_numpy(x)[None] for x in warp_pair(src, flow_field("affine", H, W)))
+    base = dict(FAST, warps=2, wmedian=3)
+    ref = brox_flow(i0, i1, **base)
+    for same in (dict(coarse_scale=0.8, coarse_below=0), dict(coarse_scale=0.0, coarse_below=200)):
+        assert torch.equal(brox_flow(i0, i1, **base, **same), ref)
+    assert not torch.equal(brox_flow(i0, i1, **base, coarse_scale=0.9, coarse_below=200), ref)
+    no_median = brox_flow(i0, i1, **dict(base, wmedian=0))
+    assert torch.equal(brox_flow(i0, i1, **base, wmedian_skip=FAST["outer"]), no_median)
+    assert not torch.equal(brox_flow(i0, i1, **base, wmedian_skip=1), no_median)
+    one = dict(base, warps=1)
+    assert torch.equal(brox_flow(i0, i1, **one, wmedian_warps="last"), brox_flow(i0, i1, **one))
+    assert not torch.equal(brox_flow(i0, i1, **base, wmedian_warps="last"), ref)
+    x = i1.clone()
+    assert (brox_flow(x, x, **base, lighting="gain") - brox_flow(x, x, **base)).abs().max() < 1e-4
+
+
 def test_gain_lighting_removes_a_global_gain():
     """lighting="gain": a frame and the same frame x1.12 are scaled to the same values, and the pair's
     contrast is kept (the two factors multiply to 1)."""
