@@ -31,6 +31,8 @@ OMEGA = 1.99  # SOR over-relaxation
 MIN_LEVEL = 15  # a pyramid level whose width or height would be <= this is not built
 WARP_MODES = ("bilinear", "bicubic")
 BORDER_MODES = ("mirror", "ignore")
+LIGHTING_MODES = ("none", "gain")
+WMEDIAN_WARPS = ("each", "last")
 RANGE_TOL = 0.1  # inputs may exceed [0, 1] by this much (bicubic resampling overshoot); they are clamped
 
 
@@ -54,6 +56,11 @@ class BroxParams:
     edge: float = 0.0  # smoothness weight times exp(-edge·|∇I0|) across a link (0: off)
     omega: float = 1.99  # SOR over-relaxation, in (0, 2)
     wmedian: int = 0  # weighted median filter size (weights from I0) applied after each warp (0: off; odd >= 3)
+    coarse_scale: float = 0.0  # pyramid factor below a shorter side of `coarse_below` px (0: `scale` everywhere)
+    coarse_below: int = 48  # px: levels whose shorter side is under this are followed by `coarse_scale` spacing
+    wmedian_skip: int = 0  # the finest this many levels get no weighted median (0: every level gets it)
+    wmedian_warps: str = "each"  # after "each" warp of a level or after its "last" warp only
+    lighting: str = "none"  # "gain": both frames scaled to the same high-pass contrast first (docs/flow.md)
 
     def __post_init__(self):
         for name in ("alpha", "gamma", "scale", "texture", "texture_sigma", "edge", "omega"):
@@ -74,13 +81,25 @@ class BroxParams:
             raise ValueError(f"edge must be >= 0, got {self.edge}")
         if not 0 < self.omega < 2:
             raise ValueError(f"omega must be in (0, 2), got {self.omega}")
-        for name, choices in (("warp", WARP_MODES), ("border", BORDER_MODES)):
+        val = self.coarse_scale
+        if isinstance(val, bool) or not isinstance(val, numbers.Real) or not (val == 0 or 0 < val < 1):
+            raise ValueError(f"coarse_scale must be 0 (off) or in (0, 1), got {val!r}")
+        for name, choices in (
+            ("warp", WARP_MODES),
+            ("border", BORDER_MODES),
+            ("wmedian_warps", WMEDIAN_WARPS),
+            ("lighting", LIGHTING_MODES),
+        ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("inner", "outer", "solver", "warps"):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
+        for name in ("coarse_below", "wmedian_skip"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {val!r}")
         for name in ("median", "wmedian"):
             m = getattr(self, name)
             if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not (m == 0 or (m >= 3 and m % 2 == 1)):
@@ -143,12 +162,17 @@ class FlowConfig:
         return cls(rest.pop("preset"), BroxParams(**rest))
 
 
-def pyramid_sizes(h: int, w: int, scale: float = 0.8, outer: int = 77) -> list[tuple[int, int]]:
+def pyramid_sizes(
+    h: int, w: int, scale: float = 0.8, outer: int = 77, coarse_scale: float = 0.0, coarse_below: int = 0
+) -> list[tuple[int, int]]:
     """Level sizes (h, w), finest first: each is ceil(previous · scale); stop at `outer` levels or when a
-    side would be <= 15 px. The finest level is always kept, so tiny frames get a single level."""
+    side would be <= 15 px. The finest level is always kept, so tiny frames get a single level. With
+    coarse_scale > 0, a level whose shorter side is under `coarse_below` px is followed by ceil(previous ·
+    coarse_scale) instead: a non-uniform pyramid, finer spacing where the levels are small."""
     sizes = [(h, w)]
     while len(sizes) < outer:
-        lh, lw = math.ceil(sizes[-1][0] * scale), math.ceil(sizes[-1][1] * scale)
+        s = coarse_scale if coarse_scale > 0 and min(sizes[-1]) < coarse_below else scale
+        lh, lw = math.ceil(sizes[-1][0] * s), math.ceil(sizes[-1][1] * s)
         if lh <= MIN_LEVEL or lw <= MIN_LEVEL:
             break
         sizes.append((lh, lw))
@@ -336,32 +360,50 @@ def _edge_links(i0: torch.Tensor, edge: float) -> tuple[torch.Tensor, torch.Tens
     )
 
 
-def _structure_texture(x: torch.Tensor, weight: float, sigma: float = 3.0) -> torch.Tensor:
-    """x − weight·G_sigma*x for (B, H, W): removes slowly varying lighting (a Gaussian stands in for the ROF
-    structure of Wedel et al. 2009), rescaled so the result spans about [0, 1] again."""
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """G_sigma*x for (B, H, W): separable Gaussian, radius ceil(3 sigma), replicated borders."""
     r = int(math.ceil(3 * sigma))
     t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
     g = torch.exp(-0.5 * (t / sigma) ** 2)
     g = g / g.sum()
     p = F.pad(x[:, None], (r, r, r, r), mode="replicate")
-    s = F.conv2d(F.conv2d(p, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))[:, 0]
+    return F.conv2d(F.conv2d(p, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))[:, 0]
+
+
+def _structure_texture(x: torch.Tensor, weight: float, sigma: float = 3.0) -> torch.Tensor:
+    """x − weight·G_sigma*x for (B, H, W): removes slowly varying lighting (a Gaussian stands in for the ROF
+    structure of Wedel et al. 2009), rescaled so the result spans about [0, 1] again."""
+    s = _gaussian(x, sigma)
     return (x - weight * s + weight) * (1 / (1 + weight))
 
 
-def _solve_level(i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxParams) -> torch.Tensor:
+def _gain_factors(
+    i0: torch.Tensor, i1: torch.Tensor, s0: torch.Tensor, s1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """lighting="gain": factors (B, 1, 1) that scale both frames to the geometric mean of their high-pass
+    contrasts (RMS of I − G*I over the frame; s0, s1 the blurred frames), so a global brightness gain between
+    them is removed and the pair's contrast is kept. Tensor operations only (no host synchronisation)."""
+    r0, r1 = ((x - s).square_().mean((1, 2)).add_(1e-8).sqrt_() for x, s in ((i0, s0), (i1, s1)))
+    g = (r0 * r1).sqrt_()  # (B,)
+    return (g / r0)[:, None, None], (g / r1)[:, None, None]
+
+
+def _solve_level(
+    i0: torch.Tensor, i1: torch.Tensor, uv: torch.Tensor, p: BroxParams, wmedian: bool = True
+) -> torch.Tensor:
     """One pyramid level: `warps` times (warp, `inner` fixed-point iterations of `solver` SOR sweeps, optional
-    median filter); returns the updated uv (B, 2, H, W)."""
+    median filter); returns the updated uv (B, 2, H, W). wmedian False: no weighted median on this level."""
     b, h, w = i0.shape
     ix0, iy0 = _dx(i0), _dy(i0)
     ix1, iy1 = _dx(i1), _dy(i1)
     stack = torch.stack((i1, ix1, iy1, _dx(ix1), _dy(ix1), _dy(iy1)), dim=1)  # (B, 6, H, W)
     red = _checkerboard(h, w, uv.device)
     links = _edge_links(i0, p.edge) if p.edge > 0 else None
-    for _ in range(p.warps):
+    for k in range(p.warps):
         uv = _solve_warp(i0, ix0, iy0, stack, uv, red, links, p)
         if p.median:
             uv = _median(uv, p.median)
-        if p.wmedian:
+        if p.wmedian and wmedian and (p.wmedian_warps == "each" or k == p.warps - 1):
             uv = _wmedian_for(uv.device, p.wmedian)(uv, i0, p.wmedian)
     return uv
 
@@ -418,9 +460,14 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
     """The coarse-to-fine solve on validated (B, H, W) float32 frames, B >= 1. Tensor operations only: no host
     synchronisation and no branching on tensor values."""
     b, h, w = i0.shape
-    if p.texture > 0:
+    if p.lighting == "gain":  # the pre-filter's blur is reused: G*(c·I) = c·G*I
+        s0, s1 = _gaussian(i0, p.texture_sigma), _gaussian(i1, p.texture_sigma)
+        c0, c1 = _gain_factors(i0, i1, s0, s1)
+        lam = p.texture
+        i0, i1 = ((x * c - lam * (s * c) + lam) * (1 / (1 + lam)) for x, s, c in ((i0, s0, c0), (i1, s1, c1)))
+    elif p.texture > 0:
         i0, i1 = (_structure_texture(x, p.texture, p.texture_sigma) for x in (i0, i1))
-    sizes = pyramid_sizes(h, w, p.scale, p.outer)
+    sizes = pyramid_sizes(h, w, p.scale, p.outer, p.coarse_scale, p.coarse_below)
     pyr = [torch.stack((i0, i1), dim=1)]  # (B, 2, H, W) per level
     for size in sizes[1:]:
         pyr.append(F.interpolate(pyr[-1], size=size, mode="area"))
@@ -434,7 +481,8 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
             uv = F.interpolate(uv, size=(lh, lw), mode="bicubic", align_corners=False)
             uv[:, 0] *= lw / cw  # Python scalars: no host-to-device copy
             uv[:, 1] *= lh / ch
-        uv = _solve_level(pyr[k][:, 0].contiguous(), pyr[k][:, 1].contiguous(), uv, p)
+        wm = k >= p.wmedian_skip
+        uv = _solve_level(pyr[k][:, 0].contiguous(), pyr[k][:, 1].contiguous(), uv, p, wm)
     assert uv is not None  # pyramid_sizes gives at least one level
     return torch.nan_to_num_(uv, nan=0.0, posinf=0.0, neginf=0.0)  # guard; never triggered in tests
 

@@ -104,6 +104,8 @@ CASES: list[tuple[str, str, str]] = [  # (stage, argv template, text the message
     ("extract", "--manifest {source} --out {root}/s1 --flow-param levels=3", "--flow-param"),
     ("extract", "--manifest {source} --out {root}/s1 --flow-param inner", "--flow-param inner"),
     ("extract", "--manifest {source} --out {root}/s1 --flow-param wmedian=4", "wmedian must be 0 (off) or an odd"),
+    ("extract", "--manifest {source} --out {root}/s1 --flow-param coarse_scale=1.5", "coarse_scale must be 0 (off)"),
+    ("extract", "--manifest {source} --out {root}/s1 --flow-param lighting=log", "lighting must be one of"),
     ("extract", "--manifest {source} --out {root}/s1 --max-failure-rate 2", "--max-failure-rate"),
     ("extract", "--manifest {source} --out {root}/s1 --resize squash", "--resize"),
     ("extract", "--manifest {source} --out {root}/s1 --quality 0", "--quality 0"),

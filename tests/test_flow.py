@@ -220,6 +220,12 @@ def test_pyramid_sizes():
     assert min(sizes[-1]) > 15 and min(np.ceil(np.array(sizes[-1]) * 0.8)) <= 15
     assert pyramid_sizes(240, 320, outer=3) == [(240, 320), (192, 256), (154, 205)]
     assert pyramid_sizes(8, 8) == [(8, 8)]
+    # non-uniform: 0.7 while the shorter side is >= 48 px, then 0.8 (finer spacing where the levels are small)
+    assert pyramid_sizes(128, 171, 0.7) == [(128, 171), (90, 120), (63, 84), (45, 59), (32, 42), (23, 30), (17, 21)]
+    assert pyramid_sizes(128, 171, 0.7, coarse_scale=0.8, coarse_below=48) == [
+        (128, 171), (90, 120), (63, 84), (45, 59), (36, 48), (29, 39), (24, 32), (20, 26), (16, 21)
+    ]  # fmt: skip
+    assert pyramid_sizes(128, 171, 0.7, coarse_scale=0.8, coarse_below=0) == pyramid_sizes(128, 171, 0.7)
 
 
 @pytest.mark.parametrize("size", [(8, 8), (5, 12)])
@@ -296,6 +302,15 @@ def test_bad_inputs(prev, next, match):
         (dict(wmedian=True), "wmedian"),
         (dict(omega=2.0), "omega"),
         (dict(omega=0), "omega"),
+        (dict(coarse_scale=1.0), "coarse_scale"),
+        (dict(coarse_scale=-0.2), "coarse_scale"),
+        (dict(coarse_scale=True), "coarse_scale"),
+        (dict(coarse_scale="0.8"), "coarse_scale"),
+        (dict(coarse_below=-1), "coarse_below"),
+        (dict(coarse_below=32.0), "coarse_below"),
+        (dict(wmedian_skip=-1), "wmedian_skip"),
+        (dict(wmedian_warps="first"), "wmedian_warps"),
+        (dict(lighting="hdr"), "lighting"),
     ],
 )
 def test_bad_params(params, match):
@@ -369,14 +384,50 @@ def test_structure_texture_removes_lighting():
     assert (inner.max() - inner.min()) < 0.5 * 0.6 * 1.05 / 1.5 + 1e-3
 
 
+def test_new_options_are_off_by_default_and_do_what_they_say():
+    """The third pass's options: coarse_scale 0 or coarse_below 0 is the uniform pyramid; wmedian_skip at
+    least the number of levels is no weighted median at all; with one warp per level "last" is "each"; with
+    two warps it is not; lighting="gain" on frames of equal contrast changes the flow by float rounding only."""
+    src = smooth_texture(H + 2 * M, W + 2 * M, seed=9)
+    i0, i1 = (torch.from_numpy(x)[None] for x in warp_pair(src, flow_field("affine", H, W)))
+    base = dict(FAST, warps=2, wmedian=3)
+    ref = brox_flow(i0, i1, **base)
+    for same in (dict(coarse_scale=0.8, coarse_below=0), dict(coarse_scale=0.0, coarse_below=200)):
+        assert torch.equal(brox_flow(i0, i1, **base, **same), ref)
+    assert not torch.equal(brox_flow(i0, i1, **base, coarse_scale=0.9, coarse_below=200), ref)
+    no_median = brox_flow(i0, i1, **dict(base, wmedian=0))
+    assert torch.equal(brox_flow(i0, i1, **base, wmedian_skip=FAST["outer"]), no_median)
+    assert not torch.equal(brox_flow(i0, i1, **base, wmedian_skip=1), no_median)
+    one = dict(base, warps=1)
+    assert torch.equal(brox_flow(i0, i1, **one, wmedian_warps="last"), brox_flow(i0, i1, **one))
+    assert not torch.equal(brox_flow(i0, i1, **base, wmedian_warps="last"), ref)
+    x = i1.clone()
+    assert (brox_flow(x, x, **base, lighting="gain") - brox_flow(x, x, **base)).abs().max() < 1e-4
+
+
+def test_gain_lighting_removes_a_global_gain():
+    """lighting="gain": a frame and the same frame x1.12 are scaled to the same values, and the pair's
+    contrast is kept (the two factors multiply to 1)."""
+    from pipeline.flow import _gain_factors, _gaussian
+
+    x = torch.from_numpy(smooth_texture(40, 50, seed=3))[None] * 0.8
+    y = x * 1.12
+    c0, c1 = _gain_factors(y, x, _gaussian(y, 10.0), _gaussian(x, 10.0))
+    assert torch.allclose(y * c0, x * c1, atol=1e-6)
+    assert abs(float(c0 * c1) - 1) < 1e-5 and abs(float(c1) - 1.12**0.5) < 1e-4
+
+
 def test_extras_are_finite_and_consistent():
-    """warps, median, texture, edge, omega and wmedian give finite flow and batch like single pairs."""
+    """warps, median, texture, edge, omega, wmedian (after the last warp, not on the finest level), the
+    non-uniform pyramid and the gain lighting give finite flow and batch like single pairs (the gain factors
+    are per pair)."""
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=6)
     pairs = [warp_pair(src, flow_field(k, H, W)) for k in ("affine", "large")]
     i0 = torch.from_numpy(np.stack([p[0] for p in pairs]))
     i1 = torch.from_numpy(np.stack([p[1] for p in pairs]))
     extras = dict(warps=2, median=3, texture=0.5, texture_sigma=6.0, edge=3.0, omega=1.8, wmedian=3)
-    extras.update(FAST)
+    extras.update(FAST, wmedian_warps="last", wmedian_skip=1, coarse_scale=0.9, coarse_below=60, lighting="gain")
+    i0[1] *= 0.7  # another contrast in the second pair: its gain factors differ from the first pair's
     both = brox_flow(i0, i1, **extras)
     assert torch.isfinite(both).all()
     assert torch.allclose(both[1], brox_flow(i0[1:], i1[1:], **extras)[0], atol=1e-4)
@@ -515,7 +566,7 @@ def test_solve_never_reads_tensor_values_on_the_host(monkeypatch):
 
     src = smooth_texture(H + 2 * M, W + 2 * M, seed=8)
     i0, i1 = (torch.from_numpy(x)[None] for x in warp_pair(src, flow_field("affine", H, W)))
-    p = brox_params("best", edge=3.0, wmedian=3, **FAST)  # every optional stage switched on
+    p = brox_params("best", edge=3.0, wmedian=3, lighting="gain", coarse_scale=0.9, **FAST)  # every optional stage
     monkeypatch.setattr(flow, "NATIVE_SOR", False)
     for name in ("item", "__bool__", "__float__", "__int__", "tolist", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, refuse)

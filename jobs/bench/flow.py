@@ -30,6 +30,7 @@ Brox solves 8 pairs per call as the extraction stage does; times are process CPU
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import importlib.util
 import os
@@ -92,6 +93,25 @@ ABLATION = {
     "boundary + wmedian=3": ("boundary", dict(wmedian=3)),
     "boundary + wmedian=5": ("boundary", dict(wmedian=5)),
 }
+
+
+def row_params(name: str):
+    """BroxParams of an ablation row: a name in ABLATION, or "PRESET[, k=v][ + k=v]..." (values as Python
+    literals, else strings), e.g. "boundary, coarse_scale=0.8 + wmedian=3". ValueError for anything else."""
+    if name in ABLATION:
+        preset, kw = ABLATION[name]
+        return brox_params(preset, **kw)
+    parts = [t.strip() for chunk in name.split(" + ") for t in chunk.split(",")]
+    kw = {}
+    for item in parts[1:]:
+        if "=" not in item:
+            raise ValueError(f"ablation row {name!r}: {item!r} is not key=value")
+        k, v = (x.strip() for x in item.split("=", 1))
+        try:
+            kw[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            kw[k] = v
+    return brox_params(parts[0], **kw)
 
 
 def _video_frame(path: Path) -> np.ndarray | None:
@@ -465,7 +485,11 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu: accuracy suite; cuda: GPU sweep and agreement")
     ap.add_argument("--quick", action="store_true", help="2 textures, 171x128 only, 1 round")
     ap.add_argument("--ablation", action="store_true", help="also run the ablation variants (docs/flow.md)")
-    ap.add_argument("--rows", default="", help="with --ablation: only these ablation rows (';' list of names)")
+    ap.add_argument(
+        "--rows",
+        default="",
+        help="with --ablation: only these rows (';' list of ABLATION names or 'PRESET[, k=v][ + k=v]...')",
+    )
     ap.add_argument("--sizes", default="171x128,340x256", help="WxH list")
     ap.add_argument("--textures", type=int, default=4, help="textures (x 9 cases = pairs per size)")
     ap.add_argument(
@@ -515,11 +539,11 @@ def main(argv=None) -> None:
         sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
         variants = {f"Brox {n}": brox_params(n) for n in args.presets.split(",")}  # native SOR where it compiles
         if args.ablation:
-            rows = [r for r in args.rows.split(";") if r] or list(ABLATION)
-            unknown = [r for r in rows if r not in ABLATION]
-            if unknown:
-                raise SystemExit(f"--rows: unknown ablation rows {unknown}")
-            variants.update({f"Brox {n}": brox_params(*ABLATION[n][:1], **ABLATION[n][1]) for n in rows})
+            rows = [r.strip() for r in args.rows.split(";") if r.strip()] or list(ABLATION)
+            try:
+                variants.update({f"Brox {n}": row_params(n) for n in rows})
+            except ValueError as e:
+                raise SystemExit(f"--rows: {e}") from None
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
         if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
             runners = {
