@@ -215,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < (0 if name == "--workers" else 1):
             log(f"export: error: {name}: must be {'>= 0' if name == '--workers' else '>= 1'}, got {value}")
             return 2
-    if a.jpeg_quality is not None and a.format == "videos":  # the videos format writes no JPEG
-        log("export: error: --jpeg-quality: applies to --format rawframes only, not videos (see --video-codec)")
-        return 2
     try:
         summary = export(
             a.manifest,
@@ -225,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "format": a.format,
                 "streams": streams,
-                "jpeg_quality": 95 if a.jpeg_quality is None else a.jpeg_quality,
+                "jpeg_quality": a.jpeg_quality,
                 "split": a.split,
                 "layout": a.layout,
                 "val_fraction": a.val_fraction,

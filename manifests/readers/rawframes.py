@@ -113,12 +113,15 @@ LAYOUTS = {
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 
 
+DEFAULT_JPEG_QUALITY = 95  # OpenCV's default, as in mmaction2 / denseflow frame folders
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
     version_id: str
     format: str = "rawframes"
     streams: tuple[str, ...] | None = None  # None: every stream of the format (the marker records them)
-    jpeg_quality: int = 95  # OpenCV's default, as in mmaction2 / denseflow frame folders
+    jpeg_quality: int | None = None  # rawframes only; None: 95, OpenCV's default, as mmaction2 / denseflow frames
     split: str | None = None  # only videos in train/test of this split (None: every extracted video)
     layout: str = "auto"  # a LAYOUTS name or auto (the marker records the resolved name)
     val_fraction: float = 0.1  # held-out subset of each split's training videos (jobs.train's default)
@@ -215,7 +218,9 @@ def check_options(ds: ShardDataset, opts: ExportOptions) -> None:
         raise ExportError(f"--video-codec: applies to --format videos only, not {opts.format}")
     if opts.video_codec is not None and opts.video_codec not in VIDEO_CODECS:
         raise ExportError(f"--video-codec: unknown codec {opts.video_codec!r} (known: {', '.join(VIDEO_CODECS)})")
-    if not 1 <= opts.jpeg_quality <= 100:
+    if opts.jpeg_quality is not None and opts.format == "videos":  # the videos format writes no JPEG
+        raise ExportError("--jpeg-quality: applies to --format rawframes only, not videos (see --video-codec)")
+    if opts.jpeg_quality is not None and not 1 <= opts.jpeg_quality <= 100:
         raise ExportError(f"--jpeg-quality: must be in 1..100, got {opts.jpeg_quality}")
     known = sorted({s for r in ds.records for s in r.splits})
     if opts.split is not None and opts.split not in known:
@@ -238,6 +243,7 @@ def make_plan(ds: ShardDataset, opts: ExportOptions) -> tuple[ExportPlan, Export
         layout=layout.name,
         streams=fmt.streams if opts.streams is None else opts.streams,
         video_codec=codec if fmt.name == "videos" else None,
+        jpeg_quality=DEFAULT_JPEG_QUALITY if opts.jpeg_quality is None else opts.jpeg_quality,
     )
     records = select(ds, opts.split)
     splits = [opts.split] if opts.split else sorted({s for r in records for s in r.splits})
