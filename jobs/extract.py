@@ -17,10 +17,8 @@ videos, ``--mode pipelined``, the publishing guards): jobs.extraction.driver and
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
-from typing import Any
 
 from jobs.cli import checks
 from jobs.extraction.driver import MAX_FAILURE_RATE, MODES, extract
@@ -33,34 +31,17 @@ from pipeline.flow import DEFAULT_PRESET, PRESETS, FlowConfig
 from pipeline.storage import CODECS, DEFAULT_CODEC, STREAMS, codec_spec
 
 
-def _value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _kv(items: list[str], what: str) -> dict[str, Any]:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise checks.UsageError(f"{what} {it}: expected key=value")
-        k, v = it.split("=", 1)
-        out[k.strip()] = _value(v.strip())
-    return out
-
-
 def config_from_args(a: argparse.Namespace) -> ExtractConfig:
     """The ExtractConfig of parsed arguments; UsageError (naming the argument) for any bad value."""
     codec = dict(DEFAULT_CODEC)
     for c in a.codec or []:
-        spec = {s: c for s in STREAMS} if "=" not in c else _kv([c], "--codec")
+        spec = {s: c for s in STREAMS} if "=" not in c else checks.key_values([c], "--codec")
         for stream, name in spec.items():
             checks.choice(f"--codec {c}: stream", stream, STREAMS)
             checks.choice("--codec", name, CODECS)
         codec.update(spec)
     codec = codec_spec(codec)
-    overrides = _kv(a.flow_param or [], "--flow-param")
+    overrides = checks.key_values(a.flow_param or [], "--flow-param")
     try:  # fail early (exit 2, before Ray) on a bad preset or parameter: resolved here, once
         if "preset" in overrides:
             raise ValueError("use --flow-preset to choose a preset")

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jobs.extract import _kv
+from jobs.cli import checks
 from jobs.extraction.driver import extract
 from manifests.extraction import ExtractConfig, build_shard, plan_shards
 from manifests.extraction.bookkeeping import select_videos
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     assert DEFAULT_CODEC == {"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, "update DEFAULT_LAYOUT's name"
     cmd = "python -m jobs.bench.extract " + " ".join(argv if argv is not None else sys.argv[1:])
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    flow = _kv(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
+    flow = checks.key_values(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
     cfg = ExtractConfig(
         size=tuple(a.size),
         codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},

@@ -30,7 +30,6 @@ Brox solves 8 pairs per call as the extraction stage does; times are process CPU
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import importlib.util
 import os
@@ -45,6 +44,7 @@ import cv2
 import numpy as np
 import torch
 
+from jobs.cli import checks
 from pipeline import flow, sornative
 from pipeline.flow import DEFAULT_PRESET, PRESETS, BroxFlow, brox_flow, brox_params, pyramid_sizes, solve_pairs
 from pipeline.flowmetrics import angular_error_map, epe_map, layered_pair, smooth_texture, warp_pair
@@ -102,16 +102,7 @@ def row_params(name: str):
         preset, kw = ABLATION[name]
         return brox_params(preset, **kw)
     parts = [t.strip() for chunk in name.split(" + ") for t in chunk.split(",")]
-    kw = {}
-    for item in parts[1:]:
-        if "=" not in item:
-            raise ValueError(f"ablation row {name!r}: {item!r} is not key=value")
-        k, v = (x.strip() for x in item.split("=", 1))
-        try:
-            kw[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            kw[k] = v
-    return brox_params(parts[0], **kw)
+    return brox_params(parts[0], **checks.key_values(parts[1:], f"ablation row {name!r}:"))
 
 
 def _video_frame(path: Path) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jobs.bench.extract import machine, make_source
 from jobs.bench.scale import load
-from jobs.extract import _kv
+from jobs.cli import checks
 from jobs.extraction import flowpool
 from jobs.extraction.driver import extract
 from manifests.extraction import ExtractConfig
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flow-param", action="append", default=[], metavar="K=V")
     p.add_argument("--work", default=None, help="work dir (default: a temporary one, removed)")
     a = p.parse_args(argv)
-    flow = FlowConfig.resolve(**_kv(a.flow_param, "--flow-param"))
+    flow = FlowConfig.resolve(**checks.key_values(a.flow_param, "--flow-param"))
     cfg = ExtractConfig(size=tuple(a.size), shard_size=a.shard_size, flow=flow)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:

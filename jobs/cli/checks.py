@@ -20,6 +20,7 @@ Checks never create anything: ``out_dir`` only proves the directory could be cre
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import os
 import socket
@@ -91,6 +92,21 @@ def number_in(arg: str, value: float | None, lo: float, hi: float, *, allow_none
     if value is None or not lo <= float(value) <= hi:
         raise UsageError(f"{arg} {value}: must be between {lo} and {hi}")
     return float(value)
+
+
+def key_values(items: Iterable[str], arg: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> {k: v}, each value a Python literal where it reads as one (``3``, ``0.5``, ``True``),
+    else the string itself; UsageError naming ``arg`` for an item without ``=``."""
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise UsageError(f"{arg} {it}: expected key=value")
+        k, v = (x.strip() for x in it.split("=", 1))
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
 
 
 def size(arg: str, hw: Sequence[int], *, minimum: int = 8, even: bool = False) -> tuple[int, int]:
