@@ -77,6 +77,7 @@ def test_rawframes_round_trip(shards, tmp_path, capsys):
     assert any(len(r.labels) > 1 for r in ds.records)  # multi-label lines were exercised
     marker = json.loads((out / MARKER).read_text())
     assert marker["version_id"] == ds.meta.version_id
+    assert marker["jpeg_quality"] == 100 and "video_codec" not in marker  # as given; the marker of earlier releases
     assert "6 videos exported" in capsys.readouterr().err
 
 
@@ -424,7 +425,8 @@ def test_videos_round_trip_lists_label_map_configs_and_resume(tmp_path, capsys):
         assert "'VideoDataset'" in text and "'DecordInit'" in text and "'DecordDecode'" in text
         assert f"ucf101_fit_split_{k}_videos.txt" in text and "RawFrameDecode" not in text
     assert not list((out / "configs").glob("*_flow.py"))  # mmaction2 reads flow only as rawframes
-    assert json.loads((out / MARKER).read_text())["video_codec"] == "h264-rgb"
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["video_codec"] == "h264-rgb" and marker["jpeg_quality"] == 95  # as before --jpeg-quality's check
     # a rerun resumes (a killed run's temporary file is removed); another codec into the same dir is refused
     victim = out / "videos" / ds.records[0].label_names[0] / f"{ds.records[0].video_id}.mp4"
     victim.unlink()
