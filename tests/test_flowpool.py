@@ -81,16 +81,18 @@ def test_bad_request_fails_alone_and_solver_errors_reach_the_batch():
 
 
 def test_batched_brox_equals_each_video_alone():
-    """Pairs of two videos solved in shared batches (sizes 8, odd tails) give the flow of each video alone."""
+    """Pairs of videos solved in shared batches (sizes 8, odd tails, two one-pair requests together: a
+    video's last request, which its own shard task solves as a batch of one) give the flow of each alone."""
     flow = BroxFlow(brox_params(**FAST), device="cpu")
     a, v = moving_square(11, 32, 40, seed=1), moving_square(6, 32, 40, seed=2)
     b = FlowBatcher(flow.solve_sequences, flow.batch_size, max_wait_s=0.05, check=check_frames)
 
     async def main():
-        return await asyncio.gather(b.submit(a), b.submit(v), b.submit(a[3:6]))
+        return await asyncio.gather(b.submit(a), b.submit(v), b.submit(a[3:6]), b.submit(a[9:]), b.submit(v[4:]))
 
-    fa, fv, part = run(main())
+    fa, fv, part, tail_a, tail_v = run(main())
     assert np.array_equal(fa, flow(a)) and np.array_equal(fv, flow(v)) and np.array_equal(part, flow(a)[3:5])
+    assert np.array_equal(tail_a, flow(a[9:])) and np.array_equal(tail_v, flow(v[4:]))  # each a batch of one
     assert b.stats()["max_requests_per_batch"] >= 2
 
 

@@ -2,7 +2,10 @@
 below were recorded (2026-12-05, before the extraction core was reorganised): the same three committed MJPG
 clips through the contained decoder, the `accurate` Brox preset (the default then) under two codec /
 sampling configurations, and the `opencv` preset (recorded after the reorganisation, which changed no flow
-arithmetic: the other two pins held across it).
+arithmetic: the other two pins held across it). The two `accurate` configurations were recorded again on
+2026-12-06, when the pre-filter's blur changed from a convolution to sums of shifted copies (batch
+invariance, ``pipeline.flow._gaussian``): their rgb streams held, their flow / rgbf streams moved in the last
+bits, the `opencv` configuration (no pre-filter) held entirely.
 
 The shard file depends on the decoder's frames and on HDF5's object encoding (pinned by
 ``pipeline.storage.LIBVER``); the expect file also records every stream's content checksum, which is

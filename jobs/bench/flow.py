@@ -397,7 +397,8 @@ def tables(results: dict) -> list[str]:
 def batch_invariance(frames, device: torch.device, preset: str) -> list[str]:
     """Does a pair's flow depend on the other pairs of its batch? The pipelined extraction batches pairs of
     several videos together (jobs.extraction.flowpool) and promises the shards of the per-shard tasks, byte for
-    byte: two 9-frame sequences solved alone (batches of 8 and 1) against solved together in batches of 5."""
+    byte: two 9-frame sequences solved alone (a batch of 8 pairs each) against solved together in batches of 5
+    (5, 5, 5 and 1: a batch of one is the case that once differed on CPU)."""
     seq = []
     for k, f in enumerate(frames[:2]):
         base = make_suite([f], 128, 171)[:1][0]

@@ -20,9 +20,10 @@ that cannot come back (its node is gone and no other node has room for it) would
 30 s) and, when the ping does not return in time either, sends the request to the
 next actor of the pool; the worker process then skips that actor for ``DOWN_S`` seconds.
 
-A pair's flow does not depend on the other pairs of its batch (``BroxFlow.solve_sequences``; tested on CPU,
-``jobs.bench.flow --device cuda`` checks CUDA), so the shards equal those of the per-shard mode byte for
-byte on CPU.
+A pair's flow does not depend on the other pairs of its batch, bit for bit (``BroxFlow.solve_sequences``;
+tested on CPU with batches of 1, 2 and 3, ``jobs.bench.flow --device cuda`` checks CUDA), so the shards equal
+those of the per-shard mode byte for byte on CPU, also when the last one-pair requests of two videos share a
+batch.
 """
 
 from __future__ import annotations
