@@ -19,7 +19,6 @@ decimal MB (10^6 bytes). The report records the date, the machine and the load a
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import platform
@@ -33,9 +32,11 @@ import cv2
 import numpy as np
 
 from jobs import export as export_job
+from jobs.cli import checks
 from jobs.report.dataset_card import stored_bytes
 from manifests.readers.rawframes import RGB_TMPL, ExportOptions, make_plan
 from manifests.readers.videos import VIDEOS_DIR
+from manifests.shards import KIND as SHARDS_KIND
 from manifests.shards import ShardDataset, load_shards
 from pipeline.storage import ShardReader
 from pipeline.videofile import DEFAULT_CODEC, VIDEO_CODECS, encode_video
@@ -246,12 +247,17 @@ def report(res: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+@checks.cli("bench.export")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.bench.export", description=__doc__.split("\n\n")[0])
+    ap = checks.parser(prog="python -m jobs.bench.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", required=True, help="shard version (the docs: the demo's target version)")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/export.md"))
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     a = ap.parse_args(argv)
+    checks.version("--manifest", a.manifest, SHARDS_KIND)  # every flag checked before an export starts
+    checks.out_file("--out", a.out)
+    if a.work is not None:
+        checks.existing_dir("--work", a.work, writable=True)  # TemporaryDirectory(dir=...) needs it to exist
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-export-", dir=a.work) as work:
         res = bench(a.manifest, Path(work), log)

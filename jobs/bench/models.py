@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+from jobs.cli import checks
 from models.summary import profile_model
 
 # the paper's Table 2 training speed (s/iter, batch 16, one unnamed GPU)
@@ -55,12 +56,16 @@ GROUPS = {
 
 
 def resolve_models(arg: str) -> list[str]:
-    """Comma list of model names and group names (table2, table3, table4, all); baselines are added."""
+    """Comma list of model names and group names (table2, table3, table4, all); baselines are added.
+    UsageError naming --models for an unknown name."""
     names: list[str] = []
     for tok in filter(None, (t.strip() for t in arg.split(","))):
         for n in GROUPS.get(tok, [tok]):
             if n not in models.VARIANTS:
-                raise SystemExit(f"unknown model or group {n!r}; groups: {', '.join(GROUPS)}")
+                raise checks.UsageError(
+                    f"--models {n}: unknown model or group; groups: {', '.join(GROUPS)}; models: "
+                    f"{', '.join(models.VARIANTS)}"
+                )
             for m in (models.BASELINE.get(n), n):
                 if m and m not in names:
                     names.append(m)
@@ -200,8 +205,40 @@ def report(names, times, a, device, elapsed) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def device_of(arg: str, name: str) -> torch.device:
+    """A torch device this benchmark runs on: cpu, or cuda[:N] with that GPU present."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise checks.UsageError(f"{arg} {name}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise checks.UsageError(f"{arg} {name}: CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise checks.UsageError(f"{arg} {name}: no such GPU ({torch.cuda.device_count()} visible)")
+    return device
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """Every flag as given, before the device defaults are filled in (0 would read as 'not given') and before
+    a model is built (UsageError naming the flag). The models build at any clip of >= 1 frame and pixel."""
+    for name in ("--batch", "--size", "--iters", "--rounds", "--threads"):
+        checks.positive_int(name, getattr(a, name[2:]), allow_none=True)
+    checks.positive_int("--frames", a.frames)
+    checks.positive_int("--warmup", a.warmup, minimum=0)
+    if not 0 < a.width < float("inf"):
+        raise checks.UsageError(f"--width {a.width:g}: must be a number > 0 (the channel width multiplier)")
+    if a.out is not None:
+        checks.out_file("--out", a.out)
+
+
+@checks.cli("bench.models")
+def main(argv: list[str] | None = None) -> int:
+    ap = checks.parser(
+        prog="python -m jobs.bench.models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int)
     ap.add_argument("--frames", type=int, default=16)
@@ -219,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--out", type=Path, help="markdown report (printed to stdout too)")
     a = ap.parse_args(argv)
-    device = torch.device(a.device)
+    device = device_of("--device", a.device)
+    check_args(a)
     gpu = device.type == "cuda"
     a.batch = a.batch or (16 if gpu else 2)
     a.size = a.size or (112 if gpu else 56)
@@ -227,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     a.rounds = a.rounds or (3 if gpu else 4)
     a.models = a.models or ("all" if gpu else "table2")
     a.threads = a.threads or (None if gpu else 1)
+    if not resolve_models(a.models):
+        raise checks.UsageError(f"--models {a.models}: no model named")
     threads_before = torch.get_num_threads()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -234,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         _bench(a, device)
     finally:
         torch.set_num_threads(threads_before)
+    return 0
 
 
 def _bench(a: argparse.Namespace, device: torch.device) -> None:
@@ -267,4 +308,4 @@ def _bench(a: argparse.Namespace, device: torch.device) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,21 +14,19 @@ preset unless --flow-param says otherwise.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from jobs.bench.extract import machine, make_source
+from jobs.bench.extract import check_videos, flow_config, machine, make_source
 from jobs.bench.scale import load
 from jobs.cli import checks
 from jobs.extraction import flowpool
 from jobs.extraction.driver import extract
 from manifests.extraction import ExtractConfig
 from manifests.shards import load_shards
-from pipeline.flow import FlowConfig
 
 
 def run_modes(source: Path, work: Path, cfg: ExtractConfig, rounds: int, log) -> list[dict]:
@@ -108,10 +106,16 @@ def report(rows: list[dict], cfg: ExtractConfig, args, cmd: str) -> str:
     return "\n".join(L)
 
 
+@checks.cli("bench.pipelined")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.bench.pipelined", description=__doc__.split("\n\n")[0])
+    p = checks.parser(prog="python -m jobs.bench.pipelined", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/benchmarks/pipelined.md")
-    p.add_argument("--videos", type=int, default=48, help="at least 8 per class (6 classes)")
+    p.add_argument(
+        "--videos",
+        type=int,
+        default=48,
+        help="demo videos, 6 per class up to 12 classes (48: 8 classes of 6); 5, 6 or >= 9 (a class needs >= 5)",
+    )
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--size", type=int, nargs=2, default=[128, 171])
     p.add_argument("--shard-size", type=int, default=4)
@@ -119,7 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flow-param", action="append", default=[], metavar="K=V")
     p.add_argument("--work", default=None, help="work dir (default: a temporary one, removed)")
     a = p.parse_args(argv)
-    flow = FlowConfig.resolve(**checks.key_values(a.flow_param, "--flow-param"))
+    checks.out_file("--out", a.out)  # every flag checked before a video is generated or Ray started
+    check_videos("--videos", a.videos)
+    checks.positive_int("--frames", a.frames, minimum=2)  # one flow pair
+    checks.size("--size", a.size)  # as jobs.extract
+    checks.positive_int("--shard-size", a.shard_size)
+    checks.positive_int("--rounds", a.rounds)
+    if a.work is not None:
+        checks.existing_dir("--work", a.work, writable=True)  # TemporaryDirectory(dir=...) needs it to exist
+    flow = flow_config(a.flow_param)
     cfg = ExtractConfig(size=tuple(a.size), shard_size=a.shard_size, flow=flow)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:

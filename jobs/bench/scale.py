@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.cli import checks
+
 SIZES = {"128x171": (128, 171), "256x320": (256, 320)}
 SOURCES = {"320x240": (320, 240), "1280x720": (1280, 720)}
 # Projection inputs that are NOT measured here (labelled as assumptions in the report)
@@ -35,6 +37,8 @@ DATASETS = {  # name: (videos, mean source frames per video, source WxH, note)
     "FCVID-170": (65000, 167 * 25, "1280x720", "about 65,000 web videos of 167 s; 25 fps and 720p assumed"),
 }
 CALIBRATION_VIDEOS = 10  # videos timed in-process to predict the check run
+CHECK_CLASSES = 10  # check_model's demo classes; each needs 2 groups of 4 clips (train, test): >= 5 videos
+SECTIONS = ("decode", "flow", "rss", "check")  # --sections
 RECIPE = {"fps": 25.0, "segments": 8, "segment_frames": 17, "size": "256x320"}  # the FCVID-170 pretraining recipe
 CLUSTERS = {  # name: (gpus, cpu cores)
     "1 GPU (8 cores)": (1, 8),
@@ -376,7 +380,9 @@ def check_model(work: Path, n_videos: int) -> dict:
     torch.set_num_threads(1)  # as in a Ray task (1 CPU); more threads on a loaded machine run far slower
     flow = {"inner": 3, "outer": 3, "solver": 3}
     cfg = ExtractConfig(size=(128, 171), flow=FlowConfig.resolve(**flow), shard_size=25)
-    make_dataset(work / "demo", classes=10, videos_per_class=-(-n_videos // 10), frames=16, size=(128, 172))
+    make_dataset(
+        work / "demo", classes=CHECK_CLASSES, videos_per_class=-(-n_videos // CHECK_CLASSES), frames=16, size=(128, 172)
+    )
     vid = build_main(
         [
             "--dataset",
@@ -583,8 +589,54 @@ def report(out: Path, res: dict, args) -> None:
     out.write_text("\n".join(L) + "\n")
 
 
+def check_args(a: argparse.Namespace) -> list[dict] | None:
+    """Every flag, before a source is generated, Ray started or a report written (UsageError naming the flag);
+    with --merge, the partial runs' JSON (read here: a missing section would fail only at the report)."""
+    checks.out_file("--out", a.out)
+    if a.merge:
+        parts = []
+        for f in a.merge:
+            try:
+                part = json.loads(checks.existing_file("--merge", f).read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise checks.UsageError(f"--merge {f}: not JSON ({checks.one_line(e)})") from None
+            if not isinstance(part, dict) or "date" not in part:
+                raise checks.UsageError(f"--merge {f}: not the JSON of a partial run (no 'date')")
+            parts.append(part)
+        missing = [s for s in SECTIONS if not any(s in part for part in parts)]
+        if missing:
+            raise checks.UsageError(f"--merge: no {', '.join(missing)} section in {' '.join(a.merge)}")
+        return parts
+    for s in a.sections:
+        checks.choice("--sections", s, SECTIONS)
+    if a.work is not None:
+        checks.out_dir("--work", a.work)
+    whole: dict[int, float] = {}
+    for secs in a.rss_seconds if "rss" in a.sections else []:  # named by whole seconds (long_<int>s.mp4), reused
+        if not 1 <= secs < float("inf"):
+            raise checks.UsageError(f"--rss-seconds {secs:g}: must be a number of seconds >= 1")
+        if whole.setdefault(int(secs), secs) != secs:
+            raise checks.UsageError(
+                f"--rss-seconds {whole[int(secs)]:g} {secs:g}: both would be long_{int(secs)}s.mp4 (files are "
+                "named by whole seconds and reused)"
+            )
+    # 2 frames at 25 fps: bench_flow then solves pairs of the decode section's 320x240 source
+    if "decode" in a.sections and not 0.08 <= a.decode_seconds < float("inf"):
+        raise checks.UsageError(f"--decode-seconds {a.decode_seconds:g}: must be a number of seconds >= 0.08")
+    if "flow" in a.sections:
+        checks.positive_int("--pairs", a.pairs)
+    if "check" in a.sections and -(-a.check_videos // CHECK_CLASSES) < 5:
+        raise checks.UsageError(
+            f"--check-videos {a.check_videos}: the check makes {CHECK_CLASSES} demo classes of ceil(N/"
+            f"{CHECK_CLASSES}) videos and needs >= 5 per class (train and test groups of 4 clips): must be >= "
+            f"{4 * CHECK_CLASSES + 1}"
+        )
+    return None
+
+
+@checks.cli("bench.scale")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.bench.scale", description=__doc__.split("\n\n")[0])
+    p = checks.parser(prog="python -m jobs.bench.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/benchmarks/scale.md")
     p.add_argument(
         "--rss-seconds",
@@ -600,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sections",
         nargs="+",
-        default=["decode", "flow", "rss", "check"],
+        default=list(SECTIONS),
         help="parts to run (a partial run writes only the JSON next to --out)",
     )
     p.add_argument(
@@ -611,14 +663,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rss-child", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.rss_child:
+    if a.rss_child:  # internal: bench_rss runs it in a fresh process; no other flag applies
+        checks.existing_file("--rss-child PATH", a.rss_child[0])
+        checks.choice("--rss-child SIZE", a.rss_child[1], SIZES)
         rss_child(*a.rss_child)
         return 0
+    parts = check_args(a)
     from jobs.bench.extract import machine
 
     res = {"date": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "machine": machine()}
-    if a.merge:
-        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+    if parts is not None:
         res = {**res, **{k: v for part in parts for k, v in part.items()}}
         res["date"] = ", ".join(sorted({p["date"] for p in parts}))
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -636,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             res["check"] = check_model(work, a.check_videos)
             print(res["check"], file=sys.stderr, flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    if not a.merge and set(a.sections) != {"decode", "flow", "rss", "check"}:
+    if not a.merge and set(a.sections) != set(SECTIONS):
         Path(a.out).with_suffix(f".{'-'.join(a.sections)}.json").write_text(json.dumps(res, indent=1, default=str))
         if "rss" in a.sections:
             print("\n".join(rss_table(res["rss"])), file=sys.stderr)

@@ -31,11 +31,12 @@ import torch
 from torch.utils.data import DataLoader
 
 import models
+from jobs.cli import checks
 from jobs.demokit.shards import moving_square_shards
 from jobs.training import recipe
 from jobs.training.recipe import resolve_device
 from manifests.readers.clips import ClipDataset
-from pipeline.storage import DEFAULT_CODEC
+from pipeline.storage import CODECS, DEFAULT_CODEC
 
 
 def cpu_model() -> str:
@@ -126,8 +127,43 @@ def write_data(root: Path, videos: int, codec: str | None) -> tuple[Path, str]:
     return shards, f"{name}, {len(files)} shards, {size:.1f} MiB"
 
 
+def _ints(arg: str, text: str, minimum: int) -> list[int]:
+    """A comma list of integers >= ``minimum`` ("0,1,2"); UsageError naming ``arg`` otherwise."""
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise checks.UsageError(f"{arg} {text}: expected a comma list of integers, e.g. 0,1,2") from None
+    for v in values:
+        checks.positive_int(arg, v, minimum=minimum)
+    return values
+
+
+def check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list[str | None]]:
+    """Every flag, before a shard is written or a model built: (device, DataLoader worker counts, codecs)."""
+    checks.out_file("--out", args.out)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError:
+        raise checks.UsageError(f"--device {args.device}: CUDA is not available") from None
+    checks.positive_int("--videos", args.videos)
+    # the test-item table times --clips // 4 items (at most 64): fewer than 4 would time none
+    checks.positive_int("--clips", args.clips, minimum=4)
+    workers = _ints("--workers", args.workers, 0)
+    codecs = [c.strip() for c in args.codecs.split(",")]
+    for c in codecs:
+        checks.choice("--codecs", c, ["default", *CODECS])
+    for name in filter(None, args.models.split(",")):
+        checks.choice("--models", name, models.VARIANTS)
+    checks.positive_int("--train-batch", args.train_batch, allow_none=True)  # 0 would read as 'not given'
+    checks.positive_int("--steps", args.steps, allow_none=True)
+    if args.data is not None:
+        checks.existing_dir("--data", args.data, writable=True)  # TemporaryDirectory(dir=...) needs it to exist
+    return device, workers, [None if c == "default" else c for c in codecs]
+
+
+@checks.cli("bench.train")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = checks.parser(prog="python -m jobs.bench.train", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="Markdown report path")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--videos", type=int, default=48, help="synthetic videos (40 frames each)")
@@ -139,12 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="timed training steps (default 10 on cuda, 3 on cpu)")
     ap.add_argument("--data", help="where to write the synthetic shards (default: a temporary directory)")
     args = ap.parse_args(argv)
-    device = resolve_device(args.device)
+    device, workers, codecs = check_args(args)
     cuda = device.type == "cuda"
     batch = args.train_batch or (16 if cuda else 2)
     steps = args.steps or (10 if cuda else 3)
-    workers = [int(w) for w in args.workers.split(",")]
-    codecs = [None if c == "default" else c for c in args.codecs.split(",")]
     lines = [
         "# Training input pipeline and step speed",
         "",

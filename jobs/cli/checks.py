@@ -138,7 +138,8 @@ def existing_file(arg: str, path: str | os.PathLike | None) -> Path:
     return p
 
 
-def existing_dir(arg: str, path: str | os.PathLike | None) -> Path:
+def existing_dir(arg: str, path: str | os.PathLike | None, *, writable: bool = False) -> Path:
+    """A directory that exists and is readable (and writable if asked: a scratch folder to create files in)."""
     if path is None or str(path) == "":
         raise UsageError(f"{arg}: a directory is required")
     p = Path(path)
@@ -146,6 +147,8 @@ def existing_dir(arg: str, path: str | os.PathLike | None) -> Path:
         raise UsageError(f"{arg} {p}: {'is a file, not a directory' if p.exists() else 'no such directory'}")
     if not os.access(p, os.R_OK | os.X_OK):
         raise UsageError(f"{arg} {p}: not readable")
+    if writable and not os.access(p, os.W_OK):
+        raise UsageError(f"{arg} {p}: is not writable")
     return p
 
 
@@ -154,8 +157,29 @@ def out_dir(arg: str, path: str | os.PathLike | None) -> Path:
     if path is None or str(path) == "":
         raise UsageError(f"{arg}: an output directory is required")
     p = Path(path)
-    probe = p
-    while not probe.exists():  # first existing ancestor decides whether we could create it
+    _creatable_dir(arg, p, p)
+    return p
+
+
+def out_file(arg: str, path: str | os.PathLike | None) -> Path:
+    """A file to write (a report): not a directory, not read-only, and its folder exists and is writable or
+    could be created (nothing is created here)."""
+    if path is None or str(path) == "":
+        raise UsageError(f"{arg}: an output file is required")
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{arg} {p}: is a directory, not a file")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{arg} {p}: is not writable")
+    _creatable_dir(arg, p, p.parent)
+    return p
+
+
+def _creatable_dir(arg: str, p: Path, folder: Path) -> None:
+    """UsageError naming ``arg`` and ``p`` unless ``folder`` (``p`` or its parent) is a writable directory or
+    could be created: its first existing ancestor decides."""
+    probe = folder
+    while not probe.exists():
         if probe.is_symlink():
             raise UsageError(f"{arg} {p}: {probe} is a dangling symbolic link")
         if probe.parent == probe:
@@ -167,7 +191,6 @@ def out_dir(arg: str, path: str | os.PathLike | None) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "is not writable" if probe == p else f"cannot be created: {probe} is not writable"
         raise UsageError(f"{arg} {p}: {what}")
-    return p
 
 
 def version(arg: str, path: str | os.PathLike | None, kind: str | None = None) -> Path:
