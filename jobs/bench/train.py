@@ -101,7 +101,13 @@ def train_step_time(name: str, ds: ClipDataset, device: torch.device, batch: int
     _, loss_fn = recipe.make_loss("ce", False)
 
     def loader(n_batches: int, epoch: int) -> DataLoader:
-        order = recipe.epoch_indices(len(ds), epoch, seed=0)[: n_batches * batch]
+        """Exactly ``n_batches`` full batches: epochs' orders joined until they hold that many clips (one
+        epoch of the default 48 videos holds fewer than 10 batches of 16, the CUDA default)."""
+        order: list[int] = []
+        while len(order) < n_batches * batch:
+            order += recipe.epoch_indices(len(ds), epoch, seed=0)
+            epoch += 1000  # another permutation; the first one is the order a single epoch gives
+        order = order[: n_batches * batch]
         return DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, pin_memory=device.type == "cuda")
 
     recipe.train_one_epoch(model, loader(1, 0), opt, loss_fn, device, 0, log_every=0)  # warm-up
