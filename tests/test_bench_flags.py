@@ -67,6 +67,7 @@ CASES = [
     (train, ["--steps", "0"], "--steps 0: must be an integer >= 1"),
     (train, ["--data", "{tmp}/nope"], "--data {tmp}/nope: no such directory"),
     (scale, ["--pairs", "0"], "--pairs 0: must be an integer >= 1"),
+    (scale, ["--pairs", "250"], "--pairs 250: the flow section's source has 250 frames: must be <= 249"),
     (scale, ["--sections", "decode", "nope"], "--sections nope: unknown"),
     (scale, ["--check-videos", "40"], "--check-videos 40: the check makes 10 demo classes"),
     (scale, ["--rss-seconds", "0"], "--rss-seconds 0: must be a number of seconds >= 1"),
@@ -160,3 +161,10 @@ def test_valid_flags_pass_the_checks(module, argv, entry, places, monkeypatch):
     monkeypatch.setattr(extract, "machine", lambda *a, **k: "machine")
     with pytest.raises(Reached):
         module.main([a.format(**places) for a in (*WORK[module], *argv)])
+
+
+def test_scale_sources_are_named_by_their_length(tmp_path):
+    """A kept --work never hands a source of another length to a later run: the decode section at 2 s and
+    the flow section's 10 s source are two files."""
+    assert scale.source_path(tmp_path, "320x240", 2) != scale.source_path(tmp_path, "320x240", scale.FLOW_SOURCE_S)
+    assert scale.source_path(tmp_path, "320x240", 2.5).name == "src_320x240_2.5s.mp4"

@@ -213,3 +213,4 @@ def test_bench_models_smoke(tmp_path):
     )
     text = out.read_text()
     assert "| c3d-b5 |" in text and "| b5-M3 | c3d-b5 |" in text
+    assert "`python -m jobs.bench.models --device cpu --models b5-M3 --width 0.0625 --frames 4" in text  # not pytest's

@@ -154,7 +154,7 @@ def report(names, times, a, device, elapsed) -> str:
     lines = [
         "# Model training-step benchmark",
         "",
-        f"Written by `python -m jobs.bench.models {' '.join(sys.argv[1:])}` on "
+        f"Written by `python -m jobs.bench.models {' '.join(a.argv)}` on "
         f"{datetime.datetime.now().isoformat(timespec='seconds')} ({elapsed:.0f} s).",
         "",
         f"- device: **{device.type}** — {machine(device)}",
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, help="markdown report (printed to stdout too)")
     a = ap.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # the command line the report quotes
     device = device_of("--device", a.device)
     check_args(a)
     gpu = device.type == "cuda"

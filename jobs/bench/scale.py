@@ -36,6 +36,7 @@ DATASETS = {  # name: (videos, mean source frames per video, source WxH, note)
     "HMDB-51": (6766, 94, "320x240", "6,766 clips of about 94 frames (0.63 M frames, 30 fps, 240 px high)"),
     "FCVID-170": (65000, 167 * 25, "1280x720", "about 65,000 web videos of 167 s; 25 fps and 720p assumed"),
 }
+FLOW_SOURCE_S = 10  # seconds of the 320x240 source the flow section takes its pairs from
 CALIBRATION_VIDEOS = 10  # videos timed in-process to predict the check run
 CHECK_CLASSES = 10  # check_model's demo classes; each needs 2 groups of 4 clips (train, test): >= 5 videos
 SECTIONS = ("decode", "flow", "rss", "check")  # --sections
@@ -57,8 +58,15 @@ def cpu_now() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def source_path(work: Path, src: str, seconds: float) -> Path:
+    """Where the generated ``src`` source of ``seconds`` lives under --work: the length is in the name, so a
+    kept --work never hands a source of another length to a later run (or section)."""
+    return work / f"src_{src}_{seconds:g}s.mp4"
+
+
 def generate(path: Path, wh: tuple[int, int], seconds: float, fps: int = 25) -> Path:
-    """A moving test pattern (lavfi testsrc2), H.264, keyframe every 250 frames."""
+    """A moving test pattern (lavfi testsrc2), H.264, keyframe every 250 frames; an existing ``path`` is
+    reused (``source_path`` names it by its length)."""
     from pipeline.decode import _ffmpeg_exe
 
     if not path.exists():
@@ -97,7 +105,7 @@ def bench_decode(work: Path, seconds: float) -> list[dict]:
 
     rows = []
     for src, wh in SOURCES.items():
-        path = generate(work / f"src_{src}.mp4", wh, seconds)
+        path = generate(source_path(work, src, seconds), wh, seconds)
         for name, hw in SIZES.items():
             for backend in ("decord", "ffmpeg"):
                 for how in ("in decoder", "full + cv2.resize"):
@@ -139,7 +147,7 @@ def bench_flow(work: Path, pairs: int) -> list[dict]:
     from pipeline.storage import ShardWriter
 
     torch.set_num_threads(1)
-    path = generate(work / "src_320x240.mp4", SOURCES["320x240"], 10)
+    path = generate(source_path(work, "320x240", FLOW_SOURCE_S), SOURCES["320x240"], FLOW_SOURCE_S)
     rows = []
     for name, hw in SIZES.items():
         frames = decode_video(path, hw)[: pairs + 1]
@@ -620,11 +628,15 @@ def check_args(a: argparse.Namespace) -> list[dict] | None:
                 f"--rss-seconds {whole[int(secs)]:g} {secs:g}: both would be long_{int(secs)}s.mp4 (files are "
                 "named by whole seconds and reused)"
             )
-    # 2 frames at 25 fps: bench_flow then solves pairs of the decode section's 320x240 source
-    if "decode" in a.sections and not 0.08 <= a.decode_seconds < float("inf"):
+    if "decode" in a.sections and not 0.08 <= a.decode_seconds < float("inf"):  # 2 frames at 25 fps
         raise checks.UsageError(f"--decode-seconds {a.decode_seconds:g}: must be a number of seconds >= 0.08")
-    if "flow" in a.sections:
+    if "flow" in a.sections:  # its own FLOW_SOURCE_S source at 25 fps
         checks.positive_int("--pairs", a.pairs)
+        if a.pairs > FLOW_SOURCE_S * 25 - 1:
+            raise checks.UsageError(
+                f"--pairs {a.pairs}: the flow section's source has {FLOW_SOURCE_S * 25} frames: must be <= "
+                f"{FLOW_SOURCE_S * 25 - 1}"
+            )
     if "check" in a.sections and -(-a.check_videos // CHECK_CLASSES) < 5:
         raise checks.UsageError(
             f"--check-videos {a.check_videos}: the check makes {CHECK_CLASSES} demo classes of ceil(N/"
