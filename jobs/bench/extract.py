@@ -158,16 +158,22 @@ def real_footage_frames() -> int | None:
         cap.release()
 
 
-def check_args(a: argparse.Namespace) -> None:
-    """Every flag, before a video is generated or a work folder made (UsageError naming the flag)."""
-    checks.out_dir("--out", a.out)
+def check_run_args(a: argparse.Namespace) -> None:
+    """The flags bench-extract and bench-pipelined share: the demo videos, the extraction and the scratch
+    folder (UsageError naming the flag)."""
     check_videos("--videos", a.videos)
     checks.positive_int("--frames", a.frames, minimum=2)  # one flow pair
     checks.size("--size", a.size)  # as jobs.extract
     checks.positive_int("--shard-size", a.shard_size)
     checks.positive_int("--rounds", a.rounds)
     if a.work is not None:
-        checks.existing_dir("--work", a.work, writable=True)  # tempfile.mkdtemp(dir=...) needs it to exist
+        checks.existing_dir("--work", a.work, writable=True)  # mkdtemp / TemporaryDirectory(dir=...) need it
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """Every flag, before a video is generated or a work folder made (UsageError naming the flag)."""
+    checks.out_dir("--out", a.out)
+    check_run_args(a)
     if a.skip_storage:
         return
     checks.positive_int("--reads", a.reads, minimum=len(STREAMS))  # one clip read per stream at least

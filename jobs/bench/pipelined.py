@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.bench.extract import check_videos, flow_config, machine, make_source
+from jobs.bench.extract import check_run_args, flow_config, machine, make_source
 from jobs.bench.scale import load
 from jobs.cli import checks
 from jobs.extraction import flowpool
@@ -124,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="work dir (default: a temporary one, removed)")
     a = p.parse_args(argv)
     checks.out_file("--out", a.out)  # every flag checked before a video is generated or Ray started
-    check_videos("--videos", a.videos)
-    checks.positive_int("--frames", a.frames, minimum=2)  # one flow pair
-    checks.size("--size", a.size)  # as jobs.extract
-    checks.positive_int("--shard-size", a.shard_size)
-    checks.positive_int("--rounds", a.rounds)
-    if a.work is not None:
-        checks.existing_dir("--work", a.work, writable=True)  # TemporaryDirectory(dir=...) needs it to exist
+    check_run_args(a)
     flow = flow_config(a.flow_param)
     cfg = ExtractConfig(size=tuple(a.size), shard_size=a.shard_size, flow=flow)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
