@@ -369,7 +369,8 @@ def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
     than a larger batch (up to 1.2e-7 apart; flow up to 8e-5 px apart at 48x64, 2026-12-06)."""
     r = int(math.ceil(3 * sigma))
     g = [math.exp(-0.5 * (k / sigma) ** 2) for k in range(-r, r + 1)]
-    g = [v / math.fsum(g) for v in g]
+    total = math.fsum(g)
+    g = [v / total for v in g]
     h, w = x.shape[-2:]
     p = F.pad(x[:, None], (r, r, r, r), mode="replicate")[:, 0]  # (B, H + 2r, W + 2r)
     rows = p[:, :, :w] * g[0]
@@ -381,11 +382,15 @@ def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
+def _prefilter(x: torch.Tensor, s: torch.Tensor, weight: float) -> torch.Tensor:
+    """(x − weight·s + weight) / (1 + weight) for (B, H, W), s the blurred x: the structure-texture split."""
+    return (x - weight * s + weight) * (1 / (1 + weight))
+
+
 def _structure_texture(x: torch.Tensor, weight: float, sigma: float = 3.0) -> torch.Tensor:
     """x − weight·G_sigma*x for (B, H, W): removes slowly varying lighting (a Gaussian stands in for the ROF
     structure of Wedel et al. 2009), rescaled so the result spans about [0, 1] again."""
-    s = _gaussian(x, sigma)
-    return (x - weight * s + weight) * (1 / (1 + weight))
+    return _prefilter(x, _gaussian(x, sigma), weight)
 
 
 def _gain_factors(
@@ -474,8 +479,7 @@ def _solve(i0: torch.Tensor, i1: torch.Tensor, p: BroxParams) -> torch.Tensor:
     if p.lighting == "gain":  # the pre-filter's blur is reused: G*(c·I) = c·G*I
         s0, s1 = _gaussian(i0, p.texture_sigma), _gaussian(i1, p.texture_sigma)
         c0, c1 = _gain_factors(i0, i1, s0, s1)
-        lam = p.texture
-        i0, i1 = ((x * c - lam * (s * c) + lam) * (1 / (1 + lam)) for x, s, c in ((i0, s0, c0), (i1, s1, c1)))
+        i0, i1 = (_prefilter(x * c, s * c, p.texture) for x, s, c in ((i0, s0, c0), (i1, s1, c1)))
     elif p.texture > 0:
         i0, i1 = (_structure_texture(x, p.texture, p.texture_sigma) for x in (i0, i1))
     sizes = pyramid_sizes(h, w, p.scale, p.outer, p.coarse_scale, p.coarse_below)
