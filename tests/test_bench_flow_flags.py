@@ -18,6 +18,12 @@ CASES = [
     ),
     (flow, ["--ablation", "--rows", "boundary, bogus=3"], "--rows: unknown flow parameter 'bogus'"),
     (flow, ["--ablation", "--rows", "boundary, coarse_scale=1.5"], "--rows: coarse_scale must be 0 (off) or in (0, 1)"),
+    (flow, ["--textures", "0"], "--textures 0: must be an integer >= 1"),
+    (flow, ["--threads", "0"], "--threads 0: must be an integer >= 1"),
+    (flow, ["--batches", "8,x"], "--batches 8,x: expected a comma list of integers"),
+    (flow, ["--batches", "8,0"], "--batches 0: must be an integer >= 1"),
+    (flow, ["--device", "tpu"], "--device tpu: expected cpu, cuda or cuda:N"),
+    (flow, ["--device", "cuda"], "--device cuda: CUDA is not available"),  # the suite has no GPU
     (flowtranslate, ["--size", "abc"], "--size abc: expected WxH"),
     (flowtranslate, ["--seeds", "0"], "--seeds 0: must be an integer >= 1"),
     (flowtranslate, ["--variants", "nope"], "--variants: preset must be one of"),

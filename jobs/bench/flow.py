@@ -533,7 +533,12 @@ def main(argv=None) -> int:
     sizes = [wxh("--sizes", t) for t in args.sizes.split(",")]  # every flag checked before any work
     presets = [checks.choice("--presets", n, PRESETS) for n in args.presets.split(",")]
     rows = (rows_params("--rows", args.rows) or rows_params("--rows", ";".join(ABLATION))) if args.ablation else {}
-    device = torch.device(args.device)
+    device = checks.torch_device("--device", args.device)
+    for name in ("--textures", "--rounds", "--threads"):
+        checks.positive_int(name, getattr(args, name[2:]))
+    batches = checks.number_list("--batches", args.batches)
+    for b in batches:
+        checks.positive_int("--batches", b)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     cmd = "python -m jobs.bench.flow " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -547,11 +552,7 @@ def main(argv=None) -> int:
         f"- textures: {source}",
     ]
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise checks.UsageError("--device cuda given but torch sees no CUDA device")
-        report += ["", "## GPU", ""] + gpu_report(
-            frames, device, [int(b) for b in args.batches.split(",")], args.preset
-        )
+        report += ["", "## GPU", ""] + gpu_report(frames, device, batches, args.preset)
     else:
         variants = {f"Brox {n}": brox_params(n) for n in presets}  # native SOR where it compiles
         variants.update({f"Brox {n}": p for n, p in rows.items()})

@@ -53,17 +53,6 @@ def pairs(h: int, w: int, period: int, amp: float):
     return torch.from_numpy(np.stack(i0s)).float(), torch.from_numpy(np.stack(i1s)).float(), gts
 
 
-def _numbers(arg: str, text: str, kind, lo: float, hi: float) -> list:
-    """A comma list of numbers of ``kind`` in [lo, hi]; UsageError naming ``arg`` otherwise."""
-    try:
-        values = [kind(t) for t in text.split(",")]
-    except ValueError:
-        raise checks.UsageError(f"{arg} {text}: expected a comma list of {kind.__name__}s") from None
-    for v in values:
-        checks.number_in(arg, v, lo, hi)
-    return values
-
-
 @checks.cli("bench.flowperiodic")
 def main(argv=None) -> int:
     ap = checks.parser(prog="python -m jobs.bench.flowperiodic", description=__doc__.splitlines()[0])
@@ -74,8 +63,11 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="';' list of rows as jobs.bench.flow --rows")
     args = ap.parse_args(argv)
     w, h = wxh("--size", args.size)  # every flag checked before any work
-    periods = _numbers("--periods", args.periods, int, 4, min(w, h))
-    amps = _numbers("--amps", args.amps, float, 0.0, 1.0)
+    periods, amps = checks.number_list("--periods", args.periods), checks.number_list("--amps", args.amps, float)
+    for v in periods:
+        checks.number_in("--periods", v, 4, min(w, h))
+    for v in amps:
+        checks.number_in("--amps", v, 0.0, 1.0)
     variants = rows_params("--variants", args.variants)
     if not variants:
         raise checks.UsageError("--variants: no rows given")

@@ -205,22 +205,6 @@ def report(names, times, a, device, elapsed) -> str:
     return "\n".join(lines) + "\n"
 
 
-def device_of(arg: str, name: str) -> torch.device:
-    """A torch device this benchmark runs on: cpu, or cuda[:N] with that GPU present."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise checks.UsageError(f"{arg} {name}: expected cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise checks.UsageError(f"{arg} {name}: CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise checks.UsageError(f"{arg} {name}: no such GPU ({torch.cuda.device_count()} visible)")
-    return device
-
-
 def check_args(a: argparse.Namespace) -> None:
     """Every flag as given, before the device defaults are filled in (0 would read as 'not given') and before
     a model is built (UsageError naming the flag). The models build at any clip of >= 1 frame and pixel."""
@@ -257,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="markdown report (printed to stdout too)")
     a = ap.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)  # the command line the report quotes
-    device = device_of("--device", a.device)
+    device = checks.torch_device("--device", a.device)
     check_args(a)
     gpu = device.type == "cuda"
     a.batch = a.batch or (16 if gpu else 2)

@@ -133,17 +133,6 @@ def write_data(root: Path, videos: int, codec: str | None) -> tuple[Path, str]:
     return shards, f"{name}, {len(files)} shards, {size:.1f} MiB"
 
 
-def _ints(arg: str, text: str, minimum: int) -> list[int]:
-    """A comma list of integers >= ``minimum`` ("0,1,2"); UsageError naming ``arg`` otherwise."""
-    try:
-        values = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise checks.UsageError(f"{arg} {text}: expected a comma list of integers, e.g. 0,1,2") from None
-    for v in values:
-        checks.positive_int(arg, v, minimum=minimum)
-    return values
-
-
 def check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list[str | None]]:
     """Every flag, before a shard is written or a model built: (device, DataLoader worker counts, codecs)."""
     checks.out_file("--out", args.out)
@@ -154,7 +143,9 @@ def check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list[
     checks.positive_int("--videos", args.videos)
     # the test-item table times --clips // 4 items (at most 64): fewer than 4 would time none
     checks.positive_int("--clips", args.clips, minimum=4)
-    workers = _ints("--workers", args.workers, 0)
+    workers = checks.number_list("--workers", args.workers)
+    for n in workers:
+        checks.positive_int("--workers", n, minimum=0)
     codecs = [c.strip() for c in args.codecs.split(",")]
     for c in codecs:
         checks.choice("--codecs", c, ["default", *CODECS])

@@ -109,6 +109,35 @@ def key_values(items: Iterable[str], arg: str) -> dict[str, Any]:
     return out
 
 
+def number_list(arg: str, text: str, kind: type = int) -> list:
+    """A comma list of ``kind`` numbers ("0,1,2"); UsageError naming ``arg`` for an item that is not one. The
+    caller bounds the values (``positive_int``, ``number_in``)."""
+    try:
+        return [kind(t) for t in text.split(",")]
+    except ValueError:
+        what = "integers, e.g. 0,1,2" if kind is int else f"{kind.__name__}s"
+        raise UsageError(f"{arg} {text}: expected a comma list of {what}") from None
+
+
+def torch_device(arg: str, name: str):
+    """The torch device ``name`` a benchmark runs on: cpu, or cuda[:N] with that GPU present (torch is
+    imported here, not by the stages that never need it)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"{arg} {name}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{arg} {name}: CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"{arg} {name}: no such GPU ({torch.cuda.device_count()} visible)")
+    return device
+
+
 def size(arg: str, hw: Sequence[int], *, minimum: int = 8, even: bool = False) -> tuple[int, int]:
     """(H, W) with both >= ``minimum`` (and even if asked)."""
     h, w = (int(v) for v in hw)
